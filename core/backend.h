@@ -1,0 +1,169 @@
+// The Backend: every op the Mixture-of-Mamba language model needs, behind one
+// interface. core/cpu_backend.cc implements it on the host (fp32 and fp64;
+// OpenBLAS for GEMM, the templated references of core/ops.h for the rest);
+// kernels/cuda_backend.cc implements it on NVIDIA GPUs.
+//
+// Layout (the one place it is written down): activations are matrices of
+// [N = B * L tokens, features], token n = b * L + t, i.e. (B, L, D) row-major.
+// Weights of a projection are [G, out, in] (G = 1 when shared, M when routed
+// by modality); y = x W^T. The conv weight is [E, d_conv], A_log is [E, S].
+//
+// Conventions: forward ops overwrite their outputs. Backward ops always
+// *accumulate* into parameter gradients (so gradient accumulation and tied
+// weights need no extra code) and overwrite input gradients unless the
+// argument says `accumulate`.
+#ifndef MODAMBA_CORE_BACKEND_H_
+#define MODAMBA_CORE_BACKEND_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+
+namespace modamba {
+
+// Which rows use which weight group, built once per batch from the modality
+// ids and reused by every routed projection of every layer.
+class Routing {
+ public:
+  virtual ~Routing() = default;
+  int num_groups() const { return static_cast<int>(counts_.size()); }
+  int64_t num_rows() const { return num_rows_; }
+  // Rows of group g.
+  int64_t count(int g) const { return counts_[g]; }
+
+ protected:
+  std::vector<int64_t> counts_;
+  int64_t num_rows_ = 0;
+};
+
+// The token stream's shape: N = batch * seq_len rows. A row with
+// doc_start[n] != 0 (and every row with t == 0) begins a document: the conv
+// window and the scan state restart there.
+struct SeqLayout {
+  int64_t batch = 0;
+  int64_t seq_len = 0;
+  const Tensor* doc_start = nullptr;  // U8 [N] on the backend's device
+  int64_t rows() const { return batch * seq_len; }
+};
+
+// The selective scan's inputs: the shared parameters and the per-token
+// streams (column views of the projections' outputs).
+struct ScanInputs {
+  Mat u;                          // [N, E] conv output
+  Mat delta_raw;                  // [N, E] dt_proj output before bias
+  Mat b;                          // [N, S]
+  Mat c;                          // [N, S]
+  Mat z;                          // [N, E] gate branch
+  const Tensor* dt_bias = nullptr;  // [G, E], fp32 math; group by routing
+  const Tensor* a_log = nullptr;    // [E, S]
+  const Tensor* d = nullptr;        // [E]
+};
+
+struct ScanGrads {
+  Mat du;                         // overwritten
+  Mat ddelta_raw;                 // overwritten
+  Mat db;                         // overwritten
+  Mat dc;                         // overwritten
+  Mat dz;                         // overwritten
+  Tensor* ddt_bias = nullptr;     // accumulated
+  Tensor* da_log = nullptr;       // accumulated
+  Tensor* dd = nullptr;           // accumulated
+};
+
+struct AdamWStep {
+  double lr = 0;
+  double beta1 = 0.9;
+  double beta2 = 0.95;
+  double eps = 1e-8;
+  double weight_decay = 0;  // decoupled: p -= lr * wd * p
+  int64_t step = 1;         // 1-based, for bias correction
+  double grad_scale = 1;    // applied to the gradient first (clipping)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+  virtual std::string name() const = 0;
+  virtual Allocator* allocator() = 0;
+
+  // ---- memory ----
+  Tensor Empty(DType dtype, Shape shape) { return Tensor(dtype, std::move(shape), allocator()); }
+  // Copies between any two views of equal size and dtype, host or device.
+  virtual void Copy(Mat src, Mat dst) = 0;
+  virtual void Fill(Mat x, double value) = 0;
+  // Blocks until queued work is done.
+  virtual void Synchronize() {}
+
+  // ---- routing ----
+  // modality: host array of N ids, each in [0, num_groups).
+  virtual std::unique_ptr<Routing> MakeRouting(const int32_t* modality, int64_t n,
+                                               int num_groups) = 0;
+
+  // ---- matrix products ----
+  // c = alpha * op(a) * op(b) + beta * c, op = transpose when asked.
+  virtual void Gemm(bool trans_a, bool trans_b, double alpha, Mat a, Mat b, double beta,
+                    Mat c) = 0;
+  // y[n] = x[n] W[g(n)]^T for a weight w of [G, out, in].
+  virtual void RoutedLinear(const Routing& routing, Mat x, const Tensor& w, Mat y) = 0;
+  // dx (=|+=) dy W[g]; dW[g] += dy_g^T x_g.
+  virtual void RoutedLinearBackward(const Routing& routing, Mat x, const Tensor& w, Mat dy,
+                                    Mat dx, bool accumulate_dx, Tensor* dw) = 0;
+
+  // ---- embedding ----
+  // out[n] = table[tokens[n]]; tokens I32 [N] on the device.
+  virtual void EmbeddingForward(const Tensor& tokens, const Tensor& table, Mat out) = 0;
+  virtual void EmbeddingBackward(const Tensor& tokens, Mat dout, Tensor* dtable) = 0;
+
+  // ---- RMSNorm: y = x / rms(x) * w ----
+  // rstd: [N] in x's dtype, saved for the backward.
+  virtual void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) = 0;
+  // dx += d(y)/d(x) . dy (always accumulates: x is a residual stream).
+  virtual void RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
+                               Tensor* dw) = 0;
+
+  // ---- causal depthwise conv1d + bias + SiLU ----
+  // u[n, e] = silu(b[e] + sum_k w[e, k] x[n - (K-1) + k, e]), rows before the
+  // document start read as zero.
+  virtual void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
+                           Mat u) = 0;
+  virtual void ConvBackward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
+                            Mat du, Mat dx, Tensor* dw, Tensor* db) = 0;
+
+  // ---- selective scan, fused ----
+  // delta = softplus(delta_raw + dt_bias[g]); A = -exp(A_log);
+  // h_t = exp(delta A) h_{t-1} + delta B_t u_t (h reset at document starts);
+  // y_t = (C_t . h_t + D u_t) * silu(z_t).
+  virtual void ScanForward(const SeqLayout& seq, const Routing& dt_routing,
+                           const ScanInputs& in, Mat y) = 0;
+  // Recomputes the states it needs; nothing per-step is stored by the forward.
+  virtual void ScanBackward(const SeqLayout& seq, const Routing& dt_routing,
+                            const ScanInputs& in, Mat dy, const ScanGrads& grads) = 0;
+
+  // ---- loss ----
+  // Per row n with weight[n] != 0: losses[n] = -log softmax(logits[n])[target[n]],
+  // dlogits[n] = weight[n] * (softmax - onehot). Rows with weight 0 get loss 0
+  // and zero gradient. targets I32 [N], weight F32 [N], losses [N] in the
+  // logits' dtype.
+  virtual void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
+                            Tensor* losses, Mat dlogits) = 0;
+
+  // ---- optimizer and glue ----
+  virtual void AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
+                     Tensor* v) = 0;
+  // y += alpha * x
+  virtual void Axpy(double alpha, Mat x, Mat y) = 0;
+  virtual void Scale(double alpha, Mat x) = 0;
+  // sum of squares, in fp64
+  virtual double SumSquares(Mat x) = 0;
+};
+
+// The host backend. Supports F32 and F64 tensors (F64 for gradient checks).
+std::unique_ptr<Backend> NewCpuBackend();
+
+}  // namespace modamba
+
+#endif  // MODAMBA_CORE_BACKEND_H_

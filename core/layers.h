@@ -1,0 +1,92 @@
+// Parameters and the small layers the language model is built from. Each layer
+// owns its Params and has an explicit Forward and Backward over the Backend.
+#ifndef MODAMBA_CORE_LAYERS_H_
+#define MODAMBA_CORE_LAYERS_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/rng.h"
+#include "core/tensor.h"
+
+namespace modamba {
+
+struct Param {
+  std::string name;
+  Tensor value;  // on the backend's device
+  Tensor grad;   // same shape; backward ops accumulate into it
+  bool decay = true;  // AdamW weight decay applies
+};
+
+// The model's parameters in creation order (the checkpoint and optimizer order).
+class ParamSet {
+ public:
+  ParamSet(Backend* backend, DType dtype) : backend_(backend), dtype_(dtype) {}
+  Param* Add(const std::string& name, Shape shape, bool decay);
+  const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
+  Param* Find(const std::string& name) const;
+  // Uploads host values (same dtype as the set) into a parameter.
+  void Set(Param* p, const Tensor& host) const;
+  void ZeroGrads() const;
+  Backend* backend() const { return backend_; }
+  DType dtype() const { return dtype_; }
+
+ private:
+  Backend* backend_;
+  DType dtype_;
+  std::vector<std::unique_ptr<Param>> params_;
+};
+
+// Host-side initialisers (values drawn in double, stored in the set's dtype).
+Tensor UniformInit(DType dtype, const Shape& shape, double bound, Rng* rng);
+Tensor NormalInit(DType dtype, const Shape& shape, double std, Rng* rng);
+Tensor ConstantInit(DType dtype, const Shape& shape, double value);
+
+// Per-batch state shared by every layer: the token layout and the two routings
+// (by modality, and everything-in-one-group for shared projections).
+struct BatchContext {
+  SeqLayout seq;
+  const Routing* by_modality = nullptr;
+  const Routing* shared = nullptr;
+};
+
+// y = x W[g]^T: a projection with G = n_modalities weight groups when routed,
+// one when shared. No bias (dt_proj's bias is fused into the scan).
+class Linear {
+ public:
+  Linear(ParamSet* params, const std::string& name, int in, int out, int groups);
+  // U(-bound, bound) per group, each group drawn independently.
+  void Init(uint64_t seed, double bound);
+  void Forward(const BatchContext& ctx, Mat x, Mat y) const;
+  void Backward(const BatchContext& ctx, Mat x, Mat dy, Mat dx, bool accumulate_dx) const;
+  const Routing& routing(const BatchContext& ctx) const;
+  Param* weight() const { return w_; }
+  int in() const { return in_; }
+  int out() const { return out_; }
+
+ private:
+  ParamSet* params_;
+  Param* w_;
+  int in_, out_, groups_;
+};
+
+class RmsNorm {
+ public:
+  RmsNorm(ParamSet* params, const std::string& name, int dim, double eps);
+  void Init();
+  // rstd: [N] scratch saved for the backward.
+  void Forward(Mat x, Mat y, Tensor* rstd) const;
+  // dx += ...
+  void Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const;
+
+ private:
+  ParamSet* params_;
+  Param* w_;
+  double eps_;
+};
+
+}  // namespace modamba
+
+#endif  // MODAMBA_CORE_LAYERS_H_

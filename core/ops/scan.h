@@ -1,0 +1,129 @@
+// Selective-scan reference (Mamba-1), fused with the dt bias + softplus, the
+// D skip and the SiLU(z) gate. Per sequence, channel e and state s:
+//   delta_t = softplus(delta_raw[t, e] + dt_bias[g(t), e])
+//   h_t     = exp(delta_t A[e, s]) h_{t-1} + delta_t B[t, s] u[t, e]   (h = 0 before a doc start)
+//   y[t, e] = (sum_s C[t, s] h_t + D[e] u[t, e]) * silu(z[t, e])
+// with A = -exp(A_log). B and C are shared by all channels of a token.
+#ifndef MODAMBA_CORE_OPS_SCAN_H_
+#define MODAMBA_CORE_OPS_SCAN_H_
+
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include "core/ops/activations.h"
+
+namespace modamba::ops {
+
+template <typename T>
+struct ScanRef {
+  int64_t batch, seq_len, e_dim, s_dim;
+  const uint8_t* doc_start;  // [N]
+  const int32_t* group;      // [N]: row -> dt_bias row
+  const T* u; int64_t ldu;
+  const T* delta_raw; int64_t ldr;
+  const T* b; int64_t ldb;
+  const T* c; int64_t ldc;
+  const T* z; int64_t ldz;
+  const T* dt_bias;          // [G, E]
+  const T* a_log;            // [E, S]
+  const T* d;                // [E]
+};
+
+template <typename T>
+T ScanDelta(const ScanRef<T>& p, int64_t n, int64_t e) {
+  return Softplus(p.delta_raw[n * p.ldr + e] + p.dt_bias[p.group[n] * p.e_dim + e]);
+}
+
+template <typename T>
+void ScanForward(const ScanRef<T>& p, T* y, int64_t ldy) {
+  std::vector<T> h(p.s_dim);
+  for (int64_t bi = 0; bi < p.batch; ++bi) {
+    for (int64_t e = 0; e < p.e_dim; ++e) {
+      for (int64_t t = 0; t < p.seq_len; ++t) {
+        int64_t n = bi * p.seq_len + t;
+        bool reset = t == 0 || p.doc_start[n];
+        T delta = ScanDelta(p, n, e);
+        T un = p.u[n * p.ldu + e];
+        T acc = 0;
+        for (int64_t s = 0; s < p.s_dim; ++s) {
+          T a = -std::exp(p.a_log[e * p.s_dim + s]);
+          T decay = reset ? T(0) : std::exp(delta * a);
+          h[s] = decay * h[s] + delta * p.b[n * p.ldb + s] * un;
+          acc += p.c[n * p.ldc + s] * h[s];
+        }
+        T zn = p.z[n * p.ldz + e];
+        y[n * ldy + e] = (acc + p.d[e] * un) * Silu(zn);
+      }
+    }
+  }
+}
+
+// Input gradients (du, ddelta_raw, db, dc, dz) are overwritten; parameter
+// gradients (ddt_bias [G, E], da_log, dd) accumulate. The states are
+// recomputed per channel rather than saved by the forward.
+template <typename T>
+void ScanBackward(const ScanRef<T>& p, const T* dy, int64_t lddy, T* du, int64_t lddu,
+                  T* ddelta_raw, int64_t lddr, T* db, int64_t lddb, T* dc, int64_t lddc,
+                  T* dz, int64_t lddz, T* ddt_bias, T* da_log, T* dd) {
+  const int64_t L = p.seq_len, S = p.s_dim;
+  for (int64_t n = 0; n < p.batch * L; ++n) {
+    for (int64_t s = 0; s < S; ++s) db[n * lddb + s] = dc[n * lddc + s] = 0;
+  }
+  std::vector<T> hs((L + 1) * S);  // hs[t + 1] = h_t; hs[0] = 0
+  std::vector<T> dh(S);
+  for (int64_t bi = 0; bi < p.batch; ++bi) {
+    for (int64_t e = 0; e < p.e_dim; ++e) {
+      for (int64_t s = 0; s < S; ++s) hs[s] = 0;
+      for (int64_t t = 0; t < L; ++t) {
+        int64_t n = bi * L + t;
+        bool reset = t == 0 || p.doc_start[n];
+        T delta = ScanDelta(p, n, e);
+        for (int64_t s = 0; s < S; ++s) {
+          T decay = reset ? T(0) : std::exp(-delta * std::exp(p.a_log[e * S + s]));
+          hs[(t + 1) * S + s] =
+              decay * hs[t * S + s] + delta * p.b[n * p.ldb + s] * p.u[n * p.ldu + e];
+        }
+      }
+      for (int64_t s = 0; s < S; ++s) dh[s] = 0;
+      for (int64_t t = L - 1; t >= 0; --t) {
+        int64_t n = bi * L + t;
+        bool reset = t == 0 || p.doc_start[n];
+        T pre = p.delta_raw[n * p.ldr + e] + p.dt_bias[p.group[n] * p.e_dim + e];
+        T delta = Softplus(pre);
+        T un = p.u[n * p.ldu + e];
+        T zn = p.z[n * p.ldz + e];
+        const T* h = &hs[(t + 1) * S];
+        const T* h_prev = &hs[t * S];
+        T yscan = 0;
+        for (int64_t s = 0; s < S; ++s) yscan += p.c[n * p.ldc + s] * h[s];
+        T g = dy[n * lddy + e];
+        dz[n * lddz + e] = g * (yscan + p.d[e] * un) * SiluGrad(zn);
+        T dyp = g * Silu(zn);  // gradient of the pre-gate output
+        dd[e] += dyp * un;
+        T dun = dyp * p.d[e];
+        T ddelta = 0;
+        for (int64_t s = 0; s < S; ++s) {
+          T a = -std::exp(p.a_log[e * S + s]);
+          T bs = p.b[n * p.ldb + s];
+          dc[n * lddc + s] += dyp * h[s];
+          dh[s] += dyp * p.c[n * p.ldc + s];
+          T decay = reset ? T(0) : std::exp(delta * a);
+          ddelta += dh[s] * (a * decay * h_prev[s] + bs * un);
+          da_log[e * S + s] += dh[s] * delta * decay * h_prev[s] * a;  // dA/dA_log = A
+          db[n * lddb + s] += dh[s] * delta * un;
+          dun += dh[s] * delta * bs;
+          dh[s] *= decay;  // carry to h_{t-1}; zero across a document start
+        }
+        du[n * lddu + e] = dun;
+        T dpre = ddelta * Sigmoid(pre);
+        ddelta_raw[n * lddr + e] = dpre;
+        ddt_bias[p.group[n] * p.e_dim + e] += dpre;
+      }
+    }
+  }
+}
+
+}  // namespace modamba::ops
+
+#endif  // MODAMBA_CORE_OPS_SCAN_H_
