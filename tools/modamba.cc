@@ -1,0 +1,103 @@
+// The `modamba` command-line tool.
+//
+//   modamba train --config=FILE [--checkpoint_dir=DIR] [--steps=N]
+//   modamba demo                      trains the tiny config on tinyshakespeare
+//   modamba data build|inspect ...    see core/data/README.md
+#include <cstdlib>
+#include <iostream>
+#include <string>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
+#include "core/backend.h"
+#include "core/config.h"
+#include "core/file_util.h"
+#include "core/flops.h"
+#include "core/status_macros.h"
+#include "trainer/train_loop.h"
+
+ABSL_FLAG(std::string, config, "", "TrainConfig textproto (modamba train)");
+ABSL_FLAG(std::string, checkpoint_dir, "", "overrides the config's checkpoint_dir");
+ABSL_FLAG(int, steps, 0, "overrides the config's steps");
+
+namespace modamba {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: modamba <command> [flags]\n"
+    "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
+    "  demo  [--checkpoint_dir=DIR] [--steps=N]\n"
+    "  data  build|inspect ...   (modamba data build --help)\n";
+
+// The raw data directory: $MODAMBA_DATA_DIR, else ../shared/data beside the
+// repository (the working directory of tools/modamba.sh).
+absl::StatusOr<std::string> RawDataDir() {
+  if (const char* env = std::getenv("MODAMBA_DATA_DIR")) return std::string(env);
+  if (FileExists("../shared/data")) return std::string("../shared/data");
+  return absl::NotFoundError(
+      "no raw data: set MODAMBA_DATA_DIR, or fetch it with tools/data/download_raw.sh");
+}
+
+absl::Status Train(v1::TrainConfig config) {
+  if (!absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+    config.set_checkpoint_dir(absl::GetFlag(FLAGS_checkpoint_dir));
+  }
+  if (absl::GetFlag(FLAGS_steps) > 0) config.set_steps(absl::GetFlag(FLAGS_steps));
+  if (config.text_path().empty()) {
+    ASSIGN_OR_RETURN(std::string raw, RawDataDir());
+    config.set_text_path(raw + "/tinyshakespeare/input.txt");
+  }
+  std::cout << "model: " << config.model().n_layer() << " layers, d_model "
+            << config.model().d_model() << ", " << TotalParams(config.model()) << " parameters, "
+            << TrainingFlopsPerToken(config.model()) << " training FLOPs/token\n";
+  std::unique_ptr<Backend> backend = NewCpuBackend();
+  TrainOptions options;
+  options.log = &std::cout;
+  ASSIGN_OR_RETURN(std::vector<StepRecord> records, TrainText(config, backend.get(), options));
+  if (!records.empty()) {
+    std::cout << "done: loss " << records.front().loss.mean() << " -> " << records.back().loss.mean()
+              << " over steps " << records.front().step << ".." << records.back().step << "\n";
+  }
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  if (argc < 2) {
+    std::cerr << kUsage;
+    return 2;
+  }
+  const std::string command = argv[1];
+  absl::SetProgramUsageMessage(kUsage);
+  absl::ParseCommandLine(argc - 1, argv + 1);
+  absl::Status status;
+  if (command == "train") {
+    if (absl::GetFlag(FLAGS_config).empty()) {
+      std::cerr << "modamba train: --config is required\n";
+      return 2;
+    }
+    auto config = LoadTrainConfig(absl::GetFlag(FLAGS_config));
+    status = config.ok() ? Train(*config) : config.status();
+  } else if (command == "demo") {
+    auto config = LoadTrainConfig("tools/configs/shakespeare_tiny.textproto");
+    if (config.ok() && absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
+      char dir[] = "/tmp/modamba-demo-XXXXXX";  // a fresh run every time
+      if (mkdtemp(dir) != nullptr) config->set_checkpoint_dir(dir);
+    }
+    status = config.ok() ? Train(*config) : config.status();
+  } else {
+    std::cerr << "modamba: unknown command '" << command << "'\n" << kUsage;
+    return 2;
+  }
+  if (!status.ok()) {
+    std::cerr << "modamba " << command << ": " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace modamba
+
+int main(int argc, char** argv) { return modamba::Main(argc, argv); }
