@@ -118,6 +118,12 @@ class Backend {
   virtual void EmbeddingForward(const Tensor& tokens, const Tensor& table, Mat out) = 0;
   virtual void EmbeddingBackward(const Tensor& tokens, Mat dout, Tensor* dtable) = 0;
 
+  // ---- row gather / scatter (rows: I32 indices on the device) ----
+  // dst[i] = src[rows[i]]
+  virtual void GatherRows(Mat src, const Tensor& rows, Mat dst) = 0;
+  // dst[rows[i]] += src[i]; rows must be distinct.
+  virtual void ScatterAddRows(Mat src, const Tensor& rows, Mat dst) = 0;
+
   // ---- RMSNorm: y = x / rms(x) * w ----
   // rstd: [N] in x's dtype, saved for the backward.
   virtual void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) = 0;

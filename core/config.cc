@@ -81,6 +81,11 @@ absl::Status ResolveModelConfig(v1::ModelConfig* m, const std::string& where,
   RETURN_IF_ERROR(InRange(where, f("dt_init_floor"), m->dt_init_floor(), 0.0f, 10.0f));
   if (m->init_std() == 0) m->set_init_std(0.02f);
   RETURN_IF_ERROR(InRange(where, f("init_std"), m->init_std(), 1e-8f, 10.0f));
+  RETURN_IF_ERROR(InRange(where, f("patch_dim"), m->patch_dim(), 0, 4096));
+  if (!m->has_diffusion_weight()) m->set_diffusion_weight(5.0f);
+  RETURN_IF_ERROR(InRange(where, f("diffusion_weight"), m->diffusion_weight(), 0.0f, 1e4f));
+  if (m->diffusion_steps() == 0) m->set_diffusion_steps(1000);
+  RETURN_IF_ERROR(InRange(where, f("diffusion_steps"), m->diffusion_steps(), 1, 1 << 20));
   return absl::OkStatus();
 }
 

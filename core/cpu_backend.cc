@@ -68,14 +68,14 @@ void GemmT(bool ta, bool tb, double alpha, const Mat& a, const Mat& b, double be
 
 // Copies the listed rows of `src` into a contiguous matrix, or back.
 template <typename T>
-void GatherRows(const Mat& src, const std::vector<int64_t>& rows, T* dst) {
+void GatherToContiguous(const Mat& src, const std::vector<int64_t>& rows, T* dst) {
   for (size_t i = 0; i < rows.size(); ++i) {
     std::memcpy(dst + i * src.cols, src.ptr<T>() + rows[i] * src.ld, src.cols * sizeof(T));
   }
 }
 
 template <typename T>
-void ScatterRows(const T* src, const std::vector<int64_t>& rows, bool accumulate, const Mat& dst) {
+void ScatterFromContiguous(const T* src, const std::vector<int64_t>& rows, bool accumulate, const Mat& dst) {
   for (size_t i = 0; i < rows.size(); ++i) {
     T* d = dst.ptr<T>() + rows[i] * dst.ld;
     const T* s = src + i * dst.cols;
@@ -167,6 +167,24 @@ class CpuBackend : public Backend {
       T* row = dtable->data<T>() + tok[i] * d;
       const T* g = dout.ptr<T>() + i * dout.ld;
       for (int64_t j = 0; j < d; ++j) row[j] += g[j];
+    });
+  }
+
+  void GatherRows(Mat src, const Tensor& rows, Mat dst) override {
+    const int32_t* r = rows.data<int32_t>();
+    DISPATCH_FLOAT(src.dtype, for (int64_t i = 0; i < rows.numel(); ++i) {
+      CHECK(r[i] >= 0 && r[i] < src.rows) << "gather row " << r[i] << " out of range";
+      std::memcpy(dst.ptr<T>() + i * dst.ld, src.ptr<T>() + r[i] * src.ld, src.cols * sizeof(T));
+    });
+  }
+
+  void ScatterAddRows(Mat src, const Tensor& rows, Mat dst) override {
+    const int32_t* r = rows.data<int32_t>();
+    DISPATCH_FLOAT(src.dtype, for (int64_t i = 0; i < rows.numel(); ++i) {
+      CHECK(r[i] >= 0 && r[i] < dst.rows) << "scatter row " << r[i] << " out of range";
+      T* d = dst.ptr<T>() + r[i] * dst.ld;
+      const T* s = src.ptr<T>() + i * src.ld;
+      for (int64_t j = 0; j < src.cols; ++j) d[j] += s[j];
     });
   }
 
@@ -267,10 +285,10 @@ class CpuBackend : public Backend {
         continue;
       }
       std::vector<T> xg(r.count(g) * x.cols), yg(r.count(g) * y.cols);
-      GatherRows(x, r.rows(g), xg.data());
+      GatherToContiguous(x, r.rows(g), xg.data());
       GemmT<T>(false, true, 1, Contiguous(xg.data(), x.dtype, r.count(g), x.cols), wg, 0,
                Contiguous(yg.data(), y.dtype, r.count(g), y.cols));
-      ScatterRows(yg.data(), r.rows(g), false, y);
+      ScatterFromContiguous(yg.data(), r.rows(g), false, y);
     }
   }
 
@@ -287,11 +305,11 @@ class CpuBackend : public Backend {
       }
       const int64_t n = r.count(g);
       std::vector<T> xg(n * x.cols), dyg(n * dy.cols), dxg(n * dx.cols);
-      GatherRows(x, r.rows(g), xg.data());
-      GatherRows(dy, r.rows(g), dyg.data());
+      GatherToContiguous(x, r.rows(g), xg.data());
+      GatherToContiguous(dy, r.rows(g), dyg.data());
       Mat dyg_m = Contiguous(dyg.data(), dy.dtype, n, dy.cols);
       GemmT<T>(false, false, 1, dyg_m, wg, 0, Contiguous(dxg.data(), dx.dtype, n, dx.cols));
-      ScatterRows(dxg.data(), r.rows(g), accumulate_dx, dx);
+      ScatterFromContiguous(dxg.data(), r.rows(g), accumulate_dx, dx);
       GemmT<T>(true, false, 1, dyg_m, Contiguous(xg.data(), x.dtype, n, x.cols), 1, dwg);
     }
   }

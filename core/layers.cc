@@ -1,5 +1,6 @@
 #include "core/layers.h"
 
+#include <algorithm>
 #include <cstring>
 
 #include "glog/logging.h"
@@ -14,8 +15,15 @@ Param* ParamSet::Add(const std::string& name, Shape shape, bool decay) {
   p->grad = backend_->Empty(dtype_, shape);
   backend_->Fill(p->grad.mat(), 0);
   p->decay = decay;
+  p->bucket = bucket_;
   params_.push_back(std::move(p));
   return params_.back().get();
+}
+
+int ParamSet::num_buckets() const {
+  int n = 0;
+  for (const auto& p : params_) n = std::max(n, p->bucket + 1);
+  return n;
 }
 
 Param* ParamSet::Find(const std::string& name) const {

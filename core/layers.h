@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "core/backend.h"
 #include "core/rng.h"
 #include "core/tensor.h"
@@ -18,6 +19,21 @@ struct Param {
   Tensor value;  // on the backend's device
   Tensor grad;   // same shape; backward ops accumulate into it
   bool decay = true;  // AdamW weight decay applies
+  // Which FSDP bucket holds it: 0 for the embedding, head and final norm,
+  // 1 + l for layer l. Sharding gathers a bucket right before it is used.
+  int bucket = 0;
+};
+
+// Called around each bucket's use, so FSDP can gather a bucket's parameters
+// just before and release them just after (trainer/fsdp.h). Without hooks,
+// every parameter stays resident.
+class BucketHooks {
+ public:
+  virtual ~BucketHooks() = default;
+  virtual absl::Status BeforeForward(int bucket) = 0;
+  virtual absl::Status AfterForward(int bucket) = 0;
+  virtual absl::Status BeforeBackward(int bucket) = 0;
+  virtual absl::Status AfterBackward(int bucket) = 0;
 };
 
 // The model's parameters in creation order (the checkpoint and optimizer order).
@@ -25,6 +41,9 @@ class ParamSet {
  public:
   ParamSet(Backend* backend, DType dtype) : backend_(backend), dtype_(dtype) {}
   Param* Add(const std::string& name, Shape shape, bool decay);
+  // Parameters added from now on go to this bucket.
+  void set_bucket(int bucket) { bucket_ = bucket; }
+  int num_buckets() const;
   const std::vector<std::unique_ptr<Param>>& all() const { return params_; }
   Param* Find(const std::string& name) const;
   // Uploads host values (same dtype as the set) into a parameter.
@@ -36,6 +55,7 @@ class ParamSet {
  private:
   Backend* backend_;
   DType dtype_;
+  int bucket_ = 0;
   std::vector<std::unique_ptr<Param>> params_;
 };
 

@@ -4,6 +4,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
+#include "core/diffusion.h"
 #include "core/status_macros.h"
 
 namespace modamba {
@@ -17,7 +18,14 @@ void LossReport::Add(const LossReport& other) {
     sum[m] += other.sum[m];
     count[m] += other.count[m];
   }
+  diffusion_sum += other.diffusion_sum;
+  diffusion_count += other.diffusion_count;
+  diffusion_weight = other.diffusion_weight;
 }
+
+namespace {
+constexpr int kTimeFeatures = 64;  // sinusoidal features of the diffusion step
+}  // namespace
 
 MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
     : config_(config), backend_(backend), dtype_(dtype), params_(backend, dtype) {
@@ -25,11 +33,18 @@ MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
   embed_ = params_.Add("embed.weight", {v, d}, true);
   for (int l = 0; l < config.n_layer(); ++l) {
     std::string name = absl::StrCat("layers.", l);
+    params_.set_bucket(1 + l);
     norms_.emplace_back(&params_, name + ".norm", d, config.norm_eps());
     blocks_.emplace_back(&params_, name + ".mixer", config);
   }
+  params_.set_bucket(0);
   norm_f_ = std::make_unique<RmsNorm>(&params_, "norm_f", d, config.norm_eps());
   lm_head_ = config.tie_embeddings() ? embed_ : params_.Add("lm_head.weight", {v, d}, true);
+  if (config.patch_dim() > 0) {
+    image_in_ = std::make_unique<Linear>(&params_, "image_in", config.patch_dim(), d, 1);
+    time_embed_ = std::make_unique<Linear>(&params_, "time_embed", kTimeFeatures, d, 1);
+    image_out_ = std::make_unique<Linear>(&params_, "image_out", d, config.patch_dim(), 1);
+  }
 }
 
 absl::StatusOr<std::unique_ptr<MambaLM>> MambaLM::Create(const v1::ModelConfig& config,
@@ -55,6 +70,11 @@ void MambaLM::Init(uint64_t seed) {
     Rng head_rng = Rng::ForName(seed, lm_head_->name);
     params_.Set(lm_head_, NormalInit(dtype_, lm_head_->value.shape(), config_.init_std(), &head_rng));
   }
+  if (image_in_) {
+    image_in_->Init(seed, 1.0 / std::sqrt(config_.patch_dim()));
+    time_embed_->Init(seed, 1.0 / std::sqrt(kTimeFeatures));
+    image_out_->Init(seed, 1.0 / std::sqrt(config_.d_model()));
+  }
 }
 
 absl::Status MambaLM::Validate(const Batch& b) const {
@@ -65,7 +85,7 @@ absl::Status MambaLM::Validate(const Batch& b) const {
   }
   auto size_error = [&](const char* field, size_t got) {
     return absl::InvalidArgumentError(absl::StrCat("batch: ", field, " has ", got,
-                                                   " entries, expected batch * seq_len = ", n));
+                                                   " entries, which does not match the batch"));
   };
   if (b.tokens.size() != n) return size_error("tokens", b.tokens.size());
   if (b.modality.size() != n) return size_error("modality", b.modality.size());
@@ -74,6 +94,27 @@ absl::Status MambaLM::Validate(const Batch& b) const {
   if (b.target_modality.size() != n) return size_error("target_modality", b.target_modality.size());
   if (b.loss_mask.size() != n) return size_error("loss_mask", b.loss_mask.size());
   const int v = config_.vocab_size(), m = config_.n_modalities();
+  const size_t np = b.patch_rows.size(), pd = config_.patch_dim();
+  if (np > 0 && pd == 0) {
+    return absl::InvalidArgumentError("batch: patch_rows given but model.patch_dim is 0");
+  }
+  if (b.patch_input.size() != np * pd) return size_error("patch_input", b.patch_input.size());
+  if (b.patch_target.size() != np * pd) return size_error("patch_target", b.patch_target.size());
+  if (b.patch_timestep.size() != np) return size_error("patch_timestep", b.patch_timestep.size());
+  std::vector<bool> seen(n, false);
+  for (size_t i = 0; i < np; ++i) {
+    const int32_t r = b.patch_rows[i];
+    if (r < 0 || r >= n || seen[r]) {
+      return absl::InvalidArgumentError(absl::StrCat("batch: patch_rows[", i, "] = ", r,
+                                                     " is out of range or repeated"));
+    }
+    seen[r] = true;
+    if (b.patch_timestep[i] < 0 || b.patch_timestep[i] > config_.diffusion_steps()) {
+      return absl::InvalidArgumentError(absl::StrCat("batch: patch_timestep[", i, "] = ",
+                                                     b.patch_timestep[i], " is outside [0, ",
+                                                     config_.diffusion_steps(), "]"));
+    }
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (b.tokens[i] < 0 || b.tokens[i] >= v) {
       return absl::InvalidArgumentError(
@@ -97,10 +138,11 @@ absl::Status MambaLM::Validate(const Batch& b) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LossReport> MambaLM::Evaluate(const Batch& batch) { return Run(batch, false, 1.0); }
+absl::StatusOr<LossReport> MambaLM::Evaluate(const Batch& batch) { return Run(batch, false, {}); }
 
-absl::StatusOr<LossReport> MambaLM::ForwardBackward(const Batch& batch, double loss_scale) {
-  return Run(batch, true, loss_scale);
+absl::StatusOr<LossReport> MambaLM::ForwardBackward(const Batch& batch,
+                                                    const LossDenominators& denominators) {
+  return Run(batch, true, denominators);
 }
 
 namespace {
@@ -112,9 +154,23 @@ Tensor Upload(Backend* be, DType dtype, const std::vector<T>& host) {
   be->Copy(src, t.mat());
   return t;
 }
+
+// Host floats as a [rows, cols] device tensor of `dtype` (F32 or F64).
+Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, int64_t rows,
+                    int64_t cols) {
+  Tensor staged(dtype, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    if (dtype == DType::kF64) staged.data<double>()[i] = host[i];
+    else staged.data<float>()[i] = host[i];
+  }
+  Tensor t = be->Empty(dtype, {rows, cols});
+  be->Copy(staged.mat(), t.mat());
+  return t;
+}
 }  // namespace
 
-absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward, double loss_scale) {
+absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
+                                        const LossDenominators& denominators) {
   RETURN_IF_ERROR(Validate(batch));
   Backend* be = backend_;
   const int64_t n = batch.rows();
@@ -133,11 +189,13 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward, doubl
   std::unique_ptr<Routing> shared = be->MakeRouting(zeros.data(), n, 1);
   BatchContext ctx{SeqLayout{batch.batch, batch.seq_len, &doc_start}, by_modality.get(), shared.get()};
 
-  // Loss weights: the mean over predicted tokens.
-  const double predicted = std::accumulate(batch.loss_mask.begin(), batch.loss_mask.end(), 0.0);
+  // Loss weights: the mean over the predicted tokens of the whole step.
+  const double predicted = denominators.tokens > 0
+      ? denominators.tokens
+      : std::accumulate(batch.loss_mask.begin(), batch.loss_mask.end(), 0.0);
   std::vector<float> weight(n);
   for (int64_t i = 0; i < n; ++i) {
-    weight[i] = predicted > 0 ? static_cast<float>(batch.loss_mask[i] * loss_scale / predicted) : 0.f;
+    weight[i] = predicted > 0 ? static_cast<float>(batch.loss_mask[i] / predicted) : 0.f;
   }
   Tensor weight_dev = Upload(be, DType::kF32, weight);
 
@@ -153,11 +211,44 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward, doubl
       rstd_[l] = be->Empty(dtype_, {n});
     }
   }
+  // Bucket 0 (embedding, head, final norm, image linears) stays gathered for
+  // the whole step: the embedding's gradient is the backward's last act.
+  auto hook = [&](absl::Status (BucketHooks::*fn)(int), int bucket) {
+    return hooks_ != nullptr ? (hooks_->*fn)(bucket) : absl::OkStatus();
+  };
+  RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 0));
   be->EmbeddingForward(tokens, embed_->value, residual_[0].mat());
+
+  // Transfusion: a noised patch enters on top of its row's embedding (the PAD
+  // token's, which so acts as the patch projection's bias), with its timestep.
+  const int64_t np = batch.patch_rows.size();
+  const int pd = config_.patch_dim();
+  Tensor patch_rows, patch_x, time_features;
+  std::unique_ptr<Routing> patch_routing;
+  BatchContext patch_ctx;
+  if (np > 0) {
+    patch_rows = Upload(be, DType::kI32, batch.patch_rows);
+    patch_x = UploadMatrix(be, dtype_, batch.patch_input, np, pd);
+    std::vector<float> features(np * kTimeFeatures);
+    for (int64_t i = 0; i < np; ++i) {
+      TimestepFeatures(batch.patch_timestep[i], kTimeFeatures, &features[i * kTimeFeatures]);
+    }
+    time_features = UploadMatrix(be, dtype_, features, np, kTimeFeatures);
+    std::vector<int32_t> one_group(np, 0);
+    patch_routing = be->MakeRouting(one_group.data(), np, 1);
+    patch_ctx.shared = patch_routing.get();
+    Tensor emb = be->Empty(dtype_, {np, d}), t_emb = be->Empty(dtype_, {np, d});
+    image_in_->Forward(patch_ctx, patch_x.mat(), emb.mat());
+    time_embed_->Forward(patch_ctx, time_features.mat(), t_emb.mat());
+    be->Axpy(1.0, t_emb.mat(), emb.mat());
+    be->ScatterAddRows(emb.mat(), patch_rows, residual_[0].mat());
+  }
   Tensor block_out = be->Empty(dtype_, {n, d});
   for (int l = 0; l < n_layer; ++l) {
+    RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 1 + l));
     norms_[l].Forward(residual_[l].mat(), normed_[l].mat(), &rstd_[l]);
     blocks_[l].Forward(ctx, normed_[l].mat(), block_out.mat(), &acts_[l]);
+    RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 1 + l));
     be->Copy(residual_[l].mat(), residual_[l + 1].mat());
     be->Axpy(1.0, block_out.mat(), residual_[l + 1].mat());
   }
@@ -180,7 +271,23 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward, doubl
     report.sum[batch.target_modality[i]] += loss_at(i);
     report.count[batch.target_modality[i]]++;
   }
-  if (!backward) return report;
+  // Transfusion: image_out predicts each patch row's eps; diff = pred - eps.
+  Tensor patch_hidden, patch_diff;
+  if (np > 0) {
+    patch_hidden = be->Empty(dtype_, {np, d});
+    be->GatherRows(normed_[n_layer].mat(), patch_rows, patch_hidden.mat());
+    patch_diff = be->Empty(dtype_, {np, pd});
+    image_out_->Forward(patch_ctx, patch_hidden.mat(), patch_diff.mat());
+    Tensor eps = UploadMatrix(be, dtype_, batch.patch_target, np, pd);
+    be->Axpy(-1.0, eps.mat(), patch_diff.mat());
+    report.diffusion_sum = be->SumSquares(patch_diff.mat());
+    report.diffusion_count = np * pd;
+  }
+  report.diffusion_weight = config_.patch_dim() > 0 ? config_.diffusion_weight() : 0.0;
+  if (!backward) {
+    RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 0));
+    return report;
+  }
 
   // ---- backward ----
   Tensor dres = be->Empty(dtype_, {n, d});
@@ -188,14 +295,33 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward, doubl
   Mat dhead{lm_head_->grad.raw(), dtype_, be->device(), v, d, d};
   be->Gemm(false, false, 1.0, dlogits.mat(), head, 0.0, dnormed.mat());
   be->Gemm(true, false, 1.0, dlogits.mat(), normed_[n_layer].mat(), 1.0, dhead);
+  if (np > 0) {
+    // d(lambda * mean(diff^2)) / d(pred) = 2 lambda diff / count
+    const double count = denominators.patch_elements > 0 ? denominators.patch_elements : np * pd;
+    be->Scale(2.0 * config_.diffusion_weight() / count, patch_diff.mat());
+    Tensor dhidden = be->Empty(dtype_, {np, d});
+    image_out_->Backward(patch_ctx, patch_hidden.mat(), patch_diff.mat(), dhidden.mat(), false);
+    be->ScatterAddRows(dhidden.mat(), patch_rows, dnormed.mat());
+  }
   be->Fill(dres.mat(), 0);
   norm_f_->Backward(residual_[n_layer].mat(), rstd_[n_layer], dnormed.mat(), dres.mat());
   for (int l = n_layer - 1; l >= 0; --l) {
     // dres holds d(loss)/d(x_{l+1}); the residual passes it through unchanged.
+    RETURN_IF_ERROR(hook(&BucketHooks::BeforeBackward, 1 + l));
     blocks_[l].Backward(ctx, normed_[l].mat(), acts_[l], dres.mat(), dnormed.mat());
     norms_[l].Backward(residual_[l].mat(), rstd_[l], dnormed.mat(), dres.mat());
+    RETURN_IF_ERROR(hook(&BucketHooks::AfterBackward, 1 + l));
   }
   be->EmbeddingBackward(tokens, dres.mat(), &embed_->grad);
+  if (np > 0) {
+    Tensor demb = be->Empty(dtype_, {np, d});
+    be->GatherRows(dres.mat(), patch_rows, demb.mat());
+    Tensor unused_dx = be->Empty(dtype_, {np, std::max(pd, kTimeFeatures)});
+    image_in_->Backward(patch_ctx, patch_x.mat(), demb.mat(), unused_dx.mat().Cols(0, pd), false);
+    time_embed_->Backward(patch_ctx, time_features.mat(), demb.mat(),
+                          unused_dx.mat().Cols(0, kTimeFeatures), false);
+  }
+  RETURN_IF_ERROR(hook(&BucketHooks::AfterBackward, 0));
   return report;
 }
 

@@ -25,6 +25,13 @@ struct Batch {
   std::vector<int32_t> targets;          // the token to predict at each row
   std::vector<int32_t> target_modality;  // modality of the target (for per-modality loss)
   std::vector<float> loss_mask;          // 1 where the target is predicted
+  // Transfusion (config.patch_dim > 0): rows carrying a noised image patch.
+  // The row's input is embed(token) + image_in(x_t) + time_embed(t), and its
+  // output predicts eps through image_out.
+  std::vector<int32_t> patch_rows;       // [P_n] distinct rows
+  std::vector<float> patch_input;        // [P_n, patch_dim] x_t
+  std::vector<float> patch_target;       // [P_n, patch_dim] eps
+  std::vector<int32_t> patch_timestep;   // [P_n] t in [0, diffusion_steps]
   int64_t rows() const { return batch * seq_len; }
 };
 
@@ -32,11 +39,25 @@ struct Batch {
 struct LossReport {
   std::vector<double> sum;     // [M] sum of token losses (nats)
   std::vector<int64_t> count;  // [M] predicted tokens
+  double diffusion_sum = 0;    // sum of squared eps errors (Transfusion)
+  int64_t diffusion_count = 0; // patch elements
+  double diffusion_weight = 0; // lambda
+  double diffusion_mse() const { return diffusion_count ? diffusion_sum / diffusion_count : 0; }
+  // What the optimizer minimises: mean CE + lambda * MSE.
+  double objective() const { return mean() + diffusion_weight * diffusion_mse(); }
   double total_sum() const;
   int64_t total_count() const;
   double mean() const { return total_count() ? total_sum() / total_count() : 0; }
   double mean(int m) const { return count[m] ? sum[m] / count[m] : 0; }
   void Add(const LossReport& other);
+};
+
+// What the step's mean losses divide by. A step spread over micro-batches or
+// ranks passes the totals of the whole step, so the gradient is the same as
+// one big batch's; 0 means this batch's own count.
+struct LossDenominators {
+  double tokens = 0;          // predicted tokens
+  double patch_elements = 0;  // noised patch elements (patches * patch_dim)
 };
 
 class MambaLM {
@@ -51,9 +72,12 @@ class MambaLM {
   absl::Status Validate(const Batch& batch) const;
   // Forward only.
   absl::StatusOr<LossReport> Evaluate(const Batch& batch);
-  // Forward + backward. The loss is the mean over predicted tokens times
-  // `loss_scale`; gradients accumulate into the params' grads.
-  absl::StatusOr<LossReport> ForwardBackward(const Batch& batch, double loss_scale = 1.0);
+  // Forward + backward of the objective (mean CE over predicted tokens, plus
+  // lambda * MSE over patch elements); grads accumulate.
+  absl::StatusOr<LossReport> ForwardBackward(const Batch& batch,
+                                             const LossDenominators& denominators = {});
+  // FSDP gathers and releases buckets through these (null: all resident).
+  void set_bucket_hooks(BucketHooks* hooks) { hooks_ = hooks; }
   // Logits of the last forward pass, [N, V] on the device.
   const Tensor& logits() const { return logits_; }
 
@@ -65,17 +89,21 @@ class MambaLM {
  private:
   MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype);
   void Init(uint64_t seed);
-  absl::StatusOr<LossReport> Run(const Batch& batch, bool backward, double loss_scale);
+  absl::StatusOr<LossReport> Run(const Batch& batch, bool backward,
+                                 const LossDenominators& denominators);
 
   v1::ModelConfig config_;
   Backend* backend_;
   DType dtype_;
+  BucketHooks* hooks_ = nullptr;
   ParamSet params_;
   Param* embed_;
   std::vector<RmsNorm> norms_;
   std::vector<MambaBlock> blocks_;
   std::unique_ptr<RmsNorm> norm_f_;
   Param* lm_head_;  // == embed_ when tied
+  // Transfusion only.
+  std::unique_ptr<Linear> image_in_, time_embed_, image_out_;
 
   // Saved by the forward for the backward.
   std::vector<Tensor> residual_;  // [n_layer + 1] x [N, D]

@@ -30,6 +30,20 @@ v1::ModelConfig SmallConfig(int modalities, bool routed) {
 }
 
 // Two sequences with modality spans and a document boundary inside each.
+// Marks rows 2..5 and 11..13 as noised image patches.
+void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed) {
+  Rng rng(seed);
+  for (int32_t r : {2, 3, 4, 5, 11, 12, 13}) {
+    b->patch_rows.push_back(r);
+    b->patch_timestep.push_back(static_cast<int32_t>(rng.Below(c.diffusion_steps() + 1)));
+    for (int j = 0; j < c.patch_dim(); ++j) {
+      b->patch_input.push_back(static_cast<float>(rng.Normal(0, 1)));
+      b->patch_target.push_back(static_cast<float>(rng.Normal(0, 1)));
+    }
+    b->loss_mask[r] = 0;
+  }
+}
+
 Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed, int only_modality = -1) {
   Rng rng(seed);
   Batch b;
@@ -56,10 +70,13 @@ std::unique_ptr<MambaLM> MakeModel(const v1::ModelConfig& c, Backend* be, DType 
 }
 
 TEST(ModelGradient, MatchesFiniteDifferencesInDouble) {
-  for (bool routed : {false, true}) {
-    SCOPED_TRACE(routed ? "routed" : "shared");
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool routed = variant > 0, transfusion = variant == 2;
+    const char* name = transfusion ? "transfusion" : routed ? "routed" : "shared";
+    SCOPED_TRACE(name);
     auto be = NewCpuBackend();
     v1::ModelConfig c = SmallConfig(3, routed);
+    if (transfusion) c.set_patch_dim(3);
     auto model = MakeModel(c, be.get(), DType::kF64);
     // Move off the initialisation to a generic point, where no gradient is
     // tiny enough to drown in rounding.
@@ -68,8 +85,9 @@ TEST(ModelGradient, MatchesFiniteDifferencesInDouble) {
       for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data<double>()[i] += noise.Normal(0, 0.2);
     }
     Batch batch = RandomBatch(c, 3);
+    if (transfusion) AddPatches(c, &batch, 4);
     ASSERT_TRUE(model->ForwardBackward(batch).ok());
-    auto loss = [&] { return model->Evaluate(batch)->mean(); };
+    auto loss = [&] { return model->Evaluate(batch)->objective(); };
     double worst = 0;
     for (const auto& p : model->params().all()) {
       double err2 = 0, ref2 = 0;
@@ -94,7 +112,7 @@ TEST(ModelGradient, MatchesFiniteDifferencesInDouble) {
       EXPECT_LT(rel, 1e-6) << p->name;
       worst = std::max(worst, rel);
     }
-    std::printf("worst relative gradient error (%s): %.3g\n", routed ? "routed" : "shared", worst);
+    std::printf("worst relative gradient error (%s): %.3g\n", name, worst);
   }
 }
 

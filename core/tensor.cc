@@ -101,6 +101,16 @@ Tensor Tensor::Zeros(DType dtype, Shape shape) {
   return t;
 }
 
+Tensor Tensor::View(const Tensor& base, int64_t offset, Shape shape) {
+  CHECK(offset >= 0 && offset + NumElements(shape) <= base.numel()) << "view out of range";
+  Tensor t;
+  t.dtype_ = base.dtype_;
+  t.device_ = base.device_;
+  t.shape_ = std::move(shape);
+  t.data_ = std::shared_ptr<void>(base.data_, static_cast<char*>(base.raw()) + offset * DTypeSize(base.dtype_));
+  return t;
+}
+
 Mat Tensor::mat() const {
   Mat m;
   m.data = raw();

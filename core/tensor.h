@@ -64,6 +64,9 @@ class Tensor {
   Tensor(DType dtype, Shape shape, Allocator* allocator = CpuAllocator());
   // Zero-filled CPU tensor.
   static Tensor Zeros(DType dtype, Shape shape);
+  // Elements [offset, offset + numel(shape)) of `base`, sharing its storage
+  // (the storage lives while any view does).
+  static Tensor View(const Tensor& base, int64_t offset, Shape shape);
 
   Tensor(Tensor&&) = default;
   Tensor& operator=(Tensor&&) = default;
