@@ -116,6 +116,12 @@ absl::Status ResolveTrainConfig(v1::TrainConfig* c, const std::string& where) {
   RETURN_IF_ERROR(InRange(where, "steps", c->steps(), 1, 1 << 30));
   RETURN_IF_ERROR(InRange(where, "batch_size", c->batch_size(), 1, 1 << 20));
   RETURN_IF_ERROR(InRange(where, "seq_len", c->seq_len(), 2, 1 << 24));
+  if (c->grad_accum_steps() == 0) c->set_grad_accum_steps(1);
+  RETURN_IF_ERROR(InRange(where, "grad_accum_steps", c->grad_accum_steps(), 1, c->batch_size()));
+  if (c->batch_size() % c->grad_accum_steps() != 0) {
+    return FieldError(where, "grad_accum_steps", absl::StrCat(c->grad_accum_steps(),
+                      " does not divide batch_size ", c->batch_size()));
+  }
   if (!c->has_val_fraction()) c->set_val_fraction(0.1f);
   RETURN_IF_ERROR(InRange(where, "val_fraction", c->val_fraction(), 0.0f, 0.9f));
   if (c->log_every() == 0) c->set_log_every(1);

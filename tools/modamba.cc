@@ -53,9 +53,10 @@ absl::Status Train(v1::TrainConfig config) {
             << config.model().d_model() << ", " << TotalParams(config.model()) << " parameters, "
             << TrainingFlopsPerToken(config.model()) << " training FLOPs/token\n";
   std::unique_ptr<Backend> backend = NewCpuBackend();
-  TrainOptions options;
-  options.log = &std::cout;
-  ASSIGN_OR_RETURN(std::vector<StepRecord> records, TrainText(config, backend.get(), options));
+  TrainContext context;
+  context.backend = backend.get();
+  context.log = &std::cout;
+  ASSIGN_OR_RETURN(std::vector<StepRecord> records, Train(config, context));
   if (!records.empty()) {
     std::cout << "done: loss " << records.front().loss.mean() << " -> " << records.back().loss.mean()
               << " over steps " << records.front().step << ".." << records.back().step << "\n";

@@ -1,111 +1,221 @@
 #include "trainer/train_loop.h"
 
 #include <chrono>
+#include <cstdio>
 
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/checkpoint.h"
 #include "core/file_util.h"
 #include "core/flops.h"
-#include "core/optimizer.h"
-#include "core/rng.h"
 #include "core/status_macros.h"
-#include "core/text_corpus.h"
+#include "trainer/batch_source.h"
+#include "trainer/fsdp.h"
+#include "trainer/local_collectives.h"
 
 namespace modamba {
 namespace {
 
-absl::StatusOr<double> Validate(MambaLM* model, const ByteCorpus& corpus,
-                                const v1::TrainConfig& c) {
-  LossReport total{std::vector<double>(c.model().n_modalities(), 0.0),
-                   std::vector<int64_t>(c.model().n_modalities(), 0)};
-  for (int i = 0; i < c.eval_batches(); ++i) {
-    Batch b = corpus.Get(ByteCorpus::Split::kVal, c.seed(), i, c.batch_size(), c.seq_len());
-    ASSIGN_OR_RETURN(LossReport r, model->Evaluate(b));
-    total.Add(r);
+constexpr double kPeakFlopsPerGpu = 989e12;  // H100 SXM dense bf16
+
+// Sums `values` over the group (through a device buffer of the backend).
+absl::Status AllReduceSum(Collectives* comm, Backend* be, std::vector<double>* values) {
+  const int64_t n = values->size();
+  Mat host{values->data(), DType::kF64, Device::kCpu, 1, n, n};
+  Tensor buffer = be->Empty(DType::kF64, {n});
+  be->Copy(host, buffer.mat());
+  RETURN_IF_ERROR(comm->AllReduce(BufferView::Of(buffer)));
+  be->Copy(buffer.mat(), host);
+  return absl::OkStatus();
+}
+
+// Per-modality sums and counts, then the diffusion terms, as one vector.
+std::vector<double> Flatten(const LossReport& r) {
+  std::vector<double> v(r.sum);
+  v.insert(v.end(), r.count.begin(), r.count.end());
+  v.push_back(r.diffusion_sum);
+  v.push_back(r.diffusion_count);
+  return v;
+}
+
+LossReport Unflatten(const std::vector<double>& v, int m, double diffusion_weight) {
+  LossReport r{std::vector<double>(v.begin(), v.begin() + m), std::vector<int64_t>(m)};
+  for (int i = 0; i < m; ++i) r.count[i] = static_cast<int64_t>(v[m + i]);
+  r.diffusion_sum = v[2 * m];
+  r.diffusion_count = static_cast<int64_t>(v[2 * m + 1]);
+  r.diffusion_weight = diffusion_weight;
+  return r;
+}
+
+absl::StatusOr<LossReport> SumOverRanks(Collectives* comm, Backend* be, const LossReport& local,
+                                        const v1::ModelConfig& model) {
+  std::vector<double> v = Flatten(local);
+  RETURN_IF_ERROR(AllReduceSum(comm, be, &v));
+  return Unflatten(v, model.n_modalities(), local.diffusion_weight);
+}
+
+std::string Describe(const LossReport& r) {
+  std::string s = absl::StrFormat("%.4f", r.objective());
+  if (r.count.size() > 1 || r.diffusion_count > 0) {
+    std::vector<std::string> parts;
+    for (size_t m = 0; m < r.count.size(); ++m) {
+      if (r.count[m] > 0) parts.push_back(absl::StrFormat("%s %.4f", ModalityLabel(m), r.mean(m)));
+    }
+    if (r.diffusion_count > 0) parts.push_back(absl::StrFormat("mse %.4f", r.diffusion_mse()));
+    absl::StrAppend(&s, " (", absl::StrJoin(parts, ", "), ")");
   }
-  return total.mean();
+  return s;
 }
 
 }  // namespace
 
-absl::StatusOr<std::vector<StepRecord>> TrainText(const v1::TrainConfig& c, Backend* backend,
-                                                  const TrainOptions& options) {
-  if (c.text_path().empty()) {
-    return absl::InvalidArgumentError("text_path: required for text training");
+std::string ModalityLabel(int m) {
+  static const char* kNames[] = {"text", "image", "speech"};
+  return m < 3 ? kNames[m] : absl::StrCat("m", m);
+}
+
+absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const TrainContext& ctx) {
+  Backend* be = ctx.backend;
+  std::unique_ptr<Collectives> local;
+  Collectives* comm = ctx.comm;
+  if (comm == nullptr) {
+    local = NewLocalCollectives(be);
+    comm = local.get();
   }
-  if (c.model().vocab_size() < 256) {
-    return absl::InvalidArgumentError("model.vocab_size: byte-level text needs at least 256");
-  }
-  ASSIGN_OR_RETURN(ByteCorpus corpus, ByteCorpus::Load(c.text_path(), c.val_fraction()));
-  RETURN_IF_ERROR(corpus.CheckFits(c.seq_len()));
+  const int rank = comm->rank(), world = comm->world_size();
+  std::ostream* log = rank == 0 ? ctx.log : nullptr;
+  ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> source, OpenBatchSource(c, rank, world));
   ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model,
-                   MambaLM::Create(c.model(), backend, DType::kF32, c.seed()));
-  AdamWOptimizer optimizer(c.optimizer(), model->mutable_params());
+                   MambaLM::Create(c.model(), be, DType::kF32, c.seed()));
+  ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp, Fsdp::Create(model->mutable_params(), comm, c.optimizer()));
+  model->set_bucket_hooks(fsdp.get());
   const double flops_per_token = TrainingFlopsPerToken(c.model());
   const int64_t tokens_per_step = int64_t{c.batch_size()} * c.seq_len();
 
-  // Resume from the newest checkpoint, if any.
   int64_t first_step = 1;
   double flops = 0;
-  Rng rng(c.seed());
   if (!c.checkpoint_dir().empty()) {
     ASSIGN_OR_RETURN(std::string latest, LatestCheckpoint(c.checkpoint_dir()));
     if (!latest.empty()) {
       ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(latest));
-      RETURN_IF_ERROR(LoadCheckpoint(latest, model->mutable_params(), &optimizer.m(), &optimizer.v()));
+      RETURN_IF_ERROR(VerifyCheckpoint(latest));
+      RETURN_IF_ERROR(fsdp->LoadShards(latest));
+      RETURN_IF_ERROR(source->Seek(manifest.data_position()));
       first_step = manifest.step() + 1;
       flops = manifest.flops();
-      ASSIGN_OR_RETURN(rng, Rng::Deserialize(manifest.rng_state()));
-      if (options.log) *options.log << "resumed from " << latest << " at step " << manifest.step() << "\n";
+      if (log) *log << "resumed from " << latest << " at step " << manifest.step() << "\n";
     }
   }
+
   auto checkpoint = [&](int64_t step) -> absl::Status {
-    if (c.checkpoint_dir().empty()) return absl::OkStatus();
-    RETURN_IF_ERROR(MakeDirs(c.checkpoint_dir()));
-    v1::CheckpointManifest manifest;
-    *manifest.mutable_config() = c;
-    manifest.set_step(step);
-    manifest.set_flops(flops);
-    manifest.set_rng_state(rng.Serialize());
-    manifest.set_data_position(step);  // batch index of the next step is step + 1
     const std::string dir = CheckpointPath(c.checkpoint_dir(), step);
-    RETURN_IF_ERROR(SaveCheckpoint(dir, model->params(), optimizer.m(), optimizer.v(), manifest));
-    if (options.log) *options.log << "checkpoint " << dir << "\n";
+    const std::string tmp = dir + ".tmp";
+    if (rank == 0) RETURN_IF_ERROR(MakeDirs(tmp));
+    RETURN_IF_ERROR(comm->Barrier());
+    RETURN_IF_ERROR(fsdp->SaveShard(tmp));
+    RETURN_IF_ERROR(comm->Barrier());
+    if (rank == 0) {
+      v1::CheckpointManifest manifest;
+      *manifest.mutable_config() = c;
+      manifest.set_step(step);
+      manifest.set_flops(flops);
+      manifest.set_data_position(source->position());
+      manifest.set_world_size(world);
+      RETURN_IF_ERROR(WriteCheckpointManifest(tmp, manifest));
+      if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
+        return absl::InternalError(absl::StrCat(dir, ": could not move the checkpoint into place"));
+      }
+      if (log) *log << "checkpoint " << dir << "\n";
+    }
+    RETURN_IF_ERROR(comm->Barrier());
+    if (ctx.on_checkpoint) ctx.on_checkpoint(dir, step);
     return absl::OkStatus();
   };
 
   std::vector<StepRecord> records;
-  const int64_t last_step = options.stop_after > 0 ? std::min<int64_t>(options.stop_after, c.steps())
-                                                   : c.steps();
+  const int64_t last_step =
+      ctx.stop_after > 0 ? std::min<int64_t>(ctx.stop_after, c.steps()) : c.steps();
   for (int64_t step = first_step; step <= last_step; ++step) {
     auto start = std::chrono::steady_clock::now();
-    Batch batch = corpus.Get(ByteCorpus::Split::kTrain, c.seed(), step, c.batch_size(), c.seq_len());
+    ASSIGN_OR_RETURN(std::vector<Batch> micro, source->NextStep());
+    std::vector<double> counts = {0, 0};
+    for (const Batch& b : micro) {
+      for (float m : b.loss_mask) counts[0] += m;
+      counts[1] += b.patch_input.size();
+    }
+    RETURN_IF_ERROR(AllReduceSum(comm, be, &counts));
+    const LossDenominators denominators{counts[0], counts[1]};
+    LossReport local{std::vector<double>(c.model().n_modalities(), 0.0),
+                     std::vector<int64_t>(c.model().n_modalities(), 0)};
+    for (const Batch& b : micro) {
+      ASSIGN_OR_RETURN(LossReport r, model->ForwardBackward(b, denominators));
+      local.Add(r);
+    }
+    ASSIGN_OR_RETURN(Fsdp::StepInfo info, fsdp->Step(step, c.steps()));
     StepRecord rec;
     rec.step = step;
-    ASSIGN_OR_RETURN(rec.loss, model->ForwardBackward(batch));
-    AdamWOptimizer::StepInfo info = optimizer.Step(step, c.steps());
-    backend->Synchronize();
-    double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSIGN_OR_RETURN(rec.loss, SumOverRanks(comm, be, local, c.model()));
+    be->Synchronize();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     flops += flops_per_token * tokens_per_step;
     rec.lr = info.lr;
     rec.grad_norm = info.grad_norm;
     rec.tokens_per_second = tokens_per_step / seconds;
+    if (be->device() == Device::kCuda) {
+      rec.mfu = flops_per_token * tokens_per_step / seconds / (kPeakFlopsPerGpu * world);
+    }
     rec.flops = flops;
     if (c.eval_every() > 0 && (step % c.eval_every() == 0 || step == c.steps())) {
-      ASSIGN_OR_RETURN(rec.val_loss, Validate(model.get(), corpus, c));
+      ASSIGN_OR_RETURN(std::vector<Batch> val, source->Validation());
+      LossReport v{std::vector<double>(c.model().n_modalities(), 0.0),
+                   std::vector<int64_t>(c.model().n_modalities(), 0)};
+      for (const Batch& b : val) {
+        ASSIGN_OR_RETURN(LossReport r, model->Evaluate(b));
+        v.Add(r);
+      }
+      ASSIGN_OR_RETURN(rec.val, SumOverRanks(comm, be, v, c.model()));
+      rec.evaluated = true;
     }
-    if (options.log && (step % c.log_every() == 0 || step == last_step || rec.val_loss >= 0)) {
-      *options.log << absl::StrFormat(
-          "step %5d/%d | loss %.4f | lr %.2e | grad norm %.3f | %8.0f tok/s | %.3e FLOPs%s\n", step,
-          c.steps(), rec.loss.mean(), rec.lr, rec.grad_norm, rec.tokens_per_second, rec.flops,
-          rec.val_loss >= 0 ? absl::StrFormat(" | val loss %.4f", rec.val_loss) : "");
-      options.log->flush();
+    if (log && (step % c.log_every() == 0 || step == last_step || rec.evaluated)) {
+      *log << absl::StrFormat("step %5d/%d | loss %s | lr %.2e | grad norm %.3f | %8.0f tok/s",
+                              step, c.steps(), Describe(rec.loss), rec.lr, rec.grad_norm,
+                              rec.tokens_per_second);
+      if (rec.mfu > 0) *log << absl::StrFormat(" | MFU %.1f%%", 100 * rec.mfu);
+      *log << absl::StrFormat(" | %.3e FLOPs", rec.flops);
+      if (rec.evaluated) *log << " | val " << Describe(rec.val);
+      *log << std::endl;
     }
     records.push_back(rec);
+    if (ctx.on_step) ctx.on_step(rec);
     const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
-    if (periodic || step == last_step) RETURN_IF_ERROR(checkpoint(step));
+    if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
+      RETURN_IF_ERROR(checkpoint(step));
+    }
   }
   return records;
+}
+
+absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir, Backend* be) {
+  ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(dir));
+  RETURN_IF_ERROR(VerifyCheckpoint(dir));
+  const v1::ModelConfig& config = manifest.config().model();
+  // Reshard onto one rank, then copy the consolidated values into a model
+  // whose parameters stay resident.
+  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> staging, MambaLM::Create(config, be, DType::kF32, 0));
+  std::unique_ptr<Collectives> one = NewLocalCollectives(be);
+  ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp,
+                   Fsdp::Create(staging->mutable_params(), one.get(), manifest.config().optimizer()));
+  RETURN_IF_ERROR(fsdp->LoadShards(dir));
+  ASSIGN_OR_RETURN(auto values, fsdp->Consolidated());
+  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, MambaLM::Create(config, be, DType::kF32, 0));
+  for (auto& [name, value] : values) {
+    Param* p = model->mutable_params()->Find(name);
+    if (p == nullptr) return absl::DataLossError(absl::StrCat(dir, ": unexpected tensor ", name));
+    model->params().Set(p, value);
+  }
+  return model;
 }
 
 }  // namespace modamba

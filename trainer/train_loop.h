@@ -1,43 +1,73 @@
-// The single-process training loop of `modamba train`: byte-level text, one
-// backend, checkpoints every k steps, exact resume from the newest one.
+// The training loop every trainer rank runs.
 //
-// A step: corpus batch (a pure function of the step) -> MambaLM::ForwardBackward
-// -> AdamW (clip, warmup + cosine) -> log line; every eval_every steps the
-// validation loss; every checkpoint_every steps a checkpoint.
+// A step, following one batch from the shard to the optimizer:
+//   BatchSource::NextStep       this rank's micro-batches of the global batch
+//   (all-reduce of counts)      the step's loss denominators, so N ranks and
+//                               M micro-batches compute one big batch's gradient
+//   MambaLM::ForwardBackward    per micro-batch; FSDP hooks gather each layer's
+//                               parameters before use and reduce-scatter its
+//                               gradients after its backward
+//   Fsdp::Step                  global grad norm, clipping, AdamW on the shards
+//   (all-reduce of losses)      per-modality losses for the log, identical on
+//                               every rank
+// and every eval_every steps the per-modality validation loss, every
+// checkpoint_every steps a sharded checkpoint (one file per rank, a layout and
+// a manifest with the data position), from which a run resumes exactly, on
+// any number of ranks.
 #ifndef MODAMBA_TRAINER_TRAIN_LOOP_H_
 #define MODAMBA_TRAINER_TRAIN_LOOP_H_
 
+#include <functional>
 #include <ostream>
+#include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "core/backend.h"
 #include "core/model.h"
 #include "proto/config.pb.h"
+#include "trainer/collectives.h"
 
 namespace modamba {
 
 struct StepRecord {
   int64_t step = 0;
-  LossReport loss;
+  LossReport loss;        // summed over ranks
   double lr = 0;
   double grad_norm = 0;
-  double tokens_per_second = 0;
-  double flops = 0;  // cumulative training FLOPs after this step
-  double val_loss = -1;  // when evaluated at this step
+  double tokens_per_second = 0;  // all ranks together
+  double mfu = 0;                // on a GPU: achieved / 989 TFLOP/s per GPU
+  double flops = 0;              // cumulative training FLOPs after this step
+  bool evaluated = false;
+  LossReport val;                // when evaluated
 };
 
-struct TrainOptions {
-  std::ostream* log = nullptr;  // progress lines; null for silence
+struct TrainContext {
+  Backend* backend = nullptr;
+  // The rank's group; null trains alone.
+  Collectives* comm = nullptr;
+  // Progress lines (rank 0 writes them); null for silence.
+  std::ostream* log = nullptr;
   // Stop (after checkpointing) once this step is done; 0 runs to config.steps.
-  // Lets tests interrupt a run at a known point.
   int64_t stop_after = 0;
+  // Called on every rank after each step, and after each checkpoint.
+  std::function<void(const StepRecord&)> on_step;
+  std::function<void(const std::string& dir, int64_t step)> on_checkpoint;
 };
 
-// Trains `config` (resolved), resuming from config.checkpoint_dir's newest
-// checkpoint when there is one. Returns the records of the steps it ran.
-absl::StatusOr<std::vector<StepRecord>> TrainText(const v1::TrainConfig& config, Backend* backend,
-                                                  const TrainOptions& options);
+// Trains `config` (resolved), resuming from the newest checkpoint under
+// config.checkpoint_dir when there is one. Returns the records of the steps
+// it ran.
+absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& config,
+                                              const TrainContext& context);
+
+// Loads a checkpoint written by any number of ranks into a model with every
+// parameter resident on `backend` (evaluation, generation, export).
+absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& checkpoint_dir,
+                                                          Backend* backend);
+
+// Names of modality m in logs and metrics: text, image, speech, then m3...
+std::string ModalityLabel(int m);
 
 }  // namespace modamba
 

@@ -50,14 +50,16 @@ v1::TrainConfig Config(const std::string& text, const std::string& ckpt, int ste
 TEST(TrainLoop, ResumeGivesBitIdenticalLosses) {
   const std::string text = WriteCorpus();
   auto be = NewCpuBackend();
-  auto straight = TrainText(Config(text, TmpDir("straight"), 10), be.get(), {});
+  TrainContext ctx;
+  ctx.backend = be.get();
+  auto straight = Train(Config(text, TmpDir("straight"), 10), ctx);
   ASSERT_TRUE(straight.ok()) << straight.status();
 
   const std::string dir = TmpDir("interrupted");
-  TrainOptions first;
+  TrainContext first = ctx;
   first.stop_after = 5;  // checkpoints at 3 and at the stop, 5
-  ASSERT_TRUE(TrainText(Config(text, dir, 10), be.get(), first).ok());
-  auto rest = TrainText(Config(text, dir, 10), be.get(), {});
+  ASSERT_TRUE(Train(Config(text, dir, 10), first).ok());
+  auto rest = Train(Config(text, dir, 10), ctx);
   ASSERT_TRUE(rest.ok()) << rest.status();
   ASSERT_EQ(rest->size(), 5u);
   for (const StepRecord& r : *rest) {
@@ -72,21 +74,30 @@ TEST(TrainLoop, TruncatedCheckpointIsAClearError) {
   const std::string text = WriteCorpus();
   const std::string dir = TmpDir("truncated");
   auto be = NewCpuBackend();
-  TrainOptions opts;
-  opts.stop_after = 3;
-  ASSERT_TRUE(TrainText(Config(text, dir, 6), be.get(), opts).ok());
-  const std::string weights = CheckpointPath(dir, 3) + "/model.safetensors";
+  TrainContext ctx;
+  ctx.backend = be.get();
+  ctx.stop_after = 3;
+  ASSERT_TRUE(Train(Config(text, dir, 6), ctx).ok());
+  const std::string weights = CheckpointPath(dir, 3) + "/shard-00000-of-00001.safetensors";
   std::string bytes = *ReadFile(weights);
-  ASSERT_TRUE(WriteFileAtomic(weights, bytes.substr(0, bytes.size() / 2)).ok());
-  auto resumed = TrainText(Config(text, dir, 6), be.get(), {});
-  ASSERT_FALSE(resumed.ok());
-  EXPECT_NE(resumed.status().message().find("model.safetensors"), std::string::npos)
-      << resumed.status();
+  for (std::string damaged : {bytes.substr(0, bytes.size() / 2), bytes.substr(0, bytes.size() - 1) + "x"}) {
+    ASSERT_TRUE(WriteFileAtomic(weights, damaged).ok());
+    ctx.stop_after = 0;
+    auto resumed = Train(Config(text, dir, 6), ctx);
+    ASSERT_FALSE(resumed.ok());
+    EXPECT_EQ(resumed.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_NE(resumed.status().message().find("shard-00000-of-00001.safetensors"), std::string::npos)
+        << resumed.status();
+  }
+  // The checkpoint directory is left as it was for a person to inspect.
+  EXPECT_TRUE(FileExists(CheckpointPath(dir, 3) + "/manifest.json"));
 }
 
 TEST(TrainLoop, MissingCorpusNamesTheFile) {
   auto be = NewCpuBackend();
-  auto r = TrainText(Config("/nonexistent/text.txt", "", 2), be.get(), {});
+  TrainContext ctx;
+  ctx.backend = be.get();
+  auto r = Train(Config("/nonexistent/text.txt", "", 2), ctx);
   ASSERT_FALSE(r.ok());
   EXPECT_NE(r.status().message().find("/nonexistent/text.txt"), std::string::npos);
 }
@@ -111,11 +122,14 @@ TEST(TrainLoop, TwoLayerModelLearnsShakespeare) {
   c->set_text_path(std::string(data) + "/tinyshakespeare/input.txt");
   ASSERT_TRUE(ResolveTrainConfig(&*c, "test").ok());
   auto be = NewCpuBackend();
-  auto r = TrainText(*c, be.get(), {});
+  TrainContext ctx;
+  ctx.backend = be.get();
+  auto r = Train(*c, ctx);
   ASSERT_TRUE(r.ok()) << r.status();
+  ASSERT_TRUE(r->back().evaluated);
   std::printf("tinyshakespeare: train loss %.4f, val loss %.4f after %d steps\n",
-              r->back().loss.mean(), r->back().val_loss, c->steps());
-  EXPECT_LT(r->back().val_loss, 2.35);
+              r->back().loss.mean(), r->back().val.mean(), c->steps());
+  EXPECT_LT(r->back().val.mean(), 2.35);
 }
 
 }  // namespace

@@ -1,0 +1,304 @@
+#include "trainer/fsdp.h"
+
+#include <cmath>
+#include <map>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/file_util.h"
+#include "core/optimizer.h"
+#include "core/safetensors.h"
+#include "core/status_macros.h"
+
+namespace modamba {
+namespace {
+
+std::string ShardFileName(int rank, int world_size) {
+  return absl::StrFormat("shard-%05d-of-%05d.safetensors", rank, world_size);
+}
+
+Tensor ToHost(Backend* be, const Tensor& t) {
+  Tensor host(t.dtype(), t.shape());
+  be->Copy(t.mat(), host.mat());
+  return host;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Fsdp>> Fsdp::Create(ParamSet* params, Collectives* comm,
+                                                   const v1::OptimizerConfig& optimizer) {
+  if (comm->device() != params->backend()->device()) {
+    return absl::InvalidArgumentError(absl::StrCat("collectives on ", DeviceName(comm->device()),
+                                                   " cannot shard parameters on ",
+                                                   DeviceName(params->backend()->device())));
+  }
+  std::unique_ptr<Fsdp> fsdp(new Fsdp(params, comm, optimizer));
+  Backend* be = params->backend();
+  fsdp->buckets_.resize(params->num_buckets());
+  for (const auto& p : params->all()) fsdp->buckets_[p->bucket].params.push_back(p.get());
+  const int rank = comm->rank();
+  for (Bucket& bucket : fsdp->buckets_) {
+    std::vector<Shape> shapes;
+    for (Param* p : bucket.params) shapes.push_back(p->value.shape());
+    ASSIGN_OR_RETURN(FlatLayout layout, FlatLayout::Create(shapes, comm->world_size()));
+    bucket.layout = std::make_unique<FlatLayout>(std::move(layout));
+    const FlatLayout& l = *bucket.layout;
+    // Flatten the (identical) full values, keep this rank's shard, free the rest.
+    Tensor full = be->Empty(params->dtype(), {l.padded_numel()});
+    be->Fill(full.mat(), 0);
+    for (size_t i = 0; i < bucket.params.size(); ++i) {
+      be->Copy(bucket.params[i]->value.mat(), l.ParamView(BufferView::Of(full), i));
+      bucket.params[i]->value = Tensor();
+      bucket.params[i]->grad = Tensor();
+    }
+    for (Tensor* t : {&bucket.value, &bucket.grad, &bucket.m, &bucket.v}) {
+      *t = be->Empty(params->dtype(), {l.shard_numel()});
+      be->Fill(t->mat(), 0);
+    }
+    be->Copy(Tensor::View(full, l.shard_offset(rank), {l.shard_numel()}).mat(), bucket.value.mat());
+  }
+  return fsdp;
+}
+
+absl::Status Fsdp::StartGather(int b) {
+  Bucket& bucket = buckets_[b];
+  if (!bucket.full.empty() || bucket.gathering) return absl::OkStatus();
+  bucket.full = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
+  bucket.gathering = GatherBucket(*comm_, *bucket.layout, BufferView::Of(bucket.value),
+                                  BufferView::Of(bucket.full));
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::Gather(int b) {
+  RETURN_IF_ERROR(StartGather(b));
+  Bucket& bucket = buckets_[b];
+  if (bucket.gathering) {
+    RETURN_IF_ERROR(bucket.gathering->Wait());
+    bucket.gathering.reset();
+  }
+  for (size_t i = 0; i < bucket.params.size(); ++i) {
+    bucket.params[i]->value = Tensor::View(bucket.full, bucket.layout->offset(i),
+                                           bucket.layout->shape(i));
+  }
+  return absl::OkStatus();
+}
+
+void Fsdp::Release(int b) {
+  Bucket& bucket = buckets_[b];
+  for (Param* p : bucket.params) {
+    p->value = Tensor();
+    p->grad = Tensor();
+  }
+  bucket.full = Tensor();
+  bucket.full_grad = Tensor();
+}
+
+absl::Status Fsdp::BeforeForward(int b) {
+  RETURN_IF_ERROR(Gather(b));
+  if (b == 0) {
+    // Bucket 0's gradients (head, then embedding) are written during the
+    // backward before and after all layers: keep its buffer for the step.
+    Bucket& bucket = buckets_[0];
+    bucket.full_grad = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
+    params_->backend()->Fill(bucket.full_grad.mat(), 0);
+    for (size_t i = 0; i < bucket.params.size(); ++i) {
+      bucket.params[i]->grad = Tensor::View(bucket.full_grad, bucket.layout->offset(i),
+                                            bucket.layout->shape(i));
+    }
+  }
+  // Prefetch the next layer while this one computes.
+  if (b + 1 < num_buckets()) RETURN_IF_ERROR(StartGather(b == 0 ? 1 : b + 1));
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::AfterForward(int b) {
+  // Layers are gathered again for the backward; bucket 0 is released only
+  // when no backward follows (AfterForward(0) is the end of an evaluation).
+  Release(b);
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::BeforeBackward(int b) {
+  RETURN_IF_ERROR(Gather(b));
+  Bucket& bucket = buckets_[b];
+  bucket.full_grad = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
+  params_->backend()->Fill(bucket.full_grad.mat(), 0);
+  for (size_t i = 0; i < bucket.params.size(); ++i) {
+    bucket.params[i]->grad = Tensor::View(bucket.full_grad, bucket.layout->offset(i),
+                                          bucket.layout->shape(i));
+  }
+  if (b - 1 >= 1) RETURN_IF_ERROR(StartGather(b - 1));
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::AfterBackward(int b) {
+  Bucket& bucket = buckets_[b];
+  if (bucket.reducing) {  // a previous micro-batch's reduction of this bucket
+    RETURN_IF_ERROR(bucket.reducing->Wait());
+    params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
+  }
+  bucket.reducing_full = std::move(bucket.full_grad);
+  bucket.reduced = params_->backend()->Empty(params_->dtype(), {bucket.layout->shard_numel()});
+  bucket.reducing = ReduceScatterBucket(*comm_, *bucket.layout, BufferView::Of(bucket.reducing_full),
+                                        BufferView::Of(bucket.reduced));
+  Release(b);
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::FinishReductions() {
+  for (Bucket& bucket : buckets_) {
+    if (!bucket.reducing) continue;
+    RETURN_IF_ERROR(bucket.reducing->Wait());
+    params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
+    bucket.reducing.reset();
+    bucket.reducing_full = Tensor();
+    bucket.reduced = Tensor();
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<Fsdp::StepInfo> Fsdp::Step(int64_t step, int64_t total_steps) {
+  RETURN_IF_ERROR(FinishReductions());
+  Backend* be = params_->backend();
+  // Global gradient norm: the shards partition every gradient (padding is 0).
+  Tensor sq_host(DType::kF64, {1});
+  sq_host.data<double>()[0] = 0;
+  for (const Bucket& bucket : buckets_) sq_host.data<double>()[0] += be->SumSquares(bucket.grad.mat());
+  Tensor sq = be->Empty(DType::kF64, {1});
+  be->Copy(sq_host.mat(), sq.mat());
+  RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(sq)));
+  be->Copy(sq.mat(), sq_host.mat());
+
+  StepInfo info;
+  info.grad_norm = std::sqrt(sq_host.data<double>()[0]);
+  info.lr = LearningRate(optimizer_, step, total_steps);
+  AdamWStep s;
+  s.lr = info.lr;
+  s.beta1 = optimizer_.beta1();
+  s.beta2 = optimizer_.beta2();
+  s.eps = optimizer_.eps();
+  s.step = step;
+  if (optimizer_.grad_clip() > 0 && info.grad_norm > optimizer_.grad_clip()) {
+    s.grad_scale = optimizer_.grad_clip() / info.grad_norm;
+  }
+  for (Bucket& bucket : buckets_) {
+    const FlatLayout& l = *bucket.layout;
+    const int64_t begin = l.shard_offset(comm_->rank()), end = begin + l.shard_numel();
+    // Each parameter's part of this shard, with its own weight decay.
+    for (size_t i = 0; i < bucket.params.size(); ++i) {
+      const int64_t lo = std::max(begin, l.offset(i));
+      const int64_t hi = std::min(end, l.offset(i) + NumElements(l.shape(i)));
+      if (lo >= hi) continue;
+      auto part = [&](const Tensor& t) { return Tensor::View(t, lo - begin, {hi - lo}); };
+      Tensor value = part(bucket.value), m = part(bucket.m), v = part(bucket.v);
+      s.weight_decay = bucket.params[i]->decay ? optimizer_.weight_decay() : 0.0;
+      be->AdamW(s, part(bucket.grad), &value, &m, &v);
+    }
+    be->Fill(bucket.grad.mat(), 0);
+  }
+  return info;
+}
+
+int64_t Fsdp::shard_bytes() const {
+  int64_t bytes = 0;
+  for (const Bucket& b : buckets_) bytes += 4 * b.value.nbytes();
+  return bytes;
+}
+
+absl::Status Fsdp::SaveShard(const std::string& dir) const {
+  Backend* be = params_->backend();
+  std::vector<Tensor> host;
+  std::vector<std::string> names;
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    for (auto [name, t] : {std::pair{"value", &buckets_[b].value}, std::pair{"m", &buckets_[b].m},
+                           std::pair{"v", &buckets_[b].v}}) {
+      host.push_back(ToHost(be, *t));
+      names.push_back(absl::StrCat("bucket.", b, ".", name));
+    }
+  }
+  std::vector<std::pair<std::string, const Tensor*>> entries;
+  for (size_t i = 0; i < host.size(); ++i) entries.emplace_back(names[i], &host[i]);
+  RETURN_IF_ERROR(SaveSafetensors(dir + "/" + ShardFileName(comm_->rank(), comm_->world_size()),
+                                  entries));
+  if (comm_->rank() != 0) return absl::OkStatus();
+  nlohmann::json layout = {{"world_size", comm_->world_size()}, {"dtype", DTypeName(params_->dtype())}};
+  for (const Bucket& bucket : buckets_) {
+    nlohmann::json params = nlohmann::json::array();
+    for (size_t i = 0; i < bucket.params.size(); ++i) {
+      params.push_back({{"name", bucket.params[i]->name}, {"shape", bucket.layout->shape(i)}});
+    }
+    layout["buckets"].push_back(params);
+  }
+  return WriteFileAtomic(dir + "/layout.json", layout.dump(1));
+}
+
+absl::Status Fsdp::LoadShards(const std::string& dir) {
+  const std::string layout_path = dir + "/layout.json";
+  ASSIGN_OR_RETURN(std::string text, ReadFile(layout_path));
+  nlohmann::json layout = nlohmann::json::parse(text, nullptr, false);
+  auto bad = [&](const std::string& why) {
+    return absl::DataLossError(absl::StrCat(layout_path, ": ", why));
+  };
+  if (layout.is_discarded() || !layout.contains("world_size") || !layout.contains("buckets") ||
+      !layout["buckets"].is_array()) {
+    return bad("not a valid layout");
+  }
+  const int saved_world = layout["world_size"].get<int>();
+  if (saved_world < 1 || layout["buckets"].size() != buckets_.size()) {
+    return bad(absl::StrCat("has ", layout["buckets"].size(), " buckets, the model has ",
+                            buckets_.size()));
+  }
+  std::map<int, SafetensorsFile> files;  // old rank -> its shard file, loaded on demand
+  Backend* be = params_->backend();
+  for (size_t b = 0; b < buckets_.size(); ++b) {
+    Bucket& bucket = buckets_[b];
+    const nlohmann::json& saved = layout["buckets"][b];
+    if (saved.size() != bucket.params.size()) return bad(absl::StrCat("bucket ", b, " differs"));
+    for (size_t i = 0; i < saved.size(); ++i) {
+      if (saved[i]["name"] != bucket.params[i]->name ||
+          saved[i]["shape"].get<Shape>() != bucket.layout->shape(i)) {
+        return bad(absl::StrCat("parameter ", i, " of bucket ", b, " is ",
+                                saved[i]["name"].dump(), saved[i]["shape"].dump(), ", the model has ",
+                                bucket.params[i]->name, ShapeString(bucket.layout->shape(i))));
+      }
+    }
+    ASSIGN_OR_RETURN(FlatLayout from, bucket.layout->WithWorldSize(saved_world));
+    std::vector<int> sources = SourceShards(from, *bucket.layout, comm_->rank());
+    for (int r : sources) {
+      if (files.count(r)) continue;
+      ASSIGN_OR_RETURN(files[r], LoadSafetensors(dir + "/" + ShardFileName(r, saved_world)));
+    }
+    for (auto [name, dst] : {std::pair{"value", &bucket.value}, std::pair{"m", &bucket.m},
+                             std::pair{"v", &bucket.v}}) {
+      const std::string key = absl::StrCat("bucket.", b, ".", name);
+      std::vector<const Tensor*> shards(saved_world, nullptr);
+      for (int r : sources) {
+        auto it = files[r].tensors.find(key);
+        if (it == files[r].tensors.end()) {
+          return absl::DataLossError(absl::StrCat(dir, "/", ShardFileName(r, saved_world),
+                                                  ": no tensor '", key, "'"));
+        }
+        shards[r] = &it->second;
+      }
+      ASSIGN_OR_RETURN(Tensor mine, Reshard(from, shards, *bucket.layout, comm_->rank()));
+      be->Copy(mine.mat(), dst->mat());
+    }
+    be->Fill(bucket.grad.mat(), 0);
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> Fsdp::Consolidated() {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (int b = 0; b < num_buckets(); ++b) {
+    RETURN_IF_ERROR(Gather(b));
+    for (Param* p : buckets_[b].params) {
+      out.emplace_back(p->name, ToHost(params_->backend(), p->value));
+    }
+    Release(b);
+  }
+  return out;
+}
+
+}  // namespace modamba
