@@ -80,8 +80,15 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
 // so that when Gloo throws the failure can be pinned on that peer.
 class Exchange {
  public:
-  Exchange(gloo::Context* context, uint64_t seq, absl::Time deadline)
-      : context_(context), seq_(seq), deadline_(deadline) {}
+  // `scratch` points at two buffers kept across operations.
+  Exchange(gloo::Context* context, uint64_t seq, absl::Time deadline, std::vector<char>* scratch)
+      : context_(context), seq_(seq), deadline_(deadline), scratch_(scratch) {}
+
+  // Scratch buffer i (0 or 1) of at least `bytes`; grows, never shrinks.
+  char* Scratch(int i, size_t bytes) {
+    if (scratch_[i].size() < bytes) scratch_[i].resize(bytes);
+    return scratch_[i].data();
+  }
 
   std::unique_ptr<UnboundBuffer> Buffer(void* data, size_t bytes) {
     return context_->createUnboundBuffer(data, bytes);
@@ -117,6 +124,7 @@ class Exchange {
   gloo::Context* const context_;
   const uint64_t seq_;
   const absl::Time deadline_;
+  std::vector<char>* const scratch_;
   int peer_ = -1;
 };
 
@@ -168,11 +176,12 @@ void RingReduceScatter(Exchange& ex, int rank, int n, DType dtype, const char* i
   }
   int64_t max_chunk = 0;
   for (int c = 0; c < n; ++c) max_chunk = std::max(max_chunk, size(c));
-  std::vector<char> scratch_a(max_chunk * es), scratch_b(max_chunk * es);
+  char* scratch_a = ex.Scratch(0, max_chunk * es);
+  char* scratch_b = ex.Scratch(1, max_chunk * es);
   std::unique_ptr<UnboundBuffer> in =
       ex.Buffer(const_cast<char*>(input), bounds[n] * es);
-  std::unique_ptr<UnboundBuffer> a = ex.Buffer(scratch_a.data(), scratch_a.size());
-  std::unique_ptr<UnboundBuffer> b = ex.Buffer(scratch_b.data(), scratch_b.size());
+  std::unique_ptr<UnboundBuffer> a = ex.Buffer(scratch_a, max_chunk * es);
+  std::unique_ptr<UnboundBuffer> b = ex.Buffer(scratch_b, max_chunk * es);
   const int right = (rank + 1) % n, left = (rank + n - 1) % n;
   char* received = nullptr;
   for (int s = 0; s < n - 1; ++s) {
@@ -181,7 +190,7 @@ void RingReduceScatter(Exchange& ex, int rank, int n, DType dtype, const char* i
     UnboundBuffer* send = s == 0 ? in.get() : (s % 2 == 1 ? a.get() : b.get());
     const size_t send_offset = s == 0 ? begin(send_chunk) * es : 0;
     UnboundBuffer* recv = s % 2 == 0 ? a.get() : b.get();
-    received = s % 2 == 0 ? scratch_a.data() : scratch_b.data();
+    received = s % 2 == 0 ? scratch_a : scratch_b;
     if (size(send_chunk) > 0) ex.Send(send, right, step0 + s, send_offset, size(send_chunk) * es);
     if (size(recv_chunk) > 0) ex.Recv(recv, left, step0 + s, 0, size(recv_chunk) * es);
     if (size(send_chunk) > 0) ex.WaitSend(send, right);
@@ -377,7 +386,7 @@ class GlooCollectives : public Collectives {
 
   absl::Status Run(Op& op) {
     const uint64_t seq = next_seq_++;
-    Exchange ex(context_.get(), seq, absl::Now() + options_.group.timeout);
+    Exchange ex(context_.get(), seq, absl::Now() + options_.group.timeout, scratch_);
     try {
       op.body(ex);
       return absl::OkStatus();
@@ -405,6 +414,7 @@ class GlooCollectives : public Collectives {
   std::thread worker_;
   // Touched by the worker thread only.
   uint64_t next_seq_ = 0;
+  std::vector<char> scratch_[2];  // reduce-scatter partial sums
   absl::Status failure_;
 
   absl::Mutex mu_;

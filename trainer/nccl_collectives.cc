@@ -278,11 +278,16 @@ class NcclCollectives : public Collectives {
     cudaStreamWaitEvent(comm_stream_, ready->get(), 0);
     cudaEventRecord(start->get(), comm_stream_);
     ncclResult_t result = call(comm_stream_);
-    // A non-blocking communicator may still be queueing (e.g. connecting
-    // to peers on first use): poll, within the timeout.
+    // A non-blocking communicator answers ncclInProgress while it queues
+    // the op, usually for microseconds (longer when it first connects to
+    // its peers): spin a little, then poll at leisure, within the timeout.
     const absl::Time deadline = absl::Now() + options_.group.timeout;
-    while (result == ncclInProgress && absl::Now() < deadline) {
-      absl::SleepFor(absl::Microseconds(100));
+    for (int polls = 0; result == ncclInProgress && absl::Now() < deadline; ++polls) {
+      if (polls < 10000) {
+        std::this_thread::yield();
+      } else {
+        absl::SleepFor(absl::Microseconds(100));
+      }
       ncclCommGetAsyncError(comm_, &result);
     }
     if (result != ncclSuccess) {

@@ -1,0 +1,141 @@
+// FSDP across real processes on loopback (Gloo): N ranks of modamba-trainer
+// reproduce the single-rank run, resume on another number of ranks, and fail
+// fast, naming the lost rank, when one dies.
+#include <chrono>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_util.h"
+#include "gtest/gtest.h"
+#include "trainer/launcher.h"
+#include "trainer/synthetic_dataset.h"
+
+namespace modamba {
+namespace {
+
+std::string Scratch(const std::string& name) {
+  std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  EXPECT_TRUE(MakeDirs(dir).ok());
+  return dir;
+}
+
+// A TrainConfig for a setting's synthetic dataset.
+std::string WriteConfig(const std::string& dir, const std::string& setting, int steps,
+                        const std::string& checkpoints, int batch_size = 4) {
+  const std::string data = dir + "/data";
+  EXPECT_TRUE(WriteSyntheticDataset(data, setting, 48, 48, 8).ok());
+  const int modalities = setting == "trimodal" ? 3 : 2;
+  std::string text = absl::StrCat(
+      "model { d_model: 16 n_layer: 2 vocab_size: 1031 d_state: 4 n_modalities: ", modalities,
+      " route_in: true route_x: true route_dt: true route_out: true",
+      setting == "transfusion" ? " patch_dim: 16" : "", " }\n",
+      "optimizer { lr: 3e-3 warmup_steps: 2 }\n", "steps: ", steps, "\nbatch_size: ", batch_size, "\nseq_len: 48\n",
+      "seed: 7\neval_every: 5\neval_batches: 1\ngrad_accum_steps: 1\ndataset_dir: \"", data, "\"\n");
+  if (!checkpoints.empty()) absl::StrAppend(&text, "checkpoint_every: 4\ncheckpoint_dir: \"", checkpoints, "\"\n");
+  const std::string path = dir + "/train.textproto";
+  EXPECT_TRUE(WriteFileAtomic(path, text).ok());
+  return path;
+}
+
+struct RunResult {
+  LaunchResult result;
+  std::vector<nlohmann::json> steps;
+};
+
+RunResult Launch(int nproc, const std::string& config, const std::string& dir,
+           std::vector<std::string> extra = {}) {
+  const std::string metrics = dir + "/metrics.jsonl";
+  std::remove(metrics.c_str());
+  LaunchOptions o;
+  o.nproc = nproc;
+  o.command = {"trainer/modamba-trainer", "--config=" + config, "--metrics_out=" + metrics,
+               "--peer_timeout_s=5"};
+  o.command.insert(o.command.end(), extra.begin(), extra.end());
+  o.log_dir = dir + "/logs";
+  o.grace_period = absl::Seconds(60);  // let surviving ranks fail on their own
+  RunResult run;
+  auto result = Launch(o);
+  EXPECT_TRUE(result.ok()) << result.status();
+  if (result.ok()) run.result = *result;
+  std::ifstream in(metrics);
+  for (std::string line; std::getline(in, line);) run.steps.push_back(nlohmann::json::parse(line));
+  return run;
+}
+
+// The objective of each step, which the ranks agree on.
+std::vector<double> Objectives(const RunResult& run) {
+  std::vector<double> out;
+  for (const auto& s : run.steps) out.push_back(s["loss"]["objective"].get<double>());
+  return out;
+}
+
+class FsdpSettings : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(FsdpSettings, TwoAndFourRanksReproduceOneRank) {
+  const std::string dir = Scratch("ranks_" + GetParam());
+  const std::string config = WriteConfig(dir, GetParam(), 20, "");
+  std::vector<double> one = Objectives(Launch(1, config, Scratch("ranks_" + GetParam() + "/1")));
+  ASSERT_EQ(one.size(), 20u);
+  for (int n : {2, 4}) {
+    RunResult run = Launch(n, config, Scratch(absl::StrCat("ranks_", GetParam(), "/", n)));
+    EXPECT_EQ(run.result.exit_code, 0);
+    std::vector<double> many = Objectives(run);
+    ASSERT_EQ(many.size(), one.size()) << n << " ranks";
+    double worst = 0;
+    for (size_t i = 0; i < one.size(); ++i) {
+      worst = std::max(worst, std::fabs(many[i] - one[i]) / std::fabs(one[i]));
+    }
+    // fp32: only the order of the sums differs between world sizes.
+    EXPECT_LT(worst, 1e-5) << n << " ranks";
+    std::printf("%s, %d ranks: worst relative loss difference over 20 steps %.2e\n",
+                GetParam().c_str(), n, worst);
+    EXPECT_LT(one.back(), one.front());
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(AllSettings, FsdpSettings,
+                         ::testing::Values("chameleon", "transfusion", "trimodal"));
+
+TEST(Fsdp, SaveWithTwoRanksResumeWithThree) {
+  const std::string dir = Scratch("reshard");
+  // 6 sequences a step: 3 per rank on 2 ranks, 2 per rank on 3.
+  const std::string straight = WriteConfig(dir + "/a", "trimodal", 12, dir + "/a/ckpt", 6);
+  std::vector<double> reference = Objectives(Launch(2, straight, dir + "/a"));
+  ASSERT_EQ(reference.size(), 12u);
+
+  const std::string config = WriteConfig(dir + "/b", "trimodal", 12, dir + "/b/ckpt", 6);
+  RunResult first = Launch(2, config, dir + "/b", {"--stop_after=6"});
+  ASSERT_EQ(first.result.exit_code, 0);
+  RunResult second = Launch(3, config, dir + "/b");
+  ASSERT_EQ(second.result.exit_code, 0);
+  std::vector<double> resumed = Objectives(second);
+  ASSERT_EQ(resumed.size(), 6u);  // steps 7..12
+  for (int i = 0; i < 6; ++i) {
+    EXPECT_NEAR(resumed[i], reference[6 + i], 1e-5 * std::fabs(reference[6 + i])) << "step " << 7 + i;
+  }
+}
+
+TEST(Fsdp, KilledRankIsNamedByTheOthersWithinTheTimeout) {
+  const std::string dir = Scratch("kill");
+  const std::string config = WriteConfig(dir, "chameleon", 200, "");
+  auto start = std::chrono::steady_clock::now();
+  RunResult run = Launch(4, config, dir, {"--fault_kill_rank=2", "--fault_kill_step=3"});
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_EQ(run.result.first_failed_rank, 2);
+  EXPECT_EQ(run.result.ranks[2].code, 128 + 9);
+  // 5 s peer timeout plus start-up; far less than the launcher's 60 s grace.
+  EXPECT_LT(seconds, 45);
+  for (int r : {0, 1, 3}) {
+    EXPECT_NE(run.result.ranks[r].code, 0) << "rank " << r;
+    EXPECT_FALSE(run.result.ranks[r].stopped_by_launcher) << "rank " << r << " had to be stopped";
+    std::string log = *ReadFile(absl::StrCat(dir, "/logs/rank_", r, ".log"));
+    EXPECT_NE(log.find("rank 2"), std::string::npos) << "rank " << r << " log:\n" << log;
+  }
+  std::printf("the surviving ranks exited %.1f s after the launch\n", seconds);
+}
+
+}  // namespace
+}  // namespace modamba
