@@ -2,6 +2,7 @@
 //
 //   modamba train --config=FILE [--checkpoint_dir=DIR] [--steps=N]
 //   modamba demo                      trains the tiny config on tinyshakespeare
+//   modamba export --checkpoint=DIR --out=FILE   one consolidated safetensors file
 //   modamba data build|inspect ...    see core/data/README.md
 #include <cstdlib>
 #include <iostream>
@@ -12,15 +13,19 @@
 #include "absl/flags/usage.h"
 #include "absl/strings/str_cat.h"
 #include "core/backend.h"
+#include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/file_util.h"
 #include "core/flops.h"
+#include "core/safetensors.h"
 #include "core/status_macros.h"
 #include "trainer/train_loop.h"
 
 ABSL_FLAG(std::string, config, "", "TrainConfig textproto (modamba train)");
 ABSL_FLAG(std::string, checkpoint_dir, "", "overrides the config's checkpoint_dir");
 ABSL_FLAG(int, steps, 0, "overrides the config's steps");
+ABSL_FLAG(std::string, checkpoint, "", "a checkpoint directory (modamba export)");
+ABSL_FLAG(std::string, out, "", "output file (modamba export)");
 
 namespace modamba {
 namespace {
@@ -29,6 +34,7 @@ constexpr char kUsage[] =
     "usage: modamba <command> [flags]\n"
     "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
     "  demo  [--checkpoint_dir=DIR] [--steps=N]\n"
+    "  export --checkpoint=DIR --out=FILE.safetensors\n"
     "  data  build|inspect ...   (modamba data build --help)\n";
 
 // The raw data directory: $MODAMBA_DATA_DIR, else ../shared/data beside the
@@ -64,6 +70,22 @@ absl::Status Train(v1::TrainConfig config) {
   return absl::OkStatus();
 }
 
+// Writes the parameters of a (sharded) checkpoint as one safetensors file
+// that PyTorch's safetensors.torch.load_file opens.
+absl::Status Export(const std::string& checkpoint, const std::string& out) {
+  if (checkpoint.empty() || out.empty()) {
+    return absl::InvalidArgumentError("--checkpoint and --out are required");
+  }
+  std::unique_ptr<Backend> backend = NewCpuBackend();
+  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, LoadTrainedModel(checkpoint, backend.get()));
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  for (const auto& p : model->params().all()) tensors.emplace_back(p->name, &p->value);
+  ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(checkpoint));
+  RETURN_IF_ERROR(SaveSafetensors(out, tensors, {{"format", "pt"}, {"step", std::to_string(manifest.step())}}));
+  std::cout << "wrote " << tensors.size() << " tensors of step " << manifest.step() << " to " << out << "\n";
+  return absl::OkStatus();
+}
+
 int Main(int argc, char** argv) {
   if (argc < 2) {
     std::cerr << kUsage;
@@ -87,6 +109,8 @@ int Main(int argc, char** argv) {
       if (mkdtemp(dir) != nullptr) config->set_checkpoint_dir(dir);
     }
     status = config.ok() ? Train(*config) : config.status();
+  } else if (command == "export") {
+    status = Export(absl::GetFlag(FLAGS_checkpoint), absl::GetFlag(FLAGS_out));
   } else {
     std::cerr << "modamba: unknown command '" << command << "'\n" << kUsage;
     return 2;

@@ -1,0 +1,89 @@
+#include "tools/data/data_command.h"
+
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "core/data/test_util.h"
+#include "gtest/gtest.h"
+
+namespace modamba {
+namespace {
+
+namespace fs = std::filesystem;
+
+int RunData(std::vector<std::string> args) {
+  args.insert(args.begin(), "data");
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  return RunDataCommand(static_cast<int>(argv.size()), argv.data());
+}
+
+TEST(DataCommandTest, UsageErrorsNameTheProblem) {
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--sequence_length=5"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("unknown flag --sequence_length"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--seq_len=5"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("--out=DIR is required"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--seq_len=many"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("bad value 'many' for flag --seq_len"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--setting=dalle"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("unknown setting 'dalle'"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"frobnicate"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("unknown subcommand 'frobnicate'"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"inspect"}), 2);
+  ::testing::internal::GetCapturedStderr();
+}
+
+TEST(DataCommandTest, MissingRawDirectorySaysHowToGetIt) {
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--raw=/nonexistent/raw"}), 1);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("/nonexistent/raw"), std::string::npos);
+}
+
+TEST(DataCommandTest, BuildsAndInspectsASlice) {
+  const std::string raw = data::testing::RawDataDirOrEmpty();
+  if (raw.empty()) GTEST_SKIP() << "raw data not found";
+  const std::string out = data::testing::ScratchDir("command_build");
+  ::testing::internal::CaptureStdout();
+  ASSERT_EQ(RunData({"build", "--raw=" + raw, "--out=" + out, "--setting=trimodal", "--seq_len=512",
+                 "--image_codes=32", "--speech_units=16", "--kmeans_iterations=3",
+                 "--limit_mnist_train=500", "--limit_mnist_val=100", "--limit_fsdd_train=40",
+                 "--limit_fsdd_val=20", "--limit_cathy_train=3", "--limit_cathy_val=2",
+                 "--limit_text_train=5000", "--limit_text_val=2000"}),
+            0);
+  const std::string built = ::testing::internal::GetCapturedStdout();
+  EXPECT_NE(built.find("setting trimodal: seq_len 512, vocab 311"), std::string::npos) << built;
+
+  // Decode val sequences until one holds speech: PNGs and WAVs appear.
+  const std::string decoded = out + "/decoded";
+  bool wav = false, png = false;
+  for (int sample = 0; sample < 10 && !wav; ++sample) {
+    ::testing::internal::CaptureStdout();
+    ASSERT_EQ(RunData({"inspect", out + "/trimodal", "--sample=" + std::to_string(sample),
+                   "--decode_dir=" + decoded, "--griffin_lim_iterations=4"}),
+              0);
+    const std::string text = ::testing::internal::GetCapturedStdout();
+    EXPECT_NE(text.find("sequence " + std::to_string(sample) + " of val"), std::string::npos);
+    for (const auto& e : fs::directory_iterator(decoded)) {
+      wav |= e.path().extension() == ".wav";
+      png |= e.path().extension() == ".png";
+    }
+  }
+  EXPECT_TRUE(wav);
+  EXPECT_TRUE(png);
+}
+
+}  // namespace
+}  // namespace modamba
