@@ -4,6 +4,7 @@
 //   modamba demo                      trains the tiny config on tinyshakespeare
 //   modamba export --checkpoint=DIR --out=FILE   one consolidated safetensors file
 //   modamba data build|inspect ...    see core/data/README.md
+//   modamba compare RUN_DIR... --out=DIR   FLOPs-to-match tables and charts
 #include <cstdlib>
 #include <iostream>
 #include <string>
@@ -19,6 +20,8 @@
 #include "core/flops.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
+#include "tools/compare/compare.h"
+#include "tools/data/data_command.h"
 #include "trainer/train_loop.h"
 
 ABSL_FLAG(std::string, config, "", "TrainConfig textproto (modamba train)");
@@ -35,7 +38,8 @@ constexpr char kUsage[] =
     "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
     "  demo  [--checkpoint_dir=DIR] [--steps=N]\n"
     "  export --checkpoint=DIR --out=FILE.safetensors\n"
-    "  data  build|inspect ...   (modamba data build --help)\n";
+    "  data  build|inspect ...   (modamba data build --help)\n"
+    "  compare RUN_DIR... --out=DIR\n";
 
 // The raw data directory: $MODAMBA_DATA_DIR, else ../shared/data beside the
 // repository (the working directory of tools/modamba.sh).
@@ -92,6 +96,9 @@ int Main(int argc, char** argv) {
     return 2;
   }
   const std::string command = argv[1];
+  // These parse their own --name=value flags.
+  if (command == "data") return RunDataCommand(argc - 1, argv + 1);
+  if (command == "compare") return RunCompareCommand(argc - 1, argv + 1);
   absl::SetProgramUsageMessage(kUsage);
   absl::ParseCommandLine(argc - 1, argv + 1);
   absl::Status status;

@@ -50,11 +50,9 @@ absl::Status ValidateAllGather(const Collectives& c, BufferView input, BufferVie
   if (auto s = ValidateBuffer(c, "AllGather input", input); !s.ok()) return s;
   if (auto s = ValidateBuffer(c, "AllGather output", output); !s.ok()) return s;
   if (input.dtype != output.dtype || output.count != input.count * c.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("AllGather: input of ", Describe(input),
-                                                   " needs an output of ",
-                                                   input.count * c.world_size(), " ",
-                                                   DTypeName(input.dtype), ", got ",
-                                                   Describe(output)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "AllGather: input of ", Describe(input), " needs an output of ",
+        input.count * c.world_size(), " ", DTypeName(input.dtype), ", got ", Describe(output)));
   }
   return absl::OkStatus();
 }
@@ -63,11 +61,9 @@ absl::Status ValidateReduceScatter(const Collectives& c, BufferView input, Buffe
   if (auto s = ValidateBuffer(c, "ReduceScatter input", input); !s.ok()) return s;
   if (auto s = ValidateBuffer(c, "ReduceScatter output", output); !s.ok()) return s;
   if (input.dtype != output.dtype || input.count != output.count * c.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat("ReduceScatter: output of ", Describe(output),
-                                                   " needs an input of ",
-                                                   output.count * c.world_size(), " ",
-                                                   DTypeName(output.dtype), ", got ",
-                                                   Describe(input)));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "ReduceScatter: output of ", Describe(output), " needs an input of ",
+        output.count * c.world_size(), " ", DTypeName(output.dtype), ", got ", Describe(input)));
   }
   return absl::OkStatus();
 }
@@ -78,8 +74,8 @@ absl::Status ValidateOptions(const CollectivesOptions& options) {
         absl::StrCat("world size ", options.world_size, " must be at least 1"));
   }
   if (options.rank < 0 || options.rank >= options.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", options.rank, " is outside [0, ",
-                                                   options.world_size, ")"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", options.rank, " is outside [0, ", options.world_size, ")"));
   }
   if (options.timeout <= absl::ZeroDuration()) {
     return absl::InvalidArgumentError("collectives timeout must be positive");

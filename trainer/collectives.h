@@ -14,7 +14,11 @@
 // or whose peer went away, fails with an error naming the lost rank, of the
 // form "... lost rank 3 ...". The failure is sticky: every later operation on
 // the communicator fails with the same error, since the ranks are no longer
-// in step. Nothing hangs.
+// in step. Nothing hangs. The bound: a rank notices the loss within the
+// timeout of the operation it is in (Gloo notices a dead process at once,
+// by its closed connections), then takes three heartbeat intervals
+// (timeout / 10, at most 2 s) to agree with the others on who was lost; so
+// within 36 s of the loss with the default 30 s timeout.
 #ifndef MODAMBA_TRAINER_COLLECTIVES_H_
 #define MODAMBA_TRAINER_COLLECTIVES_H_
 
@@ -68,7 +72,8 @@ class Collectives {
   virtual std::unique_ptr<Work> AllGatherAsync(BufferView input, BufferView output) = 0;
 
   // output = sum over ranks of their input[rank * n, (rank + 1) * n),
-  // n = output.count; input.count must be world_size * n. Input unchanged.
+  // n = output.count; input.count must be world_size * n. The input is left
+  // as it was, except in place, where output is exactly that slice of input.
   virtual std::unique_ptr<Work> ReduceScatterAsync(BufferView input, BufferView output) = 0;
 
   // buffer = sum over ranks of buffer, in place; any count.

@@ -128,8 +128,8 @@ int Main() {
       const double seconds = absl::ToDoubleSeconds(absl::Now() - start) / iters;
       const double algbw = full_bytes / seconds / 1e9;
       if (rank == 0) {
-        printf("%-15s %12lld %12.1f %12.3f %12.3f\n", op.name,
-               static_cast<long long>(full_bytes), seconds * 1e6, algbw, algbw * op.bus_factor);
+        printf("%-15s %12lld %12.1f %12.3f %12.3f\n", op.name, static_cast<long long>(full_bytes),
+               seconds * 1e6, algbw, algbw * op.bus_factor);
         fflush(stdout);
       }
     }

@@ -76,7 +76,8 @@ absl::Status Compare(absl::string_view what, DType dtype, const std::vector<doub
 
 class Harness {
  public:
-  Harness(Collectives& c, TestMemory& memory, DType dtype) : c_(c), memory_(memory), dtype_(dtype) {}
+  Harness(Collectives& c, TestMemory& memory, DType dtype)
+      : c_(c), memory_(memory), dtype_(dtype) {}
 
   // Element i of this rank's data, and the same element summed over ranks.
   double Mine(int64_t i) const { return Value(dtype_, c_.rank(), i); }
@@ -149,8 +150,8 @@ absl::Status CheckCollectives(Collectives& c, TestMemory& memory, absl::Span<con
       RETURN_IF_ERROR(c.AllGather(in, out));
       RETURN_IF_ERROR(h.Expect(absl::StrCat("AllGather of ", per), out, want));
       // In place: this rank's input is its slice of the output.
-      BufferView full = h.Upload(Generate(
-          per * n, [&](int64_t i) { return i / per == me ? h.Mine(i % per) : 0.0; }));
+      BufferView full = h.Upload(
+          Generate(per * n, [&](int64_t i) { return i / per == me ? h.Mine(i % per) : 0.0; }));
       RETURN_IF_ERROR(c.AllGather(full.Slice(me * per, per), full));
       RETURN_IF_ERROR(h.Expect(absl::StrCat("in-place AllGather of ", per), full, want));
     }
@@ -162,6 +163,11 @@ absl::Status CheckCollectives(Collectives& c, TestMemory& memory, absl::Span<con
       RETURN_IF_ERROR(h.Expect(absl::StrCat("ReduceScatter to ", per), out,
                                Generate(per, [&](int64_t i) { return h.Sum(me * per + i); })));
       RETURN_IF_ERROR(h.Expect(absl::StrCat("ReduceScatter input of ", per * n), in, mine));
+      // In place: the output is this rank's slice of the input.
+      RETURN_IF_ERROR(c.ReduceScatter(in, in.Slice(me * per, per)));
+      RETURN_IF_ERROR(h.Expect(absl::StrCat("in-place ReduceScatter to ", per),
+                               in.Slice(me * per, per),
+                               Generate(per, [&](int64_t i) { return h.Sum(me * per + i); })));
     }
     for (int root = 0; root < n; ++root) {
       BufferView b = h.Upload(Generate(1001, [&](int64_t i) { return h.Mine(i); }));
@@ -185,9 +191,8 @@ absl::Status CheckCollectives(Collectives& c, TestMemory& memory, absl::Span<con
     RETURN_IF_ERROR(c.Synchronize());
     RETURN_IF_ERROR(h.Expect("overlapped AllReduce", reduced,
                              Generate(count, [&](int64_t i) { return h.Sum(i); })));
-    RETURN_IF_ERROR(h.Expect("overlapped AllGather", gathered, Generate(per * n, [&](int64_t i) {
-                               return h.Of(i / per, i % per);
-                             })));
+    RETURN_IF_ERROR(h.Expect("overlapped AllGather", gathered,
+                             Generate(per * n, [&](int64_t i) { return h.Of(i / per, i % per); })));
     RETURN_IF_ERROR(h.Expect("overlapped ReduceScatter", scattered,
                              Generate(per, [&](int64_t i) { return h.Sum(me * per + i); })));
   }
@@ -208,14 +213,13 @@ absl::Status CheckFlatBuckets(Collectives& c, TestMemory& memory, DType dtype) {
   std::vector<const Tensor*> pointers;
   for (int i = 0; i < layout.num_params(); ++i) {
     Tensor& p = params.emplace_back(dtype, layout.shape(i));
-    const std::vector<char> bytes =
-        Encode(dtype, Generate(p.numel(), [&](int64_t j) { return h.Of(0, layout.offset(i) + j); }));
+    const std::vector<char> bytes = Encode(
+        dtype, Generate(p.numel(), [&](int64_t j) { return h.Of(0, layout.offset(i) + j); }));
     memcpy(p.raw(), bytes.data(), bytes.size());
   }
   for (const Tensor& p : params) pointers.push_back(&p);
-  const std::vector<double> flat = Generate(layout.padded_numel(), [&](int64_t i) {
-    return i < layout.numel() ? h.Of(0, i) : 0.0;
-  });
+  const std::vector<double> flat = Generate(
+      layout.padded_numel(), [&](int64_t i) { return i < layout.numel() ? h.Of(0, i) : 0.0; });
   ASSIGN_OR_RETURN(const Tensor host_shard, ShardOf(layout, me, pointers));
   std::vector<double> shard_values(layout.shard_numel());
   for (int64_t i = 0; i < layout.shard_numel(); ++i) {
@@ -231,15 +235,13 @@ absl::Status CheckFlatBuckets(Collectives& c, TestMemory& memory, DType dtype) {
 
   // Rank r's gradient is (r + 1) * the parameters: the sum is n(n+1)/2 times.
   const double factor = n * (n + 1) / 2.0;
-  BufferView grad = h.Upload(Generate(layout.padded_numel(), [&](int64_t i) {
-    return flat[i] * (me + 1);
-  }));
+  BufferView grad =
+      h.Upload(Generate(layout.padded_numel(), [&](int64_t i) { return flat[i] * (me + 1); }));
   BufferView grad_shard = h.Upload(std::vector<double>(layout.shard_numel(), 0));
   RETURN_IF_ERROR(ReduceScatterBucket(c, layout, grad, grad_shard)->Wait());
-  RETURN_IF_ERROR(h.Expect("ReduceScatterBucket", grad_shard,
-                           Generate(layout.shard_numel(), [&](int64_t i) {
-                             return shard_values[i] * factor;
-                           })));
+  RETURN_IF_ERROR(h.Expect(
+      "ReduceScatterBucket", grad_shard,
+      Generate(layout.shard_numel(), [&](int64_t i) { return shard_values[i] * factor; })));
   return c.Barrier();
 }
 

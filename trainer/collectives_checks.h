@@ -26,8 +26,8 @@ class TestMemory {
 
 std::unique_ptr<TestMemory> NewHostMemory();
 
-// All-reduce, all-gather (also in place), reduce-scatter, broadcast from
-// every root and the barrier, on sizes that do and do not divide by the
+// All-reduce, all-gather and reduce-scatter (both also in place), broadcast
+// from every root and the barrier, on sizes that do and do not divide by the
 // world size, some enqueued together and waited on out of order. Returns the
 // first mismatch.
 absl::Status CheckCollectives(Collectives& collectives, TestMemory& memory,

@@ -18,8 +18,8 @@ absl::StatusOr<DType> CommonHostDType(absl::Span<const Tensor* const> tensors,
     const Tensor* t = tensors[i];
     if (t == nullptr) continue;
     if (t->device() != Device::kCpu) {
-      return absl::InvalidArgumentError(absl::StrCat(what, " ", i, " is on ",
-                                                     DeviceName(t->device()), ", not the host"));
+      return absl::InvalidArgumentError(
+          absl::StrCat(what, " ", i, " is on ", DeviceName(t->device()), ", not the host"));
     }
     if (first == nullptr) first = t;
     if (t->dtype() != first->dtype()) {
@@ -33,15 +33,15 @@ absl::StatusOr<DType> CommonHostDType(absl::Span<const Tensor* const> tensors,
 
 absl::Status CheckParams(const FlatLayout& layout, absl::Span<const Tensor* const> params) {
   if (static_cast<int>(params.size()) != layout.num_params()) {
-    return absl::InvalidArgumentError(absl::StrCat(params.size(), " parameters for a layout of ",
-                                                   layout.num_params()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(params.size(), " parameters for a layout of ", layout.num_params()));
   }
   for (int i = 0; i < layout.num_params(); ++i) {
     if (params[i] == nullptr || params[i]->shape() != layout.shape(i)) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "parameter ", i, " has shape ",
-          params[i] == nullptr ? "(missing)" : ShapeString(params[i]->shape()),
-          ", the layout says ", ShapeString(layout.shape(i))));
+      return absl::InvalidArgumentError(
+          absl::StrCat("parameter ", i, " has shape ",
+                       params[i] == nullptr ? "(missing)" : ShapeString(params[i]->shape()),
+                       ", the layout says ", ShapeString(layout.shape(i))));
     }
   }
   return absl::OkStatus();
@@ -51,27 +51,24 @@ absl::Status CheckShard(const FlatLayout& layout, const Tensor* shard, int rank)
   if (shard == nullptr) return absl::InvalidArgumentError(absl::StrCat("shard ", rank, " missing"));
   if (shard->numel() != layout.shard_numel()) {
     return absl::InvalidArgumentError(absl::StrCat("shard ", rank, " has ", shard->numel(),
-                                                   " elements, the layout ",
-                                                   layout.shard_numel()));
+                                                   " elements, the layout ", layout.shard_numel()));
   }
   return absl::OkStatus();
 }
 
 absl::Status CheckFlat(const FlatLayout& layout, BufferView flat, DType dtype) {
-  if (flat.device != Device::kCpu || flat.dtype != dtype ||
-      flat.count != layout.padded_numel()) {
+  if (flat.device != Device::kCpu || flat.dtype != dtype || flat.count != layout.padded_numel()) {
     return absl::InvalidArgumentError(absl::StrCat(
-        "flat buffer of ", flat.count, " ", DTypeName(flat.dtype), " on ",
-        DeviceName(flat.device), "; the layout needs ", layout.padded_numel(), " ",
-        DTypeName(dtype), " on the host"));
+        "flat buffer of ", flat.count, " ", DTypeName(flat.dtype), " on ", DeviceName(flat.device),
+        "; the layout needs ", layout.padded_numel(), " ", DTypeName(dtype), " on the host"));
   }
   return absl::OkStatus();
 }
 
 // Copies flat elements [begin, begin + n) of a bucket kept as the shards of
 // `layout` into `dst`.
-void CopyFromShards(const FlatLayout& layout, absl::Span<const Tensor* const> shards,
-                    int64_t begin, int64_t n, size_t es, char* dst) {
+void CopyFromShards(const FlatLayout& layout, absl::Span<const Tensor* const> shards, int64_t begin,
+                    int64_t n, size_t es, char* dst) {
   const int64_t s = layout.shard_numel();
   for (int64_t pos = begin; pos < begin + n;) {
     const int k = static_cast<int>(pos / s);
@@ -170,9 +167,9 @@ std::unique_ptr<Work> GatherBucket(Collectives& collectives, const FlatLayout& l
   if (layout.world_size() != collectives.world_size() || shard.count != layout.shard_numel() ||
       full.count != layout.padded_numel()) {
     return DoneWork(absl::InvalidArgumentError(absl::StrCat(
-        "GatherBucket: shard of ", shard.count, " and bucket of ", full.count,
-        " elements over ", collectives.world_size(), " ranks; the layout has shards of ",
-        layout.shard_numel(), " over ", layout.world_size())));
+        "GatherBucket: shard of ", shard.count, " and bucket of ", full.count, " elements over ",
+        collectives.world_size(), " ranks; the layout has shards of ", layout.shard_numel(),
+        " over ", layout.world_size())));
   }
   return collectives.AllGatherAsync(shard, full);
 }
@@ -213,8 +210,8 @@ absl::StatusOr<Tensor> ShardOf(const FlatLayout& layout, int rank,
 absl::StatusOr<std::vector<Tensor>> Consolidate(const FlatLayout& layout,
                                                 absl::Span<const Tensor* const> shards) {
   if (static_cast<int>(shards.size()) != layout.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(shards.size(), " shards for a layout over ",
-                                                   layout.world_size(), " ranks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(shards.size(), " shards for a layout over ", layout.world_size(), " ranks"));
   }
   for (int k = 0; k < layout.world_size(); ++k) RETURN_IF_ERROR(CheckShard(layout, shards[k], k));
   ASSIGN_OR_RETURN(const DType dtype, CommonHostDType(shards, "shard"));
@@ -240,9 +237,8 @@ std::vector<int> SourceShards(const FlatLayout& from, const FlatLayout& to, int 
 absl::StatusOr<Tensor> Reshard(const FlatLayout& from, absl::Span<const Tensor* const> shards,
                                const FlatLayout& to, int rank) {
   if (from.num_params() != to.num_params()) {
-    return absl::InvalidArgumentError(absl::StrCat("resharding ", from.num_params(),
-                                                   " parameters into a layout of ",
-                                                   to.num_params()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "resharding ", from.num_params(), " parameters into a layout of ", to.num_params()));
   }
   for (int i = 0; i < from.num_params(); ++i) {
     if (from.shape(i) != to.shape(i)) {
@@ -256,8 +252,8 @@ absl::StatusOr<Tensor> Reshard(const FlatLayout& from, absl::Span<const Tensor* 
         absl::StrCat("rank ", rank, " outside [0, ", to.world_size(), ")"));
   }
   if (static_cast<int>(shards.size()) != from.world_size()) {
-    return absl::InvalidArgumentError(absl::StrCat(shards.size(), " shards for a layout over ",
-                                                   from.world_size(), " ranks"));
+    return absl::InvalidArgumentError(
+        absl::StrCat(shards.size(), " shards for a layout over ", from.world_size(), " ranks"));
   }
   const std::vector<int> sources = SourceShards(from, to, rank);
   std::vector<const Tensor*> needed;

@@ -129,9 +129,9 @@ TEST(FlatBucketTest, ShardsConsolidateExactly) {
     Tensor flat(DType::kF64, {layout.padded_numel()});
     ASSERT_TRUE(PackParams(layout, Pointers(params), BufferView::Of(flat)).ok());
     for (int r = 0; r < n; ++r) {
-      EXPECT_EQ(memcmp(shards[r].raw(), flat.data<double>() + layout.shard_offset(r),
-                       shards[r].nbytes()),
-                0);
+      EXPECT_EQ(
+          memcmp(shards[r].raw(), flat.data<double>() + layout.shard_offset(r), shards[r].nbytes()),
+          0);
     }
     std::vector<Tensor> back = *Consolidate(layout, Pointers(shards));
     ASSERT_EQ(back.size(), params.size());
@@ -143,8 +143,8 @@ TEST(FlatBucketTest, ShardsConsolidateExactly) {
 // shard equals the one cut directly from the consolidated parameters.
 TEST(FlatBucketTest, ReshardsBetweenWorldSizes) {
   std::vector<Tensor> params = MakeParams(DType::kF32);
-  for (auto [from_n, to_n] : std::vector<std::pair<int, int>>{{2, 3}, {3, 2}, {4, 1}, {1, 4},
-                                                              {3, 7}}) {
+  for (auto [from_n, to_n] :
+       std::vector<std::pair<int, int>>{{2, 3}, {3, 2}, {4, 1}, {1, 4}, {3, 7}}) {
     FlatLayout from = *FlatLayout::Create(kShapes, from_n);
     FlatLayout to = *from.WithWorldSize(to_n);
     std::vector<Tensor> saved = AllShards(from, params);
@@ -165,8 +165,8 @@ TEST(FlatBucketTest, ReshardsBetweenWorldSizes) {
 }
 
 TEST(FlatBucketTest, SourceShardsAreTheOverlappingRanks) {
-  FlatLayout two = *FlatLayout::Create(kShapes, 2);    // shards of 36
-  FlatLayout three = *two.WithWorldSize(3);            // shards of 24
+  FlatLayout two = *FlatLayout::Create(kShapes, 2);  // shards of 36
+  FlatLayout three = *two.WithWorldSize(3);          // shards of 24
   EXPECT_EQ(SourceShards(two, three, 0), std::vector<int>({0}));
   EXPECT_EQ(SourceShards(two, three, 1), std::vector<int>({0, 1}));
   EXPECT_EQ(SourceShards(two, three, 2), std::vector<int>({1}));

@@ -16,12 +16,12 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
+#include "glog/logging.h"
 #include "gloo/common/error.h"
 #include "gloo/rendezvous/context.h"
 #include "gloo/rendezvous/store.h"
 #include "gloo/transport/tcp/device.h"
 #include "gloo/transport/unbound_buffer.h"
-#include "glog/logging.h"
 #include "trainer/rank_health.h"
 
 namespace modamba {
@@ -30,7 +30,8 @@ namespace {
 using gloo::transport::UnboundBuffer;
 
 // Gloo's rendezvous store over a KvStore. Gloo's interface reports errors by
-// throwing; the exceptions stay inside this file (see Rendezvous).
+// throwing; the exceptions stay inside this file (NewGlooCollectives catches
+// them).
 class GlooStoreAdapter : public gloo::rendezvous::Store {
  public:
   GlooStoreAdapter(KvStore* store, std::string prefix, absl::Duration timeout)
@@ -49,7 +50,8 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
 
   void wait(const std::vector<std::string>& keys) override { wait(keys, gloo::kNoTimeout); }
 
-  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+  void wait(const std::vector<std::string>& keys,
+            const std::chrono::milliseconds& timeout) override {
     const absl::Duration total = timeout == gloo::kNoTimeout ? timeout_ : absl::FromChrono(timeout);
     const absl::Time deadline = absl::Now() + total;
     for (const std::string& key : keys) {
@@ -62,8 +64,8 @@ class GlooStoreAdapter : public gloo::rendezvous::Store {
   [[noreturn]] void Throw(const std::string& key, const absl::Status& status,
                           absl::Duration waited) const {
     if (absl::IsDeadlineExceeded(status)) {
-      throw gloo::IoException(absl::StrCat("key '", Key(key), "' not set within ",
-                                           absl::FormatDuration(waited)));
+      throw gloo::IoException(
+          absl::StrCat("key '", Key(key), "' not set within ", absl::FormatDuration(waited)));
     }
     throw gloo::IoException(status.ToString());
   }
@@ -116,9 +118,11 @@ class Exchange {
  private:
   static constexpr uint64_t kSlotsPerOp = uint64_t{1} << 20;
   uint64_t Slot(int step) const { return seq_ * kSlotsPerOp + step; }
+  // Rounded up, so that Gloo gives up no earlier than the deadline.
   std::chrono::milliseconds Remaining() const {
-    return std::max(std::chrono::milliseconds(1),
-                    absl::ToChronoMilliseconds(deadline_ - absl::Now()));
+    return std::max(
+        std::chrono::milliseconds(1),
+        absl::ToChronoMilliseconds(absl::Ceil(deadline_ - absl::Now(), absl::Milliseconds(1))));
   }
 
   gloo::Context* const context_;
@@ -178,8 +182,7 @@ void RingReduceScatter(Exchange& ex, int rank, int n, DType dtype, const char* i
   for (int c = 0; c < n; ++c) max_chunk = std::max(max_chunk, size(c));
   char* scratch_a = ex.Scratch(0, max_chunk * es);
   char* scratch_b = ex.Scratch(1, max_chunk * es);
-  std::unique_ptr<UnboundBuffer> in =
-      ex.Buffer(const_cast<char*>(input), bounds[n] * es);
+  std::unique_ptr<UnboundBuffer> in = ex.Buffer(const_cast<char*>(input), bounds[n] * es);
   std::unique_ptr<UnboundBuffer> a = ex.Buffer(scratch_a, max_chunk * es);
   std::unique_ptr<UnboundBuffer> b = ex.Buffer(scratch_b, max_chunk * es);
   const int right = (rank + 1) % n, left = (rank + n - 1) % n;
@@ -273,8 +276,7 @@ class GlooCollectives : public Collectives {
     if (absl::Status s = ValidateReduceScatter(*this, input, output); !s.ok()) return DoneWork(s);
     if (!Summable(input.dtype)) return DoneWork(NotSummable("ReduceScatter", input.dtype));
     return Enqueue("ReduceScatter", [=](Exchange& ex) {
-      RingReduceScatter(ex, rank(), world_size(), input.dtype,
-                        static_cast<const char*>(input.data),
+      RingReduceScatter(ex, rank(), world_size(), input.dtype, static_cast<const char*>(input.data),
                         EqualChunks(world_size(), output.count), static_cast<char*>(output.data),
                         0);
     });
@@ -323,21 +325,23 @@ class GlooCollectives : public Collectives {
   }
 
   absl::Status Barrier() override {
-    return Enqueue("Barrier", [this](Exchange& ex) {
-      // Dissemination: after round k every rank has heard, indirectly, from
-      // the 2^(k+1) ranks before it.
-      const int n = world_size();
-      for (int k = 0, d = 1; d < n; ++k, d *= 2) {
-        char token = 1, heard = 0;
-        std::unique_ptr<UnboundBuffer> send = ex.Buffer(&token, 1);
-        std::unique_ptr<UnboundBuffer> recv = ex.Buffer(&heard, 1);
-        const int to = (rank() + d) % n, from = (rank() + n - d) % n;
-        ex.Send(send.get(), to, k, 0, 1);
-        ex.Recv(recv.get(), from, k, 0, 1);
-        ex.WaitSend(send.get(), to);
-        ex.WaitRecv(recv.get(), from);
-      }
-    })->Wait();
+    return Enqueue("Barrier",
+                   [this](Exchange& ex) {
+                     // Dissemination: after round k every rank has heard, indirectly, from
+                     // the 2^(k+1) ranks before it.
+                     const int n = world_size();
+                     for (int k = 0, d = 1; d < n; ++k, d *= 2) {
+                       char token = 1, heard = 0;
+                       std::unique_ptr<UnboundBuffer> send = ex.Buffer(&token, 1);
+                       std::unique_ptr<UnboundBuffer> recv = ex.Buffer(&heard, 1);
+                       const int to = (rank() + d) % n, from = (rank() + n - d) % n;
+                       ex.Send(send.get(), to, k, 0, 1);
+                       ex.Recv(recv.get(), from, k, 0, 1);
+                       ex.WaitSend(send.get(), to);
+                       ex.WaitRecv(recv.get(), from);
+                     }
+                   })
+        ->Wait();
   }
 
   absl::Status Synchronize() override {
@@ -391,16 +395,17 @@ class GlooCollectives : public Collectives {
       op.body(ex);
       return absl::OkStatus();
     } catch (const std::exception& e) {
-      const bool timed_out = absl::Now() >= ex.deadline();
+      // Gloo's clock and ours may differ by a hair.
+      const bool timed_out = absl::Now() + absl::Milliseconds(1) >= ex.deadline();
       const int peer = ex.peer();
       health_->ReportFailure(peer);
       const int lost = health_->FindLost(peer);
       const std::string message = absl::StrCat(
           "Gloo ", op.name, " #", seq, " on rank ", rank(), " of ", world_size(), ": ",
-          lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"),
-          " (", timed_out ? absl::StrCat("rank ", peer, " did not answer within ",
-                                         absl::FormatDuration(options_.group.timeout))
-                          : absl::StrCat("waiting on rank ", peer, ": ", e.what()),
+          lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"), " (",
+          timed_out ? absl::StrCat("rank ", peer, " did not answer within ",
+                                   absl::FormatDuration(options_.group.timeout))
+                    : absl::StrCat("waiting on rank ", peer, ": ", e.what()),
           ")");
       LOG(ERROR) << message;
       failure_ = timed_out ? absl::DeadlineExceededError(message) : absl::UnavailableError(message);

@@ -111,8 +111,8 @@ TEST(GlooFailureTest, HungRankIsNamedAfterTheTimeout) {
 
 // A rank that never joins fails the rendezvous of the others.
 TEST(GlooFailureTest, AbsentRankIsNamedAtRendezvous) {
-  RanksRun run = RunRanks("trainer/test_worker", 3,
-                          {"--mode=absent", "--victim=1", "--timeout=2s"});
+  RanksRun run =
+      RunRanks("trainer/test_worker", 3, {"--mode=absent", "--victim=1", "--timeout=2s"});
   EXPECT_EQ(run.result.ranks[1].code, 0);
   ExpectSurvivorsName(run, 1, "Gloo rendezvous");
 }

@@ -50,8 +50,8 @@ absl::StatusOr<int64_t> ParseCounter(absl::string_view key, absl::string_view te
 absl::Status CheckSizes(absl::string_view key, size_t value_bytes) {
   if (key.empty()) return absl::InvalidArgumentError("empty store key");
   if (key.size() > kMaxKvKeyBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("store key of ", key.size(),
-                                                   " bytes exceeds ", kMaxKvKeyBytes));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store key of ", key.size(), " bytes exceeds ", kMaxKvKeyBytes));
   }
   if (value_bytes > kMaxKvValueBytes) {
     return absl::InvalidArgumentError(absl::StrCat("value of key '", key, "' has ", value_bytes,
@@ -283,8 +283,8 @@ absl::StatusOr<std::string> FileStore::PathOf(absl::string_view key) const {
 absl::Status FileStore::WriteValue(const std::string& path, absl::string_view value) {
   // A name unique to this thread and call: threads of one process may write at once.
   static std::atomic<uint64_t> counter{0};
-  const std::string tmp = absl::StrCat(dir_, "/.tmp.", getpid(), ".", syscall(SYS_gettid), ".",
-                                       counter.fetch_add(1));
+  const std::string tmp =
+      absl::StrCat(dir_, "/.tmp.", getpid(), ".", syscall(SYS_gettid), ".", counter.fetch_add(1));
   const int fd = open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0) return ErrnoError(absl::StrCat("file store: create ", tmp));
   absl::string_view rest = value;
@@ -321,9 +321,8 @@ absl::StatusOr<std::string> FileStore::Get(absl::string_view key, absl::Duration
   while (true) {
     if (FileExists(path)) return ReadFile(path);
     if (absl::Now() >= deadline) {
-      return absl::DeadlineExceededError(absl::StrCat("file store ", dir_, ": key '", key,
-                                                      "' not set within ",
-                                                      absl::FormatDuration(timeout)));
+      return absl::DeadlineExceededError(absl::StrCat(
+          "file store ", dir_, ": key '", key, "' not set within ", absl::FormatDuration(timeout)));
     }
     absl::SleepFor(std::min(backoff, deadline - absl::Now()));
     backoff = std::min(backoff * 2, absl::Milliseconds(20));
@@ -514,7 +513,7 @@ class TcpStoreServer::Impl {
 };
 
 absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std::string& host,
-                                                                     int port) {
+                                                                      int port) {
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
@@ -522,8 +521,8 @@ absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std:
   addrinfo* res = nullptr;
   const int rc = getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &res);
   if (rc != 0) {
-    return absl::InvalidArgumentError(absl::StrCat("store server: resolve ", host, ": ",
-                                                   gai_strerror(rc)));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store server: resolve ", host, ": ", gai_strerror(rc)));
   }
   const int fd = socket(res->ai_family, res->ai_socktype | SOCK_CLOEXEC, res->ai_protocol);
   if (fd < 0) {
@@ -533,8 +532,8 @@ absl::StatusOr<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const std:
   const int one = 1;
   setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
   if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 || listen(fd, 1024) != 0) {
-    const absl::Status status = ErrnoError(absl::StrCat("store server: listen on ", host, ":",
-                                                        port));
+    const absl::Status status =
+        ErrnoError(absl::StrCat("store server: listen on ", host, ":", port));
     freeaddrinfo(res);
     close(fd);
     return status;
@@ -679,19 +678,19 @@ absl::StatusOr<bool> TcpStore::Check(absl::Span<const std::string> keys) {
 absl::Status ParseTcpAddress(absl::string_view address, std::string* host, int* port) {
   absl::string_view rest = address;
   if (!absl::ConsumePrefix(&rest, "tcp://")) {
-    return absl::InvalidArgumentError(absl::StrCat("store address '", address,
-                                                   "' does not start with tcp://"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store address '", address, "' does not start with tcp://"));
   }
   size_t colon = rest.rfind(':');
   if (colon == absl::string_view::npos || colon == 0 ||
       !absl::SimpleAtoi(rest.substr(colon + 1), port) || *port <= 0 || *port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("store address '", address,
-                                                   "' is not tcp://HOST:PORT"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store address '", address, "' is not tcp://HOST:PORT"));
   }
   absl::string_view h = rest.substr(0, colon);
   if (absl::ConsumePrefix(&h, "[") && !absl::ConsumeSuffix(&h, "]")) {
-    return absl::InvalidArgumentError(absl::StrCat("store address '", address,
-                                                   "' has an unclosed '['"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store address '", address, "' has an unclosed '['"));
   }
   *host = std::string(h);
   return absl::OkStatus();
@@ -710,8 +709,8 @@ absl::StatusOr<std::unique_ptr<KvStore>> OpenKvStore(absl::string_view address,
   absl::string_view dir = address;
   absl::ConsumePrefix(&dir, "file://");
   if (dir.empty() || absl::StrContains(dir, "://")) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "store address '", address, "' is neither tcp://HOST:PORT nor a directory"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("store address '", address, "' is neither tcp://HOST:PORT nor a directory"));
   }
   ASSIGN_OR_RETURN(std::unique_ptr<FileStore> store, FileStore::Open(std::string(dir)));
   return std::unique_ptr<KvStore>(std::move(store));

@@ -70,7 +70,8 @@ class FileStore : public KvStore {
 
 // The server of TcpStore: keeps the map in memory and answers requests of
 // length-prefixed frames, one thread per connection (a training group opens a
-// few connections per rank). Blocking Gets wait on the server.
+// few connections per rank). Blocking Gets wait on the server. There is no
+// authentication: serve on loopback or a trusted network only.
 class TcpStoreServer {
  public:
   // Listens on `host`:`port`; port 0 picks a free port (see port()). Use

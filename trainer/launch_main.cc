@@ -65,8 +65,8 @@ int main(int argc, char** argv) {
   if (result->first_failed_rank >= 0) {
     PrintTail(absl::StrCat(options.log_dir, "/rank_", result->first_failed_rank, ".log"),
               absl::GetFlag(FLAGS_tail_lines));
-    fprintf(stderr, "launch: rank %d failed first, with exit code %d\n",
-            result->first_failed_rank, result->exit_code);
+    fprintf(stderr, "launch: rank %d failed first, with exit code %d\n", result->first_failed_rank,
+            result->exit_code);
   }
   return result->exit_code;
 }

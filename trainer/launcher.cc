@@ -45,6 +45,7 @@ std::vector<std::string> RankEnvironment(const LaunchOptions& options, int rank,
       {"MODAMBA_RANK", std::to_string(rank)},
       {"MODAMBA_WORLD_SIZE", std::to_string(options.nproc)},
       {"MODAMBA_STORE", store},
+      {"MODAMBA_LOCAL_RANK", std::to_string(rank)},
   };
   set.insert(set.end(), options.env.begin(), options.env.end());
   // Later settings win: options.env may override the MODAMBA_* defaults.
@@ -171,8 +172,8 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     return start_error;
   }
-  event(absl::StrCat("started ", options.nproc, " ranks of ", options.command[0], "; store ",
-                     store, "; logs in ", options.log_dir));
+  event(absl::StrCat("started ", options.nproc, " ranks of ", options.command[0], "; store ", store,
+                     "; logs in ", options.log_dir));
 
   // Once stopping, SIGTERM at term_at and SIGKILL at kill_at.
   absl::Time term_at = absl::InfiniteFuture(), kill_at = absl::InfiniteFuture();

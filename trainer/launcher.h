@@ -2,13 +2,12 @@
 // for the multi-process tests).
 //
 // Every rank is its own process group with its own log file and gets
-//   MODAMBA_RANK, MODAMBA_WORLD_SIZE, MODAMBA_STORE
-// in its environment. The store is a TcpStoreServer on loopback run by the
-// launcher itself (so it outlives any rank) or a fresh file store directory.
-// SIGINT and SIGTERM sent to the launcher are passed on to every rank. When a
-// rank fails, the launcher says which, gives the others the grace period to
-// notice and exit, then stops them (SIGTERM, and SIGKILL a grace period
-// later).
+//   MODAMBA_RANK, MODAMBA_WORLD_SIZE, MODAMBA_STORE, MODAMBA_LOCAL_RANK
+// in its environment (the local rank picks the GPU; here it is the rank). The store is a
+// TcpStoreServer on loopback run by the launcher itself (so it outlives any rank) or a fresh file
+// store directory. SIGINT and SIGTERM sent to the launcher are passed on to every rank. When a rank
+// fails, the launcher says which, gives the others the grace period to notice and exit, then stops
+// them (SIGTERM, and SIGKILL a grace period later).
 #ifndef MODAMBA_TRAINER_LAUNCHER_H_
 #define MODAMBA_TRAINER_LAUNCHER_H_
 

@@ -41,7 +41,8 @@ std::string Log(const LaunchOptions& options, int rank) {
 
 TEST(LauncherTest, GivesEveryRankItsEnvironmentAndLog) {
   for (const std::string store : {"tcp", "file"}) {
-    LaunchOptions options = Shell(3,
+    LaunchOptions options = Shell(
+        3,
         "echo rank=$MODAMBA_RANK size=$MODAMBA_WORLD_SIZE extra=$EXTRA; "
         "echo store=$MODAMBA_STORE; "
         "case $MODAMBA_STORE in tcp://127.0.0.1:*) ;; *) test -d $MODAMBA_STORE || exit 9;; esac");
@@ -75,8 +76,8 @@ TEST(LauncherTest, StopsTheOthersWhenOneFails) {
 
 TEST(LauncherTest, KillsRanksThatIgnoreSigterm) {
   LaunchOptions options = Shell(2,
-      "trap '' TERM; if [ $MODAMBA_RANK = 0 ]; then exit 3; fi; "
-      "while true; do sleep 0.05; done");
+                                "trap '' TERM; if [ $MODAMBA_RANK = 0 ]; then exit 3; fi; "
+                                "while true; do sleep 0.05; done");
   options.grace_period = absl::Milliseconds(200);
   absl::StatusOr<LaunchResult> result = Launch(options);
   ASSERT_TRUE(result.ok()) << result.status();
@@ -122,8 +123,8 @@ TEST(LaunchBinaryTest, ForwardsSigterm) {
   const std::string log_flag = absl::StrCat("--log_dir=", dir);
   const std::string script =
       "trap 'echo got TERM; exit 5' TERM; echo started; while true; do sleep 0.05; done";
-  std::vector<std::string> args = {"trainer/launch", "--nproc=2", log_flag, "--", "/bin/sh",
-                                   "-c", script};
+  std::vector<std::string> args = {"trainer/launch", "--nproc=2", log_flag, "--",
+                                   "/bin/sh",        "-c",        script};
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -32,9 +32,12 @@ absl::Status NcclError(ncclResult_t result, absl::string_view what) {
 
 absl::StatusOr<ncclDataType_t> NcclType(DType dtype, bool sum, absl::string_view op) {
   switch (dtype) {
-    case DType::kF32: return ncclFloat32;
-    case DType::kF64: return ncclFloat64;
-    case DType::kBF16: return ncclBfloat16;
+    case DType::kF32:
+      return ncclFloat32;
+    case DType::kF64:
+      return ncclFloat64;
+    case DType::kBF16:
+      return ncclBfloat16;
     case DType::kI32:
       if (!sum) return ncclInt32;
       break;
@@ -150,8 +153,7 @@ class NcclCollectives : public Collectives {
     }
     ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
     config.blocking = 0;  // so that a missing rank cannot hang the others
-    ncclResult_t state =
-        ncclCommInitRankConfig(&comm_, group.world_size, id, group.rank, &config);
+    ncclResult_t state = ncclCommInitRankConfig(&comm_, group.world_size, id, group.rank, &config);
     const absl::Time deadline = absl::Now() + group.timeout;
     while (state == ncclInProgress) {
       if (absl::Now() >= deadline) {
@@ -218,8 +220,7 @@ class NcclCollectives : public Collectives {
   }
 
   absl::Status Barrier() override {
-    const absl::Status status =
-        AllReduceAsync({scratch_, DType::kF32, Device::kCuda, 1})->Wait();
+    const absl::Status status = AllReduceAsync({scratch_, DType::kF32, Device::kCuda, 1})->Wait();
     if (!status.ok()) return status;
     return Synchronize();
   }
@@ -291,10 +292,10 @@ class NcclCollectives : public Collectives {
       ncclCommGetAsyncError(comm_, &result);
     }
     if (result != ncclSuccess) {
-      const std::string why = result == ncclInProgress
-                                  ? absl::StrCat("not queued within ",
-                                                 absl::FormatDuration(options_.group.timeout))
-                                  : std::string(ncclGetErrorString(result));
+      const std::string why =
+          result == ncclInProgress
+              ? absl::StrCat("not queued within ", absl::FormatDuration(options_.group.timeout))
+              : std::string(ncclGetErrorString(result));
       mu_.Unlock();
       const absl::Status failure = Lost(absl::StrCat(name, " #", seq), -1, why);
       mu_.Lock();
@@ -415,9 +416,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewNcclCollectives(KvStore* store,
     if (local == nullptr || !absl::SimpleAtoi(local, &device)) device = group.rank % count;
   }
   if (device >= count) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("NCCL: CUDA device ", device, " of rank ", group.rank, " but only ", count,
-                     " visible"));
+    return absl::InvalidArgumentError(absl::StrCat("NCCL: CUDA device ", device, " of rank ",
+                                                   group.rank, " but only ", count, " visible"));
   }
   auto health = std::make_unique<RankHealth>(store, group.prefix, group.rank, group.world_size,
                                              RankHealth::IntervalFor(group.timeout));

@@ -42,9 +42,9 @@ TEST(NcclCollectivesTest, KilledRankIsNamed) {
   const int gpus = CudaDeviceCount();
   if (gpus < 2) GTEST_SKIP() << "needs 2 GPUs, found " << gpus;
   const int n = std::min(gpus, 4);
-  RanksRun run = RunRanks("trainer/nccl_test_worker", n,
-                          {"--mode=kill", "--victim=1", "--timeout=5s"}, "tcp", {},
-                          absl::Seconds(60));
+  RanksRun run =
+      RunRanks("trainer/nccl_test_worker", n, {"--mode=kill", "--victim=1", "--timeout=5s"}, "tcp",
+               {}, absl::Seconds(60));
   EXPECT_EQ(run.result.first_failed_rank, 1);
   for (int r = 0; r < n; ++r) {
     if (r == 1) continue;

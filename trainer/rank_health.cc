@@ -49,9 +49,7 @@ absl::Duration RankHealth::IntervalFor(absl::Duration timeout) {
   return std::clamp(timeout / 10, absl::Milliseconds(50), absl::Seconds(2));
 }
 
-std::string RankHealth::AliveKey(int rank) const {
-  return absl::StrCat(prefix_, "/alive/", rank);
-}
+std::string RankHealth::AliveKey(int rank) const { return absl::StrCat(prefix_, "/alive/", rank); }
 
 std::string RankHealth::FailedKey(int rank) const {
   return absl::StrCat(prefix_, "/failed/", rank);

@@ -23,8 +23,7 @@ class RankHealth {
  public:
   // Starts a thread that sets "<prefix>/alive/<rank>" every `interval`.
   // `store` must outlive this object.
-  RankHealth(KvStore* store, std::string prefix, int rank, int world_size,
-             absl::Duration interval);
+  RankHealth(KvStore* store, std::string prefix, int rank, int world_size, absl::Duration interval);
   // Stops the heartbeat.
   ~RankHealth();
 

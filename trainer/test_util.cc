@@ -20,8 +20,7 @@ std::string FreshTestDir(const std::string& name) {
 }
 
 RanksRun RunRanks(const std::string& binary, int nproc, std::vector<std::string> args,
-                  const std::string& store,
-                  std::vector<std::pair<std::string, std::string>> env,
+                  const std::string& store, std::vector<std::pair<std::string, std::string>> env,
                   absl::Duration grace_period) {
   LaunchOptions options;
   options.nproc = nproc;

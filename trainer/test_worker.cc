@@ -69,7 +69,8 @@ absl::Status CheckStore(KvStore& store, int rank, int world) {
       !absl::StrContains(none.status().message(), missing)) {
     return absl::InternalError(absl::StrCat("Get of an unset key gave ", none.status().ToString()));
   }
-  absl::StatusOr<bool> all = store.Check({absl::StrCat("from/", rank), absl::StrCat("from/", next)});
+  absl::StatusOr<bool> all =
+      store.Check({absl::StrCat("from/", rank), absl::StrCat("from/", next)});
   if (!all.ok()) return all.status();
   absl::StatusOr<bool> some = store.Check({absl::StrCat("from/", rank), missing});
   if (!some.ok()) return some.status();
@@ -81,8 +82,7 @@ int Main() {
   const std::string mode = absl::GetFlag(FLAGS_mode);
   const int rank = EnvInt("MODAMBA_RANK"), world = EnvInt("MODAMBA_WORLD_SIZE");
   const char* address = getenv("MODAMBA_STORE");
-  absl::StatusOr<std::unique_ptr<KvStore>> store =
-      OpenKvStore(address == nullptr ? "" : address);
+  absl::StatusOr<std::unique_ptr<KvStore>> store = OpenKvStore(address == nullptr ? "" : address);
   if (!store.ok()) return Fail(store.status());
   if (mode == "store") {
     const absl::Status s = CheckStore(**store, rank, world);

@@ -5,14 +5,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <complex>
 #include <cstring>
 #include <memory>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
-#include "core/rng.h"
 #include "core/file_util.h"
+#include "core/rng.h"
 
 namespace modamba::data {
 namespace {

@@ -48,14 +48,12 @@ class SpeechUnits {
   // Units back to log-mel frames [frames, n_mels]; units outside [0, k) are
   // an error.
   absl::StatusOr<std::vector<float>> Decode(const std::vector<int32_t>& units) const;
-  // Mean run length (frames) of each unit in the training data.
-  const std::vector<float>& mean_run_length() const { return mean_run_; }
 
  private:
   MelConfig mel_;
   std::vector<float> mean_, stddev_;  // per mel band, of the training frames
   KMeansModel model_;                 // centroids in standardised space
-  std::vector<float> mean_run_;
+  std::vector<float> mean_run_;       // frames per run of each unit in training
 };
 
 }  // namespace modamba::data

@@ -1,6 +1,5 @@
 #include "core/data/vocab.h"
 
-#include "absl/strings/str_cat.h"
 
 namespace modamba::data {
 
@@ -11,13 +10,6 @@ const char* ModalityName(int modality) {
     case kSpeech: return "speech";
   }
   return "unknown";
-}
-
-absl::StatusOr<int> ParseModality(absl::string_view name) {
-  for (int m = 0; m < kNumModalities; ++m) {
-    if (name == ModalityName(m)) return m;
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown modality '", name, "'"));
 }
 
 const char* SpecialName(int32_t id) {

@@ -12,10 +12,7 @@
 #define MODAMBA_CORE_DATA_VOCAB_H_
 
 #include <cstdint>
-#include <string>
 
-#include "absl/status/statusor.h"
-#include "absl/strings/string_view.h"
 
 namespace modamba::data {
 
@@ -23,7 +20,6 @@ namespace modamba::data {
 enum Modality : int { kText = 0, kImage = 1, kSpeech = 2 };
 inline constexpr int kNumModalities = 3;
 const char* ModalityName(int modality);  // "text", "image", "speech"
-absl::StatusOr<int> ParseModality(absl::string_view name);
 
 inline constexpr int32_t kNumByteTokens = 256;
 inline constexpr int32_t kBos = 256;

@@ -1,0 +1,513 @@
+#include "core/data/builder.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <filesystem>
+#include <map>
+#include <optional>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/clock.h"
+#include "core/data/audio.h"
+#include "core/data/documents.h"
+#include "core/data/image_tokenizer.h"
+#include "core/data/packing.h"
+#include "core/data/permutation.h"
+#include "core/data/shard.h"
+#include "core/data/speech_tokenizer.h"
+#include "core/file_util.h"
+#include "core/rng.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+
+namespace modamba::data {
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
+constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";
+
+uint64_t StreamSeed(uint64_t seed, const std::string& name) {
+  return Rng::ForName(seed, name).NextU64();
+}
+
+bool UsesDiscreteImages(Setting s) { return s != Setting::kTransfusion; }
+bool UsesSpeech(Setting s) { return s == Setting::kTrimodal; }
+
+// Tokenizers learnt from the training items, and every item encoded once.
+struct Tokenized {
+  std::optional<ImageVq> vq;
+  std::array<std::vector<int32_t>, kNumSplits> image_codes;  // [n, 49] per split
+  std::optional<SpeechUnits> speech;
+  std::array<std::vector<std::vector<int32_t>>, kNumSplits> fsdd_units, cathy_units;
+  std::map<std::string, double> image_metrics, speech_metrics;
+};
+
+absl::Status TokenizeImages(const RawCorpus& raw, const BuildOptions& o, Tokenized* t) {
+  ImageVqOptions options;
+  options.k = o.image_codes;
+  options.iterations = o.kmeans_iterations;
+  options.max_patches = o.image_kmeans_patches;
+  options.seed = StreamSeed(o.seed, "image_vq");
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(ImageVq vq, ImageVq::Train(raw.images[kTrain], options));
+  for (int s = 0; s < kNumSplits; ++s) {
+    t->image_codes[s] = vq.Encode(raw.images[s].pixels.data(), raw.images[s].count());
+    std::vector<bool> used(vq.k(), false);
+    for (int32_t c : t->image_codes[s]) used[c] = true;
+    const double dead = static_cast<double>(std::count(used.begin(), used.end(), false)) / vq.k();
+    t->image_metrics[absl::StrCat("image_vq.", SplitName(s), "_dead_code_fraction")] = dead;
+  }
+  const MnistSet& val = raw.images[kVal];
+  double psnr = 0;
+  uint8_t decoded[kImagePixels];
+  for (int64_t i = 0; i < val.count(); ++i) {
+    RETURN_IF_ERROR(vq.Decode(t->image_codes[kVal].data() + i * kPatchesPerImage, decoded));
+    psnr += Psnr(val.image(i), decoded, kImagePixels);
+  }
+  if (val.count() > 0) t->image_metrics["image_vq.val_psnr_db"] = psnr / val.count();
+  LOG(INFO) << "image VQ: k=" << vq.k() << " trained in " << absl::Now() - start
+            << ", val PSNR " << t->image_metrics["image_vq.val_psnr_db"] << " dB";
+  t->vq = std::move(vq);
+  return absl::OkStatus();
+}
+
+absl::Status TokenizeSpeech(const RawCorpus& raw, const BuildOptions& o, Tokenized* t) {
+  const absl::Time start = absl::Now();
+  const MelAnalyzer analyzer{MelConfig()};
+  std::array<std::vector<std::vector<float>>, kNumSplits> fsdd_mel, cathy_mel;
+  for (int s = 0; s < kNumSplits; ++s) {
+    for (const Recording& r : raw.fsdd[s]) fsdd_mel[s].push_back(analyzer.LogMel(r.audio.samples));
+    for (const Recording& r : raw.cathy[s]) cathy_mel[s].push_back(analyzer.LogMel(r.audio.samples));
+  }
+  std::vector<std::vector<float>> train = fsdd_mel[kTrain];
+  train.insert(train.end(), cathy_mel[kTrain].begin(), cathy_mel[kTrain].end());
+  SpeechUnitsOptions options;
+  options.k = o.speech_units;
+  options.iterations = o.kmeans_iterations;
+  options.max_frames = o.speech_kmeans_frames;
+  options.seed = StreamSeed(o.seed, "speech_units");
+  ASSIGN_OR_RETURN(SpeechUnits units, SpeechUnits::Train(train, analyzer.config(), options));
+
+  for (int s = 0; s < kNumSplits; ++s) {
+    std::vector<bool> used(units.k(), false);
+    int64_t unit_count = 0, frames = 0, decoded_frames = 0;
+    double seconds = 0;
+    auto encode = [&](const std::vector<std::vector<float>>& mels,
+                      const std::vector<Recording>& recordings,
+                      std::vector<std::vector<int32_t>>* out) -> absl::Status {
+      for (size_t i = 0; i < mels.size(); ++i) {
+        const std::vector<int32_t> frame_units = units.FrameUnits(mels[i]);
+        for (int32_t u : frame_units) used[u] = true;
+        out->push_back(SpeechUnits::Collapse(frame_units));
+        unit_count += static_cast<int64_t>(out->back().size());
+        frames += static_cast<int64_t>(frame_units.size());
+        seconds += recordings[i].audio.seconds();
+        ASSIGN_OR_RETURN(std::vector<float> mel, units.Decode(out->back()));
+        decoded_frames += static_cast<int64_t>(mel.size()) / analyzer.config().n_mels;
+      }
+      return absl::OkStatus();
+    };
+    RETURN_IF_ERROR(encode(fsdd_mel[s], raw.fsdd[s], &t->fsdd_units[s]));
+    RETURN_IF_ERROR(encode(cathy_mel[s], raw.cathy[s], &t->cathy_units[s]));
+    if (seconds <= 0) continue;
+    const std::string prefix = absl::StrCat("speech_units.", SplitName(s), "_");
+    t->speech_metrics[prefix + "units_per_second"] = unit_count / seconds;
+    t->speech_metrics[prefix + "codebook_usage"] =
+        static_cast<double>(std::count(used.begin(), used.end(), true)) / units.k();
+    t->speech_metrics[prefix + "mean_run_frames"] = static_cast<double>(frames) / unit_count;
+    t->speech_metrics[prefix + "decoded_duration_ratio"] =
+        static_cast<double>(decoded_frames) / frames;
+  }
+  LOG(INFO) << "speech units: k=" << units.k() << " trained in " << absl::Now() - start
+            << ", val " << t->speech_metrics["speech_units.val_units_per_second"]
+            << " units/s";
+  t->speech = std::move(units);
+  return absl::OkStatus();
+}
+
+// Text chunks of at most max_bytes, ending after a newline where one falls in
+// the second half of the window.
+std::vector<std::pair<size_t, size_t>> TextChunks(const std::string& text, size_t max_bytes) {
+  std::vector<std::pair<size_t, size_t>> chunks;
+  if (max_bytes == 0) return chunks;
+  for (size_t begin = 0; begin < text.size();) {
+    size_t end = std::min(text.size(), begin + max_bytes);
+    if (end < text.size()) {
+      const size_t newline = text.rfind('\n', end - 1);
+      if (newline != std::string::npos && newline >= begin + max_bytes / 2) end = newline + 1;
+    }
+    chunks.emplace_back(begin, end);
+    begin = end;
+  }
+  return chunks;
+}
+
+enum class Source { kText, kMnist, kFsdd, kCathy };
+
+struct DocSpec {
+  DocType type;
+  Source source;
+  int64_t item;   // image / recording index, or text chunk begin
+  int64_t aux;    // text chunk end, or the image of a digit triple
+  int order = 0;  // digit triple: one of the 6 orders of word, image, speech
+};
+
+std::vector<DocSpec> PlanDocuments(const RawCorpus& raw, Setting setting, int split,
+                                   int seq_len, uint64_t seed) {
+  Rng rng = Rng::ForName(seed, absl::StrCat("documents/", SettingName(setting), "/",
+                                            SplitName(split)));
+  std::vector<DocSpec> specs;
+  for (const auto& [begin, end] : TextChunks(raw.text[split], std::max(0, seq_len - 2))) {
+    specs.push_back({DocType::kText, Source::kText, static_cast<int64_t>(begin),
+                     static_cast<int64_t>(end)});
+  }
+  const MnistSet& images = raw.images[split];
+  for (int64_t i = 0; i < images.count(); ++i) {
+    const DocType type = rng.Below(2) ? DocType::kCaptionImage : DocType::kImageCaption;
+    specs.push_back({type, Source::kMnist, i, 0});
+  }
+  if (UsesSpeech(setting)) {
+    for (Source source : {Source::kFsdd, Source::kCathy}) {
+      const auto& recordings = source == Source::kFsdd ? raw.fsdd[split] : raw.cathy[split];
+      for (size_t i = 0; i < recordings.size(); ++i) {
+        specs.push_back({DocType::kTranscriptSpeech, source, static_cast<int64_t>(i), 0});
+        specs.push_back({DocType::kSpeechTranscript, source, static_cast<int64_t>(i), 0});
+      }
+    }
+    std::array<std::vector<int64_t>, 10> by_digit;
+    for (int64_t i = 0; i < images.count(); ++i) by_digit[images.labels[i]].push_back(i);
+    for (size_t i = 0; i < raw.fsdd[split].size(); ++i) {
+      const auto& candidates = by_digit[raw.fsdd[split][i].digit];
+      if (candidates.empty()) continue;  // only in slices too small to hold every digit
+      const int64_t image = candidates[rng.Below(candidates.size())];
+      specs.push_back({DocType::kDigitTriple, Source::kFsdd, static_cast<int64_t>(i), image,
+                       static_cast<int>(rng.Below(6))});
+    }
+  }
+  Rng order_rng = Rng::ForName(seed, absl::StrCat("document_order/", SettingName(setting),
+                                                  "/", SplitName(split)));
+  const std::vector<int64_t> order = Permutation(static_cast<int64_t>(specs.size()), &order_rng);
+  std::vector<DocSpec> shuffled;
+  shuffled.reserve(specs.size());
+  for (int64_t i : order) shuffled.push_back(specs[i]);
+  return shuffled;
+}
+
+class DocumentFactory {
+ public:
+  DocumentFactory(const RawCorpus& raw, const Tokenized& tok, Setting setting,
+                  const Vocab& vocab, int split)
+      : raw_(raw), tok_(tok), setting_(setting), vocab_(vocab), split_(split) {}
+
+  Document Make(const DocSpec& spec) const {
+    DocumentWriter w(spec.type, vocab_, setting_ == Setting::kTransfusion ? kPatchDim : 0);
+    switch (spec.type) {
+      case DocType::kText:
+        w.Text(absl::string_view(raw_.text[split_]).substr(spec.item, spec.aux - spec.item));
+        break;
+      case DocType::kCaptionImage:
+        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        Image(spec.item, &w);
+        break;
+      case DocType::kImageCaption:
+        Image(spec.item, &w);
+        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        break;
+      case DocType::kTranscriptSpeech:
+        w.Text(Recordings(spec.source)[spec.item].transcript);
+        w.Speech(Units(spec.source)[spec.item]);
+        break;
+      case DocType::kSpeechTranscript:
+        w.Speech(Units(spec.source)[spec.item]);
+        w.Text(Recordings(spec.source)[spec.item].transcript);
+        break;
+      case DocType::kDigitTriple: {
+        static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                              {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+        for (int part : kOrders[spec.order]) {
+          if (part == 0) w.Text(raw_.fsdd[split_][spec.item].transcript);
+          if (part == 1) Image(spec.aux, &w);
+          if (part == 2) w.Speech(tok_.fsdd_units[split_][spec.item]);
+        }
+        break;
+      }
+    }
+    return w.Finish();
+  }
+
+ private:
+  void Image(int64_t i, DocumentWriter* w) const {
+    if (setting_ == Setting::kTransfusion) {
+      float patches[kPatchesPerImage * kPatchDim];
+      ContinuousPatches(raw_.images[split_].image(i), patches);
+      w->ImagePatches(patches, kPatchesPerImage);
+    } else {
+      w->ImageCodes(tok_.image_codes[split_].data() + i * kPatchesPerImage, kPatchesPerImage);
+    }
+  }
+  const std::vector<Recording>& Recordings(Source s) const {
+    return s == Source::kFsdd ? raw_.fsdd[split_] : raw_.cathy[split_];
+  }
+  const std::vector<std::vector<int32_t>>& Units(Source s) const {
+    return s == Source::kFsdd ? tok_.fsdd_units[split_] : tok_.cathy_units[split_];
+  }
+
+  const RawCorpus& raw_;
+  const Tokenized& tok_;
+  Setting setting_;
+  const Vocab& vocab_;
+  int split_;
+};
+
+void CountTokens(const PackedSequences& data, SplitStats* stats) {
+  for (size_t i = 0; i < data.tokens.size(); ++i) {
+    if (data.tokens[i] == kPad && data.modality[i] == kText) {
+      ++stats->pad_tokens;
+      continue;
+    }
+    ++stats->tokens[data.modality[i]];
+    stats->targets[data.modality[i]] += data.loss_mask[i];
+  }
+  stats->patches = data.patch_dim > 0 ? data.patch_begin.back() : 0;
+}
+
+// Staging directories that are removed unless committed.
+class Staging {
+ public:
+  explicit Staging(std::string out_dir) : out_dir_(std::move(out_dir)) {}
+  ~Staging() {
+    std::error_code ec;
+    for (const auto& [final_dir, staging] : dirs_) fs::remove_all(staging, ec);
+  }
+  absl::StatusOr<std::string> Create(const std::string& name) {
+    const std::string staging = absl::StrCat(out_dir_, "/.staging-", name, "-", getpid());
+    std::error_code ec;
+    fs::remove_all(staging, ec);
+    RETURN_IF_ERROR(MakeDirs(staging));
+    dirs_.emplace_back(absl::StrCat(out_dir_, "/", name), staging);
+    return staging;
+  }
+  // Swaps every staging directory into place.
+  absl::Status Commit() {
+    std::error_code ec;
+    for (const auto& [final_dir, staging] : dirs_) {
+      const std::string old = absl::StrCat(staging, ".old");
+      if (fs::exists(final_dir, ec)) fs::rename(final_dir, old, ec);
+      if (!ec) fs::rename(staging, final_dir, ec);
+      if (ec) return absl::InternalError(absl::StrCat(final_dir, ": cannot commit: ", ec.message()));
+      fs::remove_all(old, ec);
+    }
+    dirs_.clear();
+    return absl::OkStatus();
+  }
+
+ private:
+  std::string out_dir_;
+  std::vector<std::pair<std::string, std::string>> dirs_;
+};
+
+absl::Status WriteTokenizers(const std::string& dir, Setting setting, const BuildOptions& o,
+                             const Tokenized& tok, DatasetManifest* manifest) {
+  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
+  json specials = json::object();
+  for (int32_t id = kBos; id < kBos + kNumSpecials; ++id) specials[SpecialName(id)] = id;
+  json j = {{"text", {{"kind", "utf8_bytes"}, {"ids", {0, kNumByteTokens}}, {"specials", specials}}}};
+  auto add = [&](const std::string& name, const std::string& file,
+                 const std::string& seed_stream) -> absl::StatusOr<json> {
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(absl::StrCat(dir, "/", file)));
+    manifest->tokenizers[name] = {file, sha};
+    return json{{"file", fs::path(file).filename().string()},
+                {"sha256", sha},
+                {"seed", StreamSeed(o.seed, seed_stream)}};
+  };
+  if (UsesDiscreteImages(setting)) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(o.seed, "image_vq"))}};
+    RETURN_IF_ERROR(tok.vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("image_vq", kImageVqFile, "image_vq"));
+    entry["kind"] = "kmeans_vq";
+    entry["k"] = tok.vq->k();
+    entry["patch_side"] = kPatchSide;
+    entry["patches_per_image"] = kPatchesPerImage;
+    entry["pixel_value"] = "p / 255";
+    entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
+    j["image_vq"] = entry;
+  } else {
+    j["image_continuous"] = {{"kind", "patches"},
+                             {"patch_side", kPatchSide},
+                             {"patches_per_image", kPatchesPerImage},
+                             {"patch_dim", kPatchDim},
+                             {"pixel_value", "2 * p / 255 - 1"}};
+  }
+  if (UsesSpeech(setting)) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(o.seed, "speech_units"))}};
+    RETURN_IF_ERROR(tok.speech->Save(absl::StrCat(dir, "/", kSpeechUnitsFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("speech_units", kSpeechUnitsFile, "speech_units"));
+    const MelConfig& mel = tok.speech->mel_config();
+    entry["kind"] = "kmeans_log_mel_units";
+    entry["k"] = tok.speech->k();
+    entry["collapse_repeats"] = true;
+    entry["mel"] = {{"sample_rate", mel.sample_rate}, {"window", mel.window},
+                    {"hop", mel.hop},                 {"n_fft", mel.n_fft},
+                    {"n_mels", mel.n_mels},           {"f_min", mel.f_min},
+                    {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
+    entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
+    j["speech_units"] = entry;
+  }
+  return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
+}
+
+absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting setting,
+                          const BuildOptions& o, const std::string& dir,
+                          DatasetManifest* manifest) {
+  const absl::Time start = absl::Now();
+  manifest->setting = SettingName(setting);
+  manifest->seq_len = o.seq_len;
+  manifest->patch_dim = setting == Setting::kTransfusion ? kPatchDim : 0;
+  manifest->vocab.image_codes = o.image_codes;
+  manifest->vocab.speech_units = o.speech_units;
+  manifest->num_modalities = UsesSpeech(setting) ? 3 : 2;
+  manifest->seed = o.seed;
+  manifest->build_options = {
+      {"seq_len", std::to_string(o.seq_len)},
+      {"image_codes", std::to_string(o.image_codes)},
+      {"speech_units", std::to_string(o.speech_units)},
+      {"kmeans_iterations", std::to_string(o.kmeans_iterations)},
+      {"image_kmeans_patches", std::to_string(o.image_kmeans_patches)},
+      {"speech_kmeans_frames", std::to_string(o.speech_kmeans_frames)},
+      {"shard_sequences", std::to_string(o.shard_sequences)},
+  };
+  const RawSelection& sel = o.selection;
+  for (int s = 0; s < kNumSplits; ++s) {
+    const std::string suffix = absl::StrCat("_limit_", SplitName(s));
+    for (const auto& [name, limit] :
+         {std::pair<const char*, int64_t>{"mnist", sel.mnist[s]}, {"fsdd", sel.fsdd[s]},
+          {"cathy", sel.cathy[s]}, {"text_bytes", sel.text_bytes[s]}}) {
+      if (limit >= 0) manifest->build_options[name + suffix] = std::to_string(limit);
+    }
+  }
+  if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
+  if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
+  RETURN_IF_ERROR(WriteTokenizers(dir, setting, o, tok, manifest));
+
+  for (int split = 0; split < kNumSplits; ++split) {
+    SplitStats& stats = manifest->splits[SplitName(split)];
+    const DocumentFactory factory(raw, tok, setting, manifest->vocab, split);
+    Packer packer(o.seq_len, manifest->patch_dim);
+    for (const DocSpec& spec : PlanDocuments(raw, setting, split, o.seq_len, o.seed)) {
+      packer.Add(factory.Make(spec));
+    }
+    stats.documents = packer.stats().documents;
+    stats.dropped_documents = packer.stats().dropped;
+    const PackedSequences data = packer.Finish();
+    CountTokens(data, &stats);
+    stats.sequences = data.num_sequences;
+    stats.items["mnist_images"] = raw.images[split].count();
+    if (!raw.text[split].empty()) stats.items["tinyshakespeare_bytes"] = raw.text[split].size();
+    if (UsesSpeech(setting)) {
+      stats.items["fsdd_recordings"] = raw.fsdd[split].size();
+      stats.items["cathy_recordings"] = raw.cathy[split].size();
+    }
+    RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/", SplitName(split))));
+    for (int64_t begin = 0, index = 0; begin < data.num_sequences;
+         begin += o.shard_sequences, ++index) {
+      const int64_t end = std::min(data.num_sequences, begin + o.shard_sequences);
+      ShardEntry entry;
+      entry.file = absl::StrFormat("%s/shard-%05d.bin", SplitName(split), index);
+      entry.sequences = end - begin;
+      const std::string path = absl::StrCat(dir, "/", entry.file);
+      RETURN_IF_ERROR(WriteShard(path, data, begin, end));
+      ASSIGN_OR_RETURN(entry.sha256, Sha256File(path));
+      stats.shards.push_back(std::move(entry));
+    }
+  }
+  RETURN_IF_ERROR(WriteDatasetManifest(dir, *manifest));
+  LOG(INFO) << SettingName(setting) << ": " << manifest->splits["train"].sequences
+            << " train and " << manifest->splits["val"].sequences << " val sequences in "
+            << absl::Now() - start;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+const char* SettingName(Setting setting) {
+  switch (setting) {
+    case Setting::kChameleon: return "chameleon";
+    case Setting::kTransfusion: return "transfusion";
+    case Setting::kTrimodal: return "trimodal";
+  }
+  return "unknown";
+}
+
+absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
+  const std::vector<Setting> all = {Setting::kChameleon, Setting::kTransfusion,
+                                    Setting::kTrimodal};
+  std::vector<Setting> out;
+  for (absl::string_view name : absl::StrSplit(text, ',')) {
+    if (name == "all") {
+      out = all;
+      continue;
+    }
+    auto it = std::find_if(all.begin(), all.end(),
+                           [&](Setting s) { return name == SettingName(s); });
+    if (it == all.end()) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "unknown setting '", name, "' (chameleon, transfusion, trimodal or all)"));
+    }
+    if (std::find(out.begin(), out.end(), *it) == out.end()) out.push_back(*it);
+  }
+  if (out.empty()) return absl::InvalidArgumentError("no setting given");
+  return out;
+}
+
+absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o) {
+  if (o.seq_len < 2 || o.image_codes < 1 || o.speech_units < 1 || o.kmeans_iterations < 1 ||
+      o.shard_sequences < 1 || o.settings.empty()) {
+    return absl::InvalidArgumentError(
+        "build options: seq_len >= 2, image_codes, speech_units, kmeans_iterations, "
+        "shard_sequences >= 1 and at least one setting are required");
+  }
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("build options: no output directory");
+  const bool discrete = std::any_of(o.settings.begin(), o.settings.end(), UsesDiscreteImages);
+  const bool speech = std::any_of(o.settings.begin(), o.settings.end(), UsesSpeech);
+
+  RawSelection selection = o.selection;
+  selection.images = true;
+  selection.text = true;
+  selection.speech = speech;
+  const absl::Time start = absl::Now();
+  ASSIGN_OR_RETURN(const RawCorpus raw, LoadRawCorpus(o.raw_dir, selection));
+  LOG(INFO) << "raw data read in " << absl::Now() - start << ": "
+            << raw.images[kTrain].count() << "+" << raw.images[kVal].count() << " images, "
+            << raw.fsdd[kTrain].size() + raw.cathy[kTrain].size() << "+"
+            << raw.fsdd[kVal].size() + raw.cathy[kVal].size() << " recordings, "
+            << raw.text[kTrain].size() << "+" << raw.text[kVal].size() << " text bytes";
+
+  Tokenized tok;
+  if (discrete) RETURN_IF_ERROR(TokenizeImages(raw, o, &tok));
+  if (speech) RETURN_IF_ERROR(TokenizeSpeech(raw, o, &tok));
+
+  RETURN_IF_ERROR(MakeDirs(o.out_dir));
+  Staging staging(o.out_dir);
+  std::vector<DatasetManifest> manifests;
+  for (Setting setting : o.settings) {
+    ASSIGN_OR_RETURN(std::string dir, staging.Create(SettingName(setting)));
+    DatasetManifest manifest;
+    RETURN_IF_ERROR(BuildSetting(raw, tok, setting, o, dir, &manifest));
+    manifests.push_back(std::move(manifest));
+  }
+  RETURN_IF_ERROR(staging.Commit());
+  return manifests;
+}
+
+}  // namespace modamba::data

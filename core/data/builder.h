@@ -1,0 +1,68 @@
+// `modamba data build`: raw data -> tokenizers -> documents -> packed shards,
+// one self-contained dataset directory per setting:
+//
+//   OUT/<setting>/manifest.json              see manifest.h
+//   OUT/<setting>/tokenizers/manifest.json   what each tokenizer is and its hash
+//   OUT/<setting>/tokenizers/*.safetensors   image_vq, speech_units (as needed)
+//   OUT/<setting>/{train,val}/shard-NNNNN.bin  see shard.h
+//
+// Settings (the paper's three): chameleon = text + discrete images;
+// transfusion = text + continuous images; trimodal = text + discrete images +
+// speech units. Documents per split:
+//   text               tinyshakespeare chunks of up to seq_len - 2 bytes
+//   caption_image /    each MNIST image once, direction drawn at random
+//   image_caption
+//   transcript_speech  (trimodal) each FSDD and cathy recording in both
+//   speech_transcript  directions
+//   digit_triple       (trimodal) each FSDD recording with a random MNIST
+//                      image of its digit and its word, in a random order
+// The train split uses only training items and the val split only held-out
+// items (raw_data.h). Tokenizers learn from training items only.
+//
+// Everything random derives from one seed through named streams, so the same
+// options give the same bytes, and building one setting alone gives the same
+// bytes as building it among others. Each setting is written to a staging
+// directory and renamed into place only when every setting has been built:
+// an error leaves the output directory as it was.
+#ifndef MODAMBA_CORE_DATA_BUILDER_H_
+#define MODAMBA_CORE_DATA_BUILDER_H_
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "core/data/manifest.h"
+#include "core/data/raw_data.h"
+
+namespace modamba::data {
+
+enum class Setting { kChameleon, kTransfusion, kTrimodal };
+const char* SettingName(Setting setting);
+// "chameleon", "transfusion", "trimodal", "all", or a comma-separated list.
+absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text);
+
+struct BuildOptions {
+  std::string raw_dir;
+  std::string out_dir;
+  std::vector<Setting> settings = {Setting::kChameleon, Setting::kTransfusion,
+                                   Setting::kTrimodal};
+  int seq_len = 1024;
+  uint64_t seed = 1234;
+  int image_codes = 512;
+  int speech_units = 256;
+  int kmeans_iterations = 25;
+  int64_t image_kmeans_patches = 200000;
+  int64_t speech_kmeans_frames = 100000;
+  int64_t shard_sequences = 1024;
+  // Slices of the raw data (its images / speech / text switches are set from
+  // the settings).
+  RawSelection selection;
+};
+
+// Builds every requested setting; returns their manifests.
+absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& options);
+
+}  // namespace modamba::data
+
+#endif  // MODAMBA_CORE_DATA_BUILDER_H_

@@ -1,0 +1,241 @@
+#include "tools/compare/compare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <iostream>
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/strip.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "core/config.h"
+#include "core/data/manifest.h"
+#include "core/file_util.h"
+#include "core/status_macros.h"
+#include "tools/compare/plot.h"
+
+namespace modamba {
+namespace {
+
+// The modality metrics in table order, with their display names.
+const std::vector<std::pair<std::string, std::string>>& Metrics() {
+  static const auto* metrics = new std::vector<std::pair<std::string, std::string>>{
+      {"text", "text"}, {"image", "image"}, {"diffusion_mse", "image (diffusion MSE)"},
+      {"speech", "speech"}};
+  return *metrics;
+}
+
+std::string Variant(const v1::ModelConfig& m) {
+  std::vector<std::string> routed;
+  if (m.route_in()) routed.push_back("in");
+  if (m.route_x()) routed.push_back("x");
+  if (m.route_dt()) routed.push_back("dt");
+  if (m.route_out()) routed.push_back("out");
+  if (routed.empty()) return "dense";
+  if (routed.size() == 4) return "MoM";
+  return absl::StrJoin(routed, "+");
+}
+
+const uint32_t kColors[] = {0x444444, 0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
+
+}  // namespace
+
+absl::StatusOr<Run> LoadRun(const std::string& dir) {
+  Run run;
+  run.dir = dir;
+  ASSIGN_OR_RETURN(run.config, LoadTrainConfig(dir + "/config.textproto"));
+  run.setting = "text";
+  if (!run.config.dataset_dir().empty()) {
+    ASSIGN_OR_RETURN(data::DatasetManifest m, data::ReadDatasetManifest(run.config.dataset_dir()));
+    run.setting = m.setting;
+  }
+  run.scale = absl::StrCat("d", run.config.model().d_model(), "x", run.config.model().n_layer());
+  run.variant = Variant(run.config.model());
+  const std::string path = dir + "/metrics.jsonl";
+  std::ifstream in(path);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": missing"));
+  int line_no = 0;
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_discarded() || !j.contains("step") || !j.contains("flops")) {
+      return absl::DataLossError(absl::StrCat(path, ":", line_no, ": not a metrics line"));
+    }
+    if (!j.contains("val")) continue;
+    EvalPoint p;
+    p.step = j["step"].get<int64_t>();
+    p.flops = j["flops"].get<double>();
+    for (const auto& [metric, name] : Metrics()) {
+      if (j["val"].contains(metric)) p.loss[metric] = j["val"][metric].get<double>();
+    }
+    run.val.push_back(std::move(p));
+  }
+  if (run.val.empty()) return absl::FailedPreconditionError(absl::StrCat(path, ": no validation points"));
+  return run;
+}
+
+std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const std::string& metric,
+                                   double target) {
+  double prev_flops = 0, prev_loss = NAN;
+  for (const EvalPoint& p : curve) {
+    auto it = p.loss.find(metric);
+    if (it == p.loss.end()) continue;
+    const double loss = it->second;
+    if (loss <= target) {
+      if (std::isnan(prev_loss)) return p.flops;
+      return prev_flops + (prev_loss - target) / (prev_loss - loss) * (p.flops - prev_flops);
+    }
+    prev_flops = p.flops;
+    prev_loss = loss;
+  }
+  return std::nullopt;
+}
+
+absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
+                                    const std::string& out_dir) {
+  // setting/scale -> variant -> runs (seeds)
+  std::map<std::string, std::map<std::string, std::vector<Run>>> groups;
+  for (const std::string& dir : run_dirs) {
+    ASSIGN_OR_RETURN(Run run, LoadRun(dir));
+    groups[run.setting + " " + run.scale][run.variant].push_back(std::move(run));
+  }
+  RETURN_IF_ERROR(MakeDirs(out_dir));
+  std::string md =
+      "# Training FLOPs to reach the dense model's final validation loss\n\n"
+      "Fraction of the dense run's training FLOPs at which each variant's validation loss first\n"
+      "reaches the dense run's final validation loss (linear interpolation between evaluations;\n"
+      "mean over seeds, [min, max] over seed pairs; lower is better).\n";
+  for (auto& [key, variants] : groups) {
+    auto dense_it = variants.find("dense");
+    if (dense_it == variants.end()) {
+      absl::StrAppend(&md, "\n## ", key, "\n\nNo dense run to compare against.\n");
+      continue;
+    }
+    const std::vector<Run>& dense = dense_it->second;
+    std::vector<std::pair<std::string, std::string>> metrics;
+    for (const auto& m : Metrics()) {
+      if (dense.front().val.back().loss.count(m.first)) metrics.push_back(m);
+    }
+    absl::StrAppend(&md, "\n## ", key, "\n\n| variant | seeds |");
+    for (const auto& m : metrics) absl::StrAppend(&md, " ", m.second, " |");
+    absl::StrAppend(&md, "\n|---|---|", std::string(metrics.size() * 4, '-'), "\n");
+    for (size_t i = 0; i < metrics.size(); ++i) md.replace(md.size() - 1 - 4 * (metrics.size() - i), 4, "---|");
+    for (auto& [variant, runs] : variants) {
+      absl::StrAppend(&md, "| ", variant, " | ", runs.size(), " |");
+      for (const auto& [metric, name] : metrics) {
+        double target = 0, dense_flops = 0;
+        for (const Run& d : dense) {
+          target += d.val.back().loss.at(metric) / dense.size();
+          dense_flops += d.val.back().flops / dense.size();
+        }
+        if (variant == "dense") {
+          absl::StrAppendFormat(&md, " 100%% (final %.4f) |", target);
+          continue;
+        }
+        std::vector<double> fractions;
+        for (const Run& r : runs) {
+          auto f = FlopsToReach(r.val, metric, target);
+          if (f) fractions.push_back(*f / dense_flops);
+        }
+        const double final_loss = runs.front().val.back().loss.count(metric)
+                                      ? runs.front().val.back().loss.at(metric) : NAN;
+        if (fractions.size() < runs.size()) {
+          absl::StrAppendFormat(&md, " not reached (final %.4f vs %.4f) |", final_loss, target);
+          continue;
+        }
+        double mean = 0;
+        for (double f : fractions) mean += f / fractions.size();
+        auto [lo, hi] = std::minmax_element(fractions.begin(), fractions.end());
+        if (fractions.size() > 1) {
+          absl::StrAppendFormat(&md, " %.1f%% [%.1f, %.1f] |", 100 * mean, 100 * *lo, 100 * *hi);
+        } else {
+          absl::StrAppendFormat(&md, " %.1f%% |", 100 * mean);
+        }
+      }
+      absl::StrAppend(&md, "\n");
+    }
+    // One chart per metric: every variant's mean curve with its seed band.
+    for (const auto& [metric, name] : metrics) {
+      plot::Chart chart;
+      chart.title = absl::StrCat(key, ": ", name, " validation loss");
+      chart.x_label = "training FLOPs";
+      chart.y_label = "validation loss";
+      chart.log_x = true;
+      chart.reference_label = "dense final";
+      int color = 0;
+      for (auto& [variant, runs] : variants) {
+        plot::Series s;
+        s.label = variant;
+        s.rgb = kColors[color++ % 7];
+        s.dashed = variant == "dense";
+        const Run& first = runs.front();
+        for (size_t i = 0; i < first.val.size(); ++i) {
+          if (!first.val[i].loss.count(metric)) continue;
+          double sum = 0, lo = INFINITY, hi = -INFINITY;
+          for (const Run& r : runs) {
+            const double v = i < r.val.size() ? r.val[i].loss.at(metric) : first.val[i].loss.at(metric);
+            sum += v;
+            lo = std::min(lo, v);
+            hi = std::max(hi, v);
+          }
+          s.x.push_back(first.val[i].flops);
+          s.y.push_back(sum / runs.size());
+          if (runs.size() > 1) {
+            s.y_low.push_back(lo);
+            s.y_high.push_back(hi);
+          }
+        }
+        if (variant == "dense") chart.reference_y = s.y.back();
+        chart.series.push_back(std::move(s));
+      }
+      for (plot::Series& s : chart.series) {
+        if (s.label == "dense") continue;
+        std::vector<EvalPoint> mean_curve;
+        for (size_t i = 0; i < s.x.size(); ++i) mean_curve.push_back({0, s.x[i], {{metric, s.y[i]}}});
+        if (auto f = FlopsToReach(mean_curve, metric, chart.reference_y)) {
+          s.marker_x = *f;
+          s.marker_y = chart.reference_y;
+        }
+      }
+      std::string stem = absl::StrCat(out_dir, "/", key, "_", metric);
+      std::replace(stem.begin() + out_dir.size() + 1, stem.end(), ' ', '_');
+      RETURN_IF_ERROR(WriteFileAtomic(stem + ".svg", plot::RenderSvg(chart)));
+      RETURN_IF_ERROR(plot::WritePng(chart, stem + ".png"));
+      absl::StrAppend(&md, "\n![", chart.title, "](", stem.substr(out_dir.size() + 1), ".png)\n");
+    }
+  }
+  RETURN_IF_ERROR(WriteFileAtomic(out_dir + "/results.md", md));
+  return md;
+}
+
+int RunCompareCommand(int argc, char** argv) {
+  std::vector<std::string> runs;
+  std::string out;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    if (absl::ConsumePrefix(&a, "--out=")) {
+      out = std::string(a);
+    } else if (absl::StartsWith(a, "--")) {
+      std::cerr << "modamba compare: unknown flag " << a << "\n";
+      return 2;
+    } else {
+      runs.emplace_back(a);
+    }
+  }
+  if (runs.empty() || out.empty()) {
+    std::cerr << "usage: modamba compare RUN_DIR... --out=DIR\n";
+    return 2;
+  }
+  auto md = Compare(runs, out);
+  if (!md.ok()) {
+    std::cerr << "modamba compare: " << md.status().message() << "\n";
+    return 1;
+  }
+  std::cout << *md;
+  return 0;
+}
+
+}  // namespace modamba

@@ -1,0 +1,63 @@
+// `modamba compare RUN... --out=DIR`: how many training FLOPs each variant
+// needs to reach the dense baseline's final validation loss, per modality, in
+// the style of the Mixture-of-Mamba paper's tables.
+//
+// A run is a directory with config.textproto (its TrainConfig) and
+// metrics.jsonl (the trainer's --metrics_out). Runs are grouped by setting
+// (the dataset manifest's), scale (d_model x n_layer) and variant (which
+// projections are routed: dense, MoM or a single-projection ablation); runs
+// of a group differ only in seed.
+//
+// The rule: the target is the dense group's final validation loss (the mean
+// over its seeds). A variant run reaches it at the first evaluation where its
+// validation loss is at or below the target, interpolating linearly in FLOPs
+// between that evaluation and the one before (no smoothing: validation runs on
+// a fixed set). The fraction is that FLOPs count over the dense run's total
+// training FLOPs; with several seeds the table gives their mean and the
+// [min, max] band over seed pairs.
+#ifndef MODAMBA_TOOLS_COMPARE_COMPARE_H_
+#define MODAMBA_TOOLS_COMPARE_COMPARE_H_
+
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/config.pb.h"
+
+namespace modamba {
+
+struct EvalPoint {
+  int64_t step = 0;
+  double flops = 0;
+  std::map<std::string, double> loss;  // metric -> validation loss
+};
+
+struct Run {
+  std::string dir;
+  v1::TrainConfig config;
+  std::string setting;  // "chameleon", "transfusion", "trimodal" or "text"
+  std::string scale;    // "d512x8"
+  std::string variant;  // "dense", "MoM", "in", "x+dt", ...
+  std::vector<EvalPoint> val;
+};
+
+absl::StatusOr<Run> LoadRun(const std::string& dir);
+
+// FLOPs at which `curve` (metric `metric`) first reaches `target`, by the rule
+// above; nullopt when it never does.
+std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const std::string& metric,
+                                   double target);
+
+// Writes results.md and one PNG + SVG chart per (setting, scale, metric) into
+// out_dir; returns the Markdown.
+absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
+                                    const std::string& out_dir);
+
+// The command: argv[0] = "compare", then run directories and --out=DIR.
+int RunCompareCommand(int argc, char** argv);
+
+}  // namespace modamba
+
+#endif  // MODAMBA_TOOLS_COMPARE_COMPARE_H_
