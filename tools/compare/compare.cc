@@ -39,7 +39,17 @@ std::string Variant(const v1::ModelConfig& m) {
   return absl::StrJoin(routed, "+");
 }
 
-const uint32_t kColors[] = {0x444444, 0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
+const uint32_t kColors[] = {0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
+
+// Table and legend order: the baseline, the full model, then the ablations.
+bool VariantBefore(const std::string& a, const std::string& b) {
+  auto rank = [](const std::string& v) { return v == "dense" ? 0 : v == "MoM" ? 1 : 2; };
+  return rank(a) != rank(b) ? rank(a) < rank(b) : a < b;
+}
+
+struct VariantOrder {
+  bool operator()(const std::string& a, const std::string& b) const { return VariantBefore(a, b); }
+};
 
 }  // namespace
 
@@ -97,7 +107,7 @@ std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const st
 absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
                                     const std::string& out_dir) {
   // setting/scale -> variant -> runs (seeds)
-  std::map<std::string, std::map<std::string, std::vector<Run>>> groups;
+  std::map<std::string, std::map<std::string, std::vector<Run>, VariantOrder>> groups;
   for (const std::string& dir : run_dirs) {
     ASSIGN_OR_RETURN(Run run, LoadRun(dir));
     groups[run.setting + " " + run.scale][run.variant].push_back(std::move(run));
@@ -169,8 +179,8 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       for (auto& [variant, runs] : variants) {
         plot::Series s;
         s.label = variant;
-        s.rgb = kColors[color++ % 7];
         s.dashed = variant == "dense";
+        s.rgb = s.dashed ? 0x444444 : kColors[color++ % 6];
         const Run& first = runs.front();
         for (size_t i = 0; i < first.val.size(); ++i) {
           if (!first.val[i].loss.count(metric)) continue;

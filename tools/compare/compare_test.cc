@@ -1,0 +1,69 @@
+#include "tools/compare/compare.h"
+
+#include <cstdlib>
+
+#include "absl/strings/str_cat.h"
+#include "core/file_util.h"
+#include "gtest/gtest.h"
+
+namespace modamba {
+namespace {
+
+TEST(FlopsToReach, InterpolatesLinearlyBetweenEvaluations) {
+  std::vector<EvalPoint> curve = {{10, 100, {{"text", 4.0}}}, {20, 200, {{"text", 3.0}}},
+                                  {30, 300, {{"text", 2.0}}}};
+  EXPECT_DOUBLE_EQ(*FlopsToReach(curve, "text", 2.5), 250);
+  EXPECT_DOUBLE_EQ(*FlopsToReach(curve, "text", 3.0), 200);
+  EXPECT_DOUBLE_EQ(*FlopsToReach(curve, "text", 5.0), 100);  // already there at the first point
+  EXPECT_FALSE(FlopsToReach(curve, "text", 1.0).has_value());
+  EXPECT_FALSE(FlopsToReach(curve, "image", 9.0).has_value());
+}
+
+// A run directory whose validation loss falls as a / flops, for a text corpus.
+std::string WriteRun(const std::string& name, bool routed, int seed, double a) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
+  EXPECT_TRUE(MakeDirs(dir).ok());
+  const char* r = routed ? "true" : "false";
+  EXPECT_TRUE(WriteFileAtomic(dir + "/config.textproto",
+                              absl::StrCat("model { d_model: 8 n_layer: 1 vocab_size: 256 route_in: ", r,
+                                           " route_x: ", r, " route_dt: ", r, " route_out: ", r,
+                                           " }\noptimizer { lr: 1e-3 }\nsteps: 4\nbatch_size: 1\n"
+                                           "seq_len: 8\nseed: ", seed, "\ntext_path: \"t\"\n"))
+                  .ok());
+  std::string lines;
+  for (int step = 1; step <= 4; ++step) {
+    absl::StrAppend(&lines, "{\"step\":", step, ",\"flops\":", step * 100.0,
+                    ",\"loss\":{\"objective\":1},\"val\":{\"text\":", a / step, "}}\n");
+  }
+  EXPECT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl", lines).ok());
+  return dir;
+}
+
+TEST(Compare, TableAndChartsFromRunDirectories) {
+  // dense reaches 1.0 at 400 FLOPs; MoM with a = 2 reaches it at 200, with a = 2.5
+  // between 200 (loss 1.25) and 300 (0.833): at 260.
+  std::vector<std::string> runs = {WriteRun("dense", false, 1, 4.0), WriteRun("mom1", true, 1, 2.0),
+                                   WriteRun("mom2", true, 2, 2.5)};
+  const std::string out = absl::StrCat(std::getenv("TEST_TMPDIR"), "/out");
+  auto md = Compare(runs, out);
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("| MoM | 2 | 57.5% [50.0, 65.0] |"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| dense | 1 | 100% (final 1.0000) |"), std::string::npos) << *md;
+  for (const char* ext : {".svg", ".png"}) {
+    EXPECT_TRUE(FileExists(out + "/text_d8x1_text" + ext)) << ext;
+  }
+  auto svg = ReadFile(out + "/text_d8x1_text.svg");
+  ASSERT_TRUE(svg.ok());
+  EXPECT_NE(svg->find("<polygon"), std::string::npos);  // the seed band
+}
+
+TEST(Compare, MissingMetricsNamesTheFile) {
+  const std::string dir = WriteRun("broken", false, 1, 4.0);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl", "{not json\n").ok());
+  auto md = Compare({dir}, absl::StrCat(std::getenv("TEST_TMPDIR"), "/out2"));
+  ASSERT_FALSE(md.ok());
+  EXPECT_NE(md.status().message().find("metrics.jsonl:1"), std::string::npos) << md.status();
+}
+
+}  // namespace
+}  // namespace modamba
