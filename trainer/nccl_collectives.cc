@@ -395,20 +395,23 @@ class NcclCollectives : public Collectives {
 
 absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get()); }
 
-}  // namespace
-
-int CudaDeviceCount() {
+int VisibleDevices() {
   int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) return 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
   return count;
 }
+
+}  // namespace
 
 absl::StatusOr<std::unique_ptr<Collectives>> NewNcclCollectives(KvStore* store,
                                                                 const NcclOptions& options) {
   const CollectivesOptions& group = options.group;
   if (absl::Status s = ValidateOptions(group); !s.ok()) return s;
   if (absl::Status s = KeepNvlsOff(); !s.ok()) return s;
-  const int count = CudaDeviceCount();
+  const int count = VisibleDevices();
   if (count == 0) return absl::FailedPreconditionError("NCCL: no CUDA device is visible");
   int device = options.device;
   if (device < 0) {

@@ -43,9 +43,6 @@ struct NcclOptions {
 absl::StatusOr<std::unique_ptr<Collectives>> NewNcclCollectives(KvStore* store,
                                                                 const NcclOptions& options);
 
-// Visible CUDA devices; 0 without a driver or a GPU.
-int CudaDeviceCount();
-
 }  // namespace modamba
 
 #endif  // MODAMBA_TRAINER_NCCL_COLLECTIVES_H_

@@ -7,6 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cuda_backend.h"
 #include "trainer/kv_store.h"
 #include "trainer/test_util.h"
 

@@ -18,11 +18,15 @@
 #include "absl/strings/str_cat.h"
 #include "core/config.h"
 #include "core/status_macros.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/cuda_context.h"
 #include "trainer/gloo_collectives.h"
 #include "trainer/kv_store.h"
+#include "trainer/nccl_collectives.h"
 #include "trainer/train_loop.h"
 
 ABSL_FLAG(std::string, config, "", "TrainConfig textproto");
+ABSL_FLAG(std::string, device, "cpu", "cpu (Gloo between ranks) or gpu (NCCL; one GPU per rank)");
 ABSL_FLAG(std::string, metrics_out, "", "JSON lines of per-step metrics (rank 0)");
 ABSL_FLAG(int, stop_after, 0, "stop after this step (checkpointing first)");
 ABSL_FLAG(int, peer_timeout_s, 30, "seconds a collective waits for a peer before naming it lost");
@@ -61,19 +65,44 @@ absl::Status Run() {
     return absl::InvalidArgumentError(absl::StrCat("MODAMBA_RANK=", rank, " must lie in [0, MODAMBA_WORLD_SIZE=",
                                                    world, ")"));
   }
-  std::unique_ptr<Backend> backend = NewCpuBackend();
+  const std::string device = absl::GetFlag(FLAGS_device);
+  if (device != "cpu" && device != "gpu") {
+    return absl::InvalidArgumentError(absl::StrCat("--device='", device, "': must be cpu or gpu"));
+  }
+  CollectivesOptions group;
+  group.rank = rank;
+  group.world_size = world;
+  group.timeout = absl::Seconds(absl::GetFlag(FLAGS_peer_timeout_s));
   std::unique_ptr<KvStore> store;
-  std::unique_ptr<Collectives> comm;
   if (world > 1) {
     const char* address = std::getenv("MODAMBA_STORE");
     if (address == nullptr) return absl::InvalidArgumentError("MODAMBA_STORE: required with several ranks");
     ASSIGN_OR_RETURN(store, OpenKvStore(address));
-    GlooOptions options;
-    options.group.rank = rank;
-    options.group.world_size = world;
-    options.group.timeout = absl::Seconds(absl::GetFlag(FLAGS_peer_timeout_s));
-    options.hostname = absl::GetFlag(FLAGS_hostname);
-    ASSIGN_OR_RETURN(comm, NewGlooCollectives(store.get(), options));
+  }
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Collectives> comm;
+  if (device == "gpu") {
+    const int gpus = CudaDeviceCount();
+    if (gpus == 0) return absl::FailedPreconditionError("--device=gpu: no CUDA device is visible");
+    ASSIGN_OR_RETURN(int local_rank, EnvInt("MODAMBA_LOCAL_RANK", rank));
+    CudaBackendOptions options;
+    options.device = local_rank % gpus;
+    ASSIGN_OR_RETURN(backend, NewCudaBackend(options));
+    if (world > 1) {
+      NcclOptions nccl;
+      nccl.group = group;
+      nccl.device = options.device;
+      nccl.compute_stream = cuda::ContextFor(options.device).stream();
+      ASSIGN_OR_RETURN(comm, NewNcclCollectives(store.get(), nccl));
+    }
+  } else {
+    backend = NewCpuBackend();
+    if (world > 1) {
+      GlooOptions gloo;
+      gloo.group = group;
+      gloo.hostname = absl::GetFlag(FLAGS_hostname);
+      ASSIGN_OR_RETURN(comm, NewGlooCollectives(store.get(), gloo));
+    }
   }
   std::ofstream metrics;
   if (rank == 0 && !absl::GetFlag(FLAGS_metrics_out).empty()) {
