@@ -1,0 +1,552 @@
+#include "kernels/cuda_backend.h"
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cmath>
+#include <cstring>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cuda_check.h"
+#include "kernels/cuda_context.h"
+#include "kernels/kernels.h"
+
+namespace modamba {
+namespace {
+
+using cuda::ConstView;
+using cuda::View;
+
+void CheckF32(const Mat& m, const char* what) {
+  CHECK(m.device == Device::kCuda) << what << ": expected a CUDA view";
+  CHECK(m.dtype == DType::kF32) << what << ": expected F32, got " << DTypeName(m.dtype);
+  CHECK(m.ld >= m.cols) << what << ": row stride " << m.ld << " < " << m.cols << " columns";
+}
+
+void CheckTensor(const Tensor& t, DType dtype, const char* what) {
+  CHECK(t.device() == Device::kCuda) << what << ": expected a CUDA tensor";
+  CHECK(t.dtype() == dtype) << what << ": expected " << DTypeName(dtype) << ", got "
+                            << DTypeName(t.dtype());
+}
+
+void CheckRows(const Mat& m, int64_t rows, const char* what) {
+  CHECK_EQ(m.rows, rows) << what << ": rows";
+}
+
+View ToView(const Mat& m) { return View{m.ptr<float>(), m.rows, m.cols, m.ld}; }
+ConstView ToConst(const Mat& m) { return ConstView(m.ptr<float>(), m.rows, m.cols, m.ld); }
+
+// Round-to-nearest-even fp32 -> bf16 bits (host side, for Fill).
+uint16_t Bf16Bits(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  return static_cast<uint16_t>(u >> 16);
+}
+
+// Rows grouped by modality: perm lists the rows of group 0, then group 1, ...
+// each in ascending order; group[n] is row n's group.
+class CudaRouting : public Routing {
+ public:
+  CudaRouting(const int32_t* modality, int64_t n, int num_groups, Allocator* alloc,
+              cudaStream_t stream)
+      : host_perm_(n), host_group_(modality, modality + n) {
+    CHECK_GE(num_groups, 1) << "routing: no groups";
+    num_rows_ = n;
+    counts_.assign(num_groups, 0);
+    for (int64_t i = 0; i < n; ++i) {
+      CHECK(modality[i] >= 0 && modality[i] < num_groups)
+          << "row " << i << " has group " << modality[i] << " outside [0, " << num_groups << ")";
+      counts_[modality[i]]++;
+    }
+    offsets_.assign(num_groups + 1, 0);
+    for (int g = 0; g < num_groups; ++g) offsets_[g + 1] = offsets_[g] + counts_[g];
+    std::vector<int64_t> next(offsets_.begin(), offsets_.end() - 1);
+    for (int64_t i = 0; i < n; ++i) host_perm_[next[modality[i]]++] = static_cast<int32_t>(i);
+    for (int g = 0; g < num_groups; ++g) {
+      if (counts_[g] == n) single_ = g;
+    }
+    if (n == 0) single_ = 0;
+    CHECK_LT(n, int64_t(1) << 31) << "routing: too many rows";
+    perm_ = Tensor(DType::kI32, {n}, alloc);
+    group_ = Tensor(DType::kI32, {n}, alloc);
+    if (n > 0) {
+      CUDA_CHECK(cudaMemcpyAsync(perm_.raw(), host_perm_.data(), n * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream));
+      CUDA_CHECK(cudaMemcpyAsync(group_.raw(), host_group_.data(), n * sizeof(int32_t),
+                                 cudaMemcpyHostToDevice, stream));
+    }
+  }
+  // The group holding every row, or -1 when rows are split.
+  int single_group() const { return single_; }
+  int64_t offset(int g) const { return offsets_[g]; }
+  const int32_t* perm() const { return perm_.data<int32_t>(); }
+  const int32_t* group() const { return group_.data<int32_t>(); }
+
+ private:
+  // Host copies stay alive until the asynchronous uploads have read them.
+  std::vector<int32_t> host_perm_, host_group_;
+  std::vector<int64_t> offsets_;
+  int single_ = -1;
+  Tensor perm_, group_;
+};
+
+const CudaRouting& AsCuda(const Routing& r) {
+  const auto* c = dynamic_cast<const CudaRouting*>(&r);
+  CHECK(c != nullptr) << "CUDA backend got a routing from another backend";
+  return *c;
+}
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(cuda::DeviceContext* ctx, MatmulPrecision precision)
+      : ctx_(ctx), stream_(ctx->stream()), precision_(precision) {}
+
+  Device device() const override { return Device::kCuda; }
+  std::string name() const override { return absl::StrCat("cuda:", ctx_->device()); }
+  Allocator* allocator() override { return ctx_->allocator(); }
+  void Synchronize() override { ctx_->SyncAndCheck(); }
+
+  void Copy(Mat src, Mat dst) override {
+    CHECK(src.rows == dst.rows && src.cols == dst.cols) << "copy: shapes differ";
+    CHECK(src.dtype == dst.dtype) << "copy: dtypes differ";
+    if (src.rows == 0 || src.cols == 0) return;
+    const size_t es = DTypeSize(src.dtype);
+    CUDA_CHECK(cudaMemcpy2DAsync(dst.data, dst.ld * es, src.data, src.ld * es, src.cols * es,
+                                 src.rows, cudaMemcpyDefault, stream_));
+    // Host memory may be reused (or read) as soon as we return.
+    if (src.device == Device::kCpu || dst.device == Device::kCpu) ctx_->SyncAndCheck();
+  }
+
+  void Fill(Mat x, double value) override {
+    CHECK(x.device == Device::kCuda) << "fill: expected a CUDA view";
+    uint64_t bits = 0;
+    switch (x.dtype) {
+      case DType::kF32: {
+        float f = static_cast<float>(value);
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        bits = u;
+        break;
+      }
+      case DType::kF64: std::memcpy(&bits, &value, 8); break;
+      case DType::kBF16: bits = Bf16Bits(static_cast<float>(value)); break;
+      case DType::kI32: bits = static_cast<uint32_t>(static_cast<int32_t>(value)); break;
+      case DType::kU8: bits = static_cast<uint8_t>(value); break;
+    }
+    cuda::Fill(x.data, x.rows, x.cols, x.ld, static_cast<int>(DTypeSize(x.dtype)), bits, stream_);
+  }
+
+  std::unique_ptr<Routing> MakeRouting(const int32_t* modality, int64_t n,
+                                       int num_groups) override {
+    return std::make_unique<CudaRouting>(modality, n, num_groups, allocator(), stream_);
+  }
+
+  void Gemm(bool ta, bool tb, double alpha, Mat a, Mat b, double beta, Mat c) override {
+    CheckF32(a, "gemm A");
+    CheckF32(b, "gemm B");
+    CheckF32(c, "gemm C");
+    const int64_t m = c.rows, n = c.cols, k = ta ? a.rows : a.cols;
+    CHECK_EQ(ta ? a.cols : a.rows, m) << "gemm: A rows";
+    CHECK_EQ(tb ? b.rows : b.cols, n) << "gemm: B cols";
+    CHECK_EQ(tb ? b.cols : b.rows, k) << "gemm: inner size";
+    cuda::GemmF32(ctx_->cublas(), precision_, ta, tb, m, n, k, static_cast<float>(alpha),
+                  a.ptr<float>(), a.ld, b.ptr<float>(), b.ld, static_cast<float>(beta),
+                  c.ptr<float>(), c.ld);
+  }
+
+  void RoutedLinear(const Routing& routing, Mat x, const Tensor& w, Mat y) override {
+    const CudaRouting& r = AsCuda(routing);
+    CheckF32(x, "routed linear x");
+    CheckF32(y, "routed linear y");
+    CheckWeight(r, w, y.cols, x.cols, "routed linear weight");
+    CheckRows(x, r.num_rows(), "routed linear x");
+    CheckRows(y, r.num_rows(), "routed linear y");
+    const int64_t out = w.dim(1), in = w.dim(2);
+    if (r.single_group() >= 0) {  // one group holds every row: no gather
+      cuda::GemmF32(ctx_->cublas(), precision_, false, true, x.rows, out, in, 1.f, x.ptr<float>(),
+                    x.ld, GroupWeight(w, r.single_group()), in, 0.f, y.ptr<float>(), y.ld);
+      return;
+    }
+    const int64_t n = r.num_rows();
+    cuda::Scratch scratch(stream_);
+    float* yp = scratch.Alloc<float>(n * out);
+    if (precision_ == MatmulPrecision::kBf16) {
+      auto* xp = scratch.Alloc<__nv_bfloat16>(n * in);
+      auto* wb = scratch.Alloc<__nv_bfloat16>(w.numel());
+      cuda::GatherRowsBf16(r.perm(), n, ToConst(x), xp, stream_);
+      cuda::ConvertToBf16(w.data<float>(), w.numel(), wb, stream_);
+      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
+        cuda::GemmBf16(ctx_->cublas(), false, true, cnt, out, in, 1.f, xp + off * in, in,
+                       wb + g * out * in, in, 0.f, yp + off * out, out);
+      });
+    } else {
+      float* xp = scratch.Alloc<float>(n * in);
+      cuda::GatherRows(r.perm(), n, ToConst(x), View{xp, n, in, in}, nullptr, stream_);
+      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
+        cuda::GemmF32(ctx_->cublas(), precision_, false, true, cnt, out, in, 1.f, xp + off * in,
+                      in, GroupWeight(w, g), in, 0.f, yp + off * out, out);
+      });
+    }
+    cuda::ScatterRows(r.perm(), n, ConstView(yp, n, out, out), ToView(y), /*accumulate=*/false,
+                      nullptr, stream_);
+  }
+
+  void RoutedLinearBackward(const Routing& routing, Mat x, const Tensor& w, Mat dy, Mat dx,
+                            bool accumulate_dx, Tensor* dw) override {
+    const CudaRouting& r = AsCuda(routing);
+    CheckF32(x, "routed linear backward x");
+    CheckF32(dy, "routed linear backward dy");
+    CheckF32(dx, "routed linear backward dx");
+    CheckWeight(r, w, dy.cols, x.cols, "routed linear backward weight");
+    CheckWeight(r, *dw, dy.cols, x.cols, "routed linear backward dw");
+    CheckRows(x, r.num_rows(), "routed linear backward x");
+    CheckRows(dy, r.num_rows(), "routed linear backward dy");
+    CheckRows(dx, r.num_rows(), "routed linear backward dx");
+    CHECK_EQ(dx.cols, x.cols) << "routed linear backward dx: columns";
+    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
+    float* dw_data = dw->data<float>();
+    if (r.single_group() >= 0) {
+      const int g = r.single_group();
+      cuda::GemmF32(ctx_->cublas(), precision_, false, false, n, in, out, 1.f, dy.ptr<float>(),
+                    dy.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f, dx.ptr<float>(),
+                    dx.ld);
+      cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, n, 1.f, dy.ptr<float>(),
+                    dy.ld, x.ptr<float>(), x.ld, 1.f, dw_data + g * out * in, in);
+      return;
+    }
+    cuda::Scratch scratch(stream_);
+    float* dxp = scratch.Alloc<float>(n * in);
+    if (precision_ == MatmulPrecision::kBf16) {
+      auto* xp = scratch.Alloc<__nv_bfloat16>(n * in);
+      auto* dyp = scratch.Alloc<__nv_bfloat16>(n * out);
+      auto* wb = scratch.Alloc<__nv_bfloat16>(w.numel());
+      cuda::GatherRowsBf16(r.perm(), n, ToConst(x), xp, stream_);
+      cuda::GatherRowsBf16(r.perm(), n, ToConst(dy), dyp, stream_);
+      cuda::ConvertToBf16(w.data<float>(), w.numel(), wb, stream_);
+      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
+        cuda::GemmBf16(ctx_->cublas(), false, false, cnt, in, out, 1.f, dyp + off * out, out,
+                       wb + g * out * in, in, 0.f, dxp + off * in, in);
+        cuda::GemmBf16(ctx_->cublas(), true, false, out, in, cnt, 1.f, dyp + off * out, out,
+                       xp + off * in, in, 1.f, dw_data + g * out * in, in);
+      });
+    } else {
+      float* xp = scratch.Alloc<float>(n * in);
+      float* dyp = scratch.Alloc<float>(n * out);
+      cuda::GatherRows(r.perm(), n, ToConst(x), View{xp, n, in, in}, nullptr, stream_);
+      cuda::GatherRows(r.perm(), n, ToConst(dy), View{dyp, n, out, out}, nullptr, stream_);
+      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
+        cuda::GemmF32(ctx_->cublas(), precision_, false, false, cnt, in, out, 1.f,
+                      dyp + off * out, out, GroupWeight(w, g), in, 0.f, dxp + off * in, in);
+        cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, cnt, 1.f,
+                      dyp + off * out, out, xp + off * in, in, 1.f, dw_data + g * out * in, in);
+      });
+    }
+    cuda::ScatterRows(r.perm(), n, ConstView(dxp, n, in, in), ToView(dx), accumulate_dx, nullptr,
+                      stream_);
+  }
+
+  void EmbeddingForward(const Tensor& tokens, const Tensor& table, Mat out) override {
+    CheckTensor(tokens, DType::kI32, "embedding tokens");
+    CheckTensor(table, DType::kF32, "embedding table");
+    CheckF32(out, "embedding out");
+    CHECK_EQ(table.shape().size(), 2u) << "embedding table: expected [V, D]";
+    CHECK_EQ(out.rows, tokens.numel()) << "embedding out: rows";
+    CHECK_EQ(out.cols, table.dim(1)) << "embedding out: columns";
+    cuda::EmbeddingForward(tokens.data<int32_t>(), tokens.numel(), table.data<float>(),
+                           table.dim(0), ToView(out), ctx_->error_flag(), stream_);
+  }
+
+  void EmbeddingBackward(const Tensor& tokens, Mat dout, Tensor* dtable) override {
+    CheckTensor(tokens, DType::kI32, "embedding backward tokens");
+    CheckTensor(*dtable, DType::kF32, "embedding backward dtable");
+    CheckF32(dout, "embedding backward dout");
+    CHECK_EQ(dout.rows, tokens.numel()) << "embedding backward dout: rows";
+    CHECK_EQ(dout.cols, dtable->dim(1)) << "embedding backward dout: columns";
+    cuda::EmbeddingBackward(tokens.data<int32_t>(), tokens.numel(), ToConst(dout),
+                            dtable->data<float>(), dtable->dim(0), stream_);
+  }
+
+  void GatherRows(Mat src, const Tensor& rows, Mat dst) override {
+    CheckF32(src, "gather src");
+    CheckF32(dst, "gather dst");
+    CheckTensor(rows, DType::kI32, "gather rows");
+    CHECK(dst.rows == rows.numel() && dst.cols == src.cols) << "gather dst: shape";
+    cuda::GatherRows(rows.data<int32_t>(), rows.numel(), ToConst(src), ToView(dst),
+                     ctx_->error_flag(), stream_);
+  }
+
+  void ScatterAddRows(Mat src, const Tensor& rows, Mat dst) override {
+    CheckF32(src, "scatter src");
+    CheckF32(dst, "scatter dst");
+    CheckTensor(rows, DType::kI32, "scatter rows");
+    CHECK(src.rows == rows.numel() && dst.cols == src.cols) << "scatter src: shape";
+    cuda::ScatterRows(rows.data<int32_t>(), rows.numel(), ToConst(src), ToView(dst),
+                      /*accumulate=*/true, ctx_->error_flag(), stream_);
+  }
+
+  void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) override {
+    CheckF32(x, "rmsnorm x");
+    CheckF32(y, "rmsnorm y");
+    CheckTensor(w, DType::kF32, "rmsnorm weight");
+    CheckTensor(*rstd, DType::kF32, "rmsnorm rstd");
+    CHECK_EQ(w.numel(), x.cols) << "rmsnorm weight: size";
+    CHECK_EQ(rstd->numel(), x.rows) << "rmsnorm rstd: size";
+    CHECK(y.rows == x.rows && y.cols == x.cols) << "rmsnorm y: shape";
+    cuda::RmsNormForward(ToConst(x), w.data<float>(), static_cast<float>(eps), ToView(y),
+                         rstd->data<float>(), stream_);
+  }
+
+  void RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
+                       Tensor* dw) override {
+    CheckF32(x, "rmsnorm backward x");
+    CheckF32(dy, "rmsnorm backward dy");
+    CheckF32(dx, "rmsnorm backward dx");
+    CheckTensor(w, DType::kF32, "rmsnorm backward weight");
+    CheckTensor(rstd, DType::kF32, "rmsnorm backward rstd");
+    CheckTensor(*dw, DType::kF32, "rmsnorm backward dw");
+    CHECK(dy.rows == x.rows && dy.cols == x.cols) << "rmsnorm backward dy: shape";
+    CHECK(dx.rows == x.rows && dx.cols == x.cols) << "rmsnorm backward dx: shape";
+    CHECK(w.numel() == x.cols && dw->numel() == x.cols) << "rmsnorm backward weight: size";
+    CHECK_EQ(rstd.numel(), x.rows) << "rmsnorm backward rstd: size";
+    cuda::RmsNormBackward(ToConst(x), w.data<float>(), rstd.data<float>(), ToConst(dy),
+                          ToView(dx), dw->data<float>(), stream_);
+  }
+
+  void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
+                   Mat u) override {
+    cuda::ConvArgs a = MakeConvArgs(seq, x, w, b, "conv");
+    CheckF32(u, "conv u");
+    CHECK(u.rows == x.rows && u.cols == x.cols) << "conv u: shape";
+    cuda::ConvForward(a, ToView(u), stream_);
+  }
+
+  void ConvBackward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b, Mat du, Mat dx,
+                    Tensor* dw, Tensor* db) override {
+    cuda::ConvArgs a = MakeConvArgs(seq, x, w, b, "conv backward");
+    CheckF32(du, "conv backward du");
+    CheckF32(dx, "conv backward dx");
+    CheckTensor(*dw, DType::kF32, "conv backward dw");
+    CheckTensor(*db, DType::kF32, "conv backward db");
+    CHECK(du.rows == x.rows && du.cols == x.cols) << "conv backward du: shape";
+    CHECK(dx.rows == x.rows && dx.cols == x.cols) << "conv backward dx: shape";
+    CHECK(dw->numel() == w.numel() && db->numel() == b.numel()) << "conv backward grads: size";
+    cuda::ConvBackward(a, ToConst(du), ToView(dx), dw->data<float>(), db->data<float>(), stream_);
+  }
+
+  void ScanForward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in,
+                   Mat y) override {
+    cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
+    CheckF32(y, "scan y");
+    CHECK(y.rows == seq.rows() && y.cols == a.e_dim) << "scan y: shape";
+    cuda::ScanForward(a, ToView(y), stream_);
+  }
+
+  void ScanBackward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in, Mat dy,
+                    const ScanGrads& grads) override {
+    cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
+    const int64_t n = seq.rows(), e = a.e_dim, s = a.s_dim;
+    cuda::ScanGradArgs g;
+    auto out = [&](const Mat& m, int64_t cols, const char* what) {
+      CheckF32(m, what);
+      CHECK(m.rows == n && m.cols == cols) << what << ": shape";
+      return ToView(m);
+    };
+    CheckF32(dy, "scan backward dy");
+    CHECK(dy.rows == n && dy.cols == e) << "scan backward dy: shape";
+    g.dy = ToConst(dy);
+    g.du = out(grads.du, e, "scan backward du");
+    g.ddelta_raw = out(grads.ddelta_raw, e, "scan backward ddelta_raw");
+    g.db = out(grads.db, s, "scan backward db");
+    g.dc = out(grads.dc, s, "scan backward dc");
+    g.dz = out(grads.dz, e, "scan backward dz");
+    CheckTensor(*grads.ddt_bias, DType::kF32, "scan backward ddt_bias");
+    CheckTensor(*grads.da_log, DType::kF32, "scan backward da_log");
+    CheckTensor(*grads.dd, DType::kF32, "scan backward dd");
+    CHECK_EQ(grads.ddt_bias->numel(), in.dt_bias->numel()) << "scan backward ddt_bias: size";
+    CHECK_EQ(grads.da_log->numel(), e * s) << "scan backward da_log: size";
+    CHECK_EQ(grads.dd->numel(), e) << "scan backward dd: size";
+    g.ddt_bias = grads.ddt_bias->data<float>();
+    g.da_log = grads.da_log->data<float>();
+    g.dd = grads.dd->data<float>();
+    cuda::ScanBackward(a, g, stream_);
+  }
+
+  void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
+                    Mat dlogits) override {
+    CheckF32(logits, "cross-entropy logits");
+    CheckF32(dlogits, "cross-entropy dlogits");
+    CheckTensor(targets, DType::kI32, "cross-entropy targets");
+    CheckTensor(weight, DType::kF32, "cross-entropy weight");
+    CheckTensor(*losses, DType::kF32, "cross-entropy losses");
+    const int64_t n = logits.rows;
+    CHECK(targets.numel() == n && weight.numel() == n && losses->numel() == n)
+        << "cross-entropy: targets, weight and losses need one entry per row";
+    CHECK(dlogits.rows == n && dlogits.cols == logits.cols) << "cross-entropy dlogits: shape";
+    cuda::CrossEntropy(ToConst(logits), targets.data<int32_t>(), weight.data<float>(),
+                       losses->data<float>(), ToView(dlogits), ctx_->error_flag(), stream_);
+  }
+
+  void AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
+             Tensor* v) override {
+    CheckTensor(grad, DType::kF32, "adamw grad");
+    CheckTensor(*param, DType::kF32, "adamw param");
+    CheckTensor(*m, DType::kF32, "adamw m");
+    CheckTensor(*v, DType::kF32, "adamw v");
+    const int64_t n = param->numel();
+    CHECK(grad.numel() == n && m->numel() == n && v->numel() == n) << "adamw: sizes differ";
+    CHECK_GE(step.step, 1) << "adamw: step is 1-based";
+    cuda::AdamWArgs a;
+    a.lr = static_cast<float>(step.lr);
+    a.beta1 = static_cast<float>(step.beta1);
+    a.beta2 = static_cast<float>(step.beta2);
+    a.eps = static_cast<float>(step.eps);
+    a.weight_decay = static_cast<float>(step.weight_decay);
+    a.grad_scale = static_cast<float>(step.grad_scale);
+    a.bias_c1 = static_cast<float>(1 - std::pow(step.beta1, step.step));
+    a.bias_c2 = static_cast<float>(1 - std::pow(step.beta2, step.step));
+    cuda::AdamW(a, n, grad.data<float>(), param->data<float>(), m->data<float>(),
+                v->data<float>(), stream_);
+  }
+
+  void Axpy(double alpha, Mat x, Mat y) override {
+    CheckF32(x, "axpy x");
+    CheckF32(y, "axpy y");
+    CHECK(x.rows == y.rows && x.cols == y.cols) << "axpy: shapes differ";
+    cuda::Axpy(static_cast<float>(alpha), ToConst(x), ToView(y), stream_);
+  }
+
+  void Scale(double alpha, Mat x) override {
+    CheckF32(x, "scale x");
+    cuda::Scale(static_cast<float>(alpha), ToView(x), stream_);
+  }
+
+  double SumSquares(Mat x) override {
+    CheckF32(x, "sum of squares x");
+    return cuda::SumSquares(ToConst(x), stream_);
+  }
+
+ private:
+  static void CheckWeight(const CudaRouting& r, const Tensor& w, int64_t out, int64_t in,
+                          const char* what) {
+    CheckTensor(w, DType::kF32, what);
+    CHECK_EQ(w.shape().size(), 3u) << what << ": expected [G, out, in]";
+    CHECK_EQ(w.dim(0), r.num_groups()) << what << ": groups";
+    CHECK_EQ(w.dim(1), out) << what << ": out";
+    CHECK_EQ(w.dim(2), in) << what << ": in";
+  }
+
+  static const float* GroupWeight(const Tensor& w, int g) {
+    return w.data<float>() + g * w.dim(1) * w.dim(2);
+  }
+
+  template <typename Fn>
+  static void ForEachGroup(const CudaRouting& r, Fn fn) {
+    for (int g = 0; g < r.num_groups(); ++g) {
+      if (r.count(g) > 0) fn(g, r.offset(g), r.count(g));
+    }
+  }
+
+  cuda::ConvArgs MakeConvArgs(const SeqLayout& seq, const Mat& x, const Tensor& w,
+                              const Tensor& b, const char* what) {
+    CheckF32(x, what);
+    CheckTensor(w, DType::kF32, what);
+    CheckTensor(b, DType::kF32, what);
+    CHECK(seq.doc_start != nullptr) << what << ": missing doc_start";
+    CheckTensor(*seq.doc_start, DType::kU8, what);
+    CHECK_EQ(seq.doc_start->numel(), seq.rows()) << what << ": doc_start size";
+    CHECK_EQ(x.rows, seq.rows()) << what << ": x rows";
+    CHECK(w.shape().size() == 2 && w.dim(0) == x.cols) << what << ": weight is not [E, K]";
+    CHECK_EQ(b.numel(), x.cols) << what << ": bias size";
+    cuda::ConvArgs a;
+    a.batch = seq.batch;
+    a.seq_len = seq.seq_len;
+    a.k_width = w.dim(1);
+    a.doc_start = seq.doc_start->data<uint8_t>();
+    a.x = ToConst(x);
+    a.w = w.data<float>();
+    a.b = b.data<float>();
+    return a;
+  }
+
+  cuda::ScanArgs MakeScanArgs(const SeqLayout& seq, const Routing& routing, const ScanInputs& in) {
+    const CudaRouting& r = AsCuda(routing);
+    const int64_t n = seq.rows(), e = in.u.cols, s = in.b.cols;
+    CHECK(seq.doc_start != nullptr) << "scan: missing doc_start";
+    CheckTensor(*seq.doc_start, DType::kU8, "scan doc_start");
+    CHECK_EQ(seq.doc_start->numel(), n) << "scan doc_start: size";
+    CHECK_EQ(r.num_rows(), n) << "scan routing: rows";
+    auto input = [&](const Mat& m, int64_t cols, const char* what) {
+      CheckF32(m, what);
+      CHECK(m.rows == n && m.cols == cols) << what << ": shape";
+      return ToConst(m);
+    };
+    cuda::ScanArgs a;
+    a.batch = seq.batch;
+    a.seq_len = seq.seq_len;
+    a.e_dim = e;
+    a.s_dim = s;
+    a.doc_start = seq.doc_start->data<uint8_t>();
+    a.u = input(in.u, e, "scan u");
+    a.delta_raw = input(in.delta_raw, e, "scan delta_raw");
+    a.b = input(in.b, s, "scan B");
+    a.c = input(in.c, s, "scan C");
+    a.z = input(in.z, e, "scan z");
+    CheckTensor(*in.dt_bias, DType::kF32, "scan dt_bias");
+    CheckTensor(*in.a_log, DType::kF32, "scan A_log");
+    CheckTensor(*in.d, DType::kF32, "scan D");
+    const int64_t groups = in.dt_bias->numel() / std::max<int64_t>(e, 1);
+    CHECK_EQ(in.dt_bias->numel(), groups * e) << "scan dt_bias: expected [G, E]";
+    CHECK(groups == 1 || groups == r.num_groups())
+        << "scan dt_bias: " << groups << " rows for " << r.num_groups() << " routing groups";
+    CHECK_EQ(in.a_log->numel(), e * s) << "scan A_log: size";
+    CHECK_EQ(in.d->numel(), e) << "scan D: size";
+    CHECK_LE(s, cuda::kScanMaxState) << "scan: the CUDA kernels support d_state up to "
+                                     << cuda::kScanMaxState;
+    a.dt_groups = groups;
+    a.group = groups > 1 ? r.group() : nullptr;
+    a.dt_bias = in.dt_bias->data<float>();
+    a.a_log = in.a_log->data<float>();
+    a.d = in.d->data<float>();
+    return a;
+  }
+
+  cuda::DeviceContext* ctx_;
+  cudaStream_t stream_;
+  MatmulPrecision precision_;
+};
+
+}  // namespace
+
+int CudaDeviceCount() {
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();  // clear the sticky "no driver" error
+    return 0;
+  }
+  return n;
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const CudaBackendOptions& options) {
+  const int count = CudaDeviceCount();
+  if (options.device < 0 || options.device >= count) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA device ", options.device, " requested but ", count, " device(s) are usable"));
+  }
+  return std::unique_ptr<Backend>(
+      new CudaBackend(&cuda::ContextFor(options.device), options.matmul));
+}
+
+CudaMemoryStats GetCudaMemoryStats(int device) {
+  cuda::DeviceContext& ctx = cuda::ContextFor(device);
+  CudaMemoryStats s;
+  s.in_use_bytes = ctx.BytesInUse();
+  s.peak_bytes = ctx.PeakBytes();
+  return s;
+}
+
+void ResetCudaPeakMemory(int device) { cuda::ContextFor(device).ResetPeak(); }
+
+}  // namespace modamba

@@ -1,0 +1,514 @@
+// Every CUDA Backend op against the CPU backend, on fresh random inputs of
+// awkward sizes (sequence lengths that are not multiples of the kernels'
+// tiles, channel counts that are not multiples of 32, batch 1, a modality
+// group with no tokens, documents starting mid-sequence, strided and
+// misaligned column views). Device outputs are NaN-poisoned first, so an
+// element the kernel misses fails the comparison. Skips without a GPU.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <iostream>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "glog/logging.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/test_util.h"
+
+namespace modamba {
+namespace {
+
+using testing::DeviceError;
+using testing::OutputPair;
+using testing::Pair;
+using testing::RandomPair;
+using testing::ToDevice;
+using testing::ToHost;
+using testing::Upload;
+
+constexpr double kTolF32 = 1e-5;   // fp32 arithmetic on both sides
+constexpr double kTolScan = 1e-4;  // fp32, long recurrences, approximate exp2 on the GPU
+constexpr double kTolBf16 = 1e-2;  // bf16 operands, fp32 accumulation
+
+class CudaBackendTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    seed_ = testing::FreshSeed();
+    rng_.seed(seed_);
+    cpu_ = NewCpuBackend();
+    gpu_ = MakeGpu(MatmulPrecision::kFp32);
+  }
+
+  static std::unique_ptr<Backend> MakeGpu(MatmulPrecision precision) {
+    CudaBackendOptions options;
+    options.matmul = precision;
+    auto backend = NewCudaBackend(options);
+    CHECK(backend.ok()) << backend.status();
+    return std::move(backend).value();
+  }
+
+  void ExpectClose(double err, double tol, const std::string& what) {
+    std::cout << "  " << what << ": relative error " << err << "\n";
+    EXPECT_LT(err, tol) << what << " (seed " << seed_ << ")";
+  }
+
+  Pair Random(const Shape& shape, float scale = 1, float mean = 0) {
+    return RandomPair(gpu_.get(), shape, &rng_, scale, mean);
+  }
+  Pair Output(const Shape& shape) { return OutputPair(gpu_.get(), shape); }
+  double Err(const Pair& p) { return DeviceError(gpu_.get(), p); }
+  double Err(const Pair& p, int64_t col0, int64_t cols) {
+    return DeviceError(gpu_.get(), p, col0, cols);
+  }
+
+  template <typename T>
+  Pair UploadVector(const std::vector<T>& v, DType dtype) {
+    Tensor t(dtype, {static_cast<int64_t>(v.size())});
+    std::memcpy(t.raw(), v.data(), v.size() * sizeof(T));
+    return Upload(gpu_.get(), std::move(t));
+  }
+
+  // Modalities in contiguous spans of random length, drawn from `allowed`.
+  std::vector<int32_t> Modalities(int64_t n, const std::vector<int32_t>& allowed) {
+    std::vector<int32_t> m(n);
+    std::uniform_int_distribution<int> span(1, 20), pick(0, allowed.size() - 1);
+    for (int64_t i = 0; i < n;) {
+      int32_t g = allowed[pick(rng_)];
+      for (int k = span(rng_); k > 0 && i < n; --k) m[i++] = g;
+    }
+    return m;
+  }
+
+  std::vector<uint8_t> DocStarts(int64_t n, double prob) {
+    std::bernoulli_distribution start(prob);
+    std::vector<uint8_t> d(n);
+    for (auto& v : d) v = start(rng_) ? 1 : 0;
+    return d;
+  }
+
+  uint32_t seed_ = 0;
+  std::mt19937 rng_;
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+TEST_F(CudaBackendTest, CopyAndFill) {
+  Pair a = Random({7, 11});
+  Tensor back = ToHost(gpu_.get(), a.dev);
+  EXPECT_EQ(std::memcmp(back.raw(), a.host.raw(), a.host.nbytes()), 0);
+  // Strided device-to-device copy of a column window.
+  Pair dst = Output({7, 5});
+  gpu_->Copy(a.d(3, 5), dst.d());
+  cpu_->Copy(a.h(3, 5), dst.h());
+  ExpectClose(Err(dst), 1e-30, "strided copy");
+  // Fill of a window leaves the rest alone.
+  Pair f = Random({6, 9});
+  gpu_->Fill(f.d(2, 4), 2.5);
+  cpu_->Fill(f.h(2, 4), 2.5);
+  ExpectClose(Err(f), 1e-30, "fill");
+  Tensor ints = gpu_->Empty(DType::kI32, {5});
+  gpu_->Fill(ints.mat(), -3);
+  Tensor ints_host = ToHost(gpu_.get(), ints);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(ints_host.data<int32_t>()[i], -3);
+}
+
+TEST_F(CudaBackendTest, Gemm) {
+  const int64_t m = 37, n = 53, k = 29;
+  for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
+    auto gpu = MakeGpu(precision);
+    const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
+    for (bool ta : {false, true}) {
+      for (bool tb : {false, true}) {
+        // A and B as column windows of wider matrices (ld > cols).
+        Pair a = Random({ta ? k : m, (ta ? m : k) + 3});
+        Pair b = Random({tb ? n : k, (tb ? k : n) + 1});
+        Pair c = Random({m, n});
+        Mat ah = a.h(1, ta ? m : k), ad = a.d(1, ta ? m : k);
+        Mat bh = b.h(0, tb ? k : n), bd = b.d(0, tb ? k : n);
+        cpu_->Gemm(ta, tb, 0.7, ah, bh, 0.3, c.h());
+        gpu->Gemm(ta, tb, 0.7, ad, bd, 0.3, c.d());
+        ExpectClose(Err(c), tol,
+                    "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
+                        (precision == MatmulPrecision::kFp32 ? " fp32" : " bf16"));
+      }
+    }
+  }
+  // An empty inner dimension with beta 0 overwrites C (here NaN-poisoned).
+  Pair a = Random({m, 1}), b = Random({1, n});
+  Pair c = Output({m, n});
+  gpu_->Gemm(false, false, 1, a.d(0, 0), b.d().Rows(0, 0), 0, c.d());
+  cpu_->Gemm(false, false, 1, a.h(0, 0), b.h().Rows(0, 0), 0, c.h());
+  ExpectClose(Err(c), 1e-30, "gemm k=0");
+}
+
+TEST_F(CudaBackendTest, RoutedLinear) {
+  const int64_t n = 2 * 37, in = 29, out = 45;
+  struct Case {
+    const char* name;
+    int groups;
+    std::vector<int32_t> allowed;
+  };
+  const std::vector<Case> cases = {
+      {"3 groups, group 1 empty", 3, {0, 2}},
+      {"3 groups, all rows in group 2", 3, {2}},
+      {"shared weight", 1, {0}},
+  };
+  for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
+    auto gpu = MakeGpu(precision);
+    const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
+    for (const Case& c : cases) {
+      const std::string tag = std::string(c.name) +
+                              (precision == MatmulPrecision::kFp32 ? ", fp32" : ", bf16");
+      std::vector<int32_t> mod = Modalities(n, c.allowed);
+      auto rc = cpu_->MakeRouting(mod.data(), n, c.groups);
+      auto rg = gpu->MakeRouting(mod.data(), n, c.groups);
+      Pair x = Random({n, in + 2});  // x as a strided window
+      Pair w = Random({c.groups, out, in}, 0.2f);
+      Pair y = Output({n, out});
+      cpu_->RoutedLinear(*rc, x.h(1, in), w.host, y.h());
+      gpu->RoutedLinear(*rg, x.d(1, in), w.dev, y.d());
+      ExpectClose(Err(y), tol, "routed linear y, " + tag);
+
+      Pair dy = Random({n, out});
+      Pair dw = Random({c.groups, out, in});
+      for (bool accumulate : {false, true}) {
+        Pair dx = accumulate ? Random({n, in}) : Output({n, in});
+        cpu_->RoutedLinearBackward(*rc, x.h(1, in), w.host, dy.h(), dx.h(), accumulate,
+                                   &dw.host);
+        gpu->RoutedLinearBackward(*rg, x.d(1, in), w.dev, dy.d(), dx.d(), accumulate, &dw.dev);
+        ExpectClose(Err(dx), tol,
+                    "routed linear dx" + std::string(accumulate ? " (+=), " : ", ") + tag);
+      }
+      ExpectClose(Err(dw), tol, "routed linear dw (accumulated twice), " + tag);
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, Embedding) {
+  const int64_t vocab = 50, d = 37;
+  // Runs of one token longer than the backward's chunks, plus random ids.
+  std::vector<int32_t> tokens(100, 7);
+  tokens.insert(tokens.end(), 40, 3);
+  std::uniform_int_distribution<int> id(0, vocab - 1);
+  for (int i = 0; i < 83; ++i) tokens.push_back(id(rng_));
+  std::shuffle(tokens.begin(), tokens.end(), rng_);
+  const int64_t n = tokens.size();
+  Pair tok = UploadVector(tokens, DType::kI32);
+  Pair table = Random({vocab, d});
+  Pair out = Output({n, d + 3});
+  cpu_->EmbeddingForward(tok.host, table.host, out.h(0, d));
+  gpu_->EmbeddingForward(tok.dev, table.dev, out.d(0, d));
+  ExpectClose(Err(out, 0, d), kTolF32, "embedding forward");
+
+  Pair dout = Random({n, d + 3});
+  Pair dtable = Random({vocab, d});
+  cpu_->EmbeddingBackward(tok.host, dout.h(2, d), &dtable.host);
+  gpu_->EmbeddingBackward(tok.dev, dout.d(2, d), &dtable.dev);
+  ExpectClose(Err(dtable), kTolF32, "embedding backward");
+}
+
+TEST_F(CudaBackendTest, GatherScatterRows) {
+  const std::vector<int32_t> rows = {3, 17, 0, 9, 12, 18};
+  const int64_t d = 13;
+  Pair idx = UploadVector(rows, DType::kI32);
+  Pair src = Random({20, d + 2});
+  Pair dst = Output({static_cast<int64_t>(rows.size()), d});
+  cpu_->GatherRows(src.h(1, d), idx.host, dst.h());
+  gpu_->GatherRows(src.d(1, d), idx.dev, dst.d());
+  ExpectClose(Err(dst), kTolF32, "gather rows");
+  Pair into = Random({20, d + 1});
+  cpu_->ScatterAddRows(dst.h(), idx.host, into.h(0, d));
+  gpu_->ScatterAddRows(dst.d(), idx.dev, into.d(0, d));
+  ExpectClose(Err(into), kTolF32, "scatter-add rows");
+}
+
+TEST_F(CudaBackendTest, RmsNorm) {
+  const int64_t n = 77, d = 61;
+  Pair x = Random({n, d + 5}, 2.f, 0.3f);
+  Pair w = Random({d}, 0.2f, 1.f);
+  Pair y = Output({n, d});
+  Pair rstd = Output({n});
+  cpu_->RmsNormForward(x.h(0, d), w.host, 1e-5, y.h(), &rstd.host);
+  gpu_->RmsNormForward(x.d(0, d), w.dev, 1e-5, y.d(), &rstd.dev);
+  ExpectClose(Err(y), kTolF32, "rmsnorm y");
+  ExpectClose(Err(rstd), kTolF32, "rmsnorm rstd");
+
+  Pair dy = Random({n, d});
+  Pair dx = Random({n, d + 2});  // accumulates into a window
+  Pair dw = Random({d});
+  cpu_->RmsNormBackward(x.h(0, d), w.host, rstd.host, dy.h(), dx.h(1, d), &dw.host);
+  gpu_->RmsNormBackward(x.d(0, d), w.dev, rstd.dev, dy.d(), dx.d(1, d), &dw.dev);
+  ExpectClose(Err(dx), kTolF32, "rmsnorm dx");
+  ExpectClose(Err(dw), kTolF32, "rmsnorm dw");
+}
+
+TEST_F(CudaBackendTest, Conv) {
+  const int64_t batch = 3, len = 45, e = 37, n = batch * len, ld = 2 * e + 3;
+  for (int k : {4, 3, 1}) {
+    const std::string tag = "K=" + std::to_string(k);
+    Pair doc = UploadVector(DocStarts(n, 0.08), DType::kU8);
+    SeqLayout sc{batch, len, &doc.host}, sg{batch, len, &doc.dev};
+    Pair x = Random({n, ld});
+    Pair w = Random({e, k}, 0.5f);
+    Pair b = Random({e}, 0.5f);
+    Pair u = Output({n, e});
+    cpu_->ConvForward(sc, x.h(0, e), w.host, b.host, u.h());
+    gpu_->ConvForward(sg, x.d(0, e), w.dev, b.dev, u.d());
+    ExpectClose(Err(u), kTolF32, "conv u, " + tag);
+
+    Pair du = Random({n, e});
+    Pair dx = Output({n, ld});
+    Pair dw = Random({e, k}), db = Random({e});
+    cpu_->ConvBackward(sc, x.h(0, e), w.host, b.host, du.h(), dx.h(0, e), &dw.host, &db.host);
+    gpu_->ConvBackward(sg, x.d(0, e), w.dev, b.dev, du.d(), dx.d(0, e), &dw.dev, &db.dev);
+    ExpectClose(Err(dx, 0, e), kTolF32, "conv dx, " + tag);
+    ExpectClose(Err(dw), kTolF32, "conv dw, " + tag);
+    ExpectClose(Err(db), kTolF32, "conv db, " + tag);
+  }
+}
+
+struct ScanCase {
+  const char* name;
+  int64_t batch, len, e, s;
+  int groups;
+  std::vector<int32_t> allowed;  // modalities present
+  bool strided;                  // misaligned column windows, as in a fused projection
+  double doc_prob;
+};
+
+class ScanTest : public CudaBackendTest {
+ protected:
+  // The scan's inputs and gradients on both backends, laid out as the model
+  // lays them out: z inside xz, B and C inside dBC.
+  struct Setup {
+    int64_t n, e, s, r;
+    Pair doc, xz, dbc, u, dr, dt_bias, a_log, d;
+    std::unique_ptr<Routing> rc, rg;
+    int64_t ld_pad;
+    ScanInputs In(bool dev) const {
+      ScanInputs in;
+      auto v = [&](const Pair& p, int64_t col0, int64_t cols) {
+        return dev ? p.d(col0, cols) : p.h(col0, cols);
+      };
+      in.u = v(u, ld_pad, e);
+      in.delta_raw = v(dr, ld_pad, e);
+      in.b = v(dbc, r, s);
+      in.c = v(dbc, r + s, s);
+      in.z = v(xz, e + ld_pad, e);
+      in.dt_bias = dev ? &dt_bias.dev : &dt_bias.host;
+      in.a_log = dev ? &a_log.dev : &a_log.host;
+      in.d = dev ? &d.dev : &d.host;
+      return in;
+    }
+  };
+
+  Setup Make(const ScanCase& c) {
+    Setup st;
+    st.n = c.batch * c.len;
+    st.e = c.e;
+    st.s = c.s;
+    st.ld_pad = c.strided ? 1 : 0;  // shifts every window off 16-byte alignment
+    st.r = c.strided ? 3 : 4;       // dt_rank: B and C aligned only when 4 | r
+    const int64_t n = st.n, e = c.e, s = c.s;
+    std::vector<int32_t> mod = Modalities(n, c.allowed);
+    st.rc = cpu_->MakeRouting(mod.data(), n, c.groups);
+    st.rg = gpu_->MakeRouting(mod.data(), n, c.groups);
+    st.doc = UploadVector(DocStarts(n, c.doc_prob), DType::kU8);
+    st.xz = Random({n, 2 * e + 2 * st.ld_pad});
+    st.dbc = Random({n, st.r + 2 * s + st.ld_pad});
+    st.u = Random({n, e + st.ld_pad});
+    st.dr = Random({n, e + st.ld_pad}, 0.5f);
+    // dt bias: inverse softplus of dt log-uniform in [1e-3, 1e-1], per group.
+    Tensor bias(DType::kF32, {c.groups, e});
+    std::uniform_real_distribution<double> logdt(std::log(1e-3), std::log(1e-1));
+    for (int64_t i = 0; i < bias.numel(); ++i) {
+      double dt = std::exp(logdt(rng_));
+      bias.data<float>()[i] = static_cast<float>(dt + std::log(-std::expm1(-dt)));
+    }
+    st.dt_bias = Upload(gpu_.get(), std::move(bias));
+    Tensor alog = testing::RandomHost({e, s}, &rng_, 0.1f);
+    for (int64_t i = 0; i < e; ++i) {
+      for (int64_t j = 0; j < s; ++j) alog.data<float>()[i * s + j] += std::log(j + 1.0);
+    }
+    st.a_log = Upload(gpu_.get(), std::move(alog));
+    st.d = Random({e}, 0.1f, 1.f);
+    return st;
+  }
+
+  void Run(const ScanCase& c) {
+    SCOPED_TRACE(c.name);
+    std::cout << " case: " << c.name << "\n";
+    Setup st = Make(c);
+    const int64_t n = st.n, e = st.e, s = st.s;
+    SeqLayout sc{c.batch, c.len, &st.doc.host}, sg{c.batch, c.len, &st.doc.dev};
+    Pair y = Output({n, e});
+    cpu_->ScanForward(sc, *st.rc, st.In(false), y.h());
+    gpu_->ScanForward(sg, *st.rg, st.In(true), y.d());
+    ExpectClose(Err(y), kTolScan, "scan y");
+
+    Pair dy = Random({n, e});
+    Pair du = Output({n, e}), ddr = Output({n, e});
+    Pair dbc = Output({n, st.r + 2 * s});
+    Pair dxz = Output({n, 2 * e});
+    Pair ddt = Random({c.groups, e}), da = Random({e, s}), dd = Random({e});
+    auto grads = [&](bool dev) {
+      ScanGrads g;
+      g.du = dev ? du.d() : du.h();
+      g.ddelta_raw = dev ? ddr.d() : ddr.h();
+      g.db = dev ? dbc.d(st.r, s) : dbc.h(st.r, s);
+      g.dc = dev ? dbc.d(st.r + s, s) : dbc.h(st.r + s, s);
+      g.dz = dev ? dxz.d(e, e) : dxz.h(e, e);
+      g.ddt_bias = dev ? &ddt.dev : &ddt.host;
+      g.da_log = dev ? &da.dev : &da.host;
+      g.dd = dev ? &dd.dev : &dd.host;
+      return g;
+    };
+    cpu_->ScanBackward(sc, *st.rc, st.In(false), dy.h(), grads(false));
+    gpu_->ScanBackward(sg, *st.rg, st.In(true), dy.d(), grads(true));
+    ExpectClose(Err(du), kTolScan, "scan du");
+    ExpectClose(Err(ddr), kTolScan, "scan ddelta_raw");
+    ExpectClose(Err(dbc, st.r, s), kTolScan, "scan dB");
+    ExpectClose(Err(dbc, st.r + s, s), kTolScan, "scan dC");
+    ExpectClose(Err(dxz, e, e), kTolScan, "scan dz");
+    ExpectClose(Err(ddt), kTolScan, "scan ddt_bias");
+    ExpectClose(Err(da), kTolScan, "scan dA_log");
+    ExpectClose(Err(dd), kTolScan, "scan dD");
+  }
+};
+
+TEST_F(ScanTest, RoutedBiasDocumentsMisaligned) {
+  Run({"B=2 L=150 E=70 S=16, 3 dt groups (one empty), docs, misaligned", 2, 150, 70, 16, 3,
+       {0, 2}, true, 0.03});
+}
+
+TEST_F(ScanTest, BatchOneAligned) {
+  Run({"B=1 L=200 E=128 S=16, shared bias, aligned", 1, 200, 128, 16, 1, {0}, false, 0.0});
+}
+
+TEST_F(ScanTest, SmallStateManyDocuments) {
+  Run({"B=3 L=64 E=33 S=5, 2 dt groups, dense docs", 3, 64, 33, 5, 2, {0, 1}, true, 0.1});
+}
+
+TEST_F(ScanTest, ShortSequences) {
+  Run({"B=2 L=9 E=64 S=16", 2, 9, 64, 16, 1, {0}, false, 0.2});
+}
+
+TEST_F(CudaBackendTest, CrossEntropy) {
+  const int64_t n = 37;
+  for (int64_t v : {1003, 1024}) {
+    for (bool in_place : {false, true}) {
+      const std::string tag = "V=" + std::to_string(v) + (in_place ? ", in place" : "");
+      std::vector<int32_t> targets(n);
+      std::vector<float> weight(n);
+      std::uniform_int_distribution<int> id(0, v - 1);
+      std::uniform_real_distribution<float> wd(0.5f, 2.f);
+      for (int64_t i = 0; i < n; ++i) {
+        targets[i] = id(rng_);
+        weight[i] = i % 5 == 3 ? 0.f : wd(rng_);
+      }
+      Pair t = UploadVector(targets, DType::kI32);
+      Pair w = UploadVector(weight, DType::kF32);
+      Pair logits = Random({n, v}, 3.f);
+      Pair losses = Output({n});
+      Pair dlogits = in_place ? std::move(logits) : Output({n, v});
+      const Pair& src = in_place ? dlogits : logits;
+      cpu_->CrossEntropy(src.h(), t.host, w.host, &losses.host, dlogits.h());
+      gpu_->CrossEntropy(src.d(), t.dev, w.dev, &losses.dev, dlogits.d());
+      ExpectClose(Err(losses), kTolF32, "cross-entropy losses, " + tag);
+      ExpectClose(Err(dlogits), kTolF32, "cross-entropy dlogits, " + tag);
+    }
+  }
+}
+
+TEST_F(CudaBackendTest, AdamW) {
+  for (int64_t n : {1001, 1024}) {
+    Pair g = Random({n}), p = Random({n}), m = Random({n}, 0.1f);
+    Pair v = Upload(gpu_.get(), testing::RandomHost({n}, &rng_, 0.1f));
+    for (int64_t i = 0; i < n; ++i) v.host.data<float>()[i] = std::abs(v.host.data<float>()[i]);
+    v.dev = ToDevice(gpu_.get(), v.host);
+    AdamWStep step;
+    step.lr = 1e-3;
+    step.weight_decay = 0.1;
+    step.step = 7;
+    step.grad_scale = 0.5;
+    cpu_->AdamW(step, g.host, &p.host, &m.host, &v.host);
+    gpu_->AdamW(step, g.dev, &p.dev, &m.dev, &v.dev);
+    const std::string tag = "n=" + std::to_string(n);
+    ExpectClose(Err(p), kTolF32, "adamw param, " + tag);
+    ExpectClose(Err(m), kTolF32, "adamw m, " + tag);
+    ExpectClose(Err(v), kTolF32, "adamw v, " + tag);
+  }
+}
+
+TEST_F(CudaBackendTest, Glue) {
+  Pair x = Random({19, 23}), y = Random({19, 30});
+  cpu_->Axpy(-0.3, x.h(), y.h(4, 23));
+  gpu_->Axpy(-0.3, x.d(), y.d(4, 23));
+  ExpectClose(Err(y), kTolF32, "axpy");
+  cpu_->Scale(1.7, y.h(1, 20));
+  gpu_->Scale(1.7, y.d(1, 20));
+  ExpectClose(Err(y), kTolF32, "scale");
+  const double want = cpu_->SumSquares(y.h(3, 17)), got = gpu_->SumSquares(y.d(3, 17));
+  ExpectClose(std::abs(got - want) / want, 1e-6, "sum of squares");
+}
+
+// Same inputs, same bits: the kernels sum in a fixed order.
+TEST_F(ScanTest, BitwiseDeterministic) {
+  const ScanCase c{"determinism", 2, 130, 96, 16, 3, {0, 1, 2}, false, 0.02};
+  Setup st = Make(c);
+  const int64_t n = st.n, e = st.e, s = st.s;
+  SeqLayout sg{c.batch, c.len, &st.doc.dev};
+  Pair dy = Random({n, e});
+  std::vector<Tensor> runs;
+  for (int run = 0; run < 2; ++run) {
+    Tensor grads = gpu_->Empty(DType::kF32, {n, 3 * e + 2 * s});
+    Tensor ddt = gpu_->Empty(DType::kF32, {c.groups, e});
+    Tensor da = gpu_->Empty(DType::kF32, {e, s});
+    Tensor dd = gpu_->Empty(DType::kF32, {e});
+    for (Tensor* t : {&ddt, &da, &dd}) gpu_->Fill(t->mat(), 0);
+    ScanGrads g;
+    Mat gm = grads.mat();
+    g.du = gm.Cols(0, e);
+    g.ddelta_raw = gm.Cols(e, e);
+    g.dz = gm.Cols(2 * e, e);
+    g.db = gm.Cols(3 * e, s);
+    g.dc = gm.Cols(3 * e + s, s);
+    g.ddt_bias = &ddt;
+    g.da_log = &da;
+    g.dd = &dd;
+    gpu_->ScanBackward(sg, *st.rg, st.In(true), dy.d(), g);
+    runs.push_back(ToHost(gpu_.get(), grads));
+    runs.push_back(ToHost(gpu_.get(), ddt));
+    runs.push_back(ToHost(gpu_.get(), da));
+    runs.push_back(ToHost(gpu_.get(), dd));
+  }
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_EQ(std::memcmp(runs[i].raw(), runs[i + 4].raw(), runs[i].nbytes()), 0)
+        << "output " << i << " differs between runs";
+  }
+}
+
+TEST(CudaBackendDeathTest, TokenOutsideVocabulary) {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  ::testing::FLAGS_gtest_death_test_style = "threadsafe";
+  EXPECT_DEATH(
+      {
+        auto gpu = NewCudaBackend().value();
+        Tensor tokens_host(DType::kI32, {2});
+        tokens_host.data<int32_t>()[0] = 1;
+        tokens_host.data<int32_t>()[1] = 99;
+        Tensor tokens = ToDevice(gpu.get(), tokens_host);
+        Tensor table = gpu->Empty(DType::kF32, {10, 4});
+        Tensor out = gpu->Empty(DType::kF32, {2, 4});
+        gpu->EmbeddingForward(tokens, table, out.mat());
+        gpu->Synchronize();
+      },
+      "outside the vocabulary");
+}
+
+}  // namespace
+}  // namespace modamba

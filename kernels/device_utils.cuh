@@ -1,0 +1,83 @@
+// Device helpers shared by the kernels: launch sizing, warp reductions,
+// Ampere-style async copies into shared memory.
+#ifndef MODAMBA_KERNELS_DEVICE_UTILS_CUH_
+#define MODAMBA_KERNELS_DEVICE_UTILS_CUH_
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace modamba::cuda {
+
+constexpr unsigned kFullMask = 0xffffffffu;
+constexpr float kLog2e = 1.4426950408889634f;
+
+__host__ __device__ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+__host__ __device__ inline int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
+__host__ __device__ inline int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// A grid of at most `max_blocks` blocks for a grid-stride loop over n items.
+inline unsigned GridFor(int64_t n, int threads, int64_t max_blocks = 4096) {
+  int64_t blocks = CeilDiv(n, threads);
+  if (blocks < 1) blocks = 1;
+  return static_cast<unsigned>(blocks < max_blocks ? blocks : max_blocks);
+}
+
+__device__ __forceinline__ float WarpSum(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+__device__ __forceinline__ double WarpSum(double v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(kFullMask, v, o);
+  return v;
+}
+
+__device__ __forceinline__ float WarpMax(float v) {
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(kFullMask, v, o));
+  return v;
+}
+
+// Sum over the block, same order every run; every thread gets the result.
+// `shared` holds at least blockDim.x / 32 values. Ends with a barrier-free
+// read, so back-to-back calls need a __syncthreads() between them.
+template <typename T>
+__device__ __forceinline__ T BlockSum(T v, T* shared) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int warps = (blockDim.x + 31) >> 5;
+  v = WarpSum(v);
+  if (lane == 0) shared[warp] = v;
+  __syncthreads();
+  T total = 0;
+  for (int i = 0; i < warps; ++i) total += shared[i];
+  return total;
+}
+
+// 1 / (1 + e^-x) through the special-function unit's reciprocal (~2 ulp).
+__device__ __forceinline__ float Sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
+
+// log(1 + e^x) without overflow, accurate for very negative x too.
+__device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(__expf(x)); }
+
+// ---- cp.async (sm_80+): global -> shared without staging in registers ----
+__device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {
+  unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void CpAsync4(void* smem, const void* gmem) {
+  unsigned s = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(s), "l"(gmem));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N committed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+}  // namespace modamba::cuda
+
+#endif  // MODAMBA_KERNELS_DEVICE_UTILS_CUH_

@@ -1,0 +1,194 @@
+// Matrix products through cuBLAS, and the row gather/scatter that routed
+// (per-modality) projections use to run one GEMM per modality group.
+#include <cuda_bf16.h>
+
+#include <limits>
+
+#include "kernels/cuda_check.h"
+#include "kernels/device_utils.cuh"
+#include "kernels/kernels.h"
+
+namespace modamba::cuda {
+namespace {
+
+int AsInt(int64_t v, const char* what) {
+  CHECK(v >= 0 && v <= std::numeric_limits<int>::max()) << "gemm: " << what << " = " << v
+                                                         << " exceeds cuBLAS's int range";
+  return static_cast<int>(v);
+}
+
+cublasComputeType_t ComputeType(MatmulPrecision p) {
+  switch (p) {
+    case MatmulPrecision::kFp32: return CUBLAS_COMPUTE_32F_PEDANTIC;
+    case MatmulPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+  }
+  return CUBLAS_COMPUTE_32F;
+}
+
+// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
+// row-major matrix read column-major is its transpose: so swap A and B and
+// keep the transpose flags.
+void GemmEx(cublasHandle_t handle, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
+            const void* a, cudaDataType_t a_type, int64_t lda, const void* b,
+            cudaDataType_t b_type, int64_t ldb, float beta, float* c, int64_t ldc,
+            cublasComputeType_t compute) {
+  if (m == 0 || n == 0) return;
+  cudaStream_t stream;
+  CUBLAS_CHECK(cublasGetStream(handle, &stream));
+  if (k == 0) {  // C = beta C; a zero beta overwrites (C may hold garbage)
+    if (beta == 0) {
+      Fill(c, m, n, ldc, sizeof(float), 0, stream);
+    } else {
+      Scale(beta, View{c, m, n, ldc}, stream);
+    }
+    return;
+  }
+  CUBLAS_CHECK(cublasGemmEx(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            AsInt(n, "n"), AsInt(m, "m"), AsInt(k, "k"), &alpha, b, b_type,
+                            AsInt(ldb, "ldb"), a, a_type, AsInt(lda, "lda"), &beta, c, CUDA_R_32F,
+                            AsInt(ldc, "ldc"), compute, CUBLAS_GEMM_DEFAULT));
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+__device__ __forceinline__ void Store4(float* dst, float4 v) {
+  *reinterpret_cast<float4*>(dst) = v;
+}
+__device__ __forceinline__ void Store4(__nv_bfloat16* dst, float4 v) {
+  __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+  uint2 packed;
+  packed.x = *reinterpret_cast<unsigned*>(&lo);
+  packed.y = *reinterpret_cast<unsigned*>(&hi);
+  *reinterpret_cast<uint2*>(dst) = packed;
+}
+__device__ __forceinline__ void Store1(float* dst, float v) { *dst = v; }
+__device__ __forceinline__ void Store1(__nv_bfloat16* dst, float v) {
+  *dst = __float2bfloat16_rn(v);
+}
+
+// blockIdx.y strides the rows; threads cover columns, 4 at a time when every
+// row start is 16-byte aligned. A row index outside [0, limit) raises *error
+// (when given) and is skipped.
+template <typename T, bool kVec>
+__global__ void GatherKernel(const int32_t* rows, int64_t n, const float* src, int64_t lds,
+                             int64_t limit, int64_t cols, T* dst, int64_t ldd, int* error) {
+  const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (kVec ? 4 : 1);
+  if (c >= cols) return;
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+    const int64_t row = rows[i];
+    if (row < 0 || row >= limit) {
+      if (error != nullptr) *error = 1;
+      continue;
+    }
+    const float* s = src + row * lds + c;
+    T* d = dst + i * ldd + c;
+    if constexpr (kVec) {
+      Store4(d, *reinterpret_cast<const float4*>(s));
+    } else {
+      Store1(d, *s);
+    }
+  }
+}
+
+template <bool kVec>
+__global__ void ScatterKernel(const int32_t* rows, int64_t n, const float* src, int64_t lds,
+                              int64_t cols, float* dst, int64_t ldd, int64_t limit,
+                              bool accumulate, int* error) {
+  const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (kVec ? 4 : 1);
+  if (c >= cols) return;
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+    const int64_t row = rows[i];
+    if (row < 0 || row >= limit) {
+      if (error != nullptr) *error = 1;
+      continue;
+    }
+    const float* s = src + i * lds + c;
+    float* d = dst + row * ldd + c;
+    if constexpr (kVec) {
+      float4 v = *reinterpret_cast<const float4*>(s);
+      if (accumulate) {
+        float4 o = *reinterpret_cast<const float4*>(d);
+        v.x += o.x; v.y += o.y; v.z += o.z; v.w += o.w;
+      }
+      *reinterpret_cast<float4*>(d) = v;
+    } else {
+      *d = accumulate ? *d + *s : *s;
+    }
+  }
+}
+
+dim3 RowGrid(int64_t n, int64_t cols, int threads, bool vec) {
+  int64_t per_block = int64_t(threads) * (vec ? 4 : 1);
+  int64_t gy = n < 65535 ? n : 65535;
+  return dim3(static_cast<unsigned>(CeilDiv(cols, per_block)), static_cast<unsigned>(gy));
+}
+
+bool VecRows(const void* p, int64_t ld, int64_t cols) {
+  return cols % 4 == 0 && ld % 4 == 0 && Aligned16(p);
+}
+
+template <typename T>
+void GatherRowsT(const int32_t* rows, int64_t n, ConstView src, T* dst, int64_t ldd, int* error,
+                 cudaStream_t stream) {
+  if (n == 0 || src.cols == 0) return;
+  constexpr int kThreads = 128;
+  const bool vec = VecRows(src.data, src.ld, src.cols) && VecRows(dst, ldd, src.cols);
+  dim3 grid = RowGrid(n, src.cols, kThreads, vec);
+  if (vec) {
+    GatherKernel<T, true><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, src.rows,
+                                                         src.cols, dst, ldd, error);
+  } else {
+    GatherKernel<T, false><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, src.rows,
+                                                          src.cols, dst, ldd, error);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+void GemmF32(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
+             int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
+         ldc, ComputeType(precision));
+}
+
+void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
+              int64_t ldb, float beta, float* c, int64_t ldc) {
+  GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta,
+         c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+void GatherRows(const int32_t* rows, int64_t n, ConstView src, View dst, int* error,
+                cudaStream_t stream) {
+  CHECK_EQ(src.cols, dst.cols) << "gather: columns differ";
+  GatherRowsT(rows, n, src, dst.data, dst.ld, error, stream);
+}
+
+void GatherRowsBf16(const int32_t* rows, int64_t n, ConstView src, __nv_bfloat16* dst,
+                    cudaStream_t stream) {
+  GatherRowsT(rows, n, src, dst, src.cols, nullptr, stream);
+}
+
+void ScatterRows(const int32_t* rows, int64_t n, ConstView src, View dst, bool accumulate,
+                 int* error, cudaStream_t stream) {
+  CHECK_EQ(src.cols, dst.cols) << "scatter: columns differ";
+  if (n == 0 || dst.cols == 0) return;
+  constexpr int kThreads = 128;
+  const bool vec = VecRows(dst.data, dst.ld, dst.cols) && VecRows(src.data, src.ld, src.cols);
+  dim3 grid = RowGrid(n, dst.cols, kThreads, vec);
+  if (vec) {
+    ScatterKernel<true><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, dst.cols,
+                                                       dst.data, dst.ld, dst.rows, accumulate,
+                                                       error);
+  } else {
+    ScatterKernel<false><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, dst.cols,
+                                                        dst.data, dst.ld, dst.rows, accumulate,
+                                                        error);
+  }
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace modamba::cuda

@@ -1,0 +1,152 @@
+// Launchers of the CUDA kernels behind kernels/cuda_backend.cc. They take raw
+// device pointers and strided fp32 views (no core/ types, so the .cu files
+// compile without them), enqueue on the given stream and check each launch.
+//
+// Layout: every activation is (B, L, D) row-major, i.e. a matrix of
+// [N = B * L rows, features] with a row stride `ld` (column slices of a fused
+// projection output have ld > cols). No kernel transposes to (B, D, L): the
+// scan walks time inside a thread and reads rows of channels, which are
+// contiguous in this layout.
+#ifndef MODAMBA_KERNELS_KERNELS_H_
+#define MODAMBA_KERNELS_KERNELS_H_
+
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "kernels/precision.h"
+
+namespace modamba::cuda {
+
+// Strided row-major fp32 matrices on the device.
+struct View {
+  float* data = nullptr;
+  int64_t rows = 0, cols = 0, ld = 0;
+};
+struct ConstView {
+  const float* data = nullptr;
+  int64_t rows = 0, cols = 0, ld = 0;
+  ConstView() = default;
+  ConstView(const float* d, int64_t r, int64_t c, int64_t l) : data(d), rows(r), cols(c), ld(l) {}
+  ConstView(const View& v) : data(v.data), rows(v.rows), cols(v.cols), ld(v.ld) {}  // NOLINT
+};
+
+// Temporary device memory for one op, from the stream-ordered pool; freed
+// (in stream order) when the Scratch goes out of scope.
+class Scratch {
+ public:
+  explicit Scratch(cudaStream_t stream) : stream_(stream) {}
+  ~Scratch();
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  void* Alloc(size_t bytes);
+  template <typename T>
+  T* Alloc(int64_t count) { return static_cast<T*>(Alloc(sizeof(T) * count)); }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<void*> ptrs_;
+};
+
+// ---- elementwise (elementwise.cu) ----
+// Writes the `elem_size`-byte pattern `bits` into every element.
+void Fill(void* data, int64_t rows, int64_t cols, int64_t ld, int elem_size, uint64_t bits,
+          cudaStream_t stream);
+void Axpy(float alpha, ConstView x, View y, cudaStream_t stream);
+void Scale(float alpha, View x, cudaStream_t stream);
+// Sum of squares in fp64, in a fixed order; blocks until done.
+double SumSquares(ConstView x, cudaStream_t stream);
+void ConvertToBf16(const float* src, int64_t n, __nv_bfloat16* dst, cudaStream_t stream);
+// Uniform values in [lo, hi) from a counter-based hash of (seed, index):
+// benchmark inputs without a host round trip.
+void FillUniform(float* data, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t stream);
+
+// ---- embedding (embedding.cu) ----
+// Out-of-range tokens set *error (a device int) to 1 and read as zeros.
+void EmbeddingForward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab,
+                      View out, int* error, cudaStream_t stream);
+// dtable[tok[i]] += dout[i], summed per token in row order (deterministic).
+void EmbeddingBackward(const int32_t* tokens, int64_t n, ConstView dout, float* dtable,
+                       int64_t vocab, cudaStream_t stream);
+
+// ---- RMSNorm (norm.cu) ----
+void RmsNormForward(ConstView x, const float* w, float eps, View y, float* rstd,
+                    cudaStream_t stream);
+// dx += ..., dw += ... (dw summed over rows in a fixed order).
+void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView dy, View dx,
+                     float* dw, cudaStream_t stream);
+
+// ---- causal depthwise conv1d + SiLU (conv.cu) ----
+struct ConvArgs {
+  int64_t batch = 0, seq_len = 0, k_width = 0;
+  const uint8_t* doc_start = nullptr;  // [N]
+  ConstView x;                         // [N, E]
+  const float* w = nullptr;            // [E, K]
+  const float* b = nullptr;            // [E]
+};
+void ConvForward(const ConvArgs& a, View u, cudaStream_t stream);
+// dx overwritten; dw, db accumulate.
+void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db,
+                  cudaStream_t stream);
+
+// ---- selective scan (scan.cu) ----
+struct ScanArgs {
+  int64_t batch = 0, seq_len = 0;
+  int64_t e_dim = 0, s_dim = 0;        // s_dim <= 16
+  const uint8_t* doc_start = nullptr;  // [N]
+  const int32_t* group = nullptr;      // [N] dt_bias row of each token; null: row 0
+  int64_t dt_groups = 1;               // rows of dt_bias (<= 8)
+  ConstView u, delta_raw, b, c, z;
+  const float* dt_bias = nullptr;      // [G, E]
+  const float* a_log = nullptr;        // [E, S]
+  const float* d = nullptr;            // [E]
+};
+struct ScanGradArgs {
+  ConstView dy;
+  View du, ddelta_raw, db, dc, dz;     // overwritten
+  float* ddt_bias = nullptr;           // [G, E] accumulated
+  float* da_log = nullptr;             // [E, S] accumulated
+  float* dd = nullptr;                 // [E] accumulated
+};
+constexpr int kScanMaxState = 16;
+void ScanForward(const ScanArgs& a, View y, cudaStream_t stream);
+void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream);
+
+// ---- cross-entropy (loss.cu) ----
+// logits and dlogits may be the same memory. Targets outside [0, V) set *error.
+void CrossEntropy(ConstView logits, const int32_t* targets, const float* weight, float* losses,
+                  View dlogits, int* error, cudaStream_t stream);
+
+// ---- AdamW (optimizer.cu) ----
+struct AdamWArgs {
+  float lr, beta1, beta2, eps, weight_decay, grad_scale;
+  float bias_c1, bias_c2;  // 1 - beta^step, computed on the host in fp64
+};
+void AdamW(const AdamWArgs& a, int64_t n, const float* grad, float* param, float* m, float* v,
+           cudaStream_t stream);
+
+// ---- matrix products (gemm.cu) ----
+// Row-major C[m, n] = alpha * op(A) op(B) + beta * C on fp32 data.
+void GemmF32(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
+             int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
+             const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// Same with bf16 operands and fp32 C.
+void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
+              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
+              int64_t ldb, float beta, float* c, int64_t ldc);
+// dst[i] = src[rows[i]]. A row outside src raises *error (if given).
+void GatherRows(const int32_t* rows, int64_t n, ConstView src, View dst, int* error,
+                cudaStream_t stream);
+// The same into a contiguous bf16 matrix (GEMM operands); rows must be valid.
+void GatherRowsBf16(const int32_t* rows, int64_t n, ConstView src, __nv_bfloat16* dst,
+                    cudaStream_t stream);
+// dst[rows[i]] (=|+=) src[i]; rows distinct. A row outside dst raises *error.
+void ScatterRows(const int32_t* rows, int64_t n, ConstView src, View dst, bool accumulate,
+                 int* error, cudaStream_t stream);
+
+}  // namespace modamba::cuda
+
+#endif  // MODAMBA_KERNELS_KERNELS_H_

@@ -1,0 +1,107 @@
+// RMSNorm: y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps). One warp
+// per row; the weight gradient is summed per block in shared memory and then
+// across blocks in a fixed order, so it is bitwise reproducible.
+#include <algorithm>
+
+#include "kernels/cuda_check.h"
+#include "kernels/device_utils.cuh"
+#include "kernels/kernels.h"
+
+namespace modamba::cuda {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+constexpr int kMaxBackwardBlocks = 256;
+
+__global__ void RmsNormForwardKernel(const float* x, int64_t ldx, int64_t rows, int64_t d,
+                                     const float* w, float eps, float* y, int64_t ldy,
+                                     float* rstd) {
+  const int lane = threadIdx.x & 31;
+  const int64_t r = blockIdx.x * int64_t(kWarps) + (threadIdx.x >> 5);
+  if (r >= rows) return;
+  const float* xr = x + r * ldx;
+  float ss = 0;
+  for (int64_t j = lane; j < d; j += 32) ss += xr[j] * xr[j];
+  ss = WarpSum(ss);
+  const float rs = rsqrtf(ss / float(d) + eps);
+  if (lane == 0) rstd[r] = rs;
+  float* yr = y + r * ldy;
+  for (int64_t j = lane; j < d; j += 32) yr[j] = xr[j] * rs * w[j];
+}
+
+// Warp w of block b takes rows b * kWarps + w + k * gridDim.x * kWarps.
+// partial[b][j] receives the block's share of dw[j].
+__global__ void RmsNormBackwardKernel(const float* x, int64_t ldx, int64_t rows, int64_t d,
+                                      const float* w, const float* rstd, const float* dy,
+                                      int64_t lddy, float* dx, int64_t lddx, float* partial) {
+  extern __shared__ float sdw[];  // [kWarps][d]
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float* my_dw = sdw + warp * d;
+  for (int64_t j = lane; j < d; j += 32) my_dw[j] = 0;
+  for (int64_t r = blockIdx.x * int64_t(kWarps) + warp; r < rows;
+       r += int64_t(gridDim.x) * kWarps) {
+    const float* xr = x + r * ldx;
+    const float* dyr = dy + r * lddy;
+    float dot = 0;
+    for (int64_t j = lane; j < d; j += 32) dot += w[j] * dyr[j] * xr[j];
+    dot = WarpSum(dot);
+    const float rs = rstd[r];
+    const float k = rs * rs * rs * dot / float(d);
+    float* dxr = dx + r * lddx;
+    for (int64_t j = lane; j < d; j += 32) {
+      dxr[j] += rs * w[j] * dyr[j] - k * xr[j];
+      my_dw[j] += dyr[j] * xr[j] * rs;
+    }
+  }
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float s = 0;
+    for (int i = 0; i < kWarps; ++i) s += sdw[i * d + j];
+    partial[blockIdx.x * d + j] = s;
+  }
+}
+
+// dw[j] += sum over blocks of partial[b][j], in block order.
+__global__ void ColumnSumKernel(const float* partial, int blocks, int64_t d, float* dw) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= d) return;
+  float s = 0;
+  for (int b = 0; b < blocks; ++b) s += partial[b * d + j];
+  dw[j] += s;
+}
+
+}  // namespace
+
+void RmsNormForward(ConstView x, const float* w, float eps, View y, float* rstd,
+                    cudaStream_t stream) {
+  if (x.rows == 0) return;
+  const unsigned blocks = static_cast<unsigned>(CeilDiv(x.rows, kWarps));
+  RmsNormForwardKernel<<<blocks, kThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols, w, eps,
+                                                        y.data, y.ld, rstd);
+  CUDA_CHECK_LAUNCH();
+}
+
+void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView dy, View dx,
+                     float* dw, cudaStream_t stream) {
+  if (x.rows == 0) return;
+  const int64_t d = x.cols;
+  const size_t smem = sizeof(float) * kWarps * d;
+  CHECK_LE(smem, 200u * 1024) << "RMSNorm backward: width " << d << " too large";
+  const int blocks = static_cast<int>(std::min<int64_t>(CeilDiv(x.rows, kWarps), kMaxBackwardBlocks));
+  Scratch scratch(stream);
+  float* partial = scratch.Alloc<float>(int64_t(blocks) * d);
+  if (smem > 48 * 1024) {
+    CUDA_CHECK(cudaFuncSetAttribute(RmsNormBackwardKernel,
+                                    cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(smem)));
+  }
+  RmsNormBackwardKernel<<<blocks, kThreads, smem, stream>>>(x.data, x.ld, x.rows, d, w, rstd,
+                                                            dy.data, dy.ld, dx.data, dx.ld,
+                                                            partial);
+  CUDA_CHECK_LAUNCH();
+  ColumnSumKernel<<<GridFor(d, 256), 256, 0, stream>>>(partial, blocks, d, dw);
+  CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace modamba::cuda
