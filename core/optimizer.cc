@@ -24,27 +24,43 @@ AdamWOptimizer::AdamWOptimizer(const v1::OptimizerConfig& config, ParamSet* para
   }
 }
 
-AdamWOptimizer::StepInfo AdamWOptimizer::Step(int64_t step, int64_t total_steps) {
-  Backend* be = params_->backend();
-  double sq = 0;
-  for (const auto& p : params_->all()) sq += be->SumSquares(p->grad.mat());
-  StepInfo info;
-  info.grad_norm = std::sqrt(sq);
-  info.lr = LearningRate(config_, step, total_steps);
+OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config, int64_t step,
+                             int64_t total_steps, double grad_norm,
+                             const std::vector<AdamWTarget>& targets) {
+  OptimizerStepInfo info;
+  info.grad_norm = grad_norm;
+  info.lr = LearningRate(config, step, total_steps);
   AdamWStep s;
   s.lr = info.lr;
-  s.beta1 = config_.beta1();
-  s.beta2 = config_.beta2();
-  s.eps = config_.eps();
+  s.beta1 = config.beta1();
+  s.beta2 = config.beta2();
+  s.eps = config.eps();
   s.step = step;
-  if (config_.grad_clip() > 0 && info.grad_norm > config_.grad_clip()) {
-    s.grad_scale = config_.grad_clip() / info.grad_norm;
+  if (config.grad_clip() > 0 && grad_norm > config.grad_clip()) {
+    s.grad_scale = config.grad_clip() / grad_norm;
   }
+  for (const AdamWTarget& t : targets) {
+    s.weight_decay = t.decay ? config.weight_decay() : 0.0;
+    Tensor value = Tensor::View(t.value, 0, t.value.shape());
+    Tensor m = Tensor::View(t.m, 0, t.m.shape()), v = Tensor::View(t.v, 0, t.v.shape());
+    backend->AdamW(s, t.grad, &value, &m, &v);
+  }
+  return info;
+}
+
+OptimizerStepInfo AdamWOptimizer::Step(int64_t step, int64_t total_steps) {
+  Backend* be = params_->backend();
+  double sq = 0;
+  std::vector<AdamWTarget> targets;
   const auto& all = params_->all();
   for (size_t i = 0; i < all.size(); ++i) {
-    s.weight_decay = all[i]->decay ? config_.weight_decay() : 0.0;
-    be->AdamW(s, all[i]->grad, &all[i]->value, &m_[i], &v_[i]);
+    sq += be->SumSquares(all[i]->grad.mat());
+    targets.push_back({Tensor::View(all[i]->value, 0, all[i]->value.shape()),
+                       Tensor::View(all[i]->grad, 0, all[i]->grad.shape()),
+                       Tensor::View(m_[i], 0, m_[i].shape()), Tensor::View(v_[i], 0, v_[i].shape()),
+                       all[i]->decay});
   }
+  OptimizerStepInfo info = ApplyAdamW(be, config_, step, total_steps, std::sqrt(sq), targets);
   params_->ZeroGrads();
   return info;
 }

@@ -1,5 +1,7 @@
 // AdamW over a ParamSet with warmup + cosine learning rate and global-norm
-// clipping. Moments live beside the parameters on the backend's device.
+// clipping, for models whose parameters stay resident (tests, benchmarks;
+// the trainer shards them: trainer/fsdp.h). Moments live beside the
+// parameters on the backend's device.
 #ifndef MODAMBA_CORE_OPTIMIZER_H_
 #define MODAMBA_CORE_OPTIMIZER_H_
 
@@ -14,16 +16,31 @@ namespace modamba {
 // total_steps. `step` is 1-based.
 double LearningRate(const v1::OptimizerConfig& config, int64_t step, int64_t total_steps);
 
+// One slice of parameters the optimizer updates in place (views are fine:
+// FSDP passes each parameter's part of a rank's shard).
+struct AdamWTarget {
+  Tensor value, grad, m, v;
+  bool decay = true;
+};
+
+struct OptimizerStepInfo {
+  double lr = 0;
+  double grad_norm = 0;  // before clipping
+};
+
+// The step every optimizer shares: learning rate from the schedule, clipping
+// by the global gradient norm `grad_norm`, AdamW with weight decay only where
+// the target asks for it.
+OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config, int64_t step,
+                             int64_t total_steps, double grad_norm,
+                             const std::vector<AdamWTarget>& targets);
+
 class AdamWOptimizer {
  public:
   AdamWOptimizer(const v1::OptimizerConfig& config, ParamSet* params);
 
-  struct StepInfo {
-    double lr = 0;
-    double grad_norm = 0;  // before clipping
-  };
   // One update from the accumulated grads (which it then zeroes).
-  StepInfo Step(int64_t step, int64_t total_steps);
+  OptimizerStepInfo Step(int64_t step, int64_t total_steps);
 
   // First and second moments, in the ParamSet's order (for checkpoints).
   std::vector<Tensor>& m() { return m_; }

@@ -158,7 +158,7 @@ absl::Status Fsdp::FinishReductions() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<Fsdp::StepInfo> Fsdp::Step(int64_t step, int64_t total_steps) {
+absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) {
   RETURN_IF_ERROR(FinishReductions());
   Backend* be = params_->backend();
   // Global gradient norm: the shards partition every gradient (padding is 0).
@@ -170,33 +170,23 @@ absl::StatusOr<Fsdp::StepInfo> Fsdp::Step(int64_t step, int64_t total_steps) {
   RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(sq)));
   be->Copy(sq.mat(), sq_host.mat());
 
-  StepInfo info;
-  info.grad_norm = std::sqrt(sq_host.data<double>()[0]);
-  info.lr = LearningRate(optimizer_, step, total_steps);
-  AdamWStep s;
-  s.lr = info.lr;
-  s.beta1 = optimizer_.beta1();
-  s.beta2 = optimizer_.beta2();
-  s.eps = optimizer_.eps();
-  s.step = step;
-  if (optimizer_.grad_clip() > 0 && info.grad_norm > optimizer_.grad_clip()) {
-    s.grad_scale = optimizer_.grad_clip() / info.grad_norm;
-  }
+  // Each parameter's part of this rank's shard, with its own weight decay.
+  std::vector<AdamWTarget> targets;
   for (Bucket& bucket : buckets_) {
     const FlatLayout& l = *bucket.layout;
     const int64_t begin = l.shard_offset(comm_->rank()), end = begin + l.shard_numel();
-    // Each parameter's part of this shard, with its own weight decay.
     for (size_t i = 0; i < bucket.params.size(); ++i) {
       const int64_t lo = std::max(begin, l.offset(i));
       const int64_t hi = std::min(end, l.offset(i) + NumElements(l.shape(i)));
       if (lo >= hi) continue;
       auto part = [&](const Tensor& t) { return Tensor::View(t, lo - begin, {hi - lo}); };
-      Tensor value = part(bucket.value), m = part(bucket.m), v = part(bucket.v);
-      s.weight_decay = bucket.params[i]->decay ? optimizer_.weight_decay() : 0.0;
-      be->AdamW(s, part(bucket.grad), &value, &m, &v);
+      targets.push_back({part(bucket.value), part(bucket.grad), part(bucket.m), part(bucket.v),
+                         bucket.params[i]->decay});
     }
-    be->Fill(bucket.grad.mat(), 0);
   }
+  OptimizerStepInfo info = ApplyAdamW(be, optimizer_, step, total_steps,
+                                      std::sqrt(sq_host.data<double>()[0]), targets);
+  for (Bucket& bucket : buckets_) be->Fill(bucket.grad.mat(), 0);
   return info;
 }
 

@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "core/layers.h"
+#include "core/optimizer.h"
 #include "proto/config.pb.h"
 #include "trainer/collectives.h"
 #include "trainer/flat_bucket.h"
@@ -35,13 +36,10 @@ class Fsdp : public BucketHooks {
   absl::Status BeforeBackward(int bucket) override;
   absl::Status AfterBackward(int bucket) override;
 
-  struct StepInfo {
-    double lr = 0;
-    double grad_norm = 0;  // global, before clipping
-  };
-  // Waits for the step's gradient reductions, then clips and applies AdamW to
-  // the local shards and zeroes their gradients. `step` is 1-based.
-  absl::StatusOr<StepInfo> Step(int64_t step, int64_t total_steps);
+  // Waits for the step's gradient reductions, then clips (by the global
+  // norm) and applies AdamW to the local shards and zeroes their gradients.
+  // `step` is 1-based.
+  absl::StatusOr<OptimizerStepInfo> Step(int64_t step, int64_t total_steps);
 
   // Sharded checkpoint: this rank's shard file in `dir` (rank 0 also writes
   // layout.json, the bucket layout). `dir` must exist.

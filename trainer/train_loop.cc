@@ -152,7 +152,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       ASSIGN_OR_RETURN(LossReport r, model->ForwardBackward(b, denominators));
       local.Add(r);
     }
-    ASSIGN_OR_RETURN(Fsdp::StepInfo info, fsdp->Step(step, c.steps()));
+    ASSIGN_OR_RETURN(OptimizerStepInfo info, fsdp->Step(step, c.steps()));
     StepRecord rec;
     rec.step = step;
     ASSIGN_OR_RETURN(rec.loss, SumOverRanks(comm, be, local, c.model()));
