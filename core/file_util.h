@@ -17,6 +17,8 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view contents
 // mkdir -p
 absl::Status MakeDirs(const std::string& path);
 bool FileExists(const std::string& path);
+// rm -r; a missing path is fine.
+absl::Status RemoveTree(const std::string& path);
 // Lowercase hex SHA-256 of a byte string / of a file's contents.
 std::string Sha256Hex(absl::string_view bytes);
 absl::StatusOr<std::string> Sha256File(const std::string& path);

@@ -5,11 +5,13 @@
 #   tools/bundle_gpu.sh //kernels:cuda_backend_test //kernels:kernel_bench
 #
 # builds the targets, then writes .bundle/ with
-#   bin/<target>   the binaries
-#   lib/           every shared library they load, as `ldd` lists it, except
-#                  the C runtime (glibc, libstdc++, libgcc) and the CUDA and
-#                  NCCL libraries, which the GPU host has in its own versions
-#   run.sh         runs one of them: .bundle/run.sh kernel_bench --flag=...
+#   payload.tar.xz   bin/<target>: the binaries; lib/: every shared library
+#                    they load, as `ldd` lists it, except the C runtime
+#                    (glibc, libstdc++, libgcc) and the CUDA and NCCL
+#                    libraries, which the GPU host has in its own versions
+#                    (xz: the kernels' fat binaries and OpenBLAS shrink ~8x)
+#   run.sh           unpacks the payload once (under $TMPDIR) and runs one
+#                    binary: .bundle/run.sh kernel_bench --flag=...
 # The host needs a glibc and libstdc++ at least as new as the build
 # machine's and CUDA libraries in /usr/local/cuda/lib64 (or on
 # LD_LIBRARY_PATH).
@@ -27,8 +29,9 @@ fi
 bazel build "$@"
 
 out=.bundle
-rm -rf "$out"
-mkdir -p "$out/bin" "$out/lib"
+stage="$(mktemp -d)"
+trap 'rm -rf "$stage"' EXIT
+mkdir -p "$stage/bin" "$stage/lib"
 
 # Libraries the GPU host provides itself.
 skip='^(linux-vdso|ld-linux|libc\.|libm\.|libdl\.|librt\.|libpthread\.|libutil\.|libresolv\.|libstdc\+\+\.|libgcc_s\.|libcuda\.|libcudart\.|libcublas|libcublasLt\.|libnccl\.|libnvidia-|libnvrtc|libnvJitLink)'
@@ -41,29 +44,41 @@ for label in "$@"; do
   pkg="${BASH_REMATCH[1]}"
   name="${BASH_REMATCH[2]}"
   binary="bazel-bin/$pkg/$name"
-  if [[ -e "$out/bin/$name" ]]; then
+  if [[ -e "$stage/bin/$name" ]]; then
     echo "$0: two targets named '$name'" >&2
     exit 2
   fi
-  cp -L "$binary" "$out/bin/$name"
-  chmod u+w "$out/bin/$name"
+  cp -L "$binary" "$stage/bin/$name"
+  chmod u+w "$stage/bin/$name"
   # "libfoo.so.1 => /path/libfoo.so.1 (0x...)": keep the name, copy the file.
   ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// {print $1, $3}' | while read -r soname path; do
     if [[ "$soname" =~ $skip ]]; then continue; fi
-    [[ -e "$out/lib/$soname" ]] || cp -L "$path" "$out/lib/$soname"
+    [[ -e "$stage/lib/$soname" ]] || cp -L "$path" "$stage/lib/$soname"
   done
 done
+
+rm -rf "$out"
+mkdir -p "$out"
+tar -C "$stage" -cf - bin lib | xz -T0 -6 > "$out/payload.tar.xz"
 
 cat > "$out/run.sh" <<'RUN'
 #!/bin/bash
 # Runs a bundled binary: run.sh <name> [args...]
+set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+sum="$(cksum < "$here/payload.tar.xz" | cut -d' ' -f1)"
+root="${TMPDIR:-/tmp}/modamba-bundle-$sum"
+if [[ ! -d "$root" ]]; then
+  mkdir -p "$root.partial"
+  xz -dc "$here/payload.tar.xz" | tar -C "$root.partial" -xf -
+  mv "$root.partial" "$root"
+fi
 name="$1"
 shift
-export LD_LIBRARY_PATH="$here/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
-exec "$here/bin/$name" "$@"
+export LD_LIBRARY_PATH="$root/lib:/usr/local/cuda/lib64${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+exec "$root/bin/$name" "$@"
 RUN
 chmod +x "$out/run.sh"
 
 du -sh "$out" | awk '{print "bundle: " $1 " in '"$out"'"}'
-ls "$out/bin"
+ls "$stage/bin"

@@ -1,7 +1,8 @@
 // The `modamba` command-line tool.
 //
-//   modamba train --config=FILE [--checkpoint_dir=DIR] [--steps=N]
-//   modamba demo                      trains the tiny config on tinyshakespeare
+//   modamba demo [--dir=DIR]         coordinator + a small tri-modal MoM job, watched to the end
+//   modamba train --config=FILE [--checkpoint_dir=DIR] [--steps=N]   one process, no coordinator
+//   modamba submit|status|watch|cancel|logs|checkpoints ...          talk to a coordinator
 //   modamba export --checkpoint=DIR --out=FILE   one consolidated safetensors file
 //   modamba data build|inspect ...    see core/data/README.md
 //   modamba compare RUN_DIR... --out=DIR   FLOPs-to-match tables and charts
@@ -20,7 +21,9 @@
 #include "core/flops.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
+#include "tools/cli/client_command.h"
 #include "tools/compare/compare.h"
+#include "tools/demo.h"
 #include "tools/data/data_command.h"
 #include "trainer/train_loop.h"
 
@@ -35,8 +38,10 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: modamba <command> [flags]\n"
+    "  demo  [--dir=DIR] [--steps=N] [--device=cpu|gpu] [--coordinator=HOST:PORT]\n"
     "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
-    "  demo  [--checkpoint_dir=DIR] [--steps=N]\n"
+    "  submit SPEC.textproto [--watch] | status [JOB] | watch JOB | cancel JOB\n"
+    "  logs JOB [--worker=trainer-0] | checkpoints JOB\n"
     "  export --checkpoint=DIR --out=FILE.safetensors\n"
     "  data  build|inspect ...   (modamba data build --help)\n"
     "  compare RUN_DIR... --out=DIR\n";
@@ -97,6 +102,8 @@ int Main(int argc, char** argv) {
   }
   const std::string command = argv[1];
   // These parse their own --name=value flags.
+  if (command == "demo") return RunDemo(argc - 1, argv + 1);
+  if (IsClientCommand(command)) return RunClientCommand(argc - 1, argv + 1);
   if (command == "data") return RunDataCommand(argc - 1, argv + 1);
   if (command == "compare") return RunCompareCommand(argc - 1, argv + 1);
   absl::SetProgramUsageMessage(kUsage);
@@ -108,13 +115,6 @@ int Main(int argc, char** argv) {
       return 2;
     }
     auto config = LoadTrainConfig(absl::GetFlag(FLAGS_config));
-    status = config.ok() ? Train(*config) : config.status();
-  } else if (command == "demo") {
-    auto config = LoadTrainConfig("tools/configs/shakespeare_tiny.textproto");
-    if (config.ok() && absl::GetFlag(FLAGS_checkpoint_dir).empty()) {
-      char dir[] = "/tmp/modamba-demo-XXXXXX";  // a fresh run every time
-      if (mkdtemp(dir) != nullptr) config->set_checkpoint_dir(dir);
-    }
     status = config.ok() ? Train(*config) : config.status();
   } else if (command == "export") {
     status = Export(absl::GetFlag(FLAGS_checkpoint), absl::GetFlag(FLAGS_out));

@@ -4,5 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tools/setup.sh
-bazel build --noshow_progress --ui_event_filters=-info,-debug //tools:modamba >&2
+# The demo starts the coordinator and worker binaries beside it.
+bazel build --noshow_progress --ui_event_filters=-info,-debug //tools:modamba \
+  //coordinator:modamba-coordinator //trainer:modamba-trainer >&2
 exec bazel-bin/tools/modamba "$@"

@@ -9,6 +9,7 @@ PACKAGES=(
   libabsl-dev libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev
   libgloo-dev libopenblas-dev libfftw3-dev libsndfile1-dev libsqlite3-dev
   libboost-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
+  chromium openssl
   liblapacke-dev
 )
 

@@ -95,23 +95,28 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
 
   int64_t first_step = 1;
   double flops = 0;
-  if (!c.checkpoint_dir().empty()) {
-    ASSIGN_OR_RETURN(std::string latest, LatestCheckpoint(c.checkpoint_dir()));
-    if (!latest.empty()) {
-      ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(latest));
-      RETURN_IF_ERROR(VerifyCheckpoint(latest));
-      RETURN_IF_ERROR(fsdp->LoadShards(latest));
-      RETURN_IF_ERROR(source->Seek(manifest.data_position()));
-      first_step = manifest.step() + 1;
-      flops = manifest.flops();
-      if (log) *log << "resumed from " << latest << " at step " << manifest.step() << "\n";
-    }
+  std::string latest = ctx.resume_from;
+  if (latest.empty() && !c.checkpoint_dir().empty()) {
+    ASSIGN_OR_RETURN(latest, LatestCheckpoint(c.checkpoint_dir()));
+  }
+  if (!latest.empty()) {
+    ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(latest));
+    RETURN_IF_ERROR(VerifyCheckpoint(latest));
+    RETURN_IF_ERROR(fsdp->LoadShards(latest));
+    RETURN_IF_ERROR(source->Seek(manifest.data_position()));
+    first_step = manifest.step() + 1;
+    flops = manifest.flops();
+    if (log) *log << "resumed from " << latest << " at step " << manifest.step() << "\n";
   }
 
   auto checkpoint = [&](int64_t step) -> absl::Status {
     const std::string dir = CheckpointPath(c.checkpoint_dir(), step);
     const std::string tmp = dir + ".tmp";
-    if (rank == 0) RETURN_IF_ERROR(MakeDirs(tmp));
+    if (rank == 0) {  // a rerun of a step (after a restart) replaces what was there
+      RETURN_IF_ERROR(RemoveTree(tmp));
+      RETURN_IF_ERROR(RemoveTree(dir));
+      RETURN_IF_ERROR(MakeDirs(tmp));
+    }
     RETURN_IF_ERROR(comm->Barrier());
     RETURN_IF_ERROR(fsdp->SaveShard(tmp));
     RETURN_IF_ERROR(comm->Barrier());
@@ -129,7 +134,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       if (log) *log << "checkpoint " << dir << "\n";
     }
     RETURN_IF_ERROR(comm->Barrier());
-    if (ctx.on_checkpoint) ctx.on_checkpoint(dir, step);
+    if (ctx.on_checkpoint) RETURN_IF_ERROR(ctx.on_checkpoint(dir, step));
     return absl::OkStatus();
   };
 
@@ -189,6 +194,9 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     }
     records.push_back(rec);
     if (ctx.on_step) ctx.on_step(rec);
+    if (ctx.should_stop && ctx.should_stop()) {
+      return absl::CancelledError(absl::StrCat("stopped on request after step ", step));
+    }
     const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
     if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
       RETURN_IF_ERROR(checkpoint(step));

@@ -50,9 +50,17 @@ struct TrainContext {
   std::ostream* log = nullptr;
   // Stop (after checkpointing) once this step is done; 0 runs to config.steps.
   int64_t stop_after = 0;
+  // Resume from this checkpoint directory instead of the newest one under
+  // config.checkpoint_dir (a worker under the coordinator resumes from the
+  // checkpoint the coordinator names).
+  std::string resume_from;
+  // Polled after each step on every rank; true ends training early with
+  // CANCELLED (the coordinator asked the worker to stop).
+  std::function<bool()> should_stop;
   // Called on every rank after each step, and after each checkpoint.
   std::function<void(const StepRecord&)> on_step;
-  std::function<void(const std::string& dir, int64_t step)> on_checkpoint;
+  // An error ends training with it.
+  std::function<absl::Status(const std::string& dir, int64_t step)> on_checkpoint;
 };
 
 // Trains `config` (resolved), resuming from the newest checkpoint under

@@ -1,11 +1,17 @@
 // modamba-trainer: one trainer rank.
 //
-//   modamba-trainer --config=TRAIN.textproto [--metrics_out=FILE]
+// Standalone (trainer/launch, or alone):
+//   modamba-trainer --config=TRAIN.textproto [--device=cpu|gpu] [--metrics_out=FILE]
+// takes its group from MODAMBA_RANK, MODAMBA_WORLD_SIZE and MODAMBA_STORE (a
+// rendezvous store address; without them it trains alone) and checkpoints
+// into the config's checkpoint_dir.
 //
-// The group comes from the environment the launcher (trainer/launch) or the
-// coordinator sets: MODAMBA_RANK, MODAMBA_WORLD_SIZE and MODAMBA_STORE (a
-// rendezvous store address); without them the rank trains alone.
-// --metrics_out appends one JSON line per step (rank 0 only).
+// Under the coordinator (it passes --job_spec; coordinator/README.md has the
+// protocol): registers, resumes from the checkpoint the coordinator names,
+// meets its group through the coordinator's store, reports metrics (rank 0)
+// and uploads its own checkpoint files, and stops when asked.
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <fstream>
@@ -16,7 +22,11 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "coordinator/worker_client.h"
+#include "core/checkpoint.h"
 #include "core/config.h"
+#include "core/file_util.h"
 #include "core/status_macros.h"
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_context.h"
@@ -25,7 +35,7 @@
 #include "trainer/nccl_collectives.h"
 #include "trainer/train_loop.h"
 
-ABSL_FLAG(std::string, config, "", "TrainConfig textproto");
+ABSL_FLAG(std::string, config, "", "TrainConfig textproto (standalone)");
 ABSL_FLAG(std::string, device, "cpu", "cpu (Gloo between ranks) or gpu (NCCL; one GPU per rank)");
 ABSL_FLAG(std::string, metrics_out, "", "JSON lines of per-step metrics (rank 0)");
 ABSL_FLAG(int, stop_after, 0, "stop after this step (checkpointing first)");
@@ -33,6 +43,13 @@ ABSL_FLAG(int, peer_timeout_s, 30, "seconds a collective waits for a peer before
 ABSL_FLAG(std::string, hostname, "127.0.0.1", "address other ranks reach this one at");
 ABSL_FLAG(int, fault_kill_rank, -1, "fault injection: this rank SIGKILLs itself ...");
 ABSL_FLAG(int, fault_kill_step, 0, "... after this step");
+// Set by the coordinator (its environment carries the same).
+ABSL_FLAG(std::string, job_spec, "", "resolved JobSpec textproto (under the coordinator)");
+ABSL_FLAG(int, rank, -1, "this rank (under the coordinator)");
+ABSL_FLAG(int, world_size, -1, "trainer ranks (under the coordinator)");
+ABSL_FLAG(std::string, coordinator, "", "coordinator address (also MODAMBA_COORDINATOR)");
+ABSL_FLAG(std::string, token_file, "", "bearer token file (also MODAMBA_TOKEN_FILE)");
+ABSL_FLAG(std::string, run_dir, "", "this worker's directory");
 
 namespace modamba {
 namespace {
@@ -41,91 +58,194 @@ absl::StatusOr<int> EnvInt(const char* name, int fallback) {
   const char* v = std::getenv(name);
   if (v == nullptr) return fallback;
   int out;
-  if (!absl::SimpleAtoi(v, &out)) return absl::InvalidArgumentError(absl::StrCat(name, "='", v, "' is not an integer"));
+  if (!absl::SimpleAtoi(v, &out)) {
+    return absl::InvalidArgumentError(absl::StrCat(name, "='", v, "' is not an integer"));
+  }
   return out;
 }
 
-nlohmann::json ToJson(const LossReport& r) {
-  nlohmann::json j = {{"objective", r.objective()}};
+// Per-modality means and the step's scalars, as the metrics file and the
+// coordinator record them.
+std::map<std::string, double> Losses(const LossReport& r) {
+  std::map<std::string, double> out;
   for (size_t m = 0; m < r.count.size(); ++m) {
-    if (r.count[m] > 0) {
-      j[ModalityLabel(m)] = r.mean(m);
-      j[ModalityLabel(m) + "_tokens"] = r.count[m];
-    }
+    if (r.count[m] > 0) out[ModalityLabel(m)] = r.mean(m);
   }
-  if (r.diffusion_count > 0) j["diffusion_mse"] = r.diffusion_mse();
-  return j;
+  if (r.diffusion_count > 0) out["diffusion_mse"] = r.diffusion_mse();
+  return out;
 }
 
-absl::Status Run() {
-  ASSIGN_OR_RETURN(v1::TrainConfig config, LoadTrainConfig(absl::GetFlag(FLAGS_config)));
-  ASSIGN_OR_RETURN(int rank, EnvInt("MODAMBA_RANK", 0));
-  ASSIGN_OR_RETURN(int world, EnvInt("MODAMBA_WORLD_SIZE", 1));
-  if (world < 1 || rank < 0 || rank >= world) {
-    return absl::InvalidArgumentError(absl::StrCat("MODAMBA_RANK=", rank, " must lie in [0, MODAMBA_WORLD_SIZE=",
-                                                   world, ")"));
+std::map<std::string, double> Scalars(const StepRecord& r) {
+  std::map<std::string, double> out = {{"objective", r.loss.objective()}, {"lr", r.lr},
+                                       {"grad_norm", r.grad_norm},
+                                       {"tokens_per_s", r.tokens_per_second}};
+  if (r.mfu > 0) out["mfu"] = r.mfu;
+  for (size_t m = 0; m < r.loss.count.size(); ++m) {
+    if (r.loss.count[m] > 0) out[ModalityLabel(m) + "_tokens"] = r.loss.count[m];
   }
-  const std::string device = absl::GetFlag(FLAGS_device);
-  if (device != "cpu" && device != "gpu") {
-    return absl::InvalidArgumentError(absl::StrCat("--device='", device, "': must be cpu or gpu"));
+  return out;
+}
+
+// The group's members, built for the chosen device.
+struct Group {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<Collectives> comm;
+};
+
+absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, KvStore* store) {
+  if (world < 1 || rank < 0 || rank >= world) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("rank ", rank, " must lie in [0, world_size = ", world, ")"));
+  }
+  if (world > 1 && store == nullptr) {
+    return absl::InvalidArgumentError("MODAMBA_STORE: required with several ranks");
   }
   CollectivesOptions group;
   group.rank = rank;
   group.world_size = world;
   group.timeout = absl::Seconds(absl::GetFlag(FLAGS_peer_timeout_s));
-  std::unique_ptr<KvStore> store;
-  if (world > 1) {
-    const char* address = std::getenv("MODAMBA_STORE");
-    if (address == nullptr) return absl::InvalidArgumentError("MODAMBA_STORE: required with several ranks");
-    ASSIGN_OR_RETURN(store, OpenKvStore(address));
-  }
-  std::unique_ptr<Backend> backend;
-  std::unique_ptr<Collectives> comm;
+  Group g;
   if (device == "gpu") {
     const int gpus = CudaDeviceCount();
-    if (gpus == 0) return absl::FailedPreconditionError("--device=gpu: no CUDA device is visible");
+    if (gpus == 0) return absl::FailedPreconditionError("device gpu: no CUDA device is visible");
     ASSIGN_OR_RETURN(int local_rank, EnvInt("MODAMBA_LOCAL_RANK", rank));
     CudaBackendOptions options;
     options.device = local_rank % gpus;
-    ASSIGN_OR_RETURN(backend, NewCudaBackend(options));
+    ASSIGN_OR_RETURN(g.backend, NewCudaBackend(options));
     if (world > 1) {
       NcclOptions nccl;
       nccl.group = group;
       nccl.device = options.device;
       nccl.compute_stream = cuda::ContextFor(options.device).stream();
-      ASSIGN_OR_RETURN(comm, NewNcclCollectives(store.get(), nccl));
+      ASSIGN_OR_RETURN(g.comm, NewNcclCollectives(store, nccl));
     }
-  } else {
-    backend = NewCpuBackend();
+  } else if (device == "cpu") {
+    g.backend = NewCpuBackend();
     if (world > 1) {
       GlooOptions gloo;
       gloo.group = group;
       gloo.hostname = absl::GetFlag(FLAGS_hostname);
-      ASSIGN_OR_RETURN(comm, NewGlooCollectives(store.get(), gloo));
+      ASSIGN_OR_RETURN(g.comm, NewGlooCollectives(store, gloo));
     }
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("device '", device, "': must be cpu or gpu"));
   }
+  return g;
+}
+
+// Fault injection for the tests: a real, abrupt death.
+void MaybeKillSelf(int rank, int64_t step) {
+  if (rank == absl::GetFlag(FLAGS_fault_kill_rank) && step == absl::GetFlag(FLAGS_fault_kill_step)) {
+    std::cout << "fault injection: rank " << rank << " kills itself after step " << step << std::endl;
+    raise(SIGKILL);
+  }
+}
+
+absl::Status RunStandalone() {
+  ASSIGN_OR_RETURN(v1::TrainConfig config, LoadTrainConfig(absl::GetFlag(FLAGS_config)));
+  ASSIGN_OR_RETURN(int rank, EnvInt("MODAMBA_RANK", 0));
+  ASSIGN_OR_RETURN(int world, EnvInt("MODAMBA_WORLD_SIZE", 1));
+  std::unique_ptr<KvStore> store;
+  if (const char* address = std::getenv("MODAMBA_STORE"); address != nullptr && world > 1) {
+    ASSIGN_OR_RETURN(store, OpenKvStore(address));
+  }
+  ASSIGN_OR_RETURN(Group g, MakeGroup(absl::GetFlag(FLAGS_device), rank, world, store.get()));
   std::ofstream metrics;
   if (rank == 0 && !absl::GetFlag(FLAGS_metrics_out).empty()) {
     metrics.open(absl::GetFlag(FLAGS_metrics_out), std::ios::app);
   }
   TrainContext ctx;
-  ctx.backend = backend.get();
-  ctx.comm = comm.get();
+  ctx.backend = g.backend.get();
+  ctx.comm = g.comm.get();
   ctx.log = &std::cout;
   ctx.stop_after = absl::GetFlag(FLAGS_stop_after);
   ctx.on_step = [&](const StepRecord& r) {
-    if (rank == absl::GetFlag(FLAGS_fault_kill_rank) && r.step == absl::GetFlag(FLAGS_fault_kill_step)) {
-      std::cout << "fault injection: rank " << rank << " kills itself after step " << r.step << std::endl;
-      raise(SIGKILL);
-    }
+    MaybeKillSelf(rank, r.step);
     if (!metrics.is_open()) return;
-    nlohmann::json j = {{"step", r.step}, {"loss", ToJson(r.loss)}, {"lr", r.lr},
-                        {"grad_norm", r.grad_norm}, {"tokens_per_second", r.tokens_per_second},
-                        {"flops", r.flops}};
-    if (r.evaluated) j["val"] = ToJson(r.val);
+    nlohmann::json j = {{"step", r.step}, {"flops", r.flops}, {"loss", Losses(r.loss)},
+                        {"scalars", Scalars(r)}};
+    j["loss"]["objective"] = r.loss.objective();
+    if (r.evaluated) {
+      j["val"] = Losses(r.val);
+      j["val"]["objective"] = r.val.objective();
+    }
     metrics << j.dump() << std::endl;
   };
   return Train(config, ctx).status();
+}
+
+absl::Status RunUnderCoordinator() {
+  ASSIGN_OR_RETURN(WorkerClientOptions options, WorkerOptionsFromEnv());
+  ASSIGN_OR_RETURN(std::unique_ptr<WorkerClient> client, WorkerClient::Connect(options));
+  ASSIGN_OR_RETURN(v1::RegisterResponse reg, client->Register());
+  const v1::JobSpec& spec = reg.spec();
+  const int rank = options.ref.rank(), world = reg.world_size();
+  const std::string run_dir = absl::GetFlag(FLAGS_run_dir);
+  if (run_dir.empty()) return absl::InvalidArgumentError("--run_dir: required under the coordinator");
+  v1::TrainConfig config = spec.train();
+  config.set_dataset_dir(spec.dataset_dir());
+  // The ranks of a job share one host (the coordinator's local launcher), so
+  // they write checkpoints into one directory beside their own.
+  config.set_checkpoint_dir(run_dir + "/../trainer-checkpoints");
+  RETURN_IF_ERROR(ResolveTrainConfig(&config, "job spec"));
+
+  absl::Status status = [&]() -> absl::Status {
+    ASSIGN_OR_RETURN(Group g, MakeGroup(spec.device(), rank, world, client->kv()));
+    TrainContext ctx;
+    ctx.backend = g.backend.get();
+    ctx.comm = g.comm.get();
+    ctx.log = &std::cout;
+    if (reg.has_resume_checkpoint()) {
+      const v1::CheckpointInfo& resume = reg.resume_checkpoint();
+      ctx.resume_from = absl::StrFormat("%s/resume/step-%08d", run_dir, resume.step());
+      RETURN_IF_ERROR(client->DownloadCheckpoint(resume, ctx.resume_from));
+    }
+    ctx.should_stop = [&] { return client->stop_requested(); };
+    ctx.on_step = [&](const StepRecord& r) {
+      MaybeKillSelf(rank, r.step);
+      client->SetStep(r.step);
+      if (rank != 0) return;
+      std::vector<v1::MetricPoint> points(1);
+      points[0].set_kind("train");
+      points[0].set_step(r.step);
+      points[0].set_flops(r.flops);
+      for (const auto& [k, v] : Losses(r.loss)) (*points[0].mutable_losses())[k] = v;
+      for (const auto& [k, v] : Scalars(r)) (*points[0].mutable_scalars())[k] = v;
+      if (r.evaluated) {
+        v1::MetricPoint& val = points.emplace_back();
+        val.set_kind("val");
+        val.set_step(r.step);
+        val.set_flops(r.flops);
+        for (const auto& [k, v] : Losses(r.val)) (*val.mutable_losses())[k] = v;
+        (*val.mutable_scalars())["objective"] = r.val.objective();
+      }
+      client->ReportMetrics(std::move(points));
+    };
+    ctx.on_checkpoint = [&](const std::string& dir, int64_t step) -> absl::Status {
+      // Upload only this rank's files: its shard, and rank 0's layout and manifest.
+      ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(dir));
+      const std::string mine = absl::StrFormat("%s/upload/step-%08d", run_dir, step);
+      RETURN_IF_ERROR(MakeDirs(mine));
+      std::vector<std::string> names = {
+          absl::StrFormat("shard-%05d-of-%05d.safetensors", rank, world)};
+      if (rank == 0) names.insert(names.end(), {"layout.json", "manifest.json"});
+      for (const std::string& name : names) {
+        const std::string link = mine + "/" + name;
+        ::unlink(link.c_str());
+        if (::link((dir + "/" + name).c_str(), link.c_str()) != 0) {
+          return absl::InternalError(absl::StrCat(link, ": cannot link the checkpoint file"));
+        }
+      }
+      absl::Status uploaded = client->UploadCheckpoint(step, manifest.flops(), mine).status();
+      for (const std::string& name : names) ::unlink((mine + "/" + name).c_str());
+      ::rmdir(mine.c_str());
+      return uploaded;
+    };
+    return Train(config, ctx).status();
+  }();
+  if (client->stop_requested()) return absl::OkStatus();  // told to stop: not a failure
+  absl::Status done = client->Done(status.ok(), status.ok() ? "" : std::string(status.message()));
+  return status.ok() ? done : status;
 }
 
 }  // namespace
@@ -133,7 +253,8 @@ absl::Status Run() {
 
 int main(int argc, char** argv) {
   absl::ParseCommandLine(argc, argv);
-  absl::Status status = modamba::Run();
+  absl::Status status = absl::GetFlag(FLAGS_job_spec).empty() ? modamba::RunStandalone()
+                                                              : modamba::RunUnderCoordinator();
   if (!status.ok()) {
     std::cerr << "modamba-trainer: " << status.message() << std::endl;
     return 1;

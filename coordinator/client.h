@@ -1,0 +1,38 @@
+// Connecting to a coordinator: the channel (plain or TLS), the bearer token
+// on every call, and status conversion. Shared by workers and the CLI.
+#ifndef MODAMBA_COORDINATOR_CLIENT_H_
+#define MODAMBA_COORDINATOR_CLIENT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "grpcpp/channel.h"
+#include "grpcpp/client_context.h"
+
+namespace modamba {
+
+struct ClientOptions {
+  std::string address;  // HOST:PORT of the coordinator's gRPC server
+  std::string token;
+  std::string tls_ca_file;  // PEM root certificate; empty: plain TCP
+};
+
+// Options from their usual sources: `token_file` (else $MODAMBA_TOKEN).
+absl::StatusOr<ClientOptions> MakeClientOptions(const std::string& address,
+                                                const std::string& token_file,
+                                                const std::string& tls_ca_file);
+
+absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& options);
+
+// Adds the token and a deadline `timeout` from now (none when infinite).
+void PrepareContext(grpc::ClientContext* context, const ClientOptions& options,
+                    absl::Duration timeout);
+
+absl::Status FromGrpc(const grpc::Status& status);
+
+}  // namespace modamba
+
+#endif  // MODAMBA_COORDINATOR_CLIENT_H_

@@ -1,0 +1,234 @@
+// modamba-coordinator: schedules Modamba jobs on this host, launches their
+// trainer and evaluator workers, keeps their state in SQLite and serves the
+// gRPC services of proto/service.proto and the HTTP status API and dashboard.
+//
+//   modamba-coordinator --run_root=DIR --data_root=DIR --trainer_binary=PATH
+//       [--evaluator_binary=PATH] [--port=7077] [--http_port=7078] [--gpus=N]
+//
+// Restarting it with the same --db and ports re-adopts the running workers.
+#include <signal.h>
+#include <sys/stat.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/time.h"
+#include "coordinator/auth.h"
+#include "coordinator/checkpoint_store.h"
+#include "coordinator/db.h"
+#include "coordinator/grpc_services.h"
+#include "coordinator/http_server.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/launcher.h"
+#include "core/file_util.h"
+#include "core/status_macros.h"
+#include "glog/logging.h"
+#include "grpcpp/security/server_credentials.h"
+#include "grpcpp/server_builder.h"
+#include "trainer/kv_store.h"
+
+ABSL_FLAG(std::string, host, "127.0.0.1",
+          "address the gRPC server binds (0.0.0.0: every interface)");
+ABSL_FLAG(int, port, 7077, "gRPC port; 0: the OS picks one (see --port_file)");
+ABSL_FLAG(std::string, http_host, "127.0.0.1", "address the HTTP status API binds");
+ABSL_FLAG(int, http_port, 7078, "HTTP port; 0: the OS picks one; -1: no HTTP server");
+ABSL_FLAG(std::string, port_file, "",
+          "once serving, write \"grpc_port=N\\nhttp_port=M\\n\" here (for scripts and tests)");
+ABSL_FLAG(std::string, run_root, "", "required: jobs' working directories and logs go here");
+ABSL_FLAG(std::string, db, "", "SQLite database; default RUN_ROOT/coordinator.db");
+ABSL_FLAG(std::string, checkpoint_root, "", "checkpoint store; default RUN_ROOT/checkpoints");
+ABSL_FLAG(std::string, data_root, "", "job specs' dataset_dir must lie inside this directory");
+ABSL_FLAG(std::string, trainer_binary, "", "the trainer worker program");
+ABSL_FLAG(std::string, evaluator_binary, "", "the evaluator worker program (jobs with evaluators)");
+ABSL_FLAG(std::string, token_file, "",
+          "file holding the bearer token; else $MODAMBA_TOKEN; else a new token is written to "
+          "RUN_ROOT/token");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate: serve gRPC over TLS (with --tls_key)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
+ABSL_FLAG(int, gpus, 0, "GPUs of this host that jobs may use (0..N-1)");
+ABSL_FLAG(int, cpu_slots, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
+          "CPU workers this host runs at once");
+ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(30),
+          "a worker silent this long is declared lost");
+ABSL_FLAG(absl::Duration, register_timeout, absl::Minutes(5),
+          "a launched worker must register within this");
+ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(10), "SIGTERM to SIGKILL grace period");
+
+namespace modamba {
+namespace {
+
+std::string HostPort(const std::string& host, int port) {
+  return absl::StrContains(host, ':') ? absl::StrCat("[", host, "]:", port)
+                                      : absl::StrCat(host, ":", port);
+}
+
+// The token and the file workers read it from.
+absl::Status SetUpToken(const std::string& run_root, std::string* token, std::string* token_file) {
+  absl::StatusOr<std::string> loaded = LoadToken(absl::GetFlag(FLAGS_token_file));
+  if (loaded.ok()) {
+    *token = *loaded;
+    if (!absl::GetFlag(FLAGS_token_file).empty()) {
+      *token_file = absl::GetFlag(FLAGS_token_file);
+      return absl::OkStatus();
+    }
+  } else if (absl::IsNotFound(loaded.status())) {
+    // A restarted coordinator keeps the token its workers already hold.
+    *token_file = run_root + "/token";
+    if (FileExists(*token_file)) {
+      ASSIGN_OR_RETURN(*token, LoadToken(*token_file));
+      return absl::OkStatus();
+    }
+    *token = NewToken();
+    LOG(INFO) << "no token given: a new one is in " << *token_file;
+  } else {
+    return loaded.status();
+  }
+  *token_file = run_root + "/token";
+  const mode_t old_mask = umask(077);  // the token file is readable by its owner only
+  absl::Status written = WriteFileAtomic(*token_file, *token + "\n");
+  umask(old_mask);
+  return written;
+}
+
+// Workers may change directory: every path they are given is absolute.
+std::string Absolute(const std::string& path) {
+  return path.empty() ? path : std::filesystem::absolute(path).lexically_normal().string();
+}
+
+// A program named by a path (not looked up in PATH) made absolute.
+std::string Program(const std::string& program) {
+  return absl::StrContains(program, '/') ? Absolute(program) : program;
+}
+
+absl::Status Run() {
+  if (absl::GetFlag(FLAGS_run_root).empty())
+    return absl::InvalidArgumentError("--run_root is required");
+  const std::string run_root = Absolute(absl::GetFlag(FLAGS_run_root));
+  RETURN_IF_ERROR(MakeDirs(run_root));
+  std::string token, token_file;
+  RETURN_IF_ERROR(SetUpToken(run_root, &token, &token_file));
+  const TokenAuth auth(token);
+
+  const std::string db_path =
+      absl::GetFlag(FLAGS_db).empty() ? run_root + "/coordinator.db" : absl::GetFlag(FLAGS_db);
+  ASSIGN_OR_RETURN(std::unique_ptr<Db> db, Db::Open(db_path));
+  const std::string checkpoint_root = absl::GetFlag(FLAGS_checkpoint_root).empty()
+                                          ? run_root + "/checkpoints"
+                                          : absl::GetFlag(FLAGS_checkpoint_root);
+  ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(checkpoint_root));
+  LocalLauncher launcher;
+
+  std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
+  const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
+  if (tls != !absl::GetFlag(FLAGS_tls_key).empty()) {
+    return absl::InvalidArgumentError("--tls_cert and --tls_key go together");
+  }
+  if (tls) {
+    grpc::SslServerCredentialsOptions ssl;
+    ASSIGN_OR_RETURN(std::string cert, ReadFile(absl::GetFlag(FLAGS_tls_cert)));
+    ASSIGN_OR_RETURN(std::string key, ReadFile(absl::GetFlag(FLAGS_tls_key)));
+    ssl.pem_key_cert_pairs.push_back({key, cert});
+    credentials = grpc::SslServerCredentials(ssl);
+  }
+
+  ManagerOptions options;
+  options.run_root = run_root;
+  options.trainer_binary = Program(absl::GetFlag(FLAGS_trainer_binary));
+  options.evaluator_binary = Program(absl::GetFlag(FLAGS_evaluator_binary));
+  options.worker_token_file = Absolute(token_file);
+  options.worker_tls_ca_file = tls ? Absolute(absl::GetFlag(FLAGS_tls_cert)) : "";
+  options.spec_context.data_root = absl::GetFlag(FLAGS_data_root);
+  options.spec_context.has_evaluator_binary = !options.evaluator_binary.empty();
+  options.spec_context.gpus = absl::GetFlag(FLAGS_gpus);
+  options.spec_context.cpu_slots = absl::GetFlag(FLAGS_cpu_slots);
+  options.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
+  options.register_timeout = absl::GetFlag(FLAGS_register_timeout);
+  options.stop_grace = absl::GetFlag(FLAGS_stop_grace);
+  if (options.trainer_binary.empty())
+    return absl::InvalidArgumentError("--trainer_binary is required");
+  ASSIGN_OR_RETURN(std::unique_ptr<JobManager> manager,
+                   JobManager::Create(options, db.get(), store.get(), &launcher));
+
+  JobServiceImpl job_service(manager.get(), &auth);
+  WorkerServiceImpl worker_service(manager.get(), &auth);
+  CheckpointServiceImpl checkpoint_service(manager.get(), store.get(), &auth);
+  const std::string host = absl::GetFlag(FLAGS_host);
+  grpc::ServerBuilder builder;
+  int grpc_port = 0;
+  builder.AddListeningPort(HostPort(host, absl::GetFlag(FLAGS_port)), credentials, &grpc_port);
+  // Requests are bounded: a rendezvous value or a checkpoint chunk, plus framing.
+  builder.SetMaxReceiveMessageSize(static_cast<int>(kMaxKvValueBytes + (64 << 10)));
+  builder.RegisterService(&job_service);
+  builder.RegisterService(&worker_service);
+  builder.RegisterService(&checkpoint_service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || grpc_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot serve gRPC on ", HostPort(host, absl::GetFlag(FLAGS_port))));
+  }
+  // Workers run on this host: a wildcard bind is dialled on loopback.
+  const bool wildcard = host == "0.0.0.0" || host == "::";
+  manager->Start(HostPort(wildcard ? "127.0.0.1" : host, grpc_port));
+
+  std::unique_ptr<HttpServer> http;
+  if (absl::GetFlag(FLAGS_http_port) >= 0) {
+    HttpOptions http_options;
+    http_options.host = absl::GetFlag(FLAGS_http_host);
+    http_options.port = absl::GetFlag(FLAGS_http_port);
+    ASSIGN_OR_RETURN(http, HttpServer::Start(http_options, manager.get(), &auth));
+  }
+  const int http_port = http != nullptr ? http->port() : -1;
+  LOG(INFO) << "serving gRPC on " << HostPort(host, grpc_port) << (tls ? " (TLS)" : "")
+            << (http != nullptr
+                    ? absl::StrCat(", HTTP on http://",
+                                   HostPort(absl::GetFlag(FLAGS_http_host), http_port), "/")
+                    : "");
+  if (!absl::GetFlag(FLAGS_port_file).empty()) {
+    RETURN_IF_ERROR(
+        WriteFileAtomic(absl::GetFlag(FLAGS_port_file),
+                        absl::StrCat("grpc_port=", grpc_port, "\nhttp_port=", http_port, "\n")));
+  }
+
+  // Serve until SIGINT or SIGTERM (blocked in every thread, taken here).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  int received = 0;
+  sigwait(&signals, &received);
+  LOG(INFO) << "signal " << received << ": stopping (workers keep running)";
+  http.reset();
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  manager.reset();
+  return absl::OkStatus();
+}
+
+}  // namespace
+}  // namespace modamba
+
+int main(int argc, char** argv) {
+  absl::SetProgramUsageMessage(
+      "modamba-coordinator --run_root=DIR --data_root=DIR --trainer_binary=PATH [flags]");
+  absl::ParseCommandLine(argc, argv);
+  google::InitGoogleLogging(argv[0]);
+  FLAGS_logtostderr = true;
+  // Blocked before any thread starts, so every thread inherits the mask and
+  // the main thread alone takes these signals.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+  absl::Status status = modamba::Run();
+  if (!status.ok()) {
+    LOG(ERROR) << status;
+    return 1;
+  }
+  return 0;
+}

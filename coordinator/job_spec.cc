@@ -1,0 +1,163 @@
+#include "coordinator/job_spec.h"
+
+#include <sys/stat.h>
+
+#include <climits>
+#include <cstdlib>
+
+#include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "core/config.h"
+#include "core/status_macros.h"
+#include "google/protobuf/io/tokenizer.h"
+#include "google/protobuf/text_format.h"
+
+namespace modamba {
+namespace {
+
+class FirstError : public google::protobuf::io::ErrorCollector {
+ public:
+  void AddError(int line, int column, const std::string& message) override {
+    if (error_.empty()) error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
+  }
+  const std::string& error() const { return error_; }
+
+ private:
+  std::string error_;
+};
+
+absl::Status FieldError(const std::string& source, absl::string_view field, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", why));
+}
+
+// `value` (unset: `fallback`) must lie in [lo, hi].
+absl::Status Count(const std::string& source, const char* field, bool has, int32_t* value,
+                   int32_t fallback, int32_t lo, int32_t hi) {
+  if (!has) *value = fallback;
+  if (*value < lo || *value > hi) {
+    return FieldError(source, field, absl::StrCat(*value, " is outside [", lo, ", ", hi, "]"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> RealPath(const std::string& path) {
+  char buffer[PATH_MAX];
+  if (realpath(path.c_str(), buffer) == nullptr) return absl::NotFoundError("does not exist");
+  return std::string(buffer);
+}
+
+// Resolves `path` (relative paths start at the data root) and checks that it
+// exists inside the data root once symlinks are followed, so a spec can
+// never point a worker at files the operator did not offer.
+absl::StatusOr<std::string> InsideDataRoot(const std::string& source, const char* field,
+                                           const std::string& path, const std::string& data_root,
+                                           bool want_dir) {
+  if (data_root.empty()) return FieldError(source, field, "the coordinator has no --data_root");
+  auto root = RealPath(data_root);
+  if (!root.ok()) return FieldError(source, field, "the coordinator's data root does not exist");
+  const std::string joined = absl::StartsWith(path, "/") ? path : absl::StrCat(*root, "/", path);
+  auto real = RealPath(joined);
+  if (!real.ok()) return FieldError(source, field, absl::StrCat("'", path, "' does not exist"));
+  if (*real != *root && !absl::StartsWith(*real, absl::StrCat(*root, "/"))) {
+    return FieldError(source, field, absl::StrCat("'", path, "' is outside the data root"));
+  }
+  struct stat st;
+  if (stat(real->c_str(), &st) != 0 || S_ISDIR(st.st_mode) != want_dir) {
+    return FieldError(source, field,
+                      absl::StrCat("'", path, "' is not a ", want_dir ? "directory" : "file"));
+  }
+  return *real;
+}
+
+bool ValidName(absl::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char c : name) {
+    if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text, const std::string& source) {
+  if (text.size() > kMaxJobSpecBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": larger than ", kMaxJobSpecBytes, " bytes"));
+  }
+  v1::JobSpec spec;
+  FirstError errors;
+  google::protobuf::TextFormat::Parser parser;
+  parser.RecordErrorsTo(&errors);
+  if (!parser.ParseFromString(std::string(text), &spec)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ":", errors.error()));
+  }
+  return spec;
+}
+
+absl::Status ResolveJobSpec(v1::JobSpec* spec, const SpecContext& context,
+                            const std::string& source) {
+  if (!ValidName(spec->name())) {
+    return FieldError(source, "name", "required: 1 to 64 characters of [A-Za-z0-9._-]");
+  }
+  if (!spec->has_train()) return FieldError(source, "train", "required");
+  if (!spec->train().checkpoint_dir().empty()) {
+    return FieldError(source, "train.checkpoint_dir",
+                      "the coordinator stores checkpoints; leave it empty");
+  }
+  RETURN_IF_ERROR(ResolveTrainConfig(spec->mutable_train(), absl::StrCat(source, ": train")));
+  if (!spec->train().text_path().empty()) {
+    ASSIGN_OR_RETURN(std::string text_path,
+                     InsideDataRoot(source, "train.text_path", spec->train().text_path(),
+                                    context.data_root, /*want_dir=*/false));
+    spec->mutable_train()->set_text_path(text_path);
+  }
+
+  if (!spec->has_world_size()) return FieldError(source, "world_size", "required");
+  int32_t value = spec->world_size();
+  RETURN_IF_ERROR(Count(source, "world_size", true, &value, 0, 1, 1024));
+  value = spec->n_evaluators();
+  RETURN_IF_ERROR(Count(source, "n_evaluators", spec->has_n_evaluators(), &value, 0, 0, 64));
+  spec->set_n_evaluators(value);
+  if (value > 0 && !context.has_evaluator_binary) {
+    return FieldError(source, "n_evaluators", "this coordinator has no --evaluator_binary");
+  }
+  value = spec->max_restarts();
+  RETURN_IF_ERROR(Count(source, "max_restarts", spec->has_max_restarts(), &value, 3, 0, 1000));
+  spec->set_max_restarts(value);
+  const int32_t every = spec->train().checkpoint_every() > 0 ? spec->train().checkpoint_every()
+                                                             : spec->train().steps();
+  value = spec->checkpoint_every_steps();
+  RETURN_IF_ERROR(Count(source, "checkpoint_every_steps", spec->has_checkpoint_every_steps(),
+                        &value, every, 1, 1 << 30));
+  spec->set_checkpoint_every_steps(value);
+  spec->mutable_train()->set_checkpoint_every(value);
+  value = spec->keep_last_checkpoints();
+  RETURN_IF_ERROR(Count(source, "keep_last_checkpoints", spec->has_keep_last_checkpoints(), &value,
+                        3, 1, 1000));
+  spec->set_keep_last_checkpoints(value);
+
+  if (spec->device().empty()) spec->set_device("cpu");
+  if (spec->device() != "cpu" && spec->device() != "gpu") {
+    return FieldError(source, "device", "must be \"cpu\" or \"gpu\"");
+  }
+  const bool gpu = spec->device() == "gpu";
+  const int have = gpu ? context.gpus : context.cpu_slots;
+  if (WorkersOf(*spec) > have) {
+    return FieldError(
+        source, "world_size",
+        absl::StrCat(spec->world_size(), " trainers + ", spec->n_evaluators(), " evaluators need ",
+                     WorkersOf(*spec), gpu ? " GPUs" : " CPU slots", "; this host has ", have));
+  }
+
+  if (spec->dataset_dir().empty()) return FieldError(source, "dataset_dir", "required");
+  ASSIGN_OR_RETURN(std::string dataset_dir,
+                   InsideDataRoot(source, "dataset_dir", spec->dataset_dir(), context.data_root,
+                                  /*want_dir=*/true));
+  spec->set_dataset_dir(dataset_dir);
+  return absl::OkStatus();
+}
+
+int WorkersOf(const v1::JobSpec& spec) { return spec.world_size() + spec.n_evaluators(); }
+
+}  // namespace modamba

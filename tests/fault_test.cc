@@ -1,0 +1,177 @@
+// Fault injection with real processes: a trainer rank killed with kill -9, a
+// rank that crashes every time, a rank that hangs, and the coordinator itself
+// killed with kill -9 and restarted.
+#include <signal.h>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
+#include "core/file_util.h"
+#include "google/protobuf/util/message_differencer.h"
+#include "gtest/gtest.h"
+#include "tests/cluster.h"
+
+namespace modamba {
+namespace {
+
+class FaultTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto cluster = Cluster::Start();
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = std::move(*cluster);
+  }
+  void TearDown() override {
+    if (HasFailure()) std::cerr << cluster_->Logs();
+  }
+
+  int64_t PidOf(const v1::Job& job, v1::WorkerRole role, int rank) {
+    for (const v1::WorkerInfo& w : job.workers()) {
+      if (w.ref().role() == role && w.ref().rank() == rank) return w.pid();
+    }
+    return 0;
+  }
+
+  std::unique_ptr<Cluster> cluster_;
+};
+
+TEST_F(FaultTest, KilledTrainerRestartsFromTheNewestCheckpoint) {
+  // The same job twice, side by side: one undisturbed, one losing a rank.
+  const std::string calm = cluster_->MakeDataset("calm", "step_ms=25\n");
+  const std::string hit = cluster_->MakeDataset("hit", "step_ms=25\n");
+  auto reference = cluster_->Submit(Cluster::Spec("calm", calm, 40, 2, 0, 10));
+  auto victim = cluster_->Submit(Cluster::Spec("hit", hit, 40, 2, 0, 10));
+  ASSERT_TRUE(reference.ok() && victim.ok()) << reference.status() << victim.status();
+
+  auto before = cluster_->WaitJob(victim->id(), [](const v1::Job& j) {
+    return j.latest_checkpoint_step() >= 10 && j.step() >= 15;
+  });
+  ASSERT_TRUE(before.ok()) << before.status();
+  const int64_t pid = PidOf(*before, v1::ROLE_TRAINER, 1);
+  ASSERT_GT(pid, 0);
+  ASSERT_EQ(kill(static_cast<pid_t>(pid), SIGKILL), 0);
+
+  auto calm_job = cluster_->WaitFinished(reference->id());
+  auto hit_job = cluster_->WaitFinished(victim->id());
+  ASSERT_TRUE(calm_job.ok() && hit_job.ok()) << calm_job.status() << hit_job.status();
+  ASSERT_EQ(calm_job->state(), v1::JOB_SUCCEEDED) << calm_job->reason();
+  ASSERT_EQ(hit_job->state(), v1::JOB_SUCCEEDED) << hit_job->reason();
+  EXPECT_EQ(hit_job->restarts(), 1);
+  EXPECT_EQ(hit_job->generation(), 1);
+  EXPECT_TRUE(absl::StrContains(hit_job->reason(), "trainer-1 was killed by signal 9"))
+      << hit_job->reason();
+
+  // Same final step, same final per-modality losses, bit for bit.
+  EXPECT_EQ(hit_job->step(), 40);
+  EXPECT_EQ(hit_job->last_train().step(), calm_job->last_train().step());
+  ASSERT_EQ(hit_job->last_train().losses().size(), 3u);
+  for (const auto& [modality, loss] : calm_job->last_train().losses()) {
+    EXPECT_EQ(hit_job->last_train().losses().at(modality), loss) << modality;
+  }
+
+  // The new generation resumed from a checkpoint at least as new as the one
+  // complete at the kill, not from scratch.
+  const std::string log =
+      ReadFile(cluster_->run_root() + "/" + victim->id() + "/logs/trainer-1.log").value_or("");
+  const size_t at = log.find("resumes from step ");
+  ASSERT_NE(at, std::string::npos) << log;
+  EXPECT_GE(std::stoll(log.substr(at + 18)), before->latest_checkpoint_step()) << log;
+  EXPECT_TRUE(absl::StrContains(log, "generation 1")) << log;
+}
+
+TEST_F(FaultTest, ARankThatAlwaysCrashesFailsTheJobAfterMaxRestarts) {
+  const std::string dataset = cluster_->MakeDataset(
+      "crash", "step_ms=5\ncrash_rank=0\ncrash_at_step=3\ncrash_generation=-1\ncrash_mode=exit\n");
+  auto job = cluster_->Submit(Cluster::Spec("crash", dataset, 50, 2, 1, 10, "max_restarts: 2\n"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = cluster_->WaitFinished(job->id());
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), v1::JOB_FAILED);
+  EXPECT_EQ(done->restarts(), 2);
+  EXPECT_TRUE(absl::StrContains(done->reason(), "trainer-0 exited with code 3")) << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(), "no restarts left")) << done->reason();
+  auto released = cluster_->WaitJob(
+      job->id(), [](const v1::Job& j) { return !j.has_allocation(); }, absl::Seconds(15));
+  ASSERT_TRUE(released.ok()) << released.status();
+  EXPECT_TRUE(cluster_->LiveWorkerPids().empty());
+}
+
+TEST_F(FaultTest, AHungRankIsFoundByItsHeartbeatAndReplaced) {
+  // Rank 1 stops itself (SIGSTOP) at step 12: alive, but silent.
+  const std::string dataset = cluster_->MakeDataset(
+      "hang", "step_ms=20\ncrash_rank=1\ncrash_at_step=12\ncrash_mode=hang\n");
+  auto job = cluster_->Submit(Cluster::Spec("hang", dataset, 30, 2, 0, 10));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = cluster_->WaitFinished(job->id());
+  ASSERT_TRUE(done.ok()) << done.status();
+  EXPECT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_EQ(done->restarts(), 1);
+  EXPECT_TRUE(absl::StrContains(done->reason(), "trainer-1 sent no heartbeat")) << done->reason();
+  EXPECT_EQ(done->step(), 30);
+}
+
+TEST_F(FaultTest, CoordinatorKilledAndRestartedLosesNothing) {
+  const std::string dataset = cluster_->MakeDataset("phoenix", "step_ms=30\n");
+  auto job = cluster_->Submit(Cluster::Spec("phoenix", dataset, 60, 2, 1, 10));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto before = cluster_->WaitJob(job->id(), [](const v1::Job& j) {
+    return j.latest_checkpoint_step() >= 10 && j.step() >= 15;
+  });
+  ASSERT_TRUE(before.ok()) << before.status();
+  auto metrics_before = cluster_->Metrics(job->id());
+  auto checkpoints_before = cluster_->Checkpoints(job->id());
+  ASSERT_TRUE(metrics_before.ok() && checkpoints_before.ok());
+  const size_t workers = cluster_->LiveWorkerPids().size();
+  EXPECT_EQ(workers, 3u);
+
+  ASSERT_TRUE(cluster_->KillCoordinator().ok());
+  absl::SleepFor(absl::Seconds(1));  // the workers carry on meanwhile
+  EXPECT_EQ(cluster_->LiveWorkerPids().size(), workers);
+  ASSERT_TRUE(cluster_->RestartCoordinator().ok());
+
+  auto after = cluster_->WaitFinished(job->id());
+  ASSERT_TRUE(after.ok()) << after.status();
+  EXPECT_EQ(after->state(), v1::JOB_SUCCEEDED) << after->reason();
+  // Re-adopted, not restarted.
+  EXPECT_EQ(after->restarts(), 0) << after->reason();
+  EXPECT_EQ(after->step(), 60);
+
+  // Every metric point and checkpoint record from before is still there, and
+  // every step of the run has its train point.
+  auto metrics_after = cluster_->Metrics(job->id());
+  ASSERT_TRUE(metrics_after.ok());
+  std::map<int64_t, v1::MetricPoint> by_seq;
+  std::set<int64_t> train_steps;
+  for (const v1::MetricPoint& p : *metrics_after) {
+    by_seq[p.seq()] = p;
+    if (p.kind() == "train") train_steps.insert(p.step());
+  }
+  for (const v1::MetricPoint& p : *metrics_before) {
+    EXPECT_TRUE(google::protobuf::util::MessageDifferencer::Equals(by_seq[p.seq()], p))
+        << "seq " << p.seq();
+  }
+  EXPECT_EQ(train_steps.size(), 60u);
+  auto checkpoints_after = cluster_->Checkpoints(job->id());
+  ASSERT_TRUE(checkpoints_after.ok());
+  std::set<int64_t> steps_after;
+  for (const v1::CheckpointInfo& c : *checkpoints_after) steps_after.insert(c.step());
+  for (const v1::CheckpointInfo& c : *checkpoints_before) {
+    if (c.complete()) {
+      EXPECT_TRUE(steps_after.count(c.step())) << c.step();
+    }
+  }
+  EXPECT_EQ(*steps_after.rbegin(), 60);
+
+  grpc::ClientContext context;
+  cluster_->Prepare(&context);
+  v1::ListJobsResponse jobs;
+  ASSERT_TRUE(cluster_->jobs()->ListJobs(&context, v1::ListJobsRequest(), &jobs).ok());
+  EXPECT_EQ(jobs.jobs_size(), 1);
+}
+
+}  // namespace
+}  // namespace modamba

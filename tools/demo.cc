@@ -1,0 +1,233 @@
+#include "tools/demo.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <fstream>
+#include <iostream>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/strip.h"
+#include "coordinator/client.h"
+#include "core/file_util.h"
+#include "core/status_macros.h"
+#include "grpcpp/grpcpp.h"
+#include "kernels/cuda_backend.h"
+#include "proto/service.grpc.pb.h"
+#include "tools/cli/client_command.h"
+#include "tools/data/data_command.h"
+
+namespace modamba {
+namespace {
+
+struct DemoFlags {
+  std::string dir = "/tmp/modamba-demo";
+  std::string coordinator = "127.0.0.1:7077";
+  int http_port = 7078;
+  int steps = 200;
+  std::string device;  // default: gpu when one is visible
+};
+
+absl::StatusOr<DemoFlags> ParseFlags(int argc, char** argv) {
+  DemoFlags f;
+  for (int i = 1; i < argc; ++i) {
+    absl::string_view a = argv[i];
+    if (absl::ConsumePrefix(&a, "--dir=")) f.dir = std::string(a);
+    else if (absl::ConsumePrefix(&a, "--coordinator=")) f.coordinator = std::string(a);
+    else if (absl::ConsumePrefix(&a, "--device=")) f.device = std::string(a);
+    else if (absl::ConsumePrefix(&a, "--steps=") && absl::SimpleAtoi(a, &f.steps) && f.steps > 0) continue;
+    else return absl::InvalidArgumentError(absl::StrCat("unknown or bad flag ", argv[i]));
+  }
+  if (f.device.empty()) f.device = CudaDeviceCount() > 0 ? "gpu" : "cpu";
+  if (f.device != "cpu" && f.device != "gpu") {
+    return absl::InvalidArgumentError("--device: must be cpu or gpu");
+  }
+  return f;
+}
+
+// Sibling binaries: bazel-bin/tools/modamba -> bazel-bin/<package>/<name>.
+std::string SiblingBinary(const std::string& package, const std::string& name) {
+  char self[4096];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n <= 0) return name;
+  self[n] = '\0';
+  std::string tools_dir = dirname(self);
+  std::string root = tools_dir.substr(0, tools_dir.rfind('/'));
+  return absl::StrCat(root, "/", package, "/", name);
+}
+
+bool Reachable(const ClientOptions& options) {
+  auto channel = MakeChannel(options);
+  if (!channel.ok()) return false;
+  auto stub = v1::JobService::NewStub(*channel);
+  grpc::ClientContext context;
+  PrepareContext(&context, options, absl::Seconds(2));
+  v1::ListJobsResponse response;
+  return stub->ListJobs(&context, v1::ListJobsRequest(), &response).ok();
+}
+
+absl::Status EnsureToken(const std::string& path) {
+  if (FileExists(path)) return absl::OkStatus();
+  std::random_device rd;
+  std::string token;
+  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&token, "%08x", rd());
+  RETURN_IF_ERROR(WriteFileAtomic(path, token + "\n"));
+  chmod(path.c_str(), 0600);
+  return absl::OkStatus();
+}
+
+// Starts the coordinator in its own session, so it outlives the demo.
+absl::Status StartCoordinator(const DemoFlags& f, const std::string& token_file, int gpus) {
+  const std::string port_file = f.dir + "/coordinator.ports";
+  std::remove(port_file.c_str());
+  std::string host = f.coordinator.substr(0, f.coordinator.rfind(':'));
+  std::vector<std::string> argv = {
+      SiblingBinary("coordinator", "modamba-coordinator"),
+      "--host=" + host,
+      "--port=" + f.coordinator.substr(f.coordinator.rfind(':') + 1),
+      absl::StrCat("--http_port=", f.http_port),
+      "--port_file=" + port_file,
+      "--run_root=" + f.dir + "/run",
+      "--data_root=" + f.dir + "/data",
+      "--token_file=" + token_file,
+      "--trainer_binary=" + SiblingBinary("trainer", "modamba-trainer"),
+      "--evaluator_binary=" + SiblingBinary("evaluator", "modamba-evaluator"),
+      "--cpu_slots=4",
+      absl::StrCat("--gpus=", gpus)};
+  const std::string log = f.dir + "/coordinator.log";
+  pid_t pid = fork();
+  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid == 0) {
+    setsid();
+    int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
+    if (fd >= 0) {
+      dup2(fd, 1);
+      dup2(fd, 2);
+    }
+    std::vector<char*> args;
+    for (std::string& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  for (int i = 0; i < 300; ++i) {  // up to 30 s
+    if (FileExists(port_file)) return absl::OkStatus();
+    int status;
+    if (waitpid(pid, &status, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  return absl::UnavailableError(absl::StrCat("the coordinator did not start; see ", log));
+}
+
+std::string Spec(const DemoFlags& f, bool with_evaluator) {
+  const bool gpu = f.device == "gpu";
+  return absl::StrFormat(R"pb(
+name: "demo-trimodal-mom"
+dataset_dir: "trimodal"
+device: "%s"
+world_size: %d
+n_evaluators: %d
+max_restarts: 2
+checkpoint_every_steps: %d
+train {
+  model {
+    d_model: %d n_layer: %d vocab_size: 1031 n_modalities: 3
+    route_in: true route_x: true route_dt: true route_out: true
+  }
+  optimizer { lr: 3e-3 warmup_steps: 20 }
+  steps: %d
+  batch_size: 8
+  seq_len: 256
+  seed: 1
+  log_every: 10
+  eval_every: %d
+  eval_batches: 2
+}
+)pb",
+                         f.device, gpu ? 1 : 2, with_evaluator ? 1 : 0, std::max(1, f.steps / 4),
+                         gpu ? 256 : 64, gpu ? 4 : 2, f.steps, std::max(1, f.steps / 4));
+}
+
+absl::Status Demo(const DemoFlags& f) {
+  RETURN_IF_ERROR(MakeDirs(f.dir + "/data"));
+  if (!FileExists(f.dir + "/data/trimodal/manifest.json")) {
+    std::cout << "building the tri-modal dataset into " << f.dir << "/data (once)" << std::endl;
+    std::string out = "--out=" + f.dir + "/data";
+    std::vector<std::string> args = {"data", "build", out, "--setting=trimodal", "--seq_len=256"};
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    if (RunDataCommand(argv.size(), argv.data()) != 0) {
+      return absl::InternalError("the dataset build failed");
+    }
+  }
+  const std::string token_file = f.dir + "/token";
+  RETURN_IF_ERROR(EnsureToken(token_file));
+  ASSIGN_OR_RETURN(ClientOptions options, MakeClientOptions(f.coordinator, token_file, ""));
+  if (Reachable(options)) {
+    std::cout << "using the coordinator at " << f.coordinator << std::endl;
+  } else {
+    std::cout << "starting a coordinator at " << f.coordinator << " (log: " << f.dir
+              << "/coordinator.log)" << std::endl;
+    RETURN_IF_ERROR(StartCoordinator(f, token_file, CudaDeviceCount()));
+  }
+  const bool with_evaluator = FileExists(SiblingBinary("evaluator", "modamba-evaluator"));
+  ASSIGN_OR_RETURN(v1::Job job, SubmitJobText(options, Spec(f, with_evaluator), "demo spec"));
+  std::cout << "submitted " << job.id() << ": tri-modal Mixture-of-Mamba on " << f.device
+            << "; dashboard: http://127.0.0.1:" << f.http_port << "/?token=" << *ReadFile(token_file);
+  ASSIGN_OR_RETURN(v1::Job done, WatchJobToEnd(options, job.id(), std::cout, isatty(1)));
+
+  // The last training and validation points, per modality.
+  ASSIGN_OR_RETURN(auto channel, MakeChannel(options));
+  auto stub = v1::JobService::NewStub(channel);
+  std::map<std::string, v1::MetricPoint> last;
+  v1::GetMetricsRequest request;
+  request.set_job_id(job.id());
+  for (;;) {
+    grpc::ClientContext context;
+    PrepareContext(&context, options, absl::Seconds(10));
+    v1::GetMetricsResponse response;
+    RETURN_IF_ERROR(FromGrpc(stub->GetMetrics(&context, request, &response)));
+    for (const v1::MetricPoint& p : response.points()) last[p.kind()] = p;
+    if (response.points().empty()) break;
+    request.set_after_seq(response.last_seq());
+  }
+  std::cout << "\njob " << job.id() << " " << v1::JobState_Name(done.state()) << "\n";
+  for (const auto& [kind, point] : last) {
+    std::cout << absl::StrFormat("  %-5s step %d: %s\n", kind, point.step(), LossSummary(point));
+  }
+  std::cout << "dashboard: http://127.0.0.1:" << f.http_port << "/ (token in " << token_file
+            << "); the coordinator keeps running: pkill -f modamba-coordinator stops it\n";
+  return done.state() == v1::JOB_SUCCEEDED
+             ? absl::OkStatus()
+             : absl::AbortedError(absl::StrCat("the job ended ", v1::JobState_Name(done.state()), ": ",
+                                               done.reason()));
+}
+
+}  // namespace
+
+int RunDemo(int argc, char** argv) {
+  auto flags = ParseFlags(argc, argv);
+  if (!flags.ok()) {
+    std::cerr << "modamba demo: " << flags.status().message() << "\n";
+    return 2;
+  }
+  absl::Status status = Demo(*flags);
+  if (!status.ok()) {
+    std::cerr << "modamba demo: " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace modamba

@@ -1,0 +1,17 @@
+// `modamba demo`: the whole system in one command. Starts a coordinator in
+// the background (or uses the one already running), builds the tri-modal
+// dataset if it is missing, submits a small Mixture-of-Mamba job (on a GPU
+// when there is one, else two CPU ranks), follows it to the end and prints
+// where the dashboard is and the per-modality losses.
+#ifndef MODAMBA_TOOLS_DEMO_H_
+#define MODAMBA_TOOLS_DEMO_H_
+
+namespace modamba {
+
+// argv[0] = "demo"; flags: --dir=DIR (default /tmp/modamba-demo),
+// --coordinator=HOST:PORT (default 127.0.0.1:7077), --steps=N, --device=cpu|gpu.
+int RunDemo(int argc, char** argv);
+
+}  // namespace modamba
+
+#endif  // MODAMBA_TOOLS_DEMO_H_
