@@ -149,6 +149,7 @@ dim3 ConvGrid(const ConvArgs& a) {
   return dim3(static_cast<unsigned>(CeilDiv(a.x.cols, kThreads)), static_cast<unsigned>(tiles));
 }
 
+// clang-format off
 #define CONV_DISPATCH(K_VALUE, ...)                           \
   switch (K_VALUE) {                                          \
     case 1: { constexpr int K = 1; __VA_ARGS__; break; }      \
@@ -161,15 +162,16 @@ dim3 ConvGrid(const ConvArgs& a) {
     case 8: { constexpr int K = 8; __VA_ARGS__; break; }      \
     default: LOG(FATAL) << "conv: width " << K_VALUE << " outside [1, " << kMaxWidth << "]"; \
   }
+// clang-format on
 
 }  // namespace
 
 void ConvForward(const ConvArgs& a, View u, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.x.cols == 0) return;
   dim3 grid = ConvGrid(a);
-  CONV_DISPATCH(a.k_width, ConvForwardKernel<K><<<grid, kThreads, 0, stream>>>(
-                               a.seq_len, a.x.cols, a.doc_start, a.x.data, a.x.ld, a.w, a.b,
-                               u.data, u.ld));
+  CONV_DISPATCH(a.k_width,
+                ConvForwardKernel<K><<<grid, kThreads, 0, stream>>>(
+                    a.seq_len, a.x.cols, a.doc_start, a.x.data, a.x.ld, a.w, a.b, u.data, u.ld));
   CUDA_CHECK_LAUNCH();
 }
 
@@ -180,9 +182,9 @@ void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db
   const int64_t e_dim = a.x.cols;
   Scratch scratch(stream);
   float* partial = scratch.Alloc<float>(int64_t(grid.y) * e_dim * (a.k_width + 1));
-  CONV_DISPATCH(a.k_width, ConvBackwardKernel<K><<<grid, kThreads, 0, stream>>>(
-                               a.seq_len, e_dim, a.doc_start, a.x.data, a.x.ld, a.w, a.b,
-                               du.data, du.ld, dx.data, dx.ld, partial));
+  CONV_DISPATCH(a.k_width, ConvBackwardKernel<K>
+                <<<grid, kThreads, 0, stream>>>(a.seq_len, e_dim, a.doc_start, a.x.data, a.x.ld,
+                                                a.w, a.b, du.data, du.ld, dx.data, dx.ld, partial));
   CUDA_CHECK_LAUNCH();
   const int64_t n = e_dim * (a.k_width + 1);
   ConvParamSumKernel<<<GridFor(n, 256, 1 << 20), 256, 0, stream>>>(partial, grid.y, e_dim,

@@ -3,8 +3,10 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -131,10 +133,18 @@ class CudaBackend : public Backend {
         bits = u;
         break;
       }
-      case DType::kF64: std::memcpy(&bits, &value, 8); break;
-      case DType::kBF16: bits = Bf16Bits(static_cast<float>(value)); break;
-      case DType::kI32: bits = static_cast<uint32_t>(static_cast<int32_t>(value)); break;
-      case DType::kU8: bits = static_cast<uint8_t>(value); break;
+      case DType::kF64:
+        std::memcpy(&bits, &value, 8);
+        break;
+      case DType::kBF16:
+        bits = Bf16Bits(static_cast<float>(value));
+        break;
+      case DType::kI32:
+        bits = static_cast<uint32_t>(static_cast<int32_t>(value));
+        break;
+      case DType::kU8:
+        bits = static_cast<uint8_t>(value);
+        break;
     }
     cuda::Fill(x.data, x.rows, x.cols, x.ld, static_cast<int>(DTypeSize(x.dtype)), bits, stream_);
   }
@@ -165,33 +175,18 @@ class CudaBackend : public Backend {
     CheckRows(x, r.num_rows(), "routed linear x");
     CheckRows(y, r.num_rows(), "routed linear y");
     const int64_t out = w.dim(1), in = w.dim(2);
-    if (r.single_group() >= 0) {  // one group holds every row: no gather
+    if (r.single_group() >= 0) {  // one group holds every row: one plain GEMM
       cuda::GemmF32(ctx_->cublas(), precision_, false, true, x.rows, out, in, 1.f, x.ptr<float>(),
                     x.ld, GroupWeight(w, r.single_group()), in, 0.f, y.ptr<float>(), y.ld);
       return;
     }
-    const int64_t n = r.num_rows();
-    cuda::Scratch scratch(stream_);
-    float* yp = scratch.Alloc<float>(n * out);
-    if (precision_ == MatmulPrecision::kBf16) {
-      auto* xp = scratch.Alloc<__nv_bfloat16>(n * in);
-      auto* wb = scratch.Alloc<__nv_bfloat16>(w.numel());
-      cuda::GatherRowsBf16(r.perm(), n, ToConst(x), xp, stream_);
-      cuda::ConvertToBf16(w.data<float>(), w.numel(), wb, stream_);
-      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
-        cuda::GemmBf16(ctx_->cublas(), false, true, cnt, out, in, 1.f, xp + off * in, in,
-                       wb + g * out * in, in, 0.f, yp + off * out, out);
-      });
+    if (std::min(in, out) <= kNarrow) {
+      RoutedForwardNarrow(r, x, w, y);
+    } else if (precision_ == MatmulPrecision::kBf16) {
+      RoutedForwardWide<__nv_bfloat16>(r, x, w, y);
     } else {
-      float* xp = scratch.Alloc<float>(n * in);
-      cuda::GatherRows(r.perm(), n, ToConst(x), View{xp, n, in, in}, nullptr, stream_);
-      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
-        cuda::GemmF32(ctx_->cublas(), precision_, false, true, cnt, out, in, 1.f, xp + off * in,
-                      in, GroupWeight(w, g), in, 0.f, yp + off * out, out);
-      });
+      RoutedForwardWide<float>(r, x, w, y);
     }
-    cuda::ScatterRows(r.perm(), n, ConstView(yp, n, out, out), ToView(y), /*accumulate=*/false,
-                      nullptr, stream_);
   }
 
   void RoutedLinearBackward(const Routing& routing, Mat x, const Tensor& w, Mat dy, Mat dx,
@@ -207,45 +202,22 @@ class CudaBackend : public Backend {
     CheckRows(dx, r.num_rows(), "routed linear backward dx");
     CHECK_EQ(dx.cols, x.cols) << "routed linear backward dx: columns";
     const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
-    float* dw_data = dw->data<float>();
     if (r.single_group() >= 0) {
       const int g = r.single_group();
       cuda::GemmF32(ctx_->cublas(), precision_, false, false, n, in, out, 1.f, dy.ptr<float>(),
                     dy.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f, dx.ptr<float>(),
                     dx.ld);
       cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, n, 1.f, dy.ptr<float>(),
-                    dy.ld, x.ptr<float>(), x.ld, 1.f, dw_data + g * out * in, in);
+                    dy.ld, x.ptr<float>(), x.ld, 1.f, dw->data<float>() + g * out * in, in);
       return;
     }
-    cuda::Scratch scratch(stream_);
-    float* dxp = scratch.Alloc<float>(n * in);
-    if (precision_ == MatmulPrecision::kBf16) {
-      auto* xp = scratch.Alloc<__nv_bfloat16>(n * in);
-      auto* dyp = scratch.Alloc<__nv_bfloat16>(n * out);
-      auto* wb = scratch.Alloc<__nv_bfloat16>(w.numel());
-      cuda::GatherRowsBf16(r.perm(), n, ToConst(x), xp, stream_);
-      cuda::GatherRowsBf16(r.perm(), n, ToConst(dy), dyp, stream_);
-      cuda::ConvertToBf16(w.data<float>(), w.numel(), wb, stream_);
-      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
-        cuda::GemmBf16(ctx_->cublas(), false, false, cnt, in, out, 1.f, dyp + off * out, out,
-                       wb + g * out * in, in, 0.f, dxp + off * in, in);
-        cuda::GemmBf16(ctx_->cublas(), true, false, out, in, cnt, 1.f, dyp + off * out, out,
-                       xp + off * in, in, 1.f, dw_data + g * out * in, in);
-      });
+    if (out <= kNarrow && out <= in) {
+      RoutedBackwardNarrowOut(r, x, w, dy, dx, accumulate_dx, dw);
+    } else if (precision_ == MatmulPrecision::kBf16) {
+      RoutedBackwardWide<__nv_bfloat16>(r, x, w, dy, dx, accumulate_dx, dw);
     } else {
-      float* xp = scratch.Alloc<float>(n * in);
-      float* dyp = scratch.Alloc<float>(n * out);
-      cuda::GatherRows(r.perm(), n, ToConst(x), View{xp, n, in, in}, nullptr, stream_);
-      cuda::GatherRows(r.perm(), n, ToConst(dy), View{dyp, n, out, out}, nullptr, stream_);
-      ForEachGroup(r, [&](int g, int64_t off, int64_t cnt) {
-        cuda::GemmF32(ctx_->cublas(), precision_, false, false, cnt, in, out, 1.f,
-                      dyp + off * out, out, GroupWeight(w, g), in, 0.f, dxp + off * in, in);
-        cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, cnt, 1.f,
-                      dyp + off * out, out, xp + off * in, in, 1.f, dw_data + g * out * in, in);
-      });
+      RoutedBackwardWide<float>(r, x, w, dy, dx, accumulate_dx, dw);
     }
-    cuda::ScatterRows(r.perm(), n, ConstView(dxp, n, in, in), ToView(dx), accumulate_dx, nullptr,
-                      stream_);
   }
 
   void EmbeddingForward(const Tensor& tokens, const Tensor& table, Mat out) override {
@@ -311,12 +283,11 @@ class CudaBackend : public Backend {
     CHECK(dx.rows == x.rows && dx.cols == x.cols) << "rmsnorm backward dx: shape";
     CHECK(w.numel() == x.cols && dw->numel() == x.cols) << "rmsnorm backward weight: size";
     CHECK_EQ(rstd.numel(), x.rows) << "rmsnorm backward rstd: size";
-    cuda::RmsNormBackward(ToConst(x), w.data<float>(), rstd.data<float>(), ToConst(dy),
-                          ToView(dx), dw->data<float>(), stream_);
+    cuda::RmsNormBackward(ToConst(x), w.data<float>(), rstd.data<float>(), ToConst(dy), ToView(dx),
+                          dw->data<float>(), stream_);
   }
 
-  void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
-                   Mat u) override {
+  void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b, Mat u) override {
     cuda::ConvArgs a = MakeConvArgs(seq, x, w, b, "conv");
     CheckF32(u, "conv u");
     CHECK(u.rows == x.rows && u.cols == x.cols) << "conv u: shape";
@@ -407,8 +378,8 @@ class CudaBackend : public Backend {
     a.grad_scale = static_cast<float>(step.grad_scale);
     a.bias_c1 = static_cast<float>(1 - std::pow(step.beta1, step.step));
     a.bias_c2 = static_cast<float>(1 - std::pow(step.beta2, step.step));
-    cuda::AdamW(a, n, grad.data<float>(), param->data<float>(), m->data<float>(),
-                v->data<float>(), stream_);
+    cuda::AdamW(a, n, grad.data<float>(), param->data<float>(), m->data<float>(), v->data<float>(),
+                stream_);
   }
 
   void Axpy(double alpha, Mat x, Mat y) override {
@@ -442,15 +413,141 @@ class CudaBackend : public Backend {
     return w.data<float>() + g * w.dim(1) * w.dim(2);
   }
 
-  template <typename Fn>
-  static void ForEachGroup(const CudaRouting& r, Fn fn) {
-    for (int g = 0; g < r.num_groups(); ++g) {
-      if (r.count(g) > 0) fn(g, r.offset(g), r.count(g));
+  // A GEMM operand: fp32 as given (any row stride), or a contiguous bf16 copy.
+  template <typename T>
+  struct Operand {
+    const T* data;
+    int64_t ld;
+  };
+  template <typename T>
+  Operand<T> AsOperand(const float* data, int64_t rows, int64_t cols, int64_t ld,
+                       cuda::Scratch* scratch) {
+    if constexpr (std::is_same_v<T, float>) {
+      return {data, ld};
+    } else {
+      T* copy = scratch->Alloc<T>(rows * cols);
+      cuda::ConvertToBf16(ConstView(data, rows, cols, ld), copy, stream_);
+      return {copy, cols};
     }
   }
 
-  cuda::ConvArgs MakeConvArgs(const SeqLayout& seq, const Mat& x, const Tensor& w,
-                              const Tensor& b, const char* what) {
+  // C (fp32) = op(A) op(B) + beta C.
+  template <typename T>
+  void Matmul(bool ta, bool tb, int64_t m, int64_t n, int64_t k, Operand<T> a, Operand<T> b,
+              float beta, float* c, int64_t ldc) {
+    if constexpr (std::is_same_v<T, float>) {
+      cuda::GemmF32(ctx_->cublas(), precision_, ta, tb, m, n, k, 1.f, a.data, a.ld, b.data, b.ld,
+                    beta, c, ldc);
+    } else {
+      cuda::GemmBf16(ctx_->cublas(), ta, tb, m, n, k, 1.f, a.data, a.ld, b.data, b.ld, beta, c,
+                     ldc);
+    }
+  }
+
+  // Projections with a side at most this wide (x_proj's output, dt_proj's
+  // input) run as one GEMM over all groups, G times the FLOPs of a thin
+  // product, instead of gathering and scattering the wide side row by row;
+  // the wide operand goes to cuBLAS as fp32 (measured: kernels/NOTES.md).
+  static constexpr int64_t kNarrow = 128;
+
+  void Gemm32(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
+              const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+    cuda::GemmF32(ctx_->cublas(), precision_, ta, tb, m, n, k, 1.f, a, lda, b, ldb, beta, c, ldc);
+  }
+
+  void RoutedForwardNarrow(const CudaRouting& r, const Mat& x, const Tensor& w, const Mat& y) {
+    const int groups = r.num_groups();
+    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
+    cuda::Scratch scratch(stream_);
+    if (out <= in) {
+      // Every group's output, then each row's own: w is [G * out, in] as stored.
+      float* y_all = scratch.Alloc<float>(n * groups * out);
+      Gemm32(false, true, n, groups * out, in, x.ptr<float>(), x.ld, w.data<float>(), in, 0.f,
+             y_all, groups * out);
+      cuda::SelectGroupCols(r.group(), groups, y_all, ToView(y), false, stream_);
+    } else {
+      // Each row's input in its group's block of columns, against the groups'
+      // weights side by side.
+      float* x_exp = scratch.Alloc<float>(n * groups * in);
+      float* w_cat = scratch.Alloc<float>(out * groups * in);
+      cuda::ExpandRows(r.group(), groups, ToConst(x), x_exp, stream_);
+      cuda::ConcatGroups(w.data<float>(), groups, out, in, w_cat, stream_);
+      Gemm32(false, true, n, out, groups * in, x_exp, groups * in, w_cat, groups * in, 0.f,
+             y.ptr<float>(), y.ld);
+    }
+  }
+
+  // Narrow output (x_proj): dy in its group's block of columns gives
+  // dx = dy_exp W_stack and dW_stack += dy_exp^T x. (A narrow input gains
+  // nothing here: the gathered path is faster for dt_proj's backward.)
+  void RoutedBackwardNarrowOut(const CudaRouting& r, const Mat& x, const Tensor& w, const Mat& dy,
+                               const Mat& dx, bool accumulate_dx, Tensor* dw) {
+    const int groups = r.num_groups();
+    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
+    cuda::Scratch scratch(stream_);
+    float* dy_exp = scratch.Alloc<float>(n * groups * out);
+    cuda::ExpandRows(r.group(), groups, ToConst(dy), dy_exp, stream_);
+    Gemm32(false, false, n, in, groups * out, dy_exp, groups * out, w.data<float>(), in,
+           accumulate_dx ? 1.f : 0.f, dx.ptr<float>(), dx.ld);
+    Gemm32(true, false, groups * out, in, n, dy_exp, groups * out, x.ptr<float>(), x.ld, 1.f,
+           dw->data<float>(), in);
+  }
+
+  // Rows gathered by group (as GEMM operands of type T), one GEMM per group,
+  // results scattered back.
+  template <typename T>
+  void RoutedForwardWide(const CudaRouting& r, const Mat& x, const Tensor& w, const Mat& y) {
+    const int groups = r.num_groups();
+    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
+    cuda::Scratch scratch(stream_);
+    T* xp = scratch.Alloc<T>(n * in);
+    float* yp = scratch.Alloc<float>(n * out);
+    Gather(r, x, xp);
+    for (int g = 0; g < groups; ++g) {
+      if (r.count(g) == 0) continue;
+      const int64_t off = r.offset(g);
+      Matmul<T>(false, true, r.count(g), out, in, Operand<T>{xp + off * in, in},
+                AsOperand<T>(GroupWeight(w, g), out, in, in, &scratch), 0.f, yp + off * out, out);
+    }
+    cuda::ScatterRows(r.perm(), n, ConstView(yp, n, out, out), ToView(y), false, nullptr, stream_);
+  }
+
+  template <typename T>
+  void RoutedBackwardWide(const CudaRouting& r, const Mat& x, const Tensor& w, const Mat& dy,
+                          const Mat& dx, bool accumulate_dx, Tensor* dw) {
+    const int groups = r.num_groups();
+    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
+    float* dw_data = dw->data<float>();
+    cuda::Scratch scratch(stream_);
+    T* xp = scratch.Alloc<T>(n * in);
+    T* dyp = scratch.Alloc<T>(n * out);
+    float* dxp = scratch.Alloc<float>(n * in);
+    Gather(r, x, xp);
+    Gather(r, dy, dyp);
+    for (int g = 0; g < groups; ++g) {
+      if (r.count(g) == 0) continue;
+      const int64_t off = r.offset(g), cnt = r.count(g);
+      const Operand<T> dyg{dyp + off * out, out};
+      Matmul<T>(false, false, cnt, in, out, dyg,
+                AsOperand<T>(GroupWeight(w, g), out, in, in, &scratch), 0.f, dxp + off * in, in);
+      Matmul<T>(true, false, out, in, cnt, dyg, Operand<T>{xp + off * in, in}, 1.f,
+                dw_data + g * out * in, in);
+    }
+    cuda::ScatterRows(r.perm(), n, ConstView(dxp, n, in, in), ToView(dx), accumulate_dx, nullptr,
+                      stream_);
+  }
+
+  // Rows of m in group order into a contiguous matrix.
+  void Gather(const CudaRouting& r, const Mat& m, float* dst) {
+    cuda::GatherRows(r.perm(), r.num_rows(), ToConst(m), View{dst, m.rows, m.cols, m.cols}, nullptr,
+                     stream_);
+  }
+  void Gather(const CudaRouting& r, const Mat& m, __nv_bfloat16* dst) {
+    cuda::GatherRowsBf16(r.perm(), r.num_rows(), ToConst(m), dst, stream_);
+  }
+
+  cuda::ConvArgs MakeConvArgs(const SeqLayout& seq, const Mat& x, const Tensor& w, const Tensor& b,
+                              const char* what) {
     CheckF32(x, what);
     CheckTensor(w, DType::kF32, what);
     CheckTensor(b, DType::kF32, what);
@@ -503,8 +600,8 @@ class CudaBackend : public Backend {
         << "scan dt_bias: " << groups << " rows for " << r.num_groups() << " routing groups";
     CHECK_EQ(in.a_log->numel(), e * s) << "scan A_log: size";
     CHECK_EQ(in.d->numel(), e) << "scan D: size";
-    CHECK_LE(s, cuda::kScanMaxState) << "scan: the CUDA kernels support d_state up to "
-                                     << cuda::kScanMaxState;
+    CHECK_LE(s, cuda::kScanMaxState)
+        << "scan: the CUDA kernels support d_state up to " << cuda::kScanMaxState;
     a.dt_groups = groups;
     a.group = groups > 1 ? r.group() : nullptr;
     a.dt_bias = in.dt_bias->data<float>();

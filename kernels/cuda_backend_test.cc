@@ -4,6 +4,8 @@
 // group with no tokens, documents starting mid-sequence, strided and
 // misaligned column views). Device outputs are NaN-poisoned first, so an
 // element the kernel misses fails the comparison. Skips without a GPU.
+#include "kernels/cuda_backend.h"
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -16,7 +18,6 @@
 #include "core/backend.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
-#include "kernels/cuda_backend.h"
 #include "kernels/test_util.h"
 
 namespace modamba {
@@ -117,26 +118,36 @@ TEST_F(CudaBackendTest, CopyAndFill) {
 }
 
 TEST_F(CudaBackendTest, Gemm) {
-  const int64_t m = 37, n = 53, k = 29;
-  for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
-    auto gpu = MakeGpu(precision);
-    const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
-    for (bool ta : {false, true}) {
-      for (bool tb : {false, true}) {
-        // A and B as column windows of wider matrices (ld > cols).
-        Pair a = Random({ta ? k : m, (ta ? m : k) + 3});
-        Pair b = Random({tb ? n : k, (tb ? k : n) + 1});
-        Pair c = Random({m, n});
-        Mat ah = a.h(1, ta ? m : k), ad = a.d(1, ta ? m : k);
-        Mat bh = b.h(0, tb ? k : n), bd = b.d(0, tb ? k : n);
-        cpu_->Gemm(ta, tb, 0.7, ah, bh, 0.3, c.h());
-        gpu->Gemm(ta, tb, 0.7, ad, bd, 0.3, c.d());
-        ExpectClose(Err(c), tol,
-                    "gemm ta=" + std::to_string(ta) + " tb=" + std::to_string(tb) +
-                        (precision == MatmulPrecision::kFp32 ? " fp32" : " bf16"));
+  struct Size {
+    int64_t m, n, k;
+  };
+  // Small sizes run cuBLAS's in-kernel bf16 conversion; large ones (every
+  // dimension >= 256) a conversion pass first.
+  for (const Size& sz : {Size{37, 53, 29}, Size{300, 260, 270}}) {
+    const int64_t m = sz.m, n = sz.n, k = sz.k;
+    for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
+      auto gpu = MakeGpu(precision);
+      const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
+      for (bool ta : {false, true}) {
+        for (bool tb : {false, true}) {
+          // A and B as column windows of wider matrices (ld > cols).
+          Pair a = Random({ta ? k : m, (ta ? m : k) + 3});
+          Pair b = Random({tb ? n : k, (tb ? k : n) + 1});
+          Pair c = Random({m, n});
+          Mat ah = a.h(1, ta ? m : k), ad = a.d(1, ta ? m : k);
+          Mat bh = b.h(0, tb ? k : n), bd = b.d(0, tb ? k : n);
+          cpu_->Gemm(ta, tb, 0.7, ah, bh, 0.3, c.h());
+          gpu->Gemm(ta, tb, 0.7, ad, bd, 0.3, c.d());
+          ExpectClose(Err(c), tol,
+                      "gemm " + std::to_string(m) + "x" + std::to_string(n) + "x" +
+                          std::to_string(k) + " ta=" + std::to_string(ta) +
+                          " tb=" + std::to_string(tb) +
+                          (precision == MatmulPrecision::kFp32 ? " fp32" : " bf16"));
+        }
       }
     }
   }
+  const int64_t m = 37, n = 53;
   // An empty inner dimension with beta 0 overwrites C (here NaN-poisoned).
   Pair a = Random({m, 1}), b = Random({1, n});
   Pair c = Output({m, n});
@@ -146,7 +157,7 @@ TEST_F(CudaBackendTest, Gemm) {
 }
 
 TEST_F(CudaBackendTest, RoutedLinear) {
-  const int64_t n = 2 * 37, in = 29, out = 45;
+  const int64_t n = 2 * 37;
   struct Case {
     const char* name;
     int groups;
@@ -157,33 +168,40 @@ TEST_F(CudaBackendTest, RoutedLinear) {
       {"3 groups, all rows in group 2", 3, {2}},
       {"shared weight", 1, {0}},
   };
+  // Narrow input, narrow output, and both sides wide: the three ways the
+  // backend runs a projection split across groups.
+  const std::vector<std::pair<int64_t, int64_t>> sizes = {{29, 45}, {300, 20}, {300, 270}};
   for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
     auto gpu = MakeGpu(precision);
     const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
-    for (const Case& c : cases) {
-      const std::string tag = std::string(c.name) +
-                              (precision == MatmulPrecision::kFp32 ? ", fp32" : ", bf16");
-      std::vector<int32_t> mod = Modalities(n, c.allowed);
-      auto rc = cpu_->MakeRouting(mod.data(), n, c.groups);
-      auto rg = gpu->MakeRouting(mod.data(), n, c.groups);
-      Pair x = Random({n, in + 2});  // x as a strided window
-      Pair w = Random({c.groups, out, in}, 0.2f);
-      Pair y = Output({n, out});
-      cpu_->RoutedLinear(*rc, x.h(1, in), w.host, y.h());
-      gpu->RoutedLinear(*rg, x.d(1, in), w.dev, y.d());
-      ExpectClose(Err(y), tol, "routed linear y, " + tag);
+    for (auto [in, out] : sizes) {
+      for (const Case& c : cases) {
+        const std::string tag = std::string(c.name) + ", " + std::to_string(in) + "->" +
+                                std::to_string(out) +
+                                (precision == MatmulPrecision::kFp32 ? ", fp32" : ", bf16");
+        std::vector<int32_t> mod = Modalities(n, c.allowed);
+        auto rc = cpu_->MakeRouting(mod.data(), n, c.groups);
+        auto rg = gpu->MakeRouting(mod.data(), n, c.groups);
+        Pair x = Random({n, in + 2});  // x as a strided window
+        Pair w = Random({c.groups, out, in}, 0.2f);
+        Pair y = Output({n, out + 1});
+        cpu_->RoutedLinear(*rc, x.h(1, in), w.host, y.h(0, out));
+        gpu->RoutedLinear(*rg, x.d(1, in), w.dev, y.d(0, out));
+        ExpectClose(Err(y, 0, out), tol, "routed linear y, " + tag);
 
-      Pair dy = Random({n, out});
-      Pair dw = Random({c.groups, out, in});
-      for (bool accumulate : {false, true}) {
-        Pair dx = accumulate ? Random({n, in}) : Output({n, in});
-        cpu_->RoutedLinearBackward(*rc, x.h(1, in), w.host, dy.h(), dx.h(), accumulate,
-                                   &dw.host);
-        gpu->RoutedLinearBackward(*rg, x.d(1, in), w.dev, dy.d(), dx.d(), accumulate, &dw.dev);
-        ExpectClose(Err(dx), tol,
-                    "routed linear dx" + std::string(accumulate ? " (+=), " : ", ") + tag);
+        Pair dy = Random({n, out});
+        Pair dw = Random({c.groups, out, in});
+        for (bool accumulate : {false, true}) {
+          Pair dx = accumulate ? Random({n, in + 3}) : Output({n, in + 3});
+          cpu_->RoutedLinearBackward(*rc, x.h(1, in), w.host, dy.h(), dx.h(2, in), accumulate,
+                                     &dw.host);
+          gpu->RoutedLinearBackward(*rg, x.d(1, in), w.dev, dy.d(), dx.d(2, in), accumulate,
+                                    &dw.dev);
+          ExpectClose(Err(dx, 2, in), tol,
+                      "routed linear dx" + std::string(accumulate ? " (+=), " : ", ") + tag);
+        }
+        ExpectClose(Err(dw), tol, "routed linear dw (accumulated twice), " + tag);
       }
-      ExpectClose(Err(dw), tol, "routed linear dw (accumulated twice), " + tag);
     }
   }
 }
@@ -381,8 +399,15 @@ class ScanTest : public CudaBackendTest {
 };
 
 TEST_F(ScanTest, RoutedBiasDocumentsMisaligned) {
-  Run({"B=2 L=150 E=70 S=16, 3 dt groups (one empty), docs, misaligned", 2, 150, 70, 16, 3,
-       {0, 2}, true, 0.03});
+  Run({"B=2 L=150 E=70 S=16, 3 dt groups (one empty), docs, misaligned",
+       2,
+       150,
+       70,
+       16,
+       3,
+       {0, 2},
+       true,
+       0.03});
 }
 
 TEST_F(ScanTest, BatchOneAligned) {
@@ -393,9 +418,7 @@ TEST_F(ScanTest, SmallStateManyDocuments) {
   Run({"B=3 L=64 E=33 S=5, 2 dt groups, dense docs", 3, 64, 33, 5, 2, {0, 1}, true, 0.1});
 }
 
-TEST_F(ScanTest, ShortSequences) {
-  Run({"B=2 L=9 E=64 S=16", 2, 9, 64, 16, 1, {0}, false, 0.2});
-}
+TEST_F(ScanTest, ShortSequences) { Run({"B=2 L=9 E=64 S=16", 2, 9, 64, 16, 1, {0}, false, 0.2}); }
 
 TEST_F(CudaBackendTest, CrossEntropy) {
   const int64_t n = 37;

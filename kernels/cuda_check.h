@@ -8,21 +8,20 @@
 
 #include "glog/logging.h"
 
-#define CUDA_CHECK(expr)                                                           \
-  do {                                                                             \
-    cudaError_t err_ = (expr);                                                     \
-    CHECK(err_ == cudaSuccess) << #expr << " failed: " << cudaGetErrorName(err_)   \
-                               << " (" << cudaGetErrorString(err_) << ")";         \
+#define CUDA_CHECK(expr)                                                                 \
+  do {                                                                                   \
+    cudaError_t err_ = (expr);                                                           \
+    CHECK(err_ == cudaSuccess) << #expr << " failed: " << cudaGetErrorName(err_) << " (" \
+                               << cudaGetErrorString(err_) << ")";                       \
   } while (0)
 
 // After every kernel launch: catches bad launch configurations at once.
 #define CUDA_CHECK_LAUNCH() CUDA_CHECK(cudaGetLastError())
 
-#define CUBLAS_CHECK(expr)                                                         \
-  do {                                                                             \
-    cublasStatus_t st_ = (expr);                                                   \
-    CHECK(st_ == CUBLAS_STATUS_SUCCESS) << #expr << " failed: "                    \
-                                        << cublasGetStatusString(st_);             \
+#define CUBLAS_CHECK(expr)                                                                     \
+  do {                                                                                         \
+    cublasStatus_t st_ = (expr);                                                               \
+    CHECK(st_ == CUBLAS_STATUS_SUCCESS) << #expr << " failed: " << cublasGetStatusString(st_); \
   } while (0)
 
 #endif  // MODAMBA_KERNELS_CUDA_CHECK_H_

@@ -131,8 +131,7 @@ void Fill(void* data, int64_t rows, int64_t cols, int64_t ld, int elem_size, uin
                                                 static_cast<uint32_t>(bits));
       break;
     case 8:
-      FillKernel<<<grid, kThreads, 0, stream>>>(static_cast<uint64_t*>(data), rows, cols, ld,
-                                                bits);
+      FillKernel<<<grid, kThreads, 0, stream>>>(static_cast<uint64_t*>(data), rows, cols, ld, bits);
       break;
     default:
       LOG(FATAL) << "Fill: element size " << elem_size;
@@ -165,8 +164,8 @@ double SumSquares(ConstView x, cudaStream_t stream) {
   SumPartialsKernel<<<1, kSumThreads, 0, stream>>>(partial, kSumBlocks, partial + kSumBlocks);
   CUDA_CHECK_LAUNCH();
   double result = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&result, partial + kSumBlocks, sizeof(double),
-                             cudaMemcpyDeviceToHost, stream));
+  CUDA_CHECK(cudaMemcpyAsync(&result, partial + kSumBlocks, sizeof(double), cudaMemcpyDeviceToHost,
+                             stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return result;
 }

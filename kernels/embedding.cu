@@ -87,13 +87,13 @@ __global__ void CrossChunkKernel(const int32_t* keys, int64_t n, int64_t d, int6
 
 }  // namespace
 
-void EmbeddingForward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab,
-                      View out, int* error, cudaStream_t stream) {
+void EmbeddingForward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab, View out,
+                      int* error, cudaStream_t stream) {
   if (n == 0 || out.cols == 0) return;
   dim3 grid(static_cast<unsigned>(CeilDiv(out.cols, kThreads)),
             static_cast<unsigned>(n < 65535 ? n : 65535));
-  EmbeddingForwardKernel<<<grid, kThreads, 0, stream>>>(tokens, n, table, vocab, out.cols,
-                                                        out.data, out.ld, error);
+  EmbeddingForwardKernel<<<grid, kThreads, 0, stream>>>(tokens, n, table, vocab, out.cols, out.data,
+                                                        out.ld, error);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -124,8 +124,8 @@ void EmbeddingBackward(const int32_t* tokens, int64_t n, ConstView dout, float* 
   float* head = scratch.Alloc<float>(chunks * d);
   float* tail = scratch.Alloc<float>(chunks * d);
   dim3 grid(static_cast<unsigned>(chunks), static_cast<unsigned>(CeilDiv(d, kThreads)));
-  ChunkSumKernel<<<grid, kThreads, 0, stream>>>(keys, rows, n, dout.data, dout.ld, d, vocab,
-                                                dtable, head, tail);
+  ChunkSumKernel<<<grid, kThreads, 0, stream>>>(keys, rows, n, dout.data, dout.ld, d, vocab, dtable,
+                                                head, tail);
   CUDA_CHECK_LAUNCH();
   CrossChunkKernel<<<grid, kThreads, 0, stream>>>(keys, n, d, vocab, head, tail, dtable);
   CUDA_CHECK_LAUNCH();

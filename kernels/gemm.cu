@@ -2,6 +2,7 @@
 // (per-modality) projections use to run one GEMM per modality group.
 #include <cuda_bf16.h>
 
+#include <algorithm>
 #include <limits>
 
 #include "kernels/cuda_check.h"
@@ -12,16 +13,19 @@ namespace modamba::cuda {
 namespace {
 
 int AsInt(int64_t v, const char* what) {
-  CHECK(v >= 0 && v <= std::numeric_limits<int>::max()) << "gemm: " << what << " = " << v
-                                                         << " exceeds cuBLAS's int range";
+  CHECK(v >= 0 && v <= std::numeric_limits<int>::max())
+      << "gemm: " << what << " = " << v << " exceeds cuBLAS's int range";
   return static_cast<int>(v);
 }
 
 cublasComputeType_t ComputeType(MatmulPrecision p) {
   switch (p) {
-    case MatmulPrecision::kFp32: return CUBLAS_COMPUTE_32F_PEDANTIC;
-    case MatmulPrecision::kTf32: return CUBLAS_COMPUTE_32F_FAST_TF32;
-    case MatmulPrecision::kBf16: return CUBLAS_COMPUTE_32F_FAST_16BF;
+    case MatmulPrecision::kFp32:
+      return CUBLAS_COMPUTE_32F_PEDANTIC;
+    case MatmulPrecision::kTf32:
+      return CUBLAS_COMPUTE_32F_FAST_TF32;
+    case MatmulPrecision::kBf16:
+      return CUBLAS_COMPUTE_32F_FAST_16BF;
   }
   return CUBLAS_COMPUTE_32F;
 }
@@ -30,9 +34,8 @@ cublasComputeType_t ComputeType(MatmulPrecision p) {
 // row-major matrix read column-major is its transpose: so swap A and B and
 // keep the transpose flags.
 void GemmEx(cublasHandle_t handle, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
-            const void* a, cudaDataType_t a_type, int64_t lda, const void* b,
-            cudaDataType_t b_type, int64_t ldb, float beta, float* c, int64_t ldc,
-            cublasComputeType_t compute) {
+            const void* a, cudaDataType_t a_type, int64_t lda, const void* b, cudaDataType_t b_type,
+            int64_t ldb, float beta, float* c, int64_t ldc, cublasComputeType_t compute) {
   if (m == 0 || n == 0) return;
   cudaStream_t stream;
   CUBLAS_CHECK(cublasGetStream(handle, &stream));
@@ -76,7 +79,7 @@ __global__ void GatherKernel(const int32_t* rows, int64_t n, const float* src, i
   const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (kVec ? 4 : 1);
   if (c >= cols) return;
   for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
-    const int64_t row = rows[i];
+    const int64_t row = rows != nullptr ? rows[i] : i;
     if (row < 0 || row >= limit) {
       if (error != nullptr) *error = 1;
       continue;
@@ -93,8 +96,8 @@ __global__ void GatherKernel(const int32_t* rows, int64_t n, const float* src, i
 
 template <bool kVec>
 __global__ void ScatterKernel(const int32_t* rows, int64_t n, const float* src, int64_t lds,
-                              int64_t cols, float* dst, int64_t ldd, int64_t limit,
-                              bool accumulate, int* error) {
+                              int64_t cols, float* dst, int64_t ldd, int64_t limit, bool accumulate,
+                              int* error) {
   const int64_t c = (blockIdx.x * int64_t(blockDim.x) + threadIdx.x) * (kVec ? 4 : 1);
   if (c >= cols) return;
   for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
@@ -109,7 +112,10 @@ __global__ void ScatterKernel(const int32_t* rows, int64_t n, const float* src, 
       float4 v = *reinterpret_cast<const float4*>(s);
       if (accumulate) {
         float4 o = *reinterpret_cast<const float4*>(d);
-        v.x += o.x; v.y += o.y; v.z += o.z; v.w += o.w;
+        v.x += o.x;
+        v.y += o.y;
+        v.z += o.z;
+        v.w += o.w;
       }
       *reinterpret_cast<float4*>(d) = v;
     } else {
@@ -145,18 +151,127 @@ void GatherRowsT(const int32_t* rows, int64_t n, ConstView src, T* dst, int64_t 
   CUDA_CHECK_LAUNCH();
 }
 
+// dst[n, g * W + j] = g == group[n] ? src[n, j] : 0 over all G groups.
+__global__ void ExpandKernel(const int32_t* group, int64_t n, int groups, const float* src,
+                             int64_t lds, int64_t w, float* dst) {
+  const int64_t c = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (c >= groups * w) return;
+  const int g = static_cast<int>(c / w);
+  const int64_t j = c % w;
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+    dst[i * groups * w + c] = group[i] == g ? src[i * lds + j] : 0.f;
+  }
+}
+
+// dst[n, j] (=|+=) src[n, group[n] * W + j].
+__global__ void SelectKernel(const int32_t* group, int64_t n, int groups, const float* src,
+                             int64_t w, float* dst, int64_t ldd, bool accumulate) {
+  const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (j >= w) return;
+  for (int64_t i = blockIdx.y; i < n; i += gridDim.y) {
+    const float v = src[(i * groups + group[i]) * w + j];
+    float* d = dst + i * ldd + j;
+    *d = accumulate ? *d + v : v;
+  }
+}
+
+// dst[o, g * I + i] = w[g, o, i]  (the groups side by side along the input).
+__global__ void ConcatKernel(const float* w, int groups, int64_t out, int64_t in, float* dst) {
+  const int64_t total = groups * out * in;
+  const int64_t stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t q = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; q < total; q += stride) {
+    const int64_t g = q / (out * in), o = (q / in) % out, i = q % in;
+    dst[o * groups * in + g * in + i] = w[q];
+  }
+}
+
 }  // namespace
+
+void ExpandRows(const int32_t* group, int groups, ConstView src, float* dst, cudaStream_t stream) {
+  if (src.rows == 0 || src.cols == 0) return;
+  constexpr int kThreads = 256;
+  dim3 grid(static_cast<unsigned>(CeilDiv(groups * src.cols, kThreads)),
+            static_cast<unsigned>(Min64(src.rows, 65535)));
+  ExpandKernel<<<grid, kThreads, 0, stream>>>(group, src.rows, groups, src.data, src.ld, src.cols,
+                                              dst);
+  CUDA_CHECK_LAUNCH();
+}
+
+void SelectGroupCols(const int32_t* group, int groups, const float* src, View dst, bool accumulate,
+                     cudaStream_t stream) {
+  if (dst.rows == 0 || dst.cols == 0) return;
+  constexpr int kThreads = 256;
+  dim3 grid(static_cast<unsigned>(CeilDiv(dst.cols, kThreads)),
+            static_cast<unsigned>(Min64(dst.rows, 65535)));
+  SelectKernel<<<grid, kThreads, 0, stream>>>(group, dst.rows, groups, src, dst.cols, dst.data,
+                                              dst.ld, accumulate);
+  CUDA_CHECK_LAUNCH();
+}
+
+void ConcatGroups(const float* w, int groups, int64_t out, int64_t in, float* dst,
+                  cudaStream_t stream) {
+  const int64_t total = groups * out * in;
+  if (total == 0) return;
+  ConcatKernel<<<GridFor(total, 256), 256, 0, stream>>>(w, groups, out, in, dst);
+  CUDA_CHECK_LAUNCH();
+}
+
+void GemmF32InKernelBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                         int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, float beta, float* c, int64_t ldc) {
+  GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
+         ldc, CUBLAS_COMPUTE_32F_FAST_16BF);
+}
+
+void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                          int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                          int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (m == 0 || n == 0 || k == 0) {
+    GemmF32InKernelBf16(handle, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    return;
+  }
+  cudaStream_t stream;
+  CUBLAS_CHECK(cublasGetStream(handle, &stream));
+  Scratch scratch(stream);
+  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
+  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
+  auto* ab = scratch.Alloc<__nv_bfloat16>(a_rows * a_cols);
+  auto* bb = scratch.Alloc<__nv_bfloat16>(b_rows * b_cols);
+  ConvertToBf16(ConstView(a, a_rows, a_cols, lda), ab, stream);
+  ConvertToBf16(ConstView(b, b_rows, b_cols, ldb), bb, stream);
+  GemmBf16(handle, trans_a, trans_b, m, n, k, alpha, ab, a_cols, bb, b_cols, beta, c, ldc);
+}
 
 void GemmF32(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
              int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float beta, float* c, int64_t ldc) {
+  if (precision == MatmulPrecision::kBf16) {
+    // Measured on an H100 for every GEMM of a training step (kernel_bench's
+    // gemm_paths table, kernels/NOTES.md): a bf16 conversion pass first is
+    // 1.1-1.6x faster once every dimension is large; cuBLAS's in-kernel
+    // conversion wins for the thin x_proj and dt_proj products.
+    if (std::min({m, n, k}) >= 256) {
+      GemmF32ConvertedBf16(handle, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    } else {
+      GemmF32InKernelBf16(handle, trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
+    }
+    return;
+  }
   GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_32F, lda, b, CUDA_R_32F, ldb, beta, c,
          ldc, ComputeType(precision));
 }
 
+void ConvertToBf16(ConstView src, __nv_bfloat16* dst, cudaStream_t stream) {
+  if (src.ld == src.cols) {
+    ConvertToBf16(src.data, src.rows * src.cols, dst, stream);
+  } else {
+    GatherRowsT<__nv_bfloat16>(nullptr, src.rows, src, dst, src.cols, nullptr, stream);
+  }
+}
+
 void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
-              int64_t ldb, float beta, float* c, int64_t ldc) {
+              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b, int64_t ldb,
+              float beta, float* c, int64_t ldc) {
   GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta,
          c, ldc, CUBLAS_COMPUTE_32F);
 }
@@ -180,13 +295,11 @@ void ScatterRows(const int32_t* rows, int64_t n, ConstView src, View dst, bool a
   const bool vec = VecRows(dst.data, dst.ld, dst.cols) && VecRows(src.data, src.ld, src.cols);
   dim3 grid = RowGrid(n, dst.cols, kThreads, vec);
   if (vec) {
-    ScatterKernel<true><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, dst.cols,
-                                                       dst.data, dst.ld, dst.rows, accumulate,
-                                                       error);
+    ScatterKernel<true><<<grid, kThreads, 0, stream>>>(
+        rows, n, src.data, src.ld, dst.cols, dst.data, dst.ld, dst.rows, accumulate, error);
   } else {
-    ScatterKernel<false><<<grid, kThreads, 0, stream>>>(rows, n, src.data, src.ld, dst.cols,
-                                                        dst.data, dst.ld, dst.rows, accumulate,
-                                                        error);
+    ScatterKernel<false><<<grid, kThreads, 0, stream>>>(
+        rows, n, src.data, src.ld, dst.cols, dst.data, dst.ld, dst.rows, accumulate, error);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -32,8 +32,9 @@ ABSL_FLAG(int64_t, d_state, 16, "Scan state size.");
 ABSL_FLAG(int64_t, vocab, 50280, "Vocabulary of the cross-entropy benchmark.");
 ABSL_FLAG(int, modalities, 3, "Modality groups of the routed GEMMs.");
 ABSL_FLAG(int, reps, 20, "Timed repetitions per measurement.");
-ABSL_FLAG(std::string, sections, "scan,gemm,glue",
-          "Comma-separated tables to print after the device ceilings: scan, gemm, glue.");
+ABSL_FLAG(std::string, sections, "scan,gemm,gemm_paths,glue",
+          "Comma-separated tables to print after the device ceilings: scan, gemm, gemm_paths, "
+          "glue.");
 
 namespace modamba {
 namespace {
@@ -84,9 +85,8 @@ class Bench {
     CUDA_CHECK(cudaMalloc(&a, bytes));
     CUDA_CHECK(cudaMalloc(&b, bytes));
     CUDA_CHECK(cudaMemset(a, 1, bytes));
-    double ms = Ms([&] {
-      CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, ctx_.stream()));
-    });
+    double ms = Ms(
+        [&] { CUDA_CHECK(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, ctx_.stream())); });
     copy_gbs_ = 2.0 * bytes / ms / 1e6;
     CUDA_CHECK(cudaFree(a));
     CUDA_CHECK(cudaFree(b));
@@ -99,8 +99,8 @@ class Bench {
     cuda::ConvertToBf16(x.data<float>(), n * n, xb, ctx_.stream());
     cuda::ConvertToBf16(y.data<float>(), n * n, yb, ctx_.stream());
     ms = Ms([&] {
-      cuda::GemmBf16(ctx_.cublas(), false, true, n, n, n, 1.f, xb, n, yb, n, 0.f,
-                     c.data<float>(), n);
+      cuda::GemmBf16(ctx_.cublas(), false, true, n, n, n, 1.f, xb, n, yb, n, 0.f, c.data<float>(),
+                     n);
     });
     gemm_tflops_ = 2.0 * n * n * n / ms / 1e9;
     std::printf("\n## Device ceilings (measured)\n\n| what | value |\n|---|---|\n");
@@ -150,7 +150,7 @@ class Bench {
     g.dd = &dd;
 
     const double ne = double(n) * e * 4, ns = double(n) * s * 4;
-    const double fwd_bytes = 3 * ne + 2 * ns + ne;             // u, delta, z, B, C -> y
+    const double fwd_bytes = 3 * ne + 2 * ns + ne;               // u, delta, z, B, C -> y
     const double bwd_bytes = 4 * ne + 2 * ns + 3 * ne + 2 * ns;  // + dy -> du, ddelta, dz, dB, dC
     const double fwd_ms = Ms([&] { gpu_->ScanForward(seq, *routing, in, y.mat()); });
     const double bwd_ms = Ms([&] { gpu_->ScanBackward(seq, *routing, in, dy.mat(), g); });
@@ -172,9 +172,10 @@ class Bench {
     row("forward", fwd_ms, fwd_bytes, 1);
     row("backward", bwd_ms, bwd_bytes, 1);
     row("forward + backward", fwd_ms + bwd_ms, fwd_bytes + bwd_bytes, 2);
-    std::printf("\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
-                "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",
-                exp_ms, sms, clock_khz / 1e6);
+    std::printf(
+        "\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
+        "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",
+        exp_ms, sms, clock_khz / 1e6);
   }
 
   // Contiguous modality spans as in packed multi-modal documents: text
@@ -204,10 +205,12 @@ class Bench {
     };
     const std::vector<Shape2> shapes = {
         {"in_proj", dm, 2 * e}, {"x_proj", e, r + 2 * s}, {"dt_proj", r, e}, {"out_proj", e, dm}};
-    std::printf("\n## Routed GEMMs, %ld tokens, %d modalities in contiguous spans (bf16 operands)\n\n",
-                n, groups);
-    std::printf("| projection | pass | routed ms | dense ms | routed TFLOP/s | dense TFLOP/s | "
-                "routed / dense |\n|---|---|---|---|---|---|---|\n");
+    std::printf(
+        "\n## Routed GEMMs, %ld tokens, %d modalities in contiguous spans (bf16 operands)\n\n", n,
+        groups);
+    std::printf(
+        "| projection | pass | routed ms | dense ms | routed TFLOP/s | dense TFLOP/s | "
+        "routed / dense |\n|---|---|---|---|---|---|---|\n");
     for (const Shape2& sh : shapes) {
       Tensor x = Random({n, sh.in}), y = gpu_->Empty(DType::kF32, {n, sh.out});
       Tensor dy = Random({n, sh.out}), dx = gpu_->Empty(DType::kF32, {n, sh.in});
@@ -239,18 +242,64 @@ class Bench {
       cuda::GemmBf16(ctx_.cublas(), false, true, n, out, in, 1.f, xb, in, wb, in, 0.f,
                      y.data<float>(), out);
     });
-    std::printf("\nin_proj forward with bf16 operands prepared in advance: %.3f ms (%.0f TFLOP/s)\n",
-                pure, 2.0 * n * in * out / pure / 1e9);
+    std::printf(
+        "\nin_proj forward with bf16 operands prepared in advance: %.3f ms (%.0f TFLOP/s)\n", pure,
+        2.0 * n * in * out / pure / 1e9);
+  }
+
+  // Every GEMM of a training step, fp32 operands with bf16 products: cuBLAS
+  // converting inside the kernel against a conversion pass first.
+  void GemmPaths() {
+    const int64_t n = absl::GetFlag(FLAGS_batch) * absl::GetFlag(FLAGS_seq_len);
+    const int64_t dm = absl::GetFlag(FLAGS_d_model), e = 2 * dm, v = absl::GetFlag(FLAGS_vocab);
+    const int64_t r = (dm + 15) / 16, s = absl::GetFlag(FLAGS_d_state);
+    struct G {
+      std::string name;
+      bool ta, tb;
+      int64_t m, n, k;
+    };
+    std::vector<G> gemms;
+    auto proj = [&](const std::string& name, int64_t in, int64_t out) {
+      gemms.push_back({name + " y=xW'", false, true, n, out, in});
+      gemms.push_back({name + " dx=dyW", false, false, n, in, out});
+      gemms.push_back({name + " dW=dy'x", true, false, out, in, n});
+    };
+    proj("in_proj", dm, 2 * e);
+    proj("x_proj", e, r + 2 * s);
+    proj("dt_proj", r, e);
+    proj("out_proj", e, dm);
+    gemms.push_back({"lm_head logits", false, true, n, v, dm});
+    gemms.push_back({"lm_head dx", false, false, n, dm, v});
+    gemms.push_back({"lm_head dW", true, false, v, dm, n});
+    std::printf("\n## GEMM paths, fp32 operands, bf16 products, %ld tokens\n\n", n);
+    std::printf(
+        "| GEMM | m x n x k | in-kernel ms | convert-first ms | faster |\n|---|---|---|---|---|\n");
+    for (const G& g : gemms) {
+      Tensor a = Random({g.ta ? g.k : g.m, g.ta ? g.m : g.k});
+      Tensor b = Random({g.tb ? g.n : g.k, g.tb ? g.k : g.n});
+      Tensor c = gpu_->Empty(DType::kF32, {g.m, g.n});
+      const int64_t lda = a.dim(1), ldb = b.dim(1);
+      const double fast = Ms([&] {
+        cuda::GemmF32InKernelBf16(ctx_.cublas(), g.ta, g.tb, g.m, g.n, g.k, 1.f, a.data<float>(),
+                                  lda, b.data<float>(), ldb, 0.f, c.data<float>(), g.n);
+      });
+      const double conv = Ms([&] {
+        cuda::GemmF32ConvertedBf16(ctx_.cublas(), g.ta, g.tb, g.m, g.n, g.k, 1.f, a.data<float>(),
+                                   lda, b.data<float>(), ldb, 0.f, c.data<float>(), g.n);
+      });
+      std::printf("| %s | %ldx%ldx%ld | %.3f | %.3f | %s |\n", g.name.c_str(), g.m, g.n, g.k, fast,
+                  conv, fast <= conv ? "in-kernel" : "convert-first");
+    }
   }
 
   void Glue() {
     const int64_t batch = absl::GetFlag(FLAGS_batch), len = absl::GetFlag(FLAGS_seq_len);
     const int64_t n = batch * len, dm = absl::GetFlag(FLAGS_d_model), e = 2 * dm;
     const int64_t v = absl::GetFlag(FLAGS_vocab);
-    std::printf("\n## Glue ops, %ld tokens\n\n| op | ms | MB moved | GB/s |\n|---|---|---|---|\n", n);
+    std::printf("\n## Glue ops, %ld tokens\n\n| op | ms | MB moved | GB/s |\n|---|---|---|---|\n",
+                n);
     auto row = [&](const std::string& what, double ms, double bytes) {
-      std::printf("| %s | %.3f | %.0f | %.0f |\n", what.c_str(), ms, bytes / 1e6,
-                  bytes / ms / 1e6);
+      std::printf("| %s | %.3f | %.0f | %.0f |\n", what.c_str(), ms, bytes / 1e6, bytes / ms / 1e6);
     };
     {
       Tensor xz = Random({n, 2 * e}), u = gpu_->Empty(DType::kF32, {n, e});
@@ -262,20 +311,20 @@ class Bench {
       row("conv forward", Ms([&] { gpu_->ConvForward(seq, xz.mat().Cols(0, e), w, b, u.mat()); }),
           2.0 * n * e * 4);
       row("conv backward", Ms([&] {
-            gpu_->ConvBackward(seq, xz.mat().Cols(0, e), w, b, du.mat(), dxz.mat().Cols(0, e),
-                               &dw, &db);
+            gpu_->ConvBackward(seq, xz.mat().Cols(0, e), w, b, du.mat(), dxz.mat().Cols(0, e), &dw,
+                               &db);
           }),
           3.0 * n * e * 4);
     }
     {
-      Tensor x = Random({n, dm}), w = Random({dm}, 0.1f, 1.f), y = gpu_->Empty(DType::kF32, {n, dm});
+      Tensor x = Random({n, dm}), w = Random({dm}, 0.1f, 1.f),
+             y = gpu_->Empty(DType::kF32, {n, dm});
       Tensor rstd = gpu_->Empty(DType::kF32, {n}), dy = Random({n, dm}), dx = Random({n, dm});
       Tensor dw = Random({dm});
       row("rmsnorm forward", Ms([&] { gpu_->RmsNormForward(x.mat(), w, 1e-5, y.mat(), &rstd); }),
           2.0 * n * dm * 4);
-      row("rmsnorm backward", Ms([&] {
-            gpu_->RmsNormBackward(x.mat(), w, rstd, dy.mat(), dx.mat(), &dw);
-          }),
+      row("rmsnorm backward",
+          Ms([&] { gpu_->RmsNormBackward(x.mat(), w, rstd, dy.mat(), dx.mat(), &dw); }),
           4.0 * n * dm * 4);
     }
     {
@@ -291,9 +340,8 @@ class Bench {
       gpu_->Copy(th.mat(), targets.mat());
       gpu_->Copy(wh.mat(), weight.mat());
       // In place, as the model runs it; the values drift but stay finite.
-      row("cross-entropy V=" + std::to_string(v) + " (in place)", Ms([&] {
-            gpu_->CrossEntropy(logits.mat(), targets, weight, &losses, logits.mat());
-          }),
+      row("cross-entropy V=" + std::to_string(v) + " (in place)",
+          Ms([&] { gpu_->CrossEntropy(logits.mat(), targets, weight, &losses, logits.mat()); }),
           3.0 * n * v * 4);
     }
     {
@@ -333,6 +381,8 @@ int main(int argc, char** argv) {
       bench.Scan();
     } else if (section == "gemm") {
       bench.RoutedGemm();
+    } else if (section == "gemm_paths") {
+      bench.GemmPaths();
     } else if (section == "glue") {
       bench.Glue();
     } else {

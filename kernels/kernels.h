@@ -44,7 +44,9 @@ class Scratch {
   Scratch& operator=(const Scratch&) = delete;
   void* Alloc(size_t bytes);
   template <typename T>
-  T* Alloc(int64_t count) { return static_cast<T*>(Alloc(sizeof(T) * count)); }
+  T* Alloc(int64_t count) {
+    return static_cast<T*>(Alloc(sizeof(T) * count));
+  }
 
  private:
   cudaStream_t stream_;
@@ -60,14 +62,16 @@ void Scale(float alpha, View x, cudaStream_t stream);
 // Sum of squares in fp64, in a fixed order; blocks until done.
 double SumSquares(ConstView x, cudaStream_t stream);
 void ConvertToBf16(const float* src, int64_t n, __nv_bfloat16* dst, cudaStream_t stream);
+// A strided fp32 matrix into a contiguous bf16 one (gemm.cu).
+void ConvertToBf16(ConstView src, __nv_bfloat16* dst, cudaStream_t stream);
 // Uniform values in [lo, hi) from a counter-based hash of (seed, index):
 // benchmark inputs without a host round trip.
 void FillUniform(float* data, int64_t n, uint64_t seed, float lo, float hi, cudaStream_t stream);
 
 // ---- embedding (embedding.cu) ----
 // Out-of-range tokens set *error (a device int) to 1 and read as zeros.
-void EmbeddingForward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab,
-                      View out, int* error, cudaStream_t stream);
+void EmbeddingForward(const int32_t* tokens, int64_t n, const float* table, int64_t vocab, View out,
+                      int* error, cudaStream_t stream);
 // dtable[tok[i]] += dout[i], summed per token in row order (deterministic).
 void EmbeddingBackward(const int32_t* tokens, int64_t n, ConstView dout, float* dtable,
                        int64_t vocab, cudaStream_t stream);
@@ -100,16 +104,16 @@ struct ScanArgs {
   const int32_t* group = nullptr;      // [N] dt_bias row of each token; null: row 0
   int64_t dt_groups = 1;               // rows of dt_bias (<= 8)
   ConstView u, delta_raw, b, c, z;
-  const float* dt_bias = nullptr;      // [G, E]
-  const float* a_log = nullptr;        // [E, S]
-  const float* d = nullptr;            // [E]
+  const float* dt_bias = nullptr;  // [G, E]
+  const float* a_log = nullptr;    // [E, S]
+  const float* d = nullptr;        // [E]
 };
 struct ScanGradArgs {
   ConstView dy;
-  View du, ddelta_raw, db, dc, dz;     // overwritten
-  float* ddt_bias = nullptr;           // [G, E] accumulated
-  float* da_log = nullptr;             // [E, S] accumulated
-  float* dd = nullptr;                 // [E] accumulated
+  View du, ddelta_raw, db, dc, dz;  // overwritten
+  float* ddt_bias = nullptr;        // [G, E] accumulated
+  float* da_log = nullptr;          // [E, S] accumulated
+  float* dd = nullptr;              // [E] accumulated
 };
 constexpr int kScanMaxState = 16;
 void ScanForward(const ScanArgs& a, View y, cudaStream_t stream);
@@ -133,10 +137,18 @@ void AdamW(const AdamWArgs& a, int64_t n, const float* grad, float* param, float
 void GemmF32(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
              int64_t m, int64_t n, int64_t k, float alpha, const float* a, int64_t lda,
              const float* b, int64_t ldb, float beta, float* c, int64_t ldc);
+// The two ways to run fp32 operands with bf16 products: cuBLAS converting
+// inside the kernel, or a conversion pass first (kernel_bench compares them).
+void GemmF32InKernelBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                         int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                         int64_t ldb, float beta, float* c, int64_t ldc);
+void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                          int64_t k, float alpha, const float* a, int64_t lda, const float* b,
+                          int64_t ldb, float beta, float* c, int64_t ldc);
 // Same with bf16 operands and fp32 C.
 void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
-              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
-              int64_t ldb, float beta, float* c, int64_t ldc);
+              float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b, int64_t ldb,
+              float beta, float* c, int64_t ldc);
 // dst[i] = src[rows[i]]. A row outside src raises *error (if given).
 void GatherRows(const int32_t* rows, int64_t n, ConstView src, View dst, int* error,
                 cudaStream_t stream);
@@ -146,6 +158,17 @@ void GatherRowsBf16(const int32_t* rows, int64_t n, ConstView src, __nv_bfloat16
 // dst[rows[i]] (=|+=) src[i]; rows distinct. A row outside dst raises *error.
 void ScatterRows(const int32_t* rows, int64_t n, ConstView src, View dst, bool accumulate,
                  int* error, cudaStream_t stream);
+
+// Routed projections whose input or output is narrow run as one GEMM over
+// all groups instead of gathering and scattering the wide side:
+// dst[n, g * W + j] = (g == group[n]) ? src[n, j] : 0, dst [N, G * W] contiguous.
+void ExpandRows(const int32_t* group, int groups, ConstView src, float* dst, cudaStream_t stream);
+// dst[n, j] (=|+=) src[n, group[n] * W + j], src [N, G * W] contiguous.
+void SelectGroupCols(const int32_t* group, int groups, const float* src, View dst, bool accumulate,
+                     cudaStream_t stream);
+// dst[o, g * I + i] = w[g, o, i]: a [G, O, I] weight as one [O, G * I] matrix.
+void ConcatGroups(const float* w, int groups, int64_t out, int64_t in, float* dst,
+                  cudaStream_t stream);
 
 }  // namespace modamba::cuda
 

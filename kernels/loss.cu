@@ -109,8 +109,8 @@ void CrossEntropy(ConstView logits, const int32_t* targets, const float* weight,
                                                             dlogits.ld, error);
   } else {
     CrossEntropyKernel<false><<<grid, kThreads, 0, stream>>>(logits.data, logits.ld, logits.cols,
-                                                             targets, weight, losses,
-                                                             dlogits.data, dlogits.ld, error);
+                                                             targets, weight, losses, dlogits.data,
+                                                             dlogits.ld, error);
   }
   CUDA_CHECK_LAUNCH();
 }

@@ -88,7 +88,8 @@ void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView d
   const int64_t d = x.cols;
   const size_t smem = sizeof(float) * kWarps * d;
   CHECK_LE(smem, 200u * 1024) << "RMSNorm backward: width " << d << " too large";
-  const int blocks = static_cast<int>(std::min<int64_t>(CeilDiv(x.rows, kWarps), kMaxBackwardBlocks));
+  const int blocks =
+      static_cast<int>(std::min<int64_t>(CeilDiv(x.rows, kWarps), kMaxBackwardBlocks));
   Scratch scratch(stream);
   float* partial = scratch.Alloc<float>(int64_t(blocks) * d);
   if (smem > 48 * 1024) {
@@ -96,9 +97,8 @@ void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView d
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
                                     static_cast<int>(smem)));
   }
-  RmsNormBackwardKernel<<<blocks, kThreads, smem, stream>>>(x.data, x.ld, x.rows, d, w, rstd,
-                                                            dy.data, dy.ld, dx.data, dx.ld,
-                                                            partial);
+  RmsNormBackwardKernel<<<blocks, kThreads, smem, stream>>>(
+      x.data, x.ld, x.rows, d, w, rstd, dy.data, dy.ld, dx.data, dx.ld, partial);
   CUDA_CHECK_LAUNCH();
   ColumnSumKernel<<<GridFor(d, 256), 256, 0, stream>>>(partial, blocks, d, dw);
   CUDA_CHECK_LAUNCH();

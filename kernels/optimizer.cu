@@ -26,8 +26,8 @@ __global__ void AdamWKernel(AdamWArgs a, int64_t n, const float* grad, float* pa
   }
 }
 
-__global__ void AdamWKernel4(AdamWArgs a, int64_t n4, const float4* grad, float4* param,
-                             float4* m, float4* v) {
+__global__ void AdamWKernel4(AdamWArgs a, int64_t n4, const float4* grad, float4* param, float4* m,
+                             float4* v) {
   const int64_t stride = int64_t(gridDim.x) * blockDim.x;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n4; i += stride) {
     float4 g = grad[i], p = param[i], mi = m[i], vi = v[i];

@@ -4,23 +4,26 @@
 // owns kCPT channels x kSPT states (kNSG = 16 / kSPT threads share a channel,
 // in adjacent lanes) and walks time sequentially, so the recurrence needs no
 // cross-thread scan. Inputs arrive in shared memory tile by tile through
-// cp.async, double-buffered; each tile first turns delta_raw into
-// delta = softplus(delta_raw + dt_bias[group]) in place. Sums over states
-// (y = C.h, and d(delta), du in the backward) reduce across the kNSG lanes
-// of a channel with shuffles; sums over channels (dB, dC) reduce in registers
-// over a thread's channels, then across lanes with a reduce-scatter, then
-// across warps in shared memory, then across channel blocks in a final
-// kernel. Every sum has a fixed order: results are bitwise reproducible.
+// cp.async. A per-tile pass first computes, once per (token, channel),
+// delta = softplus(delta_raw + dt_bias[group]) and the exponent scale
+// delta * log2(e), set to +inf at a document start so that the decay
+// exp2(scale * A) is exactly 0 there without a branch per state. Sums over
+// states (y = C.h, and d(delta), du) reduce across the kNSG lanes of a
+// channel with shuffles; sums over channels (dB, dC) reduce in registers over
+// a thread's channels, across lanes with a reduce-scatter, across warps in
+// shared memory, then across channel blocks in a final kernel. Every sum has
+// a fixed order: results are bitwise reproducible.
 //
-// Backward: a forward pass saves the state every kCkpt steps (a few per
-// sequence, not per step). The backward then walks kCkpt-step tiles from the
-// last to the first: it re-runs the tile forward from its saved state,
-// keeping the state every kSub steps in shared memory, and for each kSub-step
-// sub-tile (last first) re-runs those steps keeping every state in
-// registers, then runs the adjoint recurrence backwards through them.
+// Backward: a forward pass saves the state every kT steps (kT = one tile).
+// The backward then walks the tiles from the last to the first, each held in
+// shared memory once: it runs the tile forward from its saved state (keeping
+// the state every kSub steps, computing y and so dz and the gate gradient),
+// then for each kSub-step sub-tile, last first, re-runs those steps keeping
+// states and decays in registers and runs the adjoint recurrence backwards
+// through them. The next tile's inputs load while the adjoint runs.
 #include <cuda_runtime.h>
 
-#include <algorithm>
+#include <cmath>
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_utils.cuh"
@@ -30,30 +33,25 @@ namespace modamba::cuda {
 namespace {
 
 constexpr int kS = kScanMaxState;  // states, padded
-constexpr int kCkpt = 64;          // steps between saved states
+constexpr int kT = 32;             // steps per tile, and between saved states
 constexpr int kSub = 8;            // steps whose states a thread holds in registers
-constexpr int kFwdTile = 32;       // steps per forward tile
 constexpr int kMaxGroups = 8;      // dt_bias rows (modalities)
-static_assert(kCkpt % kFwdTile == 0 && kCkpt % kSub == 0, "tiles must nest");
+static_assert(kT % kSub == 0, "sub-tiles must tile a tile");
 
 constexpr int Log2(int v) { return v <= 1 ? 0 : 1 + Log2(v / 2); }
 
 template <int CPT, int NSG, int CB>
 struct Cfg {
-  static constexpr int kCPT = CPT;             // channels per thread
-  static constexpr int kNSG = NSG;             // threads (lanes) per channel
-  static constexpr int kCB = CB;               // channels per block
-  static constexpr int kSPT = kS / NSG;        // states per thread
-  static constexpr int kNT = CB / CPT * NSG;   // threads per block
-  static constexpr int kWarps = kNT / 32;
+  static constexpr int kCPT = CPT;            // channels per thread
+  static constexpr int kNSG = NSG;            // threads (lanes) per channel
+  static constexpr int kCB = CB;              // channels per block
+  static constexpr int kSPT = kS / NSG;       // states per thread
+  static constexpr int kNT = CB / CPT * NSG;  // threads per block
   static constexpr int kLogNSG = Log2(NSG);
   static_assert(kNT % 32 == 0 && 32 % NSG == 0 && CPT <= NSG, "lane layout");
-  static_assert(kNT % CB == 0, "per-channel passes give each thread one channel");
+  static_assert(kNT % CB == 0, "per-element passes give each thread one channel");
   static_assert(2 * kSPT == 32 / NSG, "dB/dC reduce-scatter leaves one value per lane");
 };
-
-using FwdCfg = Cfg<2, 4, 64>;
-using BwdCfg = Cfg<2, 4, 64>;
 
 struct Params {
   int64_t batch, seq_len, e_dim, s_dim;
@@ -66,7 +64,7 @@ struct Params {
   const float *dt_bias, *a_log, *d;
   float* y;
   int64_t ldy;
-  float* ckpt;  // [batch][num checkpoints][E][kS]: state before step j * kCkpt
+  float* ckpt;  // [batch][tiles][E][kS]: the state before step j * kT
   // Backward only.
   const float* dy;
   int64_t lddy;
@@ -141,7 +139,8 @@ __device__ __forceinline__ void ReduceScatter(float (&v)[SIZE], int lane) {
 }
 
 // Per-channel sums over the kNSG lanes of each channel. Afterwards v[0] is
-// the total of channel ChannelOf(lane); Writer(lane) marks one lane each.
+// the total of channel ChannelOf(lane) of the thread's kCPT; Writer(lane)
+// marks one lane per channel.
 template <class C>
 struct ChannelSum {
   static constexpr int kSplitBits = C::kLogNSG - Log2(C::kCPT);
@@ -151,12 +150,36 @@ struct ChannelSum {
     for (int o = 1; o < (1 << kSplitBits); o <<= 1) v[0] += __shfl_xor_sync(kFullMask, v[0], o);
   }
   __device__ __forceinline__ static int ChannelOf(int lane) {
-    return ((lane & (C::kNSG - 1)) >> kSplitBits);
+    return (lane & (C::kNSG - 1)) >> kSplitBits;
   }
   __device__ __forceinline__ static bool Writer(int lane) {
     return (lane & ((1 << kSplitBits) - 1)) == 0;
   }
 };
+
+// v[i] = p[i] for a thread's SPT consecutive states, in 16- or 8-byte loads
+// (every tile row of kS states starts 16-byte aligned).
+template <int SPT>
+__device__ __forceinline__ void LoadStates(const float* p, float (&v)[SPT]) {
+  if constexpr (SPT % 4 == 0) {
+#pragma unroll
+    for (int j = 0; j < SPT / 4; ++j) {
+      const float4 q = reinterpret_cast<const float4*>(p)[j];
+      v[4 * j] = q.x;
+      v[4 * j + 1] = q.y;
+      v[4 * j + 2] = q.z;
+      v[4 * j + 3] = q.w;
+    }
+  } else {
+    static_assert(SPT % 2 == 0, "states per thread");
+#pragma unroll
+    for (int j = 0; j < SPT / 2; ++j) {
+      const float2 q = reinterpret_cast<const float2*>(p)[j];
+      v[2 * j] = q.x;
+      v[2 * j + 1] = q.y;
+    }
+  }
+}
 
 __device__ __forceinline__ int GroupOf(const Params& p, int64_t n) {
   return p.group != nullptr ? p.group[n] : 0;
@@ -172,19 +195,60 @@ __device__ __forceinline__ void LoadBias(const Params& p, int64_t e0, int cols_v
   }
 }
 
+// A[c][i] = -exp(A_log) for the thread's channels and states, kept below
+// zero so that an infinite exponent scale gives a decay of exactly 0; padding
+// (states past S, channels past E) gets -1, harmless since its B, C, u are 0.
+template <class C>
+__device__ __forceinline__ void LoadA(const Params& p, int64_t e0, int cg, int sg,
+                                      float (&A)[C::kCPT][C::kSPT]) {
+#pragma unroll
+  for (int c = 0; c < C::kCPT; ++c) {
+#pragma unroll
+    for (int i = 0; i < C::kSPT; ++i) {
+      const int64_t e = e0 + cg * C::kCPT + c;
+      const int s = sg * C::kSPT + i;
+      A[c][i] =
+          (e < p.e_dim && s < p.s_dim) ? fminf(-expf(p.a_log[e * p.s_dim + s]), -1e-30f) : -1.f;
+    }
+  }
+}
+
+// Reset flags of the tile's steps (t == 0 starts every sequence).
+template <int NT>
+__device__ __forceinline__ void LoadResets(const Params& p, int64_t row0, int64_t t0, int rows,
+                                           float* dst) {
+  for (int r = threadIdx.x; r < kT; r += NT) {
+    dst[r] = (t0 + r == 0) || (r < rows && p.doc_start[row0 + r] != 0) ? 1.f : 0.f;
+  }
+}
+
 // ------------------------------------------------------------------ forward
-// kCkptMode: only the recurrence, saving the state every kCkpt steps (the
-// backward's first pass); otherwise also y.
+// kCkptMode: only the recurrence, saving the state at every tile start (the
+// backward's first pass); otherwise y.
+template <class C, bool kCkptMode>
+struct FwdSmem {
+  static constexpr int CB = C::kCB;
+  // Stage (double-buffered): u, delta_raw -> exponent scale, z, B, C, resets.
+  static constexpr int kU = 0, kDe = kT * CB, kZ = 2 * kT * CB, kB = 3 * kT * CB;
+  static constexpr int kC = kB + kT * kS, kReset = kC + kT * kS;
+  static constexpr int kStage = kReset + kT;
+  static constexpr int kDu = 2 * kStage;    // delta * u   [kT][CB]
+  static constexpr int kY = kDu + kT * CB;  // C.h         [kT][CB]
+  static constexpr int kD = kY + kT * CB;   // D           [CB]
+  static constexpr int kBias = kD + CB;     // dt_bias     [groups][CB]
+  static constexpr int kTotal = kBias + kMaxGroups * CB;
+};
+
 template <class C, bool kCkptMode>
 __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
-  constexpr int T = kFwdTile, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
-  constexpr int kStage = 3 * T * CB + 2 * T * kS;
+  using SM = FwdSmem<C, kCkptMode>;
+  constexpr int CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  float* sy = smem + 2 * kStage;         // [T][CB]
-  float* sD = sy + T * CB;               // [CB]
-  float* sbias = sD + CB;                // [groups][CB]
-  int* sreset = reinterpret_cast<int*>(sbias + kMaxGroups * CB);  // [T]
+  float* sdu = smem + SM::kDu;
+  float* sy = smem + SM::kY;
+  float* sD = smem + SM::kD;
+  float* sbias = smem + SM::kBias;
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
@@ -192,37 +256,33 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
 
-  float a2[CPT][SPT], h[CPT][SPT];
+  float A[CPT][SPT], h[CPT][SPT];
+  LoadA<C>(p, e0, cg, sg, A);
 #pragma unroll
   for (int c = 0; c < CPT; ++c) {
 #pragma unroll
-    for (int i = 0; i < SPT; ++i) {
-      const int64_t e = e0 + cg * CPT + c;
-      const int s = sg * SPT + i;
-      a2[c][i] = (e < E && s < p.s_dim) ? -expf(p.a_log[e * p.s_dim + s]) * kLog2e : 0.f;
-      h[c][i] = 0.f;
-    }
+    for (int i = 0; i < SPT; ++i) h[c][i] = 0.f;
   }
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
   LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
   auto load = [&](int tile, int stage) {
-    float* st = smem + stage * kStage;
-    const int64_t t0 = int64_t(tile) * T;
-    const int rows = static_cast<int>(Min64(T, L - t0));
+    float* st = smem + stage * SM::kStage;
+    const int64_t t0 = int64_t(tile) * kT;
+    const int rows = static_cast<int>(Min64(kT, L - t0));
     const int64_t row0 = row_base + t0;
-    LoadTile<T, CB, NT>(st, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
-    LoadTile<T, CB, NT>(st + T * CB, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
-    LoadTile<T, kS, NT>(st + 3 * T * CB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
+    LoadTile<kT, CB, NT>(st + SM::kU, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
+    LoadTile<kT, CB, NT>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
+    LoadTile<kT, kS, NT>(st + SM::kB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
     if (!kCkptMode) {
-      LoadTile<T, CB, NT>(st + 2 * T * CB, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
-      LoadTile<T, kS, NT>(st + 3 * T * CB + T * kS, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
+      LoadTile<kT, CB, NT>(st + SM::kZ, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
+      LoadTile<kT, kS, NT>(st + SM::kC, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
     }
+    LoadResets<NT>(p, row0, t0, rows, st + SM::kReset);
     CpAsyncCommit();
   };
 
-  const int tiles = static_cast<int>(CeilDiv(L, T));
-  const int64_t num_ckpt = CeilDiv(L, kCkpt);
+  const int tiles = static_cast<int>(CeilDiv(L, kT));
   load(0, 0);
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile & 1;
@@ -233,27 +293,28 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       CpAsyncWait<0>();
     }
     __syncthreads();
-    float* su = smem + stage * kStage;
-    float* sdl = su + T * CB;
-    float* sz = su + 2 * T * CB;
-    float* sB = su + 3 * T * CB;
-    float* sC = sB + T * kS;
-    const int64_t t0 = int64_t(tile) * T;
-    const int rows = static_cast<int>(Min64(T, L - t0));
+    float* st = smem + stage * SM::kStage;
+    float* su = st + SM::kU;
+    float* sde = st + SM::kDe;
+    const float* sB = st + SM::kB;
+    const float* sC = st + SM::kC;
+    const float* sreset = st + SM::kReset;
+    const int64_t t0 = int64_t(tile) * kT;
+    const int rows = static_cast<int>(Min64(kT, L - t0));
 
-    for (int q = tid; q < T * CB; q += NT) {
+    for (int q = tid; q < kT * CB; q += NT) {
       const int r = q / CB, ch = q % CB;
-      float delta = 0.f;
+      float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
-        delta = Softplus(sdl[q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch]);
+        const float delta = Softplus(sde[q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch]);
+        de = sreset[r] != 0.f ? INFINITY : delta * kLog2e;
+        du = delta * su[q];
       }
-      sdl[q] = delta;
+      sde[q] = de;
+      sdu[q] = du;
     }
-    for (int r = tid; r < T; r += NT) {
-      sreset[r] = (t0 + r == 0) || (r < rows && p.doc_start[row_base + t0 + r] != 0);
-    }
-    if (kCkptMode && t0 % kCkpt == 0) {
-      float* dst = p.ckpt + ((bi * num_ckpt + t0 / kCkpt) * E) * kS;
+    if (kCkptMode) {
+      float* dst = p.ckpt + ((bi * CeilDiv(L, kT) + tile) * E) * kS;
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
         const int64_t e = e0 + cg * CPT + c;
@@ -267,37 +328,33 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     // Unrolled, so that loads and exponentials of later steps overlap the
     // recurrence of earlier ones (only h carries a dependence).
 #pragma unroll
-    for (int r = 0; r < T; ++r) {
-      float bv[SPT], cv[SPT];
-#pragma unroll
-      for (int i = 0; i < SPT; ++i) {
-        bv[i] = sB[r * kS + sg * SPT + i];
-        if (!kCkptMode) cv[i] = sC[r * kS + sg * SPT + i];
-      }
-      const bool reset = sreset[r] != 0;
-      float yp[CPT];
+    for (int r = 0; r < kT; ++r) {
+      float bv[SPT], cv[SPT], yp[CPT];
+      LoadStates(sB + r * kS + sg * SPT, bv);
+      if (!kCkptMode) LoadStates(sC + r * kS + sg * SPT, cv);
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
         const int ch = cg * CPT + c;
-        const float delta = sdl[r * CB + ch];
-        const float du = delta * su[r * CB + ch];
+        const float de = sde[r * CB + ch], du = sdu[r * CB + ch];
         yp[c] = 0.f;
 #pragma unroll
         for (int i = 0; i < SPT; ++i) {
-          const float a = reset ? 0.f : Exp2(delta * a2[c][i]);
-          h[c][i] = fmaf(a, h[c][i], du * bv[i]);
+          h[c][i] = fmaf(Exp2(de * A[c][i]), h[c][i], du * bv[i]);
           if (!kCkptMode) yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
       if (!kCkptMode) {
         ChannelSum<C>::Run(yp, lane);
-        if (ChannelSum<C>::Writer(lane)) sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+        if (ChannelSum<C>::Writer(lane)) {
+          sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+        }
       }
     }
 
     if (!kCkptMode) {
       __syncthreads();
-      for (int q = tid; q < T * CB; q += NT) {
+      const float* sz = st + SM::kZ;
+      for (int q = tid; q < kT * CB; q += NT) {
         const int r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
         const float zz = sz[q];
@@ -312,22 +369,30 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
 // ----------------------------------------------------------------- backward
 template <class C>
 struct BwdSmem {
-  static constexpr int K = kSub, CB = C::kCB;
-  static constexpr int kStage = 4 * K * CB + 2 * K * kS + K;  // u, delta, z, dy, B, C, reset
-  static constexpr int kSubsPerCkpt = kCkpt / K;
-  static constexpr int kSlots = C::kNT / CB;                  // threads per channel in passes
-  // Offsets in floats.
-  static constexpr int kSig = 2 * kStage;
-  static constexpr int kY = kSig + K * CB;
-  static constexpr int kDyv = kY + K * CB;
-  static constexpr int kDDelta = kDyv + K * CB;
-  static constexpr int kDu = kDDelta + K * CB;
-  static constexpr int kRed = kDu + K * CB;                          // [K][warps][32]
-  static constexpr int kSubCkpt = kRed + K * C::kWarps * 32;         // [subs][NT][CPT*SPT]
-  static constexpr int kDtb = kSubCkpt + kSubsPerCkpt * C::kNT * C::kCPT * C::kSPT;
-  static constexpr int kDd = kDtb + kSlots * kMaxGroups * CB;
-  static constexpr int kD = kDd + kSlots * CB;
-  static constexpr int kBias = kD + CB;                              // [groups][CB]
+  static constexpr int CB = C::kCB, K = kSub;
+  static constexpr int kWarps = C::kNT / 32;
+  static constexpr int kSlots = C::kNT / CB;  // threads per channel in per-element passes
+  // Raw inputs of one tile, prefetched while the previous tile's adjoint runs.
+  static constexpr int kRawU = 0, kRawDr = kT * CB, kRawZ = 2 * kT * CB, kRawDy = 3 * kT * CB;
+  static constexpr int kRawB = 4 * kT * CB, kRawC = kRawB + kT * kS, kRawReset = kRawC + kT * kS;
+  static constexpr int kRaw = kRawReset + kT;
+  static constexpr int kY = kRawDr;  // y reuses delta_raw's space once delta is computed
+  // The tile as the recurrences use it.
+  static constexpr int kU = kRaw;
+  static constexpr int kDelta = kU + kT * CB;
+  static constexpr int kDe = kDelta + kT * CB;  // exponent scale (inf at a reset)
+  static constexpr int kDyv = kDe + kT * CB;    // d(loss)/d(pre-gate output)
+  static constexpr int kSig = kDyv + kT * CB;   // sigmoid(delta pre-activation)
+  static constexpr int kB = kSig + kT * CB;
+  static constexpr int kC = kB + kT * kS;
+  static constexpr int kGroup = kC + kT * kS;    // dt group of each step
+  static constexpr int kSubState = kGroup + kT;  // [kT / K][NT][CPT * SPT]
+  static constexpr int kRed =
+      kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
+  static constexpr int kDd = kRed + 2 * K * kWarps * 32;  // [slots][CB]
+  static constexpr int kDtb = kDd + kSlots * CB;          // [groups][CB]
+  static constexpr int kD = kDtb + kMaxGroups * CB;
+  static constexpr int kBias = kD + CB;
   static constexpr int kTotal = kBias + kMaxGroups * CB;
 };
 
@@ -335,123 +400,86 @@ template <class C>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   using SM = BwdSmem<C>;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
-  constexpr int kSubs = SM::kSubsPerCkpt;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
-  float* ssig = smem + SM::kSig;
-  float* sy = smem + SM::kY;
-  float* sdyv = smem + SM::kDyv;
-  float* sdd = smem + SM::kDDelta;
-  float* sdu = smem + SM::kDu;
+  float* tu = smem + SM::kU;
+  float* tdelta = smem + SM::kDelta;
+  float* tde = smem + SM::kDe;
+  float* tdyv = smem + SM::kDyv;
+  float* tsig = smem + SM::kSig;
+  float* tB = smem + SM::kB;
+  float* tC = smem + SM::kC;
+  int* tgroup = reinterpret_cast<int*>(smem + SM::kGroup);
+  float* ssub = smem + SM::kSubState;
   float* sred = smem + SM::kRed;
-  float* ssub = smem + SM::kSubCkpt;
-  float* sdtb = smem + SM::kDtb;
   float* sdD = smem + SM::kDd;
+  float* sdtb = smem + SM::kDtb;
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
-  const int slot = tid / CB, my_ch = tid % CB;  // per-channel passes: fixed channel per thread
+  const int slot = tid / CB, my_ch = tid % CB;
   const int64_t L = p.seq_len, E = p.e_dim, N = p.batch * L;
   const int64_t bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
+  const int tiles = static_cast<int>(CeilDiv(L, kT));
 
-  float A[CPT][SPT], g[CPT][SPT], dA[CPT][SPT], h[CPT][SPT];
+  float A[CPT][SPT], g[CPT][SPT], dA[CPT][SPT];
+  LoadA<C>(p, e0, cg, sg, A);
 #pragma unroll
   for (int c = 0; c < CPT; ++c) {
 #pragma unroll
-    for (int i = 0; i < SPT; ++i) {
-      const int64_t e = e0 + cg * CPT + c;
-      const int s = sg * SPT + i;
-      A[c][i] = (e < E && s < p.s_dim) ? -expf(p.a_log[e * p.s_dim + s]) : 0.f;
-      g[c][i] = dA[c][i] = h[c][i] = 0.f;
-    }
+    for (int i = 0; i < SPT; ++i) g[c][i] = dA[c][i] = 0.f;
   }
-  for (int q = tid; q < SM::kSlots * kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
+  for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
   LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
-  // The op sequence: for each checkpoint tile, last first: its sub-tiles
-  // forward (recording sub-tile states), then its sub-tiles backward.
-  const int num_ckpt = static_cast<int>(CeilDiv(L, kCkpt));
-  const int last_subs = static_cast<int>(CeilDiv(L - int64_t(num_ckpt - 1) * kCkpt, K));
-  const int num_ops = 2 * last_subs + (num_ckpt - 1) * 2 * kSubs;
-  struct Op {
-    int tile, sub;
-    bool fwd;
-  };
-  auto op_at = [&](int i) {
-    Op op;
-    int subs = last_subs, local = i;
-    op.tile = num_ckpt - 1;
-    if (i >= 2 * last_subs) {
-      const int j = i - 2 * last_subs;
-      op.tile = num_ckpt - 2 - j / (2 * kSubs);
-      local = j % (2 * kSubs);
-      subs = kSubs;
-    }
-    op.fwd = local < subs;
-    op.sub = op.fwd ? local : 2 * subs - 1 - local;
-    return op;
-  };
-  auto load = [&](int i, int stage) {
-    const Op op = op_at(i);
-    float* st = smem + stage * SM::kStage;
-    const int64_t t0 = int64_t(op.tile) * kCkpt + op.sub * K;
-    const int rows = static_cast<int>(Min64(K, L - t0));
+  auto load_raw = [&](int tile) {
+    const int64_t t0 = int64_t(tile) * kT;
+    const int rows = static_cast<int>(Min64(kT, L - t0));
     const int64_t row0 = row_base + t0;
-    LoadTile<K, CB, NT>(st, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
-    LoadTile<K, CB, NT>(st + K * CB, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
-    LoadTile<K, kS, NT>(st + 4 * K * CB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
-    if (!op.fwd) {
-      LoadTile<K, CB, NT>(st + 2 * K * CB, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
-      LoadTile<K, CB, NT>(st + 3 * K * CB, p.dy, p.lddy, p.vec_dy, row0, rows, e0, cols_valid);
-      LoadTile<K, kS, NT>(st + 4 * K * CB + K * kS, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
-    }
-    float* sreset = st + 4 * K * CB + 2 * K * kS;
-    for (int r = tid; r < K; r += NT) {
-      sreset[r] = (t0 + r == 0) || (r < rows && p.doc_start[row0 + r] != 0) ? 1.f : 0.f;
-    }
+    LoadTile<kT, CB, NT>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
+    LoadTile<kT, CB, NT>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
+    LoadTile<kT, CB, NT>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
+    LoadTile<kT, CB, NT>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, row0, rows, e0, cols_valid);
+    LoadTile<kT, kS, NT>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
+    LoadTile<kT, kS, NT>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
+    LoadResets<NT>(p, row0, t0, rows, smem + SM::kRawReset);
     CpAsyncCommit();
   };
 
-  load(0, 0);
-  for (int it = 0; it < num_ops; ++it) {
-    const int stage = it & 1;
-    if (it + 1 < num_ops) {
-      load(it + 1, stage ^ 1);
-      CpAsyncWait<1>();
-    } else {
-      CpAsyncWait<0>();
-    }
-    __syncthreads();
-    const Op op = op_at(it);
-    float* su = smem + stage * SM::kStage;
-    float* sdl = su + K * CB;
-    float* sz = su + 2 * K * CB;
-    float* sdy = su + 3 * K * CB;
-    float* sB = su + 4 * K * CB;
-    float* sC = sB + K * kS;
-    const float* sreset = sC + K * kS;
-    const int64_t t0 = int64_t(op.tile) * kCkpt + op.sub * K;
-    const int rows = static_cast<int>(Min64(K, L - t0));
+  load_raw(tiles - 1);
+  for (int tile = tiles - 1; tile >= 0; --tile) {
+    CpAsyncWait<0>();
+    __syncthreads();  // the raw tile is in; the previous tile's adjoint is done
+    const int64_t t0 = int64_t(tile) * kT;
+    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const float* raw_reset = smem + SM::kRawReset;
 
-    for (int q = tid; q < K * CB; q += NT) {
+    // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
+    for (int q = tid; q < kT * CB; q += NT) {
       const int r = q / CB, ch = q % CB;
-      float delta = 0.f, sig = 0.f;
+      float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float pre = sdl[q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch];
+        const float pre = smem[SM::kRawDr + q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch];
         delta = Softplus(pre);
-        sig = Sigmoid(pre);
+        de = raw_reset[r] != 0.f ? INFINITY : delta * kLog2e;
+        sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
       }
-      sdl[q] = delta;
-      if (!op.fwd) ssig[q] = sig;
+      tu[q] = smem[SM::kRawU + q];
+      tdelta[q] = delta;
+      tde[q] = de;
+      tsig[q] = sig;
     }
-    if (op.fwd && op.sub == 0) {  // the tile's saved state
-      const float* src = p.ckpt + ((bi * num_ckpt + op.tile) * E) * kS;
+    for (int q = tid; q < 2 * kT * kS; q += NT) tB[q] = smem[SM::kRawB + q];  // B then C
+    for (int r = tid; r < kT; r += NT) tgroup[r] = r < rows ? GroupOf(p, row_base + t0 + r) : 0;
+    float h[CPT][SPT];
+    {
+      const float* src = p.ckpt + ((bi * tiles + tile) * E) * kS;
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
         const int64_t e = e0 + cg * CPT + c;
@@ -461,145 +489,149 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     }
     __syncthreads();
 
-    float* my_sub = ssub + (op.sub * NT + tid) * (CPT * SPT);
-    if (op.fwd) {
+    // The tile forward: sub-tile start states, and y.
+    float* sy = smem + SM::kY;
+#pragma unroll
+    for (int r = 0; r < kT; ++r) {
+      if (r % K == 0) {
+        float* my = ssub + ((r / K) * NT + tid) * (CPT * SPT);
+#pragma unroll
+        for (int c = 0; c < CPT; ++c) {
+#pragma unroll
+          for (int i = 0; i < SPT; ++i) my[c * SPT + i] = h[c][i];
+        }
+      }
+      float bv[SPT], cv[SPT], yp[CPT];
+      LoadStates(tB + r * kS + sg * SPT, bv);
+      LoadStates(tC + r * kS + sg * SPT, cv);
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
+        const int ch = cg * CPT + c;
+        const float de = tde[r * CB + ch], du = tdelta[r * CB + ch] * tu[r * CB + ch];
+        yp[c] = 0.f;
 #pragma unroll
-        for (int i = 0; i < SPT; ++i) my_sub[c * SPT + i] = h[c][i];
+        for (int i = 0; i < SPT; ++i) {
+          h[c][i] = fmaf(Exp2(de * A[c][i]), h[c][i], du * bv[i]);
+          yp[c] = fmaf(cv[i], h[c][i], yp[c]);
+        }
+      }
+      ChannelSum<C>::Run(yp, lane);
+      if (ChannelSum<C>::Writer(lane))
+        sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+    }
+    __syncthreads();
+
+    // Gate and skip: dz, and the gradient of the pre-gate output.
+    for (int q = tid; q < kT * CB; q += NT) {
+      const int r = q / CB, ch = q % CB;
+      float dyv = 0.f;
+      if (r < rows && ch < cols_valid) {
+        const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
+        const float sgz = Sigmoid(zz);
+        const float yv = sy[q] + sD[ch] * uu;
+        p.dz[(row_base + t0 + r) * p.lddz + e0 + ch] =
+            g_out * yv * (sgz * (1.f + zz * (1.f - sgz)));
+        dyv = g_out * zz * sgz;
+        sdD[slot * CB + ch] += dyv * uu;
+      }
+      tdyv[q] = dyv;
+    }
+    __syncthreads();  // raw buffers are free
+    if (tile > 0) load_raw(tile - 1);
+
+    // The adjoint, sub-tile by sub-tile from the last. g carries dL/dh.
+    for (int sub = kT / K - 1; sub >= 0; --sub) {
+      const int rb = sub * K;
+      float hs[K][CPT][SPT], as[K][CPT][SPT], h0[CPT][SPT];
+      {
+        const float* my = ssub + (sub * NT + tid) * (CPT * SPT);
+#pragma unroll
+        for (int c = 0; c < CPT; ++c) {
+#pragma unroll
+          for (int i = 0; i < SPT; ++i) h0[c][i] = my[c * SPT + i];
+        }
       }
 #pragma unroll
-      for (int r = 0; r < K; ++r) {
-        const bool reset = sreset[r] != 0.f;
+      for (int k = 0; k < K; ++k) {
+        const int r = rb + k;
+        float bv[SPT];
+        LoadStates(tB + r * kS + sg * SPT, bv);
 #pragma unroll
         for (int c = 0; c < CPT; ++c) {
           const int ch = cg * CPT + c;
-          const float delta = sdl[r * CB + ch];
-          const float du = delta * su[r * CB + ch];
-          const float delta2 = delta * kLog2e;
+          const float de = tde[r * CB + ch], du = tdelta[r * CB + ch] * tu[r * CB + ch];
 #pragma unroll
           for (int i = 0; i < SPT; ++i) {
-            const float a = reset ? 0.f : Exp2(delta2 * A[c][i]);
-            h[c][i] = fmaf(a, h[c][i], du * sB[r * kS + sg * SPT + i]);
+            const float prev = k > 0 ? hs[k - 1][c][i] : h0[c][i];
+            as[k][c][i] = Exp2(de * A[c][i]);
+            hs[k][c][i] = fmaf(as[k][c][i], prev, du * bv[i]);
           }
         }
       }
-    } else {
-      // Re-run the sub-tile, keeping every state.
-      float hs[K][CPT][SPT], h0[CPT][SPT];
+      float* red = sred + (sub & 1) * K * SM::kWarps * 32;
 #pragma unroll
-      for (int c = 0; c < CPT; ++c) {
-#pragma unroll
-        for (int i = 0; i < SPT; ++i) h0[c][i] = my_sub[c * SPT + i];
-      }
-#pragma unroll
-      for (int r = 0; r < K; ++r) {
-        const bool reset = sreset[r] != 0.f;
-        float yp[CPT];
-#pragma unroll
-        for (int c = 0; c < CPT; ++c) {
-          const int ch = cg * CPT + c;
-          const float delta = sdl[r * CB + ch];
-          const float du = delta * su[r * CB + ch];
-          const float delta2 = delta * kLog2e;
-          yp[c] = 0.f;
-#pragma unroll
-          for (int i = 0; i < SPT; ++i) {
-            const float prev = r > 0 ? hs[r - 1][c][i] : h0[c][i];
-            const float a = reset ? 0.f : Exp2(delta2 * A[c][i]);
-            hs[r][c][i] = fmaf(a, prev, du * sB[r * kS + sg * SPT + i]);
-            yp[c] = fmaf(sC[r * kS + sg * SPT + i], hs[r][c][i], yp[c]);
-          }
-        }
-        ChannelSum<C>::Run(yp, lane);
-        if (ChannelSum<C>::Writer(lane)) sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
-      }
-      __syncthreads();
-
-      // Gate and skip: dz, and the gradient of the pre-gate output.
-      for (int q = tid; q < K * CB; q += NT) {
-        const int r = q / CB, ch = q % CB;
-        float dyv = 0.f;
-        if (r < rows && ch < cols_valid) {
-          const float zz = sz[q], uu = su[q], g_out = sdy[q];
-          const float sgz = Sigmoid(zz);
-          const float yv = sy[q] + sD[ch] * uu;
-          p.dz[(row_base + t0 + r) * p.lddz + e0 + ch] = g_out * yv * (sgz * (1.f + zz * (1.f - sgz)));
-          dyv = g_out * zz * sgz;
-          sdD[slot * CB + ch] += dyv * uu;
-        }
-        sdyv[q] = dyv;
-      }
-      __syncthreads();
-
-      // The adjoint recurrence, last step first. g carries dL/dh_t.
-#pragma unroll
-      for (int r = K - 1; r >= 0; --r) {
-        const bool reset = sreset[r] != 0.f;
-        float bc[2 * SPT];  // dB then dC partial sums over this thread's channels
-        float dd_c[CPT], du_c[CPT];
+      for (int k = K - 1; k >= 0; --k) {
+        const int r = rb + k;
+        float bc[2 * SPT];  // dB then dC, summed over this thread's channels
+        float dd_c[CPT], du_c[CPT], bv[SPT], cv[SPT];
+        LoadStates(tB + r * kS + sg * SPT, bv);
+        LoadStates(tC + r * kS + sg * SPT, cv);
 #pragma unroll
         for (int i = 0; i < 2 * SPT; ++i) bc[i] = 0.f;
 #pragma unroll
         for (int c = 0; c < CPT; ++c) {
           const int ch = cg * CPT + c;
-          const float delta = sdl[r * CB + ch];
-          const float uu = su[r * CB + ch];
-          const float dyv = sdyv[r * CB + ch];
-          const float delta2 = delta * kLog2e;
+          const float delta = tdelta[r * CB + ch], uu = tu[r * CB + ch];
+          const float dyv = tdyv[r * CB + ch];
           const float du_in = delta * uu;
-          dd_c[c] = 0.f;
-          du_c[c] = 0.f;
+          // With gt = dL/dh_t and q = gt * a_t h_{t-1}:
+          //   d(delta) = u sum_s gt B + sum_s A q,  du = delta sum_s gt B,
+          //   dA = delta q,  dB += gt delta u,  dC += dyv h_t.
+          float gb = 0.f, aq = 0.f;
 #pragma unroll
           for (int i = 0; i < SPT; ++i) {
-            const float bs = sB[r * kS + sg * SPT + i];
-            const float cs = sC[r * kS + sg * SPT + i];
-            const float prev = r > 0 ? hs[r - 1][c][i] : h0[c][i];
-            const float a = reset ? 0.f : Exp2(delta2 * A[c][i]);
-            const float gt = fmaf(dyv, cs, g[c][i]);
-            bc[SPT + i] = fmaf(dyv, hs[r][c][i], bc[SPT + i]);
+            const float prev = k > 0 ? hs[k - 1][c][i] : h0[c][i];
+            const float gt = fmaf(dyv, cv[i], g[c][i]);
+            bc[SPT + i] = fmaf(dyv, hs[k][c][i], bc[SPT + i]);
             bc[i] = fmaf(gt, du_in, bc[i]);
-            const float ahp = a * prev;
-            dd_c[c] = fmaf(gt, fmaf(bs, uu, A[c][i] * ahp), dd_c[c]);
-            du_c[c] = fmaf(gt * delta, bs, du_c[c]);
-            dA[c][i] = fmaf(gt * delta, ahp, dA[c][i]);
-            g[c][i] = gt * a;
+            gb = fmaf(gt, bv[i], gb);
+            const float q = gt * (as[k][c][i] * prev);
+            aq = fmaf(A[c][i], q, aq);
+            dA[c][i] = fmaf(delta, q, dA[c][i]);
+            g[c][i] = gt * as[k][c][i];
           }
+          dd_c[c] = fmaf(uu, gb, aq);
+          du_c[c] = delta * gb;
         }
         ChannelSum<C>::Run(dd_c, lane);
         ChannelSum<C>::Run(du_c, lane);
-        if (ChannelSum<C>::Writer(lane)) {
+        if (ChannelSum<C>::Writer(lane) && r < rows) {
           const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
-          sdd[r * CB + ch] = dd_c[0];
-          sdu[r * CB + ch] = du_c[0];
+          if (ch < cols_valid) {
+            const int64_t n = row_base + t0 + r;
+            const float ddr = dd_c[0] * tsig[r * CB + ch];
+            p.ddr[n * p.ldddr + e0 + ch] = ddr;
+            p.du[n * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
+            sdtb[tgroup[r] * CB + ch] += ddr;  // one writer lane per channel
+          }
         }
         ReduceScatter<2 * SPT, C::kLogNSG, 2 * SPT>(bc, lane);
-        sred[(r * C::kWarps + warp) * 32 + lane] = bc[0];
+        red[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
       }
       __syncthreads();
-
-      for (int q = tid; q < K * CB; q += NT) {
-        const int r = q / CB, ch = q % CB;
-        if (r >= rows || ch >= cols_valid) continue;
-        const int64_t n = row_base + t0 + r;
-        const float ddr = sdd[q] * ssig[q];
-        p.ddr[n * p.ldddr + e0 + ch] = ddr;
-        p.du[n * p.lddu + e0 + ch] = fmaf(sdyv[q], sD[ch], sdu[q]);
-        const int grp = p.group != nullptr ? p.group[n] : 0;
-        sdtb[(slot * kMaxGroups + grp) * CB + ch] += ddr;
-      }
+      // dB, dC of the sub-tile: sum over warps, in order.
       for (int q = tid; q < K * 32; q += NT) {
-        const int r = q >> 5, ln = q & 31;
+        const int k = q >> 5, ln = q & 31, r = rb + k;
         if (r >= rows) continue;
         const int v = ln >> C::kLogNSG, s = (ln & (C::kNSG - 1)) * SPT + (v % SPT);
         if (s >= p.s_dim) continue;
         float sum = 0.f;
-        for (int w = 0; w < C::kWarps; ++w) sum += sred[(r * C::kWarps + w) * 32 + ln];
+        for (int w = 0; w < SM::kWarps; ++w) sum += red[(k * SM::kWarps + w) * 32 + ln];
         p.dbc_part[(blockIdx.x * N + row_base + t0 + r) * (2 * kS) + (v < SPT ? 0 : kS) + s] = sum;
       }
     }
-    __syncthreads();
   }
+  __syncthreads();
 
   // Per-sequence parameter partials.
 #pragma unroll
@@ -617,17 +649,14 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     float dd = 0.f;
     for (int k = 0; k < SM::kSlots; ++k) dd += sdD[k * CB + my_ch];
     p.part_dd[bi * E + e] = dd;
-    for (int gi = 0; gi < p.groups; ++gi) {
-      float s = 0.f;
-      for (int k = 0; k < SM::kSlots; ++k) s += sdtb[(k * kMaxGroups + gi) * CB + my_ch];
-      p.part_dtb[(bi * p.groups + gi) * E + e] = s;
-    }
+    for (int gi = 0; gi < p.groups; ++gi)
+      p.part_dtb[(bi * p.groups + gi) * E + e] = sdtb[gi * CB + my_ch];
   }
 }
 
 // db[n][s] = sum over channel blocks (in order) of the partial dB; dc likewise.
-__global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, int s_dim,
-                                float* db, int64_t lddb, float* dc, int64_t lddc) {
+__global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, int s_dim, float* db,
+                                int64_t lddb, float* dc, int64_t lddc) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= n_rows * 2 * s_dim) return;
   const int64_t n = i / (2 * s_dim);
@@ -674,8 +703,8 @@ bool RowsAligned(const ConstView& v) {
 
 Params MakeParams(const ScanArgs& a) {
   const int groups = static_cast<int>(a.dt_groups);
-  CHECK(a.s_dim >= 1 && a.s_dim <= kS) << "scan: d_state " << a.s_dim << " outside [1, " << kS
-                                       << "]";
+  CHECK(a.s_dim >= 1 && a.s_dim <= kS)
+      << "scan: d_state " << a.s_dim << " outside [1, " << kS << "]";
   CHECK(groups >= 1 && groups <= kMaxGroups) << "scan: " << groups << " dt_bias groups";
   CHECK(groups == 1 || a.group != nullptr) << "scan: routed dt_bias needs the row groups";
   CHECK_LE(a.batch, 65535) << "scan: batch";
@@ -710,15 +739,53 @@ Params MakeParams(const ScanArgs& a) {
 
 template <class C, bool kCkptMode>
 void LaunchForward(const Params& p, cudaStream_t stream) {
-  constexpr int T = kFwdTile;
-  constexpr size_t kSmem =
-      sizeof(float) * (2 * (3 * T * C::kCB + 2 * T * kS) + T * C::kCB + C::kCB +
-                       kMaxGroups * C::kCB + T);
+  constexpr size_t kSmem = sizeof(float) * FwdSmem<C, kCkptMode>::kTotal;
   auto kernel = ScanForwardKernel<C, kCkptMode>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
   dim3 grid(static_cast<unsigned>(CeilDiv(p.e_dim, C::kCB)), static_cast<unsigned>(p.batch));
   kernel<<<grid, C::kNT, kSmem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+// Thread layouts, chosen by measurement on an H100 at batch 8, d_inner 1536,
+// L 2048 (kernels/NOTES.md): the forward (and the backward's checkpoint pass)
+// runs fastest with 4 states per thread and the most warps; the backward with
+// 8 states per thread, whose per-lane reductions then cover more work.
+using FwdCfg = Cfg<1, 4, 32>;
+using BwdCfg = Cfg<2, 4, 64>;
+
+template <class C>
+void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
+  const int64_t n = a.batch * a.seq_len, e = a.e_dim;
+  const int64_t blocks = CeilDiv(e, C::kCB);
+  const int groups = p.groups;
+  Scratch scratch(stream);
+  p.ckpt = scratch.Alloc<float>(a.batch * CeilDiv(a.seq_len, kT) * e * kS);
+  p.dbc_part = scratch.Alloc<float>(blocks * n * 2 * kS);
+  p.part_da = scratch.Alloc<float>(a.batch * e * kS);
+  p.part_dd = scratch.Alloc<float>(a.batch * e);
+  p.part_dtb = scratch.Alloc<float>(a.batch * groups * e);
+
+  LaunchForward<FwdCfg, true>(p, stream);
+
+  constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
+  auto kernel = ScanBackwardKernel<C>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kSmem)));
+  dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch));
+  kernel<<<grid, C::kNT, kSmem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+
+  const int64_t n_dbc = n * 2 * a.s_dim;
+  DbcReduceKernel<<<GridFor(n_dbc, 256, int64_t(1) << 30), 256, 0, stream>>>(
+      p.dbc_part, static_cast<int>(blocks), n, static_cast<int>(a.s_dim), g.db.data, g.db.ld,
+      g.dc.data, g.dc.ld);
+  CUDA_CHECK_LAUNCH();
+  const int64_t n_param = e * a.s_dim + e + groups * e;
+  ScanParamReduceKernel<<<GridFor(n_param, 256, int64_t(1) << 30), 256, 0, stream>>>(
+      p.part_da, p.part_dd, p.part_dtb, a.batch, e, static_cast<int>(a.s_dim), groups, g.da_log,
+      g.dd, g.ddt_bias);
   CUDA_CHECK_LAUNCH();
 }
 
@@ -734,13 +801,7 @@ void ScanForward(const ScanArgs& a, View y, cudaStream_t stream) {
 
 void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.e_dim == 0) return;
-  const int groups = static_cast<int>(a.dt_groups);
   Params p = MakeParams(a);
-  const int64_t n = a.batch * a.seq_len, e = a.e_dim;
-  const int64_t num_ckpt = CeilDiv(a.seq_len, kCkpt);
-  const int64_t blocks = CeilDiv(e, BwdCfg::kCB);
-  Scratch scratch(stream);
-  p.ckpt = scratch.Alloc<float>(a.batch * num_ckpt * e * kS);
   p.dy = g.dy.data;
   p.lddy = g.dy.ld;
   p.vec_dy = RowsAligned(g.dy);
@@ -750,31 +811,7 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
   p.ldddr = g.ddelta_raw.ld;
   p.dz = g.dz.data;
   p.lddz = g.dz.ld;
-  p.dbc_part = scratch.Alloc<float>(blocks * n * 2 * kS);
-  p.part_da = scratch.Alloc<float>(a.batch * e * kS);
-  p.part_dd = scratch.Alloc<float>(a.batch * e);
-  p.part_dtb = scratch.Alloc<float>(a.batch * groups * e);
-
-  LaunchForward<BwdCfg, true>(p, stream);
-
-  constexpr size_t kSmem = sizeof(float) * BwdSmem<BwdCfg>::kTotal;
-  auto kernel = ScanBackwardKernel<BwdCfg>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kSmem)));
-  dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch));
-  kernel<<<grid, BwdCfg::kNT, kSmem, stream>>>(p);
-  CUDA_CHECK_LAUNCH();
-
-  const int64_t n_dbc = n * 2 * a.s_dim;
-  DbcReduceKernel<<<GridFor(n_dbc, 256, int64_t(1) << 30), 256, 0, stream>>>(
-      p.dbc_part, static_cast<int>(blocks), n, static_cast<int>(a.s_dim), g.db.data, g.db.ld,
-      g.dc.data, g.dc.ld);
-  CUDA_CHECK_LAUNCH();
-  const int64_t n_param = e * a.s_dim + e + groups * e;
-  ScanParamReduceKernel<<<GridFor(n_param, 256, int64_t(1) << 30), 256, 0, stream>>>(
-      p.part_da, p.part_dd, p.part_dtb, a.batch, e, static_cast<int>(a.s_dim), groups, g.da_log,
-      g.dd, g.ddt_bias);
-  CUDA_CHECK_LAUNCH();
+  LaunchBackward<BwdCfg>(p, a, g, stream);
 }
 
 }  // namespace modamba::cuda

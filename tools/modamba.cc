@@ -3,6 +3,7 @@
 //   modamba demo [--dir=DIR]         coordinator + a small tri-modal MoM job, watched to the end
 //   modamba train --config=FILE [--checkpoint_dir=DIR] [--steps=N]   one process, no coordinator
 //   modamba submit|status|watch|cancel|logs|checkpoints ...          talk to a coordinator
+//   modamba eval|generate ...         metrics and samples of a checkpoint (evaluator/README.md)
 //   modamba export --checkpoint=DIR --out=FILE   one consolidated safetensors file
 //   modamba data build|inspect ...    see core/data/README.md
 //   modamba compare RUN_DIR... --out=DIR   FLOPs-to-match tables and charts
@@ -21,6 +22,7 @@
 #include "core/flops.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
+#include "evaluator/eval_command.h"
 #include "tools/cli/client_command.h"
 #include "tools/compare/compare.h"
 #include "tools/demo.h"
@@ -42,6 +44,8 @@ constexpr char kUsage[] =
     "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
     "  submit SPEC.textproto [--watch] | status [JOB] | watch JOB | cancel JOB\n"
     "  logs JOB [--worker=trainer-0] | checkpoints JOB\n"
+    "  eval --checkpoint=DIR [...]   (evaluator/README.md)\n"
+    "  generate --checkpoint=DIR --prompt=TEXT --modality=image|speech|text --out=FILE\n"
     "  export --checkpoint=DIR --out=FILE.safetensors\n"
     "  data  build|inspect ...   (modamba data build --help)\n"
     "  compare RUN_DIR... --out=DIR\n";
@@ -105,6 +109,8 @@ int Main(int argc, char** argv) {
   if (command == "demo") return RunDemo(argc - 1, argv + 1);
   if (IsClientCommand(command)) return RunClientCommand(argc - 1, argv + 1);
   if (command == "data") return RunDataCommand(argc - 1, argv + 1);
+  if (command == "eval") return eval::RunEvalCommand(argc - 1, argv + 1);
+  if (command == "generate") return eval::RunGenerateCommand(argc - 1, argv + 1);
   if (command == "compare") return RunCompareCommand(argc - 1, argv + 1);
   absl::SetProgramUsageMessage(kUsage);
   absl::ParseCommandLine(argc - 1, argv + 1);

@@ -6,5 +6,5 @@ cd "$(dirname "$0")/.."
 tools/setup.sh
 # The demo starts the coordinator and worker binaries beside it.
 bazel build --noshow_progress --ui_event_filters=-info,-debug //tools:modamba \
-  //coordinator:modamba-coordinator //trainer:modamba-trainer >&2
+  //coordinator:modamba-coordinator //trainer:modamba-trainer //evaluator:modamba-evaluator >&2
 exec bazel-bin/tools/modamba "$@"

@@ -44,7 +44,12 @@ absl::Status WriteSyntheticDataset(const std::string& dir, const std::string& se
         for (int32_t& u : units) u = static_cast<int32_t>(rng.Below(manifest.vocab.speech_units));
         w.Speech(units);
       }
-      packer.Add(w.Finish());
+      data::Document d = w.Finish();
+      if (d.size() > seq_len) {
+        return absl::InvalidArgumentError(absl::StrCat("seq_len ", seq_len, " is shorter than a ",
+                                                       setting, " document (", d.size(), " tokens)"));
+      }
+      packer.Add(std::move(d));
       if (doc % 8 == 7) {
         data::Packer probe = packer;
         if (probe.Finish().num_sequences >= wanted) break;

@@ -1,0 +1,78 @@
+#include "evaluator/mlp.h"
+
+#include <cmath>
+
+#include "core/file_util.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "gtest/gtest.h"
+
+namespace modamba::eval {
+namespace {
+
+// Three Gaussian blobs in 10 dimensions.
+void Blobs(int n, uint64_t seed, std::vector<float>* x, std::vector<int32_t>* y) {
+  Rng rng(seed);
+  x->resize(n * 10);
+  y->resize(n);
+  for (int i = 0; i < n; ++i) {
+    (*y)[i] = i % 3;
+    for (int j = 0; j < 10; ++j) {
+      (*x)[i * 10 + j] = static_cast<float>(rng.Normal(j % 3 == (*y)[i] ? 2.0 : 0.0, 1.0) + 5.0);
+    }
+  }
+}
+
+TEST(Mlp, LearnsSeparableClasses) {
+  auto be = NewCpuBackend();
+  auto mlp = Mlp::Create({10, {32, 16}, 3}, be.get(), 1);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  std::vector<float> x, test_x;
+  std::vector<int32_t> y, test_y;
+  Blobs(600, 1, &x, &y);
+  Blobs(300, 2, &test_x, &test_y);
+  (*mlp)->SetInputNormalisation(std::vector<float>(10, 5.f), std::vector<float>(10, 1.f));
+  double first = 0, last = 0;
+  for (int step = 1; step <= 300; ++step) {
+    const int begin = (step * 60) % 600;
+    AdamWStep s;
+    s.lr = 3e-3;
+    s.beta2 = 0.999;
+    s.weight_decay = 1e-4;
+    s.step = step;
+    const double loss = (*mlp)->TrainStep(&x[begin * 10], &y[begin], 60, s);
+    if (step == 1) first = loss;
+    last = loss;
+  }
+  EXPECT_LT(last, 0.5 * first);
+  std::vector<int32_t> pred = (*mlp)->Predict(test_x.data(), 300);
+  int correct = 0;
+  for (int i = 0; i < 300; ++i) correct += pred[i] == test_y[i];
+  EXPECT_GT(correct, 285);  // the Bayes rate is about 98%
+
+  // Save and load: identical logits and features.
+  const std::string path = ::testing::TempDir() + "/mlp.safetensors";
+  ASSERT_TRUE((*mlp)->Save(path, {{"what", "blobs"}}).ok());
+  auto loaded = Mlp::Load(path, be.get());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->feature_dim(), 16);
+  std::vector<float> la(900), lb(900), fa(300 * 16), fb(300 * 16);
+  (*mlp)->Forward(test_x.data(), 300, la.data(), fa.data());
+  (*loaded)->Forward(test_x.data(), 300, lb.data(), fb.data());
+  EXPECT_EQ(la, lb);
+  EXPECT_EQ(fa, fb);
+}
+
+TEST(Mlp, LoadNamesWhatIsMissing) {
+  const std::string path = ::testing::TempDir() + "/broken_mlp.safetensors";
+  Tensor w(DType::kF32, {4, 3});
+  ASSERT_TRUE(SaveSafetensors(path, {{"layers.0.weight", &w}}, {{"mlp_spec", "3,4,2"}}).ok());
+  auto be = NewCpuBackend();
+  auto loaded = Mlp::Load(path, be.get());
+  ASSERT_FALSE(loaded.ok());
+  EXPECT_NE(loaded.status().message().find("layers.0.bias"), std::string::npos) << loaded.status();
+  EXPECT_FALSE(Mlp::Create({3, {}, 2}, be.get(), 0).ok());
+}
+
+}  // namespace
+}  // namespace modamba::eval
