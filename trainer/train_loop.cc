@@ -90,6 +90,11 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
                    MambaLM::Create(c.model(), be, DType::kF32, c.seed()));
   ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp, Fsdp::Create(model->mutable_params(), comm, c.optimizer()));
   model->set_bucket_hooks(fsdp.get());
+  if (log) {
+    *log << absl::StrFormat("FSDP over %d rank(s): %d buckets, %.1f MiB of parameters, gradients and "
+                            "AdamW moments per rank\n",
+                            world, fsdp->num_buckets(), fsdp->shard_bytes() / 1048576.0);
+  }
   const double flops_per_token = TrainingFlopsPerToken(c.model());
   const int64_t tokens_per_step = int64_t{c.batch_size()} * c.seq_len();
 

@@ -86,6 +86,13 @@ std::map<std::string, double> Scalars(const StepRecord& r) {
   return out;
 }
 
+// This rank's GPU: MODAMBA_LOCAL_RANK (else the rank) modulo the visible GPUs.
+int CudaDeviceIndex(int rank) {
+  auto local = EnvInt("MODAMBA_LOCAL_RANK", rank);
+  const int gpus = std::max(1, CudaDeviceCount());
+  return (local.ok() ? *local : rank) % gpus;
+}
+
 // The group's members, built for the chosen device.
 struct Group {
   std::unique_ptr<Backend> backend;
@@ -108,9 +115,8 @@ absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, 
   if (device == "gpu") {
     const int gpus = CudaDeviceCount();
     if (gpus == 0) return absl::FailedPreconditionError("device gpu: no CUDA device is visible");
-    ASSIGN_OR_RETURN(int local_rank, EnvInt("MODAMBA_LOCAL_RANK", rank));
     CudaBackendOptions options;
-    options.device = local_rank % gpus;
+    options.device = CudaDeviceIndex(rank);
     ASSIGN_OR_RETURN(g.backend, NewCudaBackend(options));
     if (world > 1) {
       NcclOptions nccl;
@@ -171,7 +177,12 @@ absl::Status RunStandalone() {
     }
     metrics << j.dump() << std::endl;
   };
-  return Train(config, ctx).status();
+  absl::Status status = Train(config, ctx).status();
+  if (absl::GetFlag(FLAGS_device) == "gpu") {
+    std::cout << absl::StrFormat("rank %d: peak GPU memory %.2f GiB\n", rank,
+                                 GetCudaMemoryStats(CudaDeviceIndex(rank)).peak_bytes / 1073741824.0);
+  }
+  return status;
 }
 
 absl::Status RunUnderCoordinator() {

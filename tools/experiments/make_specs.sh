@@ -32,13 +32,13 @@ model {
   d_model: $d n_layer: $layers vocab_size: 1031 n_modalities: $modalities$patch
   route_in: $in route_x: $x route_dt: $dt route_out: $o
 }
-optimizer { lr: 1.5e-3 warmup_steps: 60 min_lr_ratio: 0.1 weight_decay: 0.1 grad_clip: 1.0 }
-steps: 1200
+optimizer { lr: 1.5e-3 warmup_steps: 30 min_lr_ratio: 0.1 weight_decay: 0.1 grad_clip: 1.0 }
+steps: 600
 batch_size: 16
 seq_len: 1024
 seed: $seed
 log_every: 20
-eval_every: 100
+eval_every: 50
 eval_batches: 8
 dataset_dir: "data/$setting"
 SPEC
