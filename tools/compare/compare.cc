@@ -51,6 +51,16 @@ struct VariantOrder {
   bool operator()(const std::string& a, const std::string& b) const { return VariantBefore(a, b); }
 };
 
+// The evaluation with the lowest loss of `metric` (runs always have one).
+const EvalPoint& Best(const std::vector<EvalPoint>& curve, const std::string& metric) {
+  const EvalPoint* best = &curve.back();
+  for (const EvalPoint& p : curve) {
+    auto it = p.loss.find(metric);
+    if (it != p.loss.end() && it->second < best->loss.at(metric)) best = &p;
+  }
+  return *best;
+}
+
 }  // namespace
 
 absl::StatusOr<Run> LoadRun(const std::string& dir) {
@@ -114,10 +124,12 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
   }
   RETURN_IF_ERROR(MakeDirs(out_dir));
   std::string md =
-      "# Training FLOPs to reach the dense model's final validation loss\n\n"
-      "Fraction of the dense run's training FLOPs at which each variant's validation loss first\n"
-      "reaches the dense run's final validation loss (linear interpolation between evaluations;\n"
-      "mean over seeds, [min, max] over seed pairs; lower is better).\n";
+      "# Training FLOPs to reach the dense model's best validation loss\n\n"
+      "For each variant and modality: the training FLOPs at which its validation loss first reaches\n"
+      "the dense run's best (lowest) validation loss, as a fraction of the FLOPs the dense run took to\n"
+      "get there (linear interpolation between evaluations; mean over seeds, [min, max] over seeds;\n"
+      "lower is better). The dense row gives its best loss and the share of its training at which\n"
+      "it was reached (100% when the curve still falls at the end).\n";
   for (auto& [key, variants] : groups) {
     auto dense_it = variants.find("dense");
     if (dense_it == variants.end()) {
@@ -136,13 +148,15 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
     for (auto& [variant, runs] : variants) {
       absl::StrAppend(&md, "| ", variant, " | ", runs.size(), " |");
       for (const auto& [metric, name] : metrics) {
-        double target = 0, dense_flops = 0;
+        double target = 0, dense_flops = 0, dense_total = 0;
         for (const Run& d : dense) {
-          target += d.val.back().loss.at(metric) / dense.size();
-          dense_flops += d.val.back().flops / dense.size();
+          const EvalPoint& best = Best(d.val, metric);
+          target += best.loss.at(metric) / dense.size();
+          dense_flops += best.flops / dense.size();
+          dense_total += d.val.back().flops / dense.size();
         }
         if (variant == "dense") {
-          absl::StrAppendFormat(&md, " 100%% (final %.4f) |", target);
+          absl::StrAppendFormat(&md, " best %.4f at %.0f%% |", target, 100 * dense_flops / dense_total);
           continue;
         }
         std::vector<double> fractions;
@@ -150,10 +164,9 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
           auto f = FlopsToReach(r.val, metric, target);
           if (f) fractions.push_back(*f / dense_flops);
         }
-        const double final_loss = runs.front().val.back().loss.count(metric)
-                                      ? runs.front().val.back().loss.at(metric) : NAN;
         if (fractions.size() < runs.size()) {
-          absl::StrAppendFormat(&md, " not reached (final %.4f vs %.4f) |", final_loss, target);
+          absl::StrAppendFormat(&md, " not reached (best %.4f vs %.4f) |",
+                                Best(runs.front().val, metric).loss.at(metric), target);
           continue;
         }
         double mean = 0;
@@ -174,7 +187,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       chart.x_label = "training FLOPs";
       chart.y_label = "validation loss";
       chart.log_x = true;
-      chart.reference_label = "dense final";
+      chart.reference_label = "dense best";
       int color = 0;
       for (auto& [variant, runs] : variants) {
         plot::Series s;
@@ -198,7 +211,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
             s.y_high.push_back(hi);
           }
         }
-        if (variant == "dense") chart.reference_y = s.y.back();
+        if (variant == "dense") chart.reference_y = *std::min_element(s.y.begin(), s.y.end());
         chart.series.push_back(std::move(s));
       }
       for (plot::Series& s : chart.series) {

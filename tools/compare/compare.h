@@ -1,5 +1,5 @@
 // `modamba compare RUN... --out=DIR`: how many training FLOPs each variant
-// needs to reach the dense baseline's final validation loss, per modality, in
+// needs to reach the dense baseline's best validation loss, per modality, in
 // the style of the Mixture-of-Mamba paper's tables.
 //
 // A run is a directory with config.textproto (its TrainConfig) and
@@ -8,13 +8,15 @@
 // projections are routed: dense, MoM or a single-projection ablation); runs
 // of a group differ only in seed.
 //
-// The rule: the target is the dense group's final validation loss (the mean
-// over its seeds). A variant run reaches it at the first evaluation where its
-// validation loss is at or below the target, interpolating linearly in FLOPs
-// between that evaluation and the one before (no smoothing: validation runs on
-// a fixed set). The fraction is that FLOPs count over the dense run's total
-// training FLOPs; with several seeds the table gives their mean and the
-// [min, max] band over seed pairs.
+// The rule: the target is the dense group's best validation loss (the mean
+// over its seeds of each run's lowest evaluation; with no overfitting that is
+// the final loss, as in the paper, and with overfitting it is not fooled by a
+// dense curve that rises again). A variant run reaches it at the first
+// evaluation where its validation loss is at or below the target,
+// interpolating linearly in FLOPs between that evaluation and the one before
+// (no smoothing: validation runs on a fixed set). The fraction is that FLOPs
+// count over the FLOPs at which the dense run reached its best; with several
+// seeds the table gives their mean and the [min, max] band over seeds.
 #ifndef MODAMBA_TOOLS_COMPARE_COMPARE_H_
 #define MODAMBA_TOOLS_COMPARE_COMPARE_H_
 

@@ -48,13 +48,28 @@ TEST(Compare, TableAndChartsFromRunDirectories) {
   auto md = Compare(runs, out);
   ASSERT_TRUE(md.ok()) << md.status();
   EXPECT_NE(md->find("| MoM | 2 | 57.5% [50.0, 65.0] |"), std::string::npos) << *md;
-  EXPECT_NE(md->find("| dense | 1 | 100% (final 1.0000) |"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| dense | 1 | best 1.0000 at 100% |"), std::string::npos) << *md;
   for (const char* ext : {".svg", ".png"}) {
     EXPECT_TRUE(FileExists(out + "/text_d8x1_text" + ext)) << ext;
   }
   auto svg = ReadFile(out + "/text_d8x1_text.svg");
   ASSERT_TRUE(svg.ok());
   EXPECT_NE(svg->find("<polygon"), std::string::npos);  // the seed band
+}
+
+TEST(Compare, TargetIsTheDenseRunsBestLossWhenItOverfits) {
+  // dense: 4, 2, 1, 3 (best 1.0 at 300 FLOPs, then rising); MoM reaches 1.0 at 200.
+  const std::string dense = WriteRun("overfit_dense", false, 1, 4.0);
+  ASSERT_TRUE(WriteFileAtomic(dense + "/metrics.jsonl",
+                              "{\"step\":1,\"flops\":100,\"val\":{\"text\":4}}\n"
+                              "{\"step\":2,\"flops\":200,\"val\":{\"text\":2}}\n"
+                              "{\"step\":3,\"flops\":300,\"val\":{\"text\":1}}\n"
+                              "{\"step\":4,\"flops\":400,\"val\":{\"text\":3}}\n").ok());
+  auto md = Compare({dense, WriteRun("overfit_mom", true, 1, 2.0)},
+                    absl::StrCat(std::getenv("TEST_TMPDIR"), "/out3"));
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("| dense | 1 | best 1.0000 at 75% |"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| MoM | 1 | 66.7% |"), std::string::npos) << *md;
 }
 
 TEST(Compare, MissingMetricsNamesTheFile) {

@@ -206,12 +206,7 @@ class RasterCanvas : public Canvas {
   std::vector<uint8_t> rgb_;
 };
 
-std::string TickLabel(double v, bool log_x) {
-  if (log_x || (v != 0 && (std::fabs(v) >= 1e5 || std::fabs(v) < 1e-3))) {
-    return absl::StrFormat("%.0e", v);
-  }
-  return absl::StrFormat("%g", v);
-}
+std::string TickLabel(double v) { return absl::StrFormat("%.2g", v); }
 
 // Draws `chart` on `canvas` of w x h pixels.
 void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
@@ -250,14 +245,17 @@ void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
   } else {
     xticks = NiceTicks(x_lo, x_hi, 6);
   }
+  double last_label_x = -1e9;
   for (double v : xticks) {
     if (tx(v) < x_lo - 1e-9 || tx(v) > x_hi + 1e-9) continue;
     canvas->Line(px(v), kTop, px(v), kTop + ph, kGrid, 1, false);
-    canvas->Text(px(v), kTop + ph + 14, TickLabel(v, chart.log_x), 0, kAxis);
+    if (px(v) - last_label_x < 64) continue;  // labels never overlap
+    canvas->Text(px(v), kTop + ph + 14, TickLabel(v), 0, kAxis);
+    last_label_x = px(v);
   }
   for (double v : NiceTicks(y_lo, y_hi, 6)) {
     canvas->Line(kLeft, py(v), kLeft + pw, py(v), kGrid, 1, false);
-    canvas->Text(kLeft - 6, py(v), TickLabel(v, false), 1, kAxis);
+    canvas->Text(kLeft - 6, py(v), TickLabel(v), 1, kAxis);
   }
   canvas->Line(kLeft, kTop + ph, kLeft + pw, kTop + ph, kAxis, 1, false);
   canvas->Line(kLeft, kTop, kLeft, kTop + ph, kAxis, 1, false);
