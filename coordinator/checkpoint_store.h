@@ -16,7 +16,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
-#include "coordinator/sha256.h"
+#include "core/sha256.h"
 #include "proto/job.pb.h"
 
 namespace modamba {

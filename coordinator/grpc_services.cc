@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/clock.h"
 #include "coordinator/job_manager_internal.h"
-#include "coordinator/sha256.h"
+#include "core/sha256.h"
 
 namespace modamba {
 namespace {

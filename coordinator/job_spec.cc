@@ -10,22 +10,9 @@
 #include "absl/strings/str_cat.h"
 #include "core/config.h"
 #include "core/status_macros.h"
-#include "google/protobuf/io/tokenizer.h"
-#include "google/protobuf/text_format.h"
 
 namespace modamba {
 namespace {
-
-class FirstError : public google::protobuf::io::ErrorCollector {
- public:
-  void AddError(int line, int column, const std::string& message) override {
-    if (error_.empty()) error_ = absl::StrCat(line + 1, ":", column + 1, ": ", message);
-  }
-  const std::string& error() const { return error_; }
-
- private:
-  std::string error_;
-};
 
 absl::Status FieldError(const std::string& source, absl::string_view field, absl::string_view why) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", field, ": ", why));
@@ -85,14 +72,7 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(absl::string_view text, const std::stri
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": larger than ", kMaxJobSpecBytes, " bytes"));
   }
-  v1::JobSpec spec;
-  FirstError errors;
-  google::protobuf::TextFormat::Parser parser;
-  parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(std::string(text), &spec)) {
-    return absl::InvalidArgumentError(absl::StrCat(source, ":", errors.error()));
-  }
-  return spec;
+  return ParseTextProto<v1::JobSpec>(std::string(text), source);
 }
 
 absl::Status ResolveJobSpec(v1::JobSpec* spec, const SpecContext& context,

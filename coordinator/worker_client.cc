@@ -13,7 +13,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/checkpoint_store.h"
-#include "coordinator/sha256.h"
+#include "core/sha256.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"

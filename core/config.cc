@@ -37,20 +37,16 @@ absl::Status InRange(const std::string& where, const std::string& field, V value
 
 }  // namespace
 
-template <typename T>
-absl::StatusOr<T> ParseTextProto(const std::string& text, const std::string& source) {
-  T message;
+absl::Status ParseTextProtoInto(const std::string& text, const std::string& source,
+                                google::protobuf::Message* message) {
   CollectFirstError errors;
   google::protobuf::TextFormat::Parser parser;
   parser.RecordErrorsTo(&errors);
-  if (!parser.ParseFromString(text, &message)) {
+  if (!parser.ParseFromString(text, message)) {
     return absl::InvalidArgumentError(absl::StrCat(source, ":", errors.error()));
   }
-  return message;
+  return absl::OkStatus();
 }
-
-template absl::StatusOr<v1::TrainConfig> ParseTextProto(const std::string&, const std::string&);
-template absl::StatusOr<v1::ModelConfig> ParseTextProto(const std::string&, const std::string&);
 
 absl::Status ResolveModelConfig(v1::ModelConfig* m, const std::string& where,
                                 const std::string& prefix) {

@@ -12,10 +12,18 @@
 
 namespace modamba {
 
-// Parses a textproto of message type T; unknown fields and syntax errors are
-// INVALID_ARGUMENT with "source:line:column".
+// Parses a textproto into `message`; unknown fields and syntax errors are
+// INVALID_ARGUMENT with "source:line:column: what".
+absl::Status ParseTextProtoInto(const std::string& text, const std::string& source,
+                                google::protobuf::Message* message);
+
 template <typename T>
-absl::StatusOr<T> ParseTextProto(const std::string& text, const std::string& source);
+absl::StatusOr<T> ParseTextProto(const std::string& text, const std::string& source) {
+  T message;
+  absl::Status status = ParseTextProtoInto(text, source, &message);
+  if (!status.ok()) return status;
+  return message;
+}
 
 // Fills defaults and checks ranges. `where` prefixes error messages (a file
 // name); `prefix` is the field path of `model` inside its parent ("model.").

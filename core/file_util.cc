@@ -2,7 +2,6 @@
 
 #include <fcntl.h>
 #include <ftw.h>
-#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -14,6 +13,7 @@
 #include <sstream>
 
 #include "absl/strings/str_cat.h"
+#include "core/sha256.h"
 
 namespace modamba {
 
@@ -85,42 +85,23 @@ absl::Status RemoveTree(const std::string& path) {
   return absl::OkStatus();
 }
 
-namespace {
-constexpr int kDigestBytes = 32;
-
-std::string Hex(const unsigned char* digest) {
-  static const char* kHex = "0123456789abcdef";
-  std::string out(2 * kDigestBytes, '0');
-  for (int i = 0; i < kDigestBytes; ++i) {
-    out[2 * i] = kHex[digest[i] >> 4];
-    out[2 * i + 1] = kHex[digest[i] & 15];
-  }
-  return out;
-}
-}  // namespace
-
 std::string Sha256Hex(absl::string_view bytes) {
-  unsigned char digest[kDigestBytes];
-  unsigned int len = 0;
-  EVP_Digest(bytes.data(), bytes.size(), digest, &len, EVP_sha256(), nullptr);
-  return Hex(digest);
+  Sha256 hash;
+  hash.Update(bytes);
+  return hash.HexDigest();
 }
 
 absl::StatusOr<std::string> Sha256File(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": ", std::strerror(errno)));
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
+  Sha256 hash;
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), buf.size());
-    EVP_DigestUpdate(ctx.get(), buf.data(), in.gcount());
+    hash.Update(absl::string_view(buf.data(), in.gcount()));
   }
   if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read failed"));
-  unsigned char digest[kDigestBytes];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  return Hex(digest);
+  return hash.HexDigest();
 }
 
 }  // namespace modamba

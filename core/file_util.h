@@ -19,7 +19,8 @@ absl::Status MakeDirs(const std::string& path);
 bool FileExists(const std::string& path);
 // rm -r; a missing path is fine.
 absl::Status RemoveTree(const std::string& path);
-// Lowercase hex SHA-256 of a byte string / of a file's contents.
+// Lowercase hex SHA-256 of a byte string / of a file's contents (core/sha256.h
+// hashes bytes that arrive in pieces).
 std::string Sha256Hex(absl::string_view bytes);
 absl::StatusOr<std::string> Sha256File(const std::string& path);
 

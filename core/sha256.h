@@ -1,6 +1,6 @@
 // Incremental SHA-256, for bytes that arrive in pieces (uploads, downloads).
-#ifndef MODAMBA_COORDINATOR_SHA256_H_
-#define MODAMBA_COORDINATOR_SHA256_H_
+#ifndef MODAMBA_CORE_SHA256_H_
+#define MODAMBA_CORE_SHA256_H_
 
 #include <memory>
 #include <string>
@@ -25,4 +25,4 @@ class Sha256 {
 
 }  // namespace modamba
 
-#endif  // MODAMBA_COORDINATOR_SHA256_H_
+#endif  // MODAMBA_CORE_SHA256_H_
