@@ -35,6 +35,7 @@
 #include "coordinator/db.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/launcher.h"
+#include "coordinator/limits.h"
 #include "coordinator/scheduler.h"
 #include "proto/job.pb.h"
 #include "proto/service.pb.h"
@@ -57,10 +58,7 @@ struct ManagerOptions {
   absl::Duration tick = absl::Milliseconds(100);
 };
 
-// Limits on what workers may report in one call.
-inline constexpr int kMaxPointsPerReport = 1000;
-inline constexpr int kMaxMetricEntries = 64;
-inline constexpr int kMaxMetricNameBytes = 64;
+// The most metric points one answer carries (limits on reports: limits.h).
 inline constexpr int kMaxMetricsPerAnswer = 10000;
 
 class JobManager {

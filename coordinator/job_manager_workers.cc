@@ -159,6 +159,13 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
     if (point.step() < 0) return absl::InvalidArgumentError("points.step: negative");
     RETURN_IF_ERROR(CheckMetricMap(point.losses(), "points.losses"));
     RETURN_IF_ERROR(CheckMetricMap(point.scalars(), "points.scalars"));
+    if (point.image_grid_png().size() > kMaxImageGridBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("points.image_grid_png: larger than ", kMaxImageGridBytes, " bytes"));
+    }
+    if (!point.image_grid_png().empty() && point.kind() != "eval") {
+      return absl::InvalidArgumentError("points.image_grid_png: only eval points carry images");
+    }
   }
   absl::MutexLock lock(&mu_);
   JobEntry* job = nullptr;

@@ -7,6 +7,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "coordinator/limits.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 
@@ -91,6 +92,12 @@ v1::MetricPoint EvalPoint(const EvalReport& report, const v1::CheckpointInfo& ch
     if (absl::StartsWith(name, "val/") && absl::EndsWith(name, "_ce")) {
       (*point.mutable_losses())[name.substr(4, name.size() - 7)] = value;
     }
+  }
+  // The generated digits travel with the point, for the dashboard's grid.
+  for (const std::string& file : report.files) {
+    if (!absl::EndsWith(file, "images.png")) continue;
+    absl::StatusOr<std::string> png = ReadFile(file);
+    if (png.ok() && png->size() <= kMaxImageGridBytes) point.set_image_grid_png(*png);
   }
   return point;
 }

@@ -208,3 +208,28 @@ TEST(FlattenCheckpoint, MovesRankFilesUp) {
 
 }  // namespace
 }  // namespace modamba::eval
+
+namespace modamba::eval {
+namespace {
+
+TEST(EvalPoint, CarriesTheDigitGridAndThePerModalityLosses) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/grid");
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + "pixels";
+  ASSERT_TRUE(WriteFileAtomic(dir + "/images.png", png).ok());
+  EvalReport report;
+  report.metrics = {{"val/image_ce", 1.5}, {"image/accuracy", 0.9}};
+  report.files = {dir + "/speech_7.wav", dir + "/images.png"};
+  v1::CheckpointInfo checkpoint;
+  checkpoint.set_step(40);
+  checkpoint.set_flops(1e12);
+  v1::MetricPoint point = EvalPoint(report, checkpoint);
+  EXPECT_EQ(point.kind(), "eval");
+  EXPECT_EQ(point.checkpoint_step(), 40);
+  EXPECT_EQ(point.losses().at("image"), 1.5);
+  EXPECT_EQ(point.scalars().at("image/accuracy"), 0.9);
+  EXPECT_EQ(point.image_grid_png(), png);
+}
+
+}  // namespace
+}  // namespace modamba::eval
