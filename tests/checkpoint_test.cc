@@ -14,17 +14,8 @@
 namespace modamba {
 namespace {
 
-class CheckpointTest : public ::testing::Test {
+class CheckpointTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    auto cluster = Cluster::Start();
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = std::move(*cluster);
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << cluster_->Logs();
-  }
-
   // Uploads `data` announced as (`size`, `sha256`) for checkpoint `step` as `worker`.
   grpc::Status Upload(const v1::WorkerRef& worker, int64_t step, const std::string& path,
                       const std::string& data, int64_t size, const std::string& sha256) {
@@ -59,7 +50,6 @@ class CheckpointTest : public ::testing::Test {
     return reader->Finish();
   }
 
-  std::unique_ptr<Cluster> cluster_;
 };
 
 TEST_F(CheckpointTest, CorruptedUploadsAreRefusedAndLeaveNothing) {

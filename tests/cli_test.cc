@@ -13,17 +13,8 @@
 namespace modamba {
 namespace {
 
-class CliTest : public ::testing::Test {
+class CliTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    auto cluster = Cluster::Start();
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = std::move(*cluster);
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << cluster_->Logs();
-  }
-
   // Runs `modamba ARGS...` with the cluster's address and token; stdout in `out`.
   int Run(std::vector<std::string> args, std::string* out) {
     args.push_back(absl::StrCat("--coordinator=127.0.0.1:", cluster_->grpc_port()));
@@ -38,7 +29,6 @@ class CliTest : public ::testing::Test {
     return code;
   }
 
-  std::unique_ptr<Cluster> cluster_;
 };
 
 TEST_F(CliTest, SubmitWatchStatusLogsCheckpoints) {

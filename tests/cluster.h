@@ -9,6 +9,7 @@
 #include <sys/types.h>
 
 #include <functional>
+#include <iostream>
 #include <memory>
 #include <string>
 #include <vector>
@@ -16,6 +17,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "coordinator/client.h"
+#include "gtest/gtest.h"
 #include "proto/service.grpc.pb.h"
 
 namespace modamba {
@@ -110,6 +112,23 @@ class Cluster {
   std::unique_ptr<v1::JobService::Stub> jobs_;
   std::unique_ptr<v1::WorkerService::Stub> workers_;
   std::unique_ptr<v1::CheckpointService::Stub> checkpoints_;
+};
+
+// A fixture with a running cluster (Options() chooses how); a failing test
+// prints every worker's and the coordinator's log.
+class ClusterTest : public ::testing::Test {
+ protected:
+  virtual ClusterOptions Options() { return {}; }
+  void SetUp() override {
+    auto cluster = Cluster::Start(Options());
+    ASSERT_TRUE(cluster.ok()) << cluster.status();
+    cluster_ = std::move(*cluster);
+  }
+  void TearDown() override {
+    if (HasFailure() && cluster_ != nullptr) std::cerr << cluster_->Logs();
+  }
+
+  std::unique_ptr<Cluster> cluster_;
 };
 
 // The path of a binary among the test's runfiles ("coordinator/modamba-coordinator").

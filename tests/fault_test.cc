@@ -18,17 +18,8 @@
 namespace modamba {
 namespace {
 
-class FaultTest : public ::testing::Test {
+class FaultTest : public ClusterTest {
  protected:
-  void SetUp() override {
-    auto cluster = Cluster::Start();
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = std::move(*cluster);
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << cluster_->Logs();
-  }
-
   int64_t PidOf(const v1::Job& job, v1::WorkerRole role, int rank) {
     for (const v1::WorkerInfo& w : job.workers()) {
       if (w.ref().role() == role && w.ref().rank() == rank) return w.pid();
@@ -36,7 +27,6 @@ class FaultTest : public ::testing::Test {
     return 0;
   }
 
-  std::unique_ptr<Cluster> cluster_;
 };
 
 TEST_F(FaultTest, KilledTrainerRestartsFromTheNewestCheckpoint) {

@@ -13,20 +13,19 @@
 namespace modamba {
 namespace {
 
-class RealWorkersTest : public ::testing::Test {
+class RealWorkersTest : public ClusterTest {
  protected:
-  void SetUp() override {
+  ClusterOptions Options() override {
     ClusterOptions options;
     options.trainer_binary = "trainer/modamba-trainer";
     options.evaluator_binary = "evaluator/modamba-evaluator";
     options.heartbeat_timeout = absl::Seconds(10);
-    auto cluster = Cluster::Start(options);
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = std::move(*cluster);
-    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
+    return options;
   }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << cluster_->Logs();
+  void SetUp() override {
+    ClusterTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
   }
 
   static std::string Spec(const std::string& name, int evaluators) {
@@ -45,7 +44,6 @@ class RealWorkersTest : public ::testing::Test {
       name: ")pb", name, "\"\n");
   }
 
-  std::unique_ptr<Cluster> cluster_;
 };
 
 TEST_F(RealWorkersTest, JobFinishesAndEveryCheckpointReachesTheEvaluator) {

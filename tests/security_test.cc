@@ -22,16 +22,11 @@
 namespace modamba {
 namespace {
 
-class SecurityTest : public ::testing::Test {
+class SecurityTest : public ClusterTest {
  protected:
   void SetUp() override {
-    auto cluster = Cluster::Start();
-    ASSERT_TRUE(cluster.ok()) << cluster.status();
-    cluster_ = std::move(*cluster);
-    dataset_ = cluster_->MakeDataset("ds", "step_ms=10\n");
-  }
-  void TearDown() override {
-    if (HasFailure()) std::cerr << cluster_->Logs();
+    ClusterTest::SetUp();
+    if (!HasFatalFailure()) dataset_ = cluster_->MakeDataset("ds", "step_ms=10\n");
   }
 
   // The coordinator still serves and has stored no job.
@@ -56,7 +51,6 @@ class SecurityTest : public ::testing::Test {
     return cluster_->jobs()->SubmitJob(&context, request, &job);
   }
 
-  std::unique_ptr<Cluster> cluster_;
   std::string dataset_;
 };
 
