@@ -50,16 +50,18 @@ __global__ void ScaleKernel(float alpha, float* x, int64_t ld, int64_t rows, int
 constexpr int kSumBlocks = 512;
 constexpr int kSumThreads = 256;
 
-// Block b sums rows b, b + grid, ... in fp64; partial[b] is its total.
+// A grid-stride loop over every element (row-major), so a single long row
+// (a flat FSDP shard) spreads over all blocks; partial[b] is block b's fp64
+// total. The order of the sums is fixed: the result is reproducible.
 __global__ void SumSquaresKernel(const float* x, int64_t ld, int64_t rows, int64_t cols,
                                  double* partial) {
   __shared__ double shared[kSumThreads / 32];
   double acc = 0;
-  for (int64_t r = blockIdx.x; r < rows; r += gridDim.x) {
-    for (int64_t c = threadIdx.x; c < cols; c += blockDim.x) {
-      double v = x[r * ld + c];
-      acc += v * v;
-    }
+  const int64_t n = rows * cols, stride = int64_t(gridDim.x) * blockDim.x;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    const int64_t r = i / cols;
+    const double v = x[r * ld + (i - r * cols)];
+    acc += v * v;
   }
   double total = BlockSum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
