@@ -181,7 +181,10 @@ absl::Status Demo(const DemoFlags& f) {
               << "/coordinator.log)" << std::endl;
     RETURN_IF_ERROR(StartCoordinator(f, token_file, CudaDeviceCount()));
   }
-  const bool with_evaluator = FileExists(SiblingBinary("evaluator", "modamba-evaluator"));
+  // Every worker of a GPU job takes a GPU: the evaluator comes along only when
+  // there is one to spare.
+  const bool with_evaluator = FileExists(SiblingBinary("evaluator", "modamba-evaluator")) &&
+                              (f.device == "cpu" || CudaDeviceCount() >= 2);
   ASSIGN_OR_RETURN(v1::Job job, SubmitJobText(options, Spec(f, with_evaluator), "demo spec"));
   std::cout << "submitted " << job.id() << ": tri-modal Mixture-of-Mamba on " << f.device
             << "; dashboard: http://127.0.0.1:" << f.http_port << "/?token=" << *ReadFile(token_file);
