@@ -21,6 +21,7 @@
 #include "evaluator/evaluate.h"
 #include "evaluator/recurrent.h"
 #include "evaluator/samples.h"
+#include "kernels/cuda_backend.h"
 #include "trainer/train_loop.h"
 
 namespace modamba::eval {
@@ -130,7 +131,7 @@ const std::map<std::string, std::string>& SamplingDefaults() {
 
 struct EvalCommand {
   EvalOptions options;
-  std::string checkpoint, out;
+  std::string checkpoint, out, device;
   bool all = false;
 };
 
@@ -141,13 +142,14 @@ absl::StatusOr<EvalCommand> ParseEval(int argc, char** argv) {
       {"out_dir", ""},      {"dataset_dir", ""},     {"raw", ""},
       {"classifier_dir", ""}, {"validation", "true"}, {"images", "true"},
       {"speech", "true"},   {"val_sequences", "16"}, {"val_batch", "4"},
-      {"samples_per_digit", "4"}};
+      {"samples_per_digit", "4"}, {"device", "cpu"}};
   defaults.insert(SamplingDefaults().begin(), SamplingDefaults().end());
   ASSIGN_OR_RETURN(Flags f, Flags::Parse(argc, argv, defaults));
   RETURN_IF_ERROR(f.Required("checkpoint"));
   EvalCommand c;
   c.checkpoint = f.Str("checkpoint");
   c.out = f.Str("out");
+  c.device = f.Str("device");
   ASSIGN_OR_RETURN(c.all, f.Bool("all"));
   EvalOptions& o = c.options;
   o.dataset_dir = f.Str("dataset_dir");
@@ -171,7 +173,7 @@ absl::StatusOr<EvalCommand> ParseEval(int argc, char** argv) {
 
 absl::Status Eval(const EvalCommand& c) {
   ASSIGN_OR_RETURN(std::vector<std::string> checkpoints, Checkpoints(c.checkpoint, c.all));
-  auto backend = NewCpuBackend();
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(c.device));
   CheckpointEvaluator evaluator(c.options, backend.get());
   std::vector<std::string> reports;
   for (const std::string& ckpt : checkpoints) {

@@ -16,6 +16,7 @@
 #include "absl/strings/str_cat.h"
 #include "coordinator/worker_client.h"
 #include "core/backend.h"
+#include "kernels/cuda_backend.h"
 #include "core/data/raw_data.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
@@ -86,7 +87,9 @@ absl::Status Run() {
   if (run_dir.empty()) run_dir = ".";
   RETURN_IF_ERROR(MakeDirs(run_dir));
 
-  auto backend = NewCpuBackend();
+  // A GPU job's evaluator runs on the GPU the coordinator gave it
+  // (CUDA_VISIBLE_DEVICES); recurrent generation runs on the host either way.
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(registered.spec().device()));
   CheckpointEvaluator evaluator(eval, backend.get());
   WorkerLink link(client.get());
   EvalWorkerOptions worker;

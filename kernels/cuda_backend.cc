@@ -626,6 +626,17 @@ int CudaDeviceCount() {
   return n;
 }
 
+absl::StatusOr<std::unique_ptr<Backend>> NewBackend(absl::string_view device, int gpu) {
+  if (device == "cpu") return NewCpuBackend();
+  if (device != "gpu") {
+    return absl::InvalidArgumentError(absl::StrCat("device '", device, "': must be cpu or gpu"));
+  }
+  if (CudaDeviceCount() == 0) return absl::FailedPreconditionError("device gpu: no CUDA device is visible");
+  CudaBackendOptions options;
+  options.device = gpu;
+  return NewCudaBackend(options);
+}
+
 absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const CudaBackendOptions& options) {
   const int count = CudaDeviceCount();
   if (options.device < 0 || options.device >= count) {

@@ -28,6 +28,10 @@ int CudaDeviceCount();
 
 absl::StatusOr<std::unique_ptr<Backend>> NewCudaBackend(const CudaBackendOptions& options = {});
 
+// The backend a worker or command asks for by name: "cpu", or "gpu" (CUDA
+// device `gpu`, default options); errors name the device.
+absl::StatusOr<std::unique_ptr<Backend>> NewBackend(absl::string_view device, int gpu = 0);
+
 // Memory of the device's pool (everything CudaBackend allocates).
 struct CudaMemoryStats {
   int64_t in_use_bytes = 0;

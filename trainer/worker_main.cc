@@ -112,29 +112,19 @@ absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, 
   group.world_size = world;
   group.timeout = absl::Seconds(absl::GetFlag(FLAGS_peer_timeout_s));
   Group g;
-  if (device == "gpu") {
-    const int gpus = CudaDeviceCount();
-    if (gpus == 0) return absl::FailedPreconditionError("device gpu: no CUDA device is visible");
-    CudaBackendOptions options;
-    options.device = CudaDeviceIndex(rank);
-    ASSIGN_OR_RETURN(g.backend, NewCudaBackend(options));
-    if (world > 1) {
-      NcclOptions nccl;
-      nccl.group = group;
-      nccl.device = options.device;
-      nccl.compute_stream = cuda::ContextFor(options.device).stream();
-      ASSIGN_OR_RETURN(g.comm, NewNcclCollectives(store, nccl));
-    }
-  } else if (device == "cpu") {
-    g.backend = NewCpuBackend();
-    if (world > 1) {
-      GlooOptions gloo;
-      gloo.group = group;
-      gloo.hostname = absl::GetFlag(FLAGS_hostname);
-      ASSIGN_OR_RETURN(g.comm, NewGlooCollectives(store, gloo));
-    }
-  } else {
-    return absl::InvalidArgumentError(absl::StrCat("device '", device, "': must be cpu or gpu"));
+  const int gpu = device == "gpu" ? CudaDeviceIndex(rank) : 0;
+  ASSIGN_OR_RETURN(g.backend, NewBackend(device, gpu));
+  if (world > 1 && device == "gpu") {
+    NcclOptions nccl;
+    nccl.group = group;
+    nccl.device = gpu;
+    nccl.compute_stream = cuda::ContextFor(gpu).stream();
+    ASSIGN_OR_RETURN(g.comm, NewNcclCollectives(store, nccl));
+  } else if (world > 1) {
+    GlooOptions gloo;
+    gloo.group = group;
+    gloo.hostname = absl::GetFlag(FLAGS_hostname);
+    ASSIGN_OR_RETURN(g.comm, NewGlooCollectives(store, gloo));
   }
   return g;
 }
