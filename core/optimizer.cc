@@ -26,7 +26,7 @@ AdamWOptimizer::AdamWOptimizer(const v1::OptimizerConfig& config, ParamSet* para
 
 OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config, int64_t step,
                              int64_t total_steps, double grad_norm,
-                             const std::vector<AdamWTarget>& targets) {
+                             std::vector<AdamWTarget>* targets) {
   OptimizerStepInfo info;
   info.grad_norm = grad_norm;
   info.lr = LearningRate(config, step, total_steps);
@@ -39,11 +39,9 @@ OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config
   if (config.grad_clip() > 0 && grad_norm > config.grad_clip()) {
     s.grad_scale = config.grad_clip() / grad_norm;
   }
-  for (const AdamWTarget& t : targets) {
+  for (AdamWTarget& t : *targets) {
     s.weight_decay = t.decay ? config.weight_decay() : 0.0;
-    Tensor value = Tensor::View(t.value, 0, t.value.shape());
-    Tensor m = Tensor::View(t.m, 0, t.m.shape()), v = Tensor::View(t.v, 0, t.v.shape());
-    backend->AdamW(s, t.grad, &value, &m, &v);
+    backend->AdamW(s, t.grad, &t.value, &t.m, &t.v);
   }
   return info;
 }
@@ -60,7 +58,7 @@ OptimizerStepInfo AdamWOptimizer::Step(int64_t step, int64_t total_steps) {
                        Tensor::View(m_[i], 0, m_[i].shape()), Tensor::View(v_[i], 0, v_[i].shape()),
                        all[i]->decay});
   }
-  OptimizerStepInfo info = ApplyAdamW(be, config_, step, total_steps, std::sqrt(sq), targets);
+  OptimizerStepInfo info = ApplyAdamW(be, config_, step, total_steps, std::sqrt(sq), &targets);
   params_->ZeroGrads();
   return info;
 }

@@ -16,8 +16,9 @@ namespace modamba {
 // total_steps. `step` is 1-based.
 double LearningRate(const v1::OptimizerConfig& config, int64_t step, int64_t total_steps);
 
-// One slice of parameters the optimizer updates in place (views are fine:
-// FSDP passes each parameter's part of a rank's shard).
+// One slice of parameters the optimizer updates in place: views of the
+// parameter, its gradient and moments (FSDP passes each parameter's part of
+// a rank's shard).
 struct AdamWTarget {
   Tensor value, grad, m, v;
   bool decay = true;
@@ -33,7 +34,7 @@ struct OptimizerStepInfo {
 // the target asks for it.
 OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config, int64_t step,
                              int64_t total_steps, double grad_norm,
-                             const std::vector<AdamWTarget>& targets);
+                             std::vector<AdamWTarget>* targets);
 
 class AdamWOptimizer {
  public:

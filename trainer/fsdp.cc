@@ -185,7 +185,7 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) 
     }
   }
   OptimizerStepInfo info = ApplyAdamW(be, optimizer_, step, total_steps,
-                                      std::sqrt(sq_host.data<double>()[0]), targets);
+                                      std::sqrt(sq_host.data<double>()[0]), &targets);
   for (Bucket& bucket : buckets_) be->Fill(bucket.grad.mat(), 0);
   return info;
 }
