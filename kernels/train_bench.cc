@@ -21,6 +21,7 @@
 #include "core/optimizer.h"
 #include "glog/logging.h"
 #include "kernels/cuda_backend.h"
+#include "kernels/op_profile.h"
 
 ABSL_FLAG(int, vocab, 50280, "Vocabulary size.");
 ABSL_FLAG(bool, tie_embeddings, true, "Share the embedding and the LM head.");
@@ -29,6 +30,8 @@ ABSL_FLAG(std::string, shapes, "24x768x8x2048,8x512x16x1024",
 ABSL_FLAG(std::string, models, "dense,mom", "Comma-separated: dense, mom.");
 ABSL_FLAG(int, steps, 10, "Timed steps (after --warmup steps).");
 ABSL_FLAG(int, warmup, 2, "Untimed steps first.");
+ABSL_FLAG(bool, profile, false,
+          "After each model's row, a table of GPU time per op (events around every op).");
 
 namespace modamba {
 namespace {
@@ -80,6 +83,11 @@ void Run(const Shape4& s, bool mom) {
   auto backend = NewCudaBackend();
   CHECK(backend.ok()) << backend.status();
   Backend* be = backend->get();
+  std::unique_ptr<ProfiledBackend> profiled;
+  if (absl::GetFlag(FLAGS_profile)) {
+    profiled = std::make_unique<ProfiledBackend>(be);
+    be = profiled.get();
+  }
   ResetCudaPeakMemory();
   auto model = MambaLM::Create(c, be, DType::kF32, 1);
   CHECK(model.ok()) << model.status();
@@ -108,6 +116,10 @@ void Run(const Shape4& s, bool mom) {
     const double t =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     if (step > warmup) ms.push_back(t);
+    if (profiled != nullptr) {
+      profiled->Collect();
+      if (step == warmup) profiled->Clear();
+    }
     loss = report->objective();
   }
   std::sort(ms.begin(), ms.end());
@@ -118,6 +130,11 @@ void Run(const Shape4& s, bool mom) {
   std::printf("| %s | %dL d%d, %dx%d | %.0f | %.1f | %.1f%% | %.1f | %.1f M | %.3f |\n",
               mom ? "MoM (3 modalities)" : "dense Mamba", s.n_layer, s.d_model, s.batch, s.seq_len,
               tokens / med * 1e3, med, 100 * mfu, peak_gib, ActiveMatmulParams(c) / 1e6, loss);
+  if (profiled != nullptr) {
+    double sum = 0;
+    for (double t : ms) sum += t;
+    std::printf("\n%s\n", profiled->Table(sum / steps, steps).c_str());
+  }
   std::fflush(stdout);
 }
 
