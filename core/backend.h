@@ -60,6 +60,10 @@ struct ScanInputs {
   const Tensor* dt_bias = nullptr;  // [G, E], fp32 math; group by routing
   const Tensor* a_log = nullptr;    // [E, S]
   const Tensor* d = nullptr;        // [E]
+  // Optional: ScanForward may keep here what ScanBackward would otherwise
+  // recompute (the CUDA backend: the state every 32 steps, fp32, 1/2 of the
+  // bytes of u); ScanBackward reuses it when it was filled for these inputs.
+  Tensor* saved = nullptr;
 };
 
 struct ScanGrads {
@@ -153,9 +157,17 @@ class Backend {
   // Per row n with weight[n] != 0: losses[n] = -log softmax(logits[n])[target[n]],
   // dlogits[n] = weight[n] * (softmax - onehot). Rows with weight 0 get loss 0
   // and zero gradient. targets I32 [N], weight F32 [N], losses [N] in the
-  // logits' dtype.
+  // logits' dtype. dlogits may be logits itself.
   virtual void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
                             Tensor* losses, Mat dlogits) = 0;
+  // The LM head and its loss in one op, for training: logits = h W^T (W is
+  // [V, D]), losses as CrossEntropy, then dh = dlogits W (overwritten) and
+  // dW += dlogits^T h. The logits never leave the op, so a backend may hold
+  // them in a narrower type (CUDA with bf16 matmuls: bf16 logits and
+  // dlogits, as mixed-precision training keeps them) or in pieces. The
+  // default composes Gemm and CrossEntropy.
+  virtual void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,
+                                  Tensor* losses, Mat dh, Mat dw);
 
   // ---- optimizer and glue ----
   virtual void AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
@@ -163,8 +175,10 @@ class Backend {
   // y += alpha * x
   virtual void Axpy(double alpha, Mat x, Mat y) = 0;
   virtual void Scale(double alpha, Mat x) = 0;
-  // sum of squares, in fp64
-  virtual double SumSquares(Mat x) = 0;
+  // The sum of squares of every element of every view, in fp64, in a fixed
+  // order; one wait for the result however many views (a gradient norm over
+  // hundreds of tensors costs one synchronisation, not hundreds).
+  virtual double SumSquares(const std::vector<Mat>& xs) = 0;
 };
 
 // The host backend. Supports F32 and F64 tensors (F64 for gradient checks).

@@ -263,14 +263,16 @@ class CpuBackend : public Backend {
     });
   }
 
-  double SumSquares(Mat x) override {
+  double SumSquares(const std::vector<Mat>& xs) override {
     double sum = 0;
-    DISPATCH_FLOAT(x.dtype, for (int64_t r = 0; r < x.rows; ++r) {
-      for (int64_t c = 0; c < x.cols; ++c) {
-        double v = x.ptr<T>()[r * x.ld + c];
-        sum += v * v;
-      }
-    });
+    for (const Mat& x : xs) {
+      DISPATCH_FLOAT(x.dtype, for (int64_t r = 0; r < x.rows; ++r) {
+        for (int64_t c = 0; c < x.cols; ++c) {
+          double v = x.ptr<T>()[r * x.ld + c];
+          sum += v * v;
+        }
+      });
+    }
     return sum;
   }
 

@@ -77,6 +77,7 @@ ScanInputs MambaBlock::MakeScanInputs(const Activations& acts) const {
   in.dt_bias = &dt_bias_->value;
   in.a_log = &a_log_->value;
   in.d = &d_->value;
+  in.saved = acts.scan_saved.get();
   return in;
 }
 

@@ -11,6 +11,7 @@
 #ifndef MODAMBA_CORE_MAMBA_BLOCK_H_
 #define MODAMBA_CORE_MAMBA_BLOCK_H_
 
+#include <memory>
 #include <string>
 
 #include "core/layers.h"
@@ -23,6 +24,8 @@ class MambaBlock {
   // What the forward keeps for the backward (all [N, *] on the device).
   struct Activations {
     Tensor xz, u, dbc, delta_raw, y;
+    // What the scan's forward keeps for its backward (ScanInputs::saved).
+    std::unique_ptr<Tensor> scan_saved = std::make_unique<Tensor>();
   };
 
   MambaBlock(ParamSet* params, const std::string& name, const v1::ModelConfig& config);

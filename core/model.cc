@@ -253,13 +253,20 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
     be->Axpy(1.0, block_out.mat(), residual_[l + 1].mat());
   }
   norm_f_->Forward(residual_[n_layer].mat(), normed_[n_layer].mat(), &rstd_[n_layer]);
-  if (logits_.empty() || logits_.dim(0) != n) logits_ = be->Empty(dtype_, {n, v});
   Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
-  be->Gemm(false, true, 1.0, normed_[n_layer].mat(), head, 0.0, logits_.mat());
-
   Tensor losses_dev = be->Empty(dtype_, {n});
-  Tensor dlogits = be->Empty(dtype_, {n, v});
-  be->CrossEntropy(logits_.mat(), targets_dev, weight_dev, &losses_dev, dlogits.mat());
+  Tensor dnormed = be->Empty(dtype_, {n, d});  // d(loss)/d(final normed hidden)
+  if (backward) {
+    // Training never reads the logits: the fused op may keep them narrow.
+    Mat dhead{lm_head_->grad.raw(), dtype_, be->device(), v, d, d};
+    be->LmHeadCrossEntropy(normed_[n_layer].mat(), head, targets_dev, weight_dev, &losses_dev,
+                           dnormed.mat(), dhead);
+  } else {
+    if (logits_.empty() || logits_.dim(0) != n) logits_ = be->Empty(dtype_, {n, v});
+    be->Gemm(false, true, 1.0, normed_[n_layer].mat(), head, 0.0, logits_.mat());
+    Tensor dlogits = be->Empty(dtype_, {n, v});
+    be->CrossEntropy(logits_.mat(), targets_dev, weight_dev, &losses_dev, dlogits.mat());
+  }
   Tensor losses(dtype_, {n});
   be->Copy(losses_dev.mat(), losses.mat());
   auto loss_at = [&](int64_t i) -> double {
@@ -280,7 +287,7 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
     image_out_->Forward(patch_ctx, patch_hidden.mat(), patch_diff.mat());
     Tensor eps = UploadMatrix(be, dtype_, batch.patch_target, np, pd);
     be->Axpy(-1.0, eps.mat(), patch_diff.mat());
-    report.diffusion_sum = be->SumSquares(patch_diff.mat());
+    report.diffusion_sum = be->SumSquares({patch_diff.mat()});
     report.diffusion_count = np * pd;
   }
   report.diffusion_weight = config_.patch_dim() > 0 ? config_.diffusion_weight() : 0.0;
@@ -291,10 +298,6 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
 
   // ---- backward ----
   Tensor dres = be->Empty(dtype_, {n, d});
-  Tensor dnormed = be->Empty(dtype_, {n, d});
-  Mat dhead{lm_head_->grad.raw(), dtype_, be->device(), v, d, d};
-  be->Gemm(false, false, 1.0, dlogits.mat(), head, 0.0, dnormed.mat());
-  be->Gemm(true, false, 1.0, dlogits.mat(), normed_[n_layer].mat(), 1.0, dhead);
   if (np > 0) {
     // d(lambda * mean(diff^2)) / d(pred) = 2 lambda diff / count
     const double count = denominators.patch_elements > 0 ? denominators.patch_elements : np * pd;

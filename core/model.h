@@ -78,7 +78,8 @@ class MambaLM {
                                              const LossDenominators& denominators = {});
   // FSDP gathers and releases buckets through these (null: all resident).
   void set_bucket_hooks(BucketHooks* hooks) { hooks_ = hooks; }
-  // Logits of the last forward pass, [N, V] on the device.
+  // Logits of the last Evaluate, [N, V] on the device (ForwardBackward's
+  // fused head does not keep them).
   const Tensor& logits() const { return logits_; }
 
   const ParamSet& params() const { return params_; }

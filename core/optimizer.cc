@@ -48,17 +48,18 @@ OptimizerStepInfo ApplyAdamW(Backend* backend, const v1::OptimizerConfig& config
 
 OptimizerStepInfo AdamWOptimizer::Step(int64_t step, int64_t total_steps) {
   Backend* be = params_->backend();
-  double sq = 0;
+  std::vector<Mat> grads;
   std::vector<AdamWTarget> targets;
   const auto& all = params_->all();
   for (size_t i = 0; i < all.size(); ++i) {
-    sq += be->SumSquares(all[i]->grad.mat());
+    grads.push_back(all[i]->grad.mat());
     targets.push_back({Tensor::View(all[i]->value, 0, all[i]->value.shape()),
                        Tensor::View(all[i]->grad, 0, all[i]->grad.shape()),
                        Tensor::View(m_[i], 0, m_[i].shape()), Tensor::View(v_[i], 0, v_[i].shape()),
                        all[i]->decay});
   }
-  OptimizerStepInfo info = ApplyAdamW(be, config_, step, total_steps, std::sqrt(sq), &targets);
+  OptimizerStepInfo info = ApplyAdamW(be, config_, step, total_steps,
+                                          std::sqrt(be->SumSquares(grads)), &targets);
   params_->ZeroGrads();
   return info;
 }

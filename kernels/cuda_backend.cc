@@ -312,6 +312,13 @@ class CudaBackend : public Backend {
     cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
     CheckF32(y, "scan y");
     CHECK(y.rows == seq.rows() && y.cols == a.e_dim) << "scan y: shape";
+    if (in.saved != nullptr) {
+      const int64_t size = cuda::ScanSavedStatesSize(seq.batch, seq.seq_len, a.e_dim);
+      if (in.saved->numel() != size || in.saved->device() != Device::kCuda) {
+        *in.saved = Empty(DType::kF32, {size});
+      }
+      a.saved_states = in.saved->data<float>();
+    }
     cuda::ScanForward(a, ToView(y), stream_);
   }
 
@@ -319,6 +326,10 @@ class CudaBackend : public Backend {
                     const ScanGrads& grads) override {
     cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
     const int64_t n = seq.rows(), e = a.e_dim, s = a.s_dim;
+    if (in.saved != nullptr && in.saved->device() == Device::kCuda &&
+        in.saved->numel() == cuda::ScanSavedStatesSize(seq.batch, seq.seq_len, e)) {
+      a.saved_states = in.saved->data<float>();
+    }
     cuda::ScanGradArgs g;
     auto out = [&](const Mat& m, int64_t cols, const char* what) {
       CheckF32(m, what);
@@ -360,6 +371,30 @@ class CudaBackend : public Backend {
                        losses->data<float>(), ToView(dlogits), ctx_->error_flag(), stream_);
   }
 
+  void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,
+                          Tensor* losses, Mat dh, Mat dw) override {
+    if (precision_ != MatmulPrecision::kBf16) {
+      Backend::LmHeadCrossEntropy(h, w, targets, weight, losses, dh, dw);
+      return;
+    }
+    for (const auto& [m, what] : {std::pair{h, "lm head h"}, {w, "lm head w"}, {dh, "lm head dh"},
+                                  {dw, "lm head dw"}}) {
+      CheckF32(m, what);
+    }
+    CheckTensor(targets, DType::kI32, "lm head targets");
+    CheckTensor(weight, DType::kF32, "lm head weight");
+    CheckTensor(*losses, DType::kF32, "lm head losses");
+    const int64_t n = h.rows;
+    CHECK(targets.numel() == n && weight.numel() == n && losses->numel() == n)
+        << "lm head: targets, weight and losses need one entry per row";
+    CHECK_EQ(w.cols, h.cols) << "lm head w: columns";
+    CHECK(dh.rows == n && dh.cols == h.cols) << "lm head dh: shape";
+    CHECK(dw.rows == w.rows && dw.cols == w.cols) << "lm head dw: shape";
+    cuda::LmHeadCrossEntropyBf16(ctx_->cublas(), ToConst(h), ToConst(w), targets.data<int32_t>(),
+                                 weight.data<float>(), losses->data<float>(), ToView(dh),
+                                 ToView(dw), ctx_->error_flag(), stream_);
+  }
+
   void AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
              Tensor* v) override {
     CheckTensor(grad, DType::kF32, "adamw grad");
@@ -394,9 +429,13 @@ class CudaBackend : public Backend {
     cuda::Scale(static_cast<float>(alpha), ToView(x), stream_);
   }
 
-  double SumSquares(Mat x) override {
-    CheckF32(x, "sum of squares x");
-    return cuda::SumSquares(ToConst(x), stream_);
+  double SumSquares(const std::vector<Mat>& xs) override {
+    std::vector<ConstView> views;
+    for (const Mat& x : xs) {
+      CheckF32(x, "sum of squares x");
+      views.push_back(ToConst(x));
+    }
+    return cuda::SumSquares(views, stream_);
   }
 
  private:

@@ -395,6 +395,35 @@ class ScanTest : public CudaBackendTest {
     ExpectClose(Err(ddt), kTolScan, "scan ddt_bias");
     ExpectClose(Err(da), kTolScan, "scan dA_log");
     ExpectClose(Err(dd), kTolScan, "scan dD");
+
+    // With the states the forward saved, the backward skips its own
+    // checkpoint pass and must give the same bits.
+    struct Written {
+      const Pair* pair;
+      int64_t col0, cols;
+    };
+    const std::vector<Written> written = {
+        {&du, 0, e}, {&ddr, 0, e}, {&dbc, st.r, 2 * s}, {&dxz, e, e}};
+    std::vector<Tensor> before;
+    for (const Written& w : written) before.push_back(ToHost(gpu_.get(), w.pair->dev));
+    Tensor saved;
+    ScanInputs in = st.In(true);
+    in.saved = &saved;
+    gpu_->ScanForward(sg, *st.rg, in, y.d());
+    ASSERT_GT(saved.numel(), 0) << "the forward kept no states";
+    for (const Written& w : written) gpu_->Fill(w.pair->d(), std::nan(""));
+    gpu_->ScanBackward(sg, *st.rg, in, dy.d(), grads(true));
+    for (size_t i = 0; i < written.size(); ++i) {
+      const Tensor after = ToHost(gpu_.get(), written[i].pair->dev);
+      const int64_t ld = after.dim(1);
+      for (int64_t r = 0; r < after.dim(0); ++r) {
+        ASSERT_EQ(std::memcmp(after.data<float>() + r * ld + written[i].col0,
+                              before[i].data<float>() + r * ld + written[i].col0,
+                              written[i].cols * sizeof(float)),
+                  0)
+            << "output " << i << " row " << r << " differs with saved states";
+      }
+    }
   }
 };
 
@@ -447,6 +476,37 @@ TEST_F(CudaBackendTest, CrossEntropy) {
   }
 }
 
+// The fused head against the CPU's Gemm + CrossEntropy + Gemm + Gemm: fp32
+// products, and bf16 logits (an odd V runs the kernel's scalar path).
+TEST_F(CudaBackendTest, LmHeadCrossEntropy) {
+  const int64_t n = 41, d = 40;
+  for (int64_t v : {1003, 1024}) {
+    for (MatmulPrecision precision : {MatmulPrecision::kFp32, MatmulPrecision::kBf16}) {
+      auto gpu = MakeGpu(precision);
+      const double tol = precision == MatmulPrecision::kFp32 ? kTolF32 : kTolBf16;
+      const std::string tag = "V=" + std::to_string(v) +
+                              (precision == MatmulPrecision::kFp32 ? ", fp32" : ", bf16");
+      std::vector<int32_t> targets(n);
+      std::vector<float> weight(n);
+      std::uniform_int_distribution<int> id(0, v - 1);
+      for (int64_t i = 0; i < n; ++i) {
+        targets[i] = id(rng_);
+        weight[i] = i % 7 == 2 ? 0.f : 1.f / n;
+      }
+      Pair t = UploadVector(targets, DType::kI32);
+      Pair w = UploadVector(weight, DType::kF32);
+      Pair h = Random({n, d + 2}), head = Random({v, d}, 0.3f);
+      Pair losses = Output({n}), dh = Output({n, d}), dhead = Random({v, d});
+      cpu_->LmHeadCrossEntropy(h.h(1, d), head.h(), t.host, w.host, &losses.host, dh.h(),
+                               dhead.h());
+      gpu->LmHeadCrossEntropy(h.d(1, d), head.d(), t.dev, w.dev, &losses.dev, dh.d(), dhead.d());
+      ExpectClose(Err(losses), tol, "lm head losses, " + tag);
+      ExpectClose(Err(dh), tol, "lm head dh, " + tag);
+      ExpectClose(Err(dhead), tol, "lm head dW, " + tag);
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, AdamW) {
   for (int64_t n : {1001, 1024}) {
     Pair g = Random({n}), p = Random({n}), m = Random({n}, 0.1f);
@@ -475,7 +535,10 @@ TEST_F(CudaBackendTest, Glue) {
   cpu_->Scale(1.7, y.h(1, 20));
   gpu_->Scale(1.7, y.d(1, 20));
   ExpectClose(Err(y), kTolF32, "scale");
-  const double want = cpu_->SumSquares(y.h(3, 17)), got = gpu_->SumSquares(y.d(3, 17));
+  // Several views at once, one of them empty, one long enough for many blocks.
+  Pair big = Random({1, 300001});
+  const double want = cpu_->SumSquares({y.h(3, 17), x.h(0, 0), big.h(), x.h()});
+  const double got = gpu_->SumSquares({y.d(3, 17), x.d(0, 0), big.d(), x.d()});
   ExpectClose(std::abs(got - want) / want, 1e-6, "sum of squares");
 }
 

@@ -157,16 +157,32 @@ void Scale(float alpha, View x, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
-double SumSquares(ConstView x, cudaStream_t stream) {
-  if (x.rows == 0 || x.cols == 0) return 0;
+double SumSquares(const std::vector<ConstView>& xs, cudaStream_t stream) {
+  // Each view gets as many blocks as its size fills (at most kSumBlocks),
+  // writing its partial sums after the previous view's; a last kernel adds
+  // all partials. Block counts depend only on the sizes: fixed order.
+  std::vector<int> blocks;
+  int total = 0;
+  for (const ConstView& x : xs) {
+    blocks.push_back(static_cast<int>(GridFor(x.rows * x.cols, kSumThreads * 4, kSumBlocks)));
+    total += x.rows * x.cols == 0 ? 0 : blocks.back();
+  }
+  if (total == 0) return 0;
   Scratch scratch(stream);
-  double* partial = scratch.Alloc<double>(kSumBlocks + 1);
-  SumSquaresKernel<<<kSumBlocks, kSumThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols, partial);
-  CUDA_CHECK_LAUNCH();
-  SumPartialsKernel<<<1, kSumThreads, 0, stream>>>(partial, kSumBlocks, partial + kSumBlocks);
+  double* partial = scratch.Alloc<double>(total + 1);
+  int offset = 0;
+  for (size_t i = 0; i < xs.size(); ++i) {
+    const ConstView& x = xs[i];
+    if (x.rows * x.cols == 0) continue;
+    SumSquaresKernel<<<blocks[i], kSumThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols,
+                                                            partial + offset);
+    CUDA_CHECK_LAUNCH();
+    offset += blocks[i];
+  }
+  SumPartialsKernel<<<1, kSumThreads, 0, stream>>>(partial, total, partial + total);
   CUDA_CHECK_LAUNCH();
   double result = 0;
-  CUDA_CHECK(cudaMemcpyAsync(&result, partial + kSumBlocks, sizeof(double), cudaMemcpyDeviceToHost,
+  CUDA_CHECK(cudaMemcpyAsync(&result, partial + total, sizeof(double), cudaMemcpyDeviceToHost,
                              stream));
   CUDA_CHECK(cudaStreamSynchronize(stream));
   return result;

@@ -33,6 +33,18 @@ cublasComputeType_t ComputeType(MatmulPrecision p) {
 // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T, and a
 // row-major matrix read column-major is its transpose: so swap A and B and
 // keep the transpose flags.
+// C = alpha op(A) op(B) + beta C for k >= 1, C of any type cuBLAS takes.
+void CublasGemm(cublasHandle_t handle, bool ta, bool tb, int64_t m, int64_t n, int64_t k,
+                float alpha, const void* a, cudaDataType_t a_type, int64_t lda, const void* b,
+                cudaDataType_t b_type, int64_t ldb, float beta, void* c, cudaDataType_t c_type,
+                int64_t ldc, cublasComputeType_t compute) {
+  // cuBLAS is column-major: the row-major C^T = op(B)^T op(A)^T.
+  CUBLAS_CHECK(cublasGemmEx(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            AsInt(n, "n"), AsInt(m, "m"), AsInt(k, "k"), &alpha, b, b_type,
+                            AsInt(ldb, "ldb"), a, a_type, AsInt(lda, "lda"), &beta, c, c_type,
+                            AsInt(ldc, "ldc"), compute, CUBLAS_GEMM_DEFAULT));
+}
+
 void GemmEx(cublasHandle_t handle, bool ta, bool tb, int64_t m, int64_t n, int64_t k, float alpha,
             const void* a, cudaDataType_t a_type, int64_t lda, const void* b, cudaDataType_t b_type,
             int64_t ldb, float beta, float* c, int64_t ldc, cublasComputeType_t compute) {
@@ -47,10 +59,8 @@ void GemmEx(cublasHandle_t handle, bool ta, bool tb, int64_t m, int64_t n, int64
     }
     return;
   }
-  CUBLAS_CHECK(cublasGemmEx(handle, tb ? CUBLAS_OP_T : CUBLAS_OP_N, ta ? CUBLAS_OP_T : CUBLAS_OP_N,
-                            AsInt(n, "n"), AsInt(m, "m"), AsInt(k, "k"), &alpha, b, b_type,
-                            AsInt(ldb, "ldb"), a, a_type, AsInt(lda, "lda"), &beta, c, CUDA_R_32F,
-                            AsInt(ldc, "ldc"), compute, CUBLAS_GEMM_DEFAULT));
+  CublasGemm(handle, ta, tb, m, n, k, alpha, a, a_type, lda, b, b_type, ldb, beta, c, CUDA_R_32F,
+             ldc, compute);
 }
 
 bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
@@ -274,6 +284,15 @@ void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int6
               float beta, float* c, int64_t ldc) {
   GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta,
          c, ldc, CUBLAS_COMPUTE_32F);
+}
+
+void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                    int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
+                    int64_t ldb, __nv_bfloat16* c, int64_t ldc) {
+  CHECK_GT(k, 0) << "gemm: bf16 output needs k >= 1";
+  if (m == 0 || n == 0) return;
+  CublasGemm(handle, trans_a, trans_b, m, n, k, 1.f, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, 0.f,
+             c, CUDA_R_16BF, ldc, CUBLAS_COMPUTE_32F);
 }
 
 void GatherRows(const int32_t* rows, int64_t n, ConstView src, View dst, int* error,

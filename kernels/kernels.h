@@ -60,7 +60,8 @@ void Fill(void* data, int64_t rows, int64_t cols, int64_t ld, int elem_size, uin
 void Axpy(float alpha, ConstView x, View y, cudaStream_t stream);
 void Scale(float alpha, View x, cudaStream_t stream);
 // Sum of squares in fp64, in a fixed order; blocks until done.
-double SumSquares(ConstView x, cudaStream_t stream);
+// Over every element of every view; waits for the result.
+double SumSquares(const std::vector<ConstView>& xs, cudaStream_t stream);
 void ConvertToBf16(const float* src, int64_t n, __nv_bfloat16* dst, cudaStream_t stream);
 // A strided fp32 matrix into a contiguous bf16 one (gemm.cu).
 void ConvertToBf16(ConstView src, __nv_bfloat16* dst, cudaStream_t stream);
@@ -107,7 +108,12 @@ struct ScanArgs {
   const float* dt_bias = nullptr;  // [G, E]
   const float* a_log = nullptr;    // [E, S]
   const float* d = nullptr;        // [E]
+  // [batch][ceil(L / 32)][E][16]: the state before every 32nd step, written
+  // by ScanForward and read by ScanBackward (which otherwise recomputes it);
+  // null: not kept.
+  float* saved_states = nullptr;
 };
+int64_t ScanSavedStatesSize(int64_t batch, int64_t seq_len, int64_t e_dim);
 struct ScanGradArgs {
   ConstView dy;
   View du, ddelta_raw, db, dc, dz;  // overwritten
@@ -123,6 +129,12 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
 // logits and dlogits may be the same memory. Targets outside [0, V) set *error.
 void CrossEntropy(ConstView logits, const int32_t* targets, const float* weight, float* losses,
                   View dlogits, int* error, cudaStream_t stream);
+// The LM head and its loss with bf16 products (Backend::LmHeadCrossEntropy):
+// h [N, D] and W [V, D] are converted once, the logits [N, V] are bf16 and
+// become dlogits in place, which the dh and dW products read directly.
+void LmHeadCrossEntropyBf16(cublasHandle_t handle, ConstView h, ConstView w,
+                            const int32_t* targets, const float* weight, float* losses, View dh,
+                            View dw, int* error, cudaStream_t stream);
 
 // ---- AdamW (optimizer.cu) ----
 struct AdamWArgs {
@@ -149,6 +161,10 @@ void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int
 void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b, int64_t ldb,
               float beta, float* c, int64_t ldc);
+// C = op(A) op(B) with bf16 operands and output, fp32 accumulation; k >= 1.
+void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
+                    int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
+                    int64_t ldb, __nv_bfloat16* c, int64_t ldc);
 // dst[i] = src[rows[i]]. A row outside src raises *error (if given).
 void GatherRows(const int32_t* rows, int64_t n, ConstView src, View dst, int* error,
                 cudaStream_t stream);

@@ -150,12 +150,17 @@ void ProfiledBackend::ScanForward(const SeqLayout& seq, const Routing& r, const 
 }
 void ProfiledBackend::ScanBackward(const SeqLayout& seq, const Routing& r, const ScanInputs& in,
                                    Mat dy, const ScanGrads& grads) {
-  Timed("ScanBackward", [&] { inner_->ScanBackward(seq, r, in, dy, grads); });
+  Timed(in.saved != nullptr && in.saved->numel() > 0 ? "ScanBackward (saved states)" : "ScanBackward", [&] { inner_->ScanBackward(seq, r, in, dy, grads); });
 }
 void ProfiledBackend::CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
                                    Tensor* losses, Mat dlogits) {
   Timed(absl::StrCat("CrossEntropy ", Dims(logits)),
         [&] { inner_->CrossEntropy(logits, targets, weight, losses, dlogits); });
+}
+void ProfiledBackend::LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets,
+                                         const Tensor& weight, Tensor* losses, Mat dh, Mat dw) {
+  Timed(absl::StrCat("LmHeadCrossEntropy ", Dims(h), "->", w.rows),
+        [&] { inner_->LmHeadCrossEntropy(h, w, targets, weight, losses, dh, dw); });
 }
 void ProfiledBackend::AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
                             Tensor* v) {
@@ -167,8 +172,8 @@ void ProfiledBackend::Axpy(double alpha, Mat x, Mat y) {
 void ProfiledBackend::Scale(double alpha, Mat x) {
   Timed("Scale", [&] { inner_->Scale(alpha, x); });
 }
-double ProfiledBackend::SumSquares(Mat x) {
-  return Timed("SumSquares (waits for the result)", [&] { return inner_->SumSquares(x); });
+double ProfiledBackend::SumSquares(const std::vector<Mat>& xs) {
+  return Timed("SumSquares (waits for the result)", [&] { return inner_->SumSquares(xs); });
 }
 
 }  // namespace modamba

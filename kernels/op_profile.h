@@ -65,11 +65,13 @@ class ProfiledBackend : public Backend {
                     Mat dy, const ScanGrads& grads) override;
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override;
+  void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,
+                          Tensor* losses, Mat dh, Mat dw) override;
   void AdamW(const AdamWStep& step, const Tensor& grad, Tensor* param, Tensor* m,
              Tensor* v) override;
   void Axpy(double alpha, Mat x, Mat y) override;
   void Scale(double alpha, Mat x) override;
-  double SumSquares(Mat x) override;
+  double SumSquares(const std::vector<Mat>& xs) override;
 
  private:
   struct Span;

@@ -313,7 +313,7 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       sde[q] = de;
       sdu[q] = du;
     }
-    if (kCkptMode) {
+    if (kCkptMode || p.ckpt != nullptr) {
       float* dst = p.ckpt + ((bi * CeilDiv(L, kT) + tile) * E) * kS;
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
@@ -761,13 +761,17 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   const int64_t blocks = CeilDiv(e, C::kCB);
   const int groups = p.groups;
   Scratch scratch(stream);
-  p.ckpt = scratch.Alloc<float>(a.batch * CeilDiv(a.seq_len, kT) * e * kS);
+  if (a.saved_states != nullptr) {
+    p.ckpt = a.saved_states;
+  } else {
+    p.ckpt = scratch.Alloc<float>(ScanSavedStatesSize(a.batch, a.seq_len, e));
+  }
   p.dbc_part = scratch.Alloc<float>(blocks * n * 2 * kS);
   p.part_da = scratch.Alloc<float>(a.batch * e * kS);
   p.part_dd = scratch.Alloc<float>(a.batch * e);
   p.part_dtb = scratch.Alloc<float>(a.batch * groups * e);
 
-  LaunchForward<FwdCfg, true>(p, stream);
+  if (a.saved_states == nullptr) LaunchForward<FwdCfg, true>(p, stream);
 
   constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
   auto kernel = ScanBackwardKernel<C>;
@@ -791,9 +795,14 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
 
 }  // namespace
 
+int64_t ScanSavedStatesSize(int64_t batch, int64_t seq_len, int64_t e_dim) {
+  return batch * CeilDiv(seq_len, kT) * e_dim * kS;
+}
+
 void ScanForward(const ScanArgs& a, View y, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.e_dim == 0) return;
   Params p = MakeParams(a);
+  p.ckpt = a.saved_states;
   p.y = y.data;
   p.ldy = y.ld;
   LaunchForward<FwdCfg, false>(p, stream);

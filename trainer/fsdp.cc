@@ -163,8 +163,9 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) 
   Backend* be = params_->backend();
   // Global gradient norm: the shards partition every gradient (padding is 0).
   Tensor sq_host(DType::kF64, {1});
-  sq_host.data<double>()[0] = 0;
-  for (const Bucket& bucket : buckets_) sq_host.data<double>()[0] += be->SumSquares(bucket.grad.mat());
+  std::vector<Mat> grads;
+  for (const Bucket& bucket : buckets_) grads.push_back(bucket.grad.mat());
+  sq_host.data<double>()[0] = be->SumSquares(grads);
   Tensor sq = be->Empty(DType::kF64, {1});
   be->Copy(sq_host.mat(), sq.mat());
   RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(sq)));
