@@ -204,11 +204,9 @@ class CudaBackend : public Backend {
     const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
     if (r.single_group() >= 0) {
       const int g = r.single_group();
-      cuda::GemmF32(ctx_->cublas(), precision_, false, false, n, in, out, 1.f, dy.ptr<float>(),
-                    dy.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f, dx.ptr<float>(),
-                    dx.ld);
-      cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, n, 1.f, dy.ptr<float>(),
-                    dy.ld, x.ptr<float>(), x.ld, 1.f, dw->data<float>() + g * out * in, in);
+      cuda::LinearBackwardF32(ctx_->cublas(), precision_, n, in, out, ToConst(x),
+                              GroupWeight(w, g), ToConst(dy), accumulate_dx ? 1.f : 0.f,
+                              ToView(dx), dw->data<float>() + g * out * in);
       return;
     }
     if (out <= kNarrow && out <= in) {

@@ -50,18 +50,32 @@ __global__ void ScaleKernel(float alpha, float* x, int64_t ld, int64_t rows, int
 constexpr int kSumBlocks = 512;
 constexpr int kSumThreads = 256;
 
-// A grid-stride loop over every element (row-major), so a single long row
-// (a flat FSDP shard) spreads over all blocks; partial[b] is block b's fp64
-// total. The order of the sums is fixed: the result is reproducible.
-__global__ void SumSquaresKernel(const float* x, int64_t ld, int64_t rows, int64_t cols,
-                                 double* partial) {
+// One view of a sum of squares and the blocks it gets: [first, first + blocks).
+struct SumView {
+  const float* x;
+  int64_t ld, rows, cols;
+  int first, blocks;
+};
+
+// Every view in one launch: block b finds its view, then strides over the
+// view's elements (row-major) with the view's blocks, so a single long row
+// (a flat FSDP shard) spreads over many; partial[b] is block b's fp64 total.
+// The order of the sums is fixed: the result is reproducible.
+__global__ void SumSquaresKernel(const SumView* views, int num_views, double* partial) {
   __shared__ double shared[kSumThreads / 32];
+  int lo = 0, hi = num_views - 1;  // the last view with first <= blockIdx.x
+  while (lo < hi) {
+    const int mid = (lo + hi + 1) / 2;
+    if (views[mid].first <= static_cast<int>(blockIdx.x)) lo = mid; else hi = mid - 1;
+  }
+  const SumView v = views[lo];
   double acc = 0;
-  const int64_t n = rows * cols, stride = int64_t(gridDim.x) * blockDim.x;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    const int64_t r = i / cols;
-    const double v = x[r * ld + (i - r * cols)];
-    acc += v * v;
+  const int64_t n = v.rows * v.cols, stride = int64_t(v.blocks) * blockDim.x;
+  for (int64_t i = (blockIdx.x - v.first) * int64_t(blockDim.x) + threadIdx.x; i < n;
+       i += stride) {
+    const int64_t r = i / v.cols;
+    const double e = v.x[r * v.ld + (i - r * v.cols)];
+    acc += e * e;
   }
   double total = BlockSum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
@@ -158,27 +172,26 @@ void Scale(float alpha, View x, cudaStream_t stream) {
 }
 
 double SumSquares(const std::vector<ConstView>& xs, cudaStream_t stream) {
-  // Each view gets as many blocks as its size fills (at most kSumBlocks),
-  // writing its partial sums after the previous view's; a last kernel adds
-  // all partials. Block counts depend only on the sizes: fixed order.
-  std::vector<int> blocks;
+  // Each view gets as many blocks as its size fills (at most kSumBlocks);
+  // block counts depend only on the sizes: a fixed order.
+  std::vector<SumView> views;
   int total = 0;
   for (const ConstView& x : xs) {
-    blocks.push_back(static_cast<int>(GridFor(x.rows * x.cols, kSumThreads * 4, kSumBlocks)));
-    total += x.rows * x.cols == 0 ? 0 : blocks.back();
+    if (x.rows * x.cols == 0) continue;
+    const int blocks = static_cast<int>(GridFor(x.rows * x.cols, kSumThreads * 4, kSumBlocks));
+    views.push_back({x.data, x.ld, x.rows, x.cols, total, blocks});
+    total += blocks;
   }
   if (total == 0) return 0;
   Scratch scratch(stream);
+  auto* dev_views = scratch.Alloc<SumView>(views.size());
   double* partial = scratch.Alloc<double>(total + 1);
-  int offset = 0;
-  for (size_t i = 0; i < xs.size(); ++i) {
-    const ConstView& x = xs[i];
-    if (x.rows * x.cols == 0) continue;
-    SumSquaresKernel<<<blocks[i], kSumThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols,
-                                                            partial + offset);
-    CUDA_CHECK_LAUNCH();
-    offset += blocks[i];
-  }
+  // `views` outlives the copy: the result is waited for below.
+  CUDA_CHECK(cudaMemcpyAsync(dev_views, views.data(), views.size() * sizeof(SumView),
+                             cudaMemcpyHostToDevice, stream));
+  SumSquaresKernel<<<total, kSumThreads, 0, stream>>>(dev_views, static_cast<int>(views.size()),
+                                                      partial);
+  CUDA_CHECK_LAUNCH();
   SumPartialsKernel<<<1, kSumThreads, 0, stream>>>(partial, total, partial + total);
   CUDA_CHECK_LAUNCH();
   double result = 0;

@@ -286,6 +286,30 @@ void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int6
          c, ldc, CUBLAS_COMPUTE_32F);
 }
 
+void LinearBackwardF32(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
+                       int64_t out, ConstView x, const float* w, ConstView dy, float beta_dx,
+                       View dx, float* dw) {
+  if (precision != MatmulPrecision::kBf16 || std::min({n, in, out}) < 256) {
+    GemmF32(handle, precision, false, false, n, in, out, 1.f, dy.data, dy.ld, w, in, beta_dx,
+            dx.data, dx.ld);
+    GemmF32(handle, precision, true, false, out, in, n, 1.f, dy.data, dy.ld, x.data, x.ld, 1.f, dw,
+            in);
+    return;
+  }
+  // dy is the largest operand and both products read it: convert it once.
+  cudaStream_t stream;
+  CUBLAS_CHECK(cublasGetStream(handle, &stream));
+  Scratch scratch(stream);
+  auto* dyb = scratch.Alloc<__nv_bfloat16>(n * out);
+  auto* xb = scratch.Alloc<__nv_bfloat16>(n * in);
+  auto* wb = scratch.Alloc<__nv_bfloat16>(out * in);
+  ConvertToBf16(dy, dyb, stream);
+  ConvertToBf16(x, xb, stream);
+  ConvertToBf16(w, out * in, wb, stream);
+  GemmBf16(handle, false, false, n, in, out, 1.f, dyb, out, wb, in, beta_dx, dx.data, dx.ld);
+  GemmBf16(handle, true, false, out, in, n, 1.f, dyb, out, xb, in, 1.f, dw, in);
+}
+
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
                     int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
                     int64_t ldb, __nv_bfloat16* c, int64_t ldc) {

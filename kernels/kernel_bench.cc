@@ -154,6 +154,12 @@ class Bench {
     const double bwd_bytes = 4 * ne + 2 * ns + 3 * ne + 2 * ns;  // + dy -> du, ddelta, dz, dB, dC
     const double fwd_ms = Ms([&] { gpu_->ScanForward(seq, *routing, in, y.mat()); });
     const double bwd_ms = Ms([&] { gpu_->ScanBackward(seq, *routing, in, dy.mat(), g); });
+    // As in training: the forward keeps its 32-step states for the backward.
+    Tensor saved;
+    ScanInputs kept = in;
+    kept.saved = &saved;
+    const double fwd_saving_ms = Ms([&] { gpu_->ScanForward(seq, *routing, kept, y.mat()); });
+    const double bwd_saved_ms = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });
     int dev = 0, sms = 0, clock_khz = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -172,6 +178,10 @@ class Bench {
     row("forward", fwd_ms, fwd_bytes, 1);
     row("backward", bwd_ms, bwd_bytes, 1);
     row("forward + backward", fwd_ms + bwd_ms, fwd_bytes + bwd_bytes, 2);
+    row("forward keeping states", fwd_saving_ms, fwd_bytes, 1);
+    row("backward from kept states", bwd_saved_ms, bwd_bytes, 1);
+    row("forward + backward, states kept (training)", fwd_saving_ms + bwd_saved_ms,
+        fwd_bytes + bwd_bytes, 2);
     std::printf(
         "\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
         "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",

@@ -161,6 +161,12 @@ void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int
 void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b, int64_t ldb,
               float beta, float* c, int64_t ldc);
+// The backward of y = x W^T (x [n, in], W [out, in]): dx = dy W + beta_dx dx
+// and dW += dy^T x, each operand converted to bf16 once for both products
+// when the precision is bf16 and every dimension is large (as GemmF32).
+void LinearBackwardF32(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
+                       int64_t out, ConstView x, const float* w, ConstView dy, float beta_dx,
+                       View dx, float* dw);
 // C = op(A) op(B) with bf16 operands and output, fp32 accumulation; k >= 1.
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
                     int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
