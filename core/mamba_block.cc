@@ -67,10 +67,10 @@ void MambaBlock::Init(uint64_t seed) {
   params_->Set(d_, ConstantInit(dt, d_->value.shape(), 1.0));
 }
 
-ScanInputs MambaBlock::MakeScanInputs(const Activations& acts) const {
+ScanInputs MambaBlock::MakeScanInputs(const Activations& acts, Mat delta_raw) const {
   ScanInputs in;
   in.u = acts.u.mat();
-  in.delta_raw = acts.delta_raw.mat();
+  in.delta_raw = delta_raw;
   in.b = acts.dbc.mat().Cols(dt_rank_, d_state_);
   in.c = acts.dbc.mat().Cols(dt_rank_ + d_state_, d_state_);
   in.z = acts.xz.mat().Cols(d_inner_, d_inner_);
@@ -89,15 +89,16 @@ void MambaBlock::Forward(const BatchContext& ctx, Mat h, Mat out, Activations* a
     acts->xz = be->Empty(dt, {n, 2 * d_inner_});
     acts->u = be->Empty(dt, {n, d_inner_});
     acts->dbc = be->Empty(dt, {n, dt_rank_ + 2 * d_state_});
-    acts->delta_raw = be->Empty(dt, {n, d_inner_});
     acts->y = be->Empty(dt, {n, d_inner_});
   }
   in_proj_.Forward(ctx, h, acts->xz.mat());
   be->ConvForward(ctx.seq, acts->xz.mat().Cols(0, d_inner_), conv_w_->value, conv_b_->value,
                   acts->u.mat());
   x_proj_.Forward(ctx, acts->u.mat(), acts->dbc.mat());
-  dt_proj_.Forward(ctx, acts->dbc.mat().Cols(0, dt_rank_), acts->delta_raw.mat());
-  be->ScanForward(ctx.seq, dt_proj_.routing(ctx), MakeScanInputs(*acts), acts->y.mat());
+  Tensor delta_raw = be->Empty(dt, {n, d_inner_});
+  dt_proj_.Forward(ctx, acts->dbc.mat().Cols(0, dt_rank_), delta_raw.mat());
+  be->ScanForward(ctx.seq, dt_proj_.routing(ctx), MakeScanInputs(*acts, delta_raw.mat()),
+                  acts->y.mat());
   out_proj_.Forward(ctx, acts->y.mat(), out);
 }
 
@@ -122,7 +123,10 @@ void MambaBlock::Backward(const BatchContext& ctx, Mat h, const Activations& act
   g.ddt_bias = &dt_bias_->grad;
   g.da_log = &a_log_->grad;
   g.dd = &d_->grad;
-  be->ScanBackward(ctx.seq, dt_proj_.routing(ctx), MakeScanInputs(acts), dy.mat(), g);
+  Tensor delta_raw = be->Empty(dt, {n, d_inner_});
+  dt_proj_.Forward(ctx, acts.dbc.mat().Cols(0, dt_rank_), delta_raw.mat());
+  be->ScanBackward(ctx.seq, dt_proj_.routing(ctx), MakeScanInputs(acts, delta_raw.mat()),
+                   dy.mat(), g);
   dt_proj_.Backward(ctx, acts.dbc.mat().Cols(0, dt_rank_), ddelta.mat(),
                     ddbc.mat().Cols(0, dt_rank_), false);
   x_proj_.Backward(ctx, acts.u.mat(), ddbc.mat(), du.mat(), /*accumulate_dx=*/true);

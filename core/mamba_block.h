@@ -23,7 +23,9 @@ class MambaBlock {
  public:
   // What the forward keeps for the backward (all [N, *] on the device).
   struct Activations {
-    Tensor xz, u, dbc, delta_raw, y;
+    // delta_raw is not kept: the backward recomputes it from dbc (one thin
+    // GEMM) rather than hold [N, E] per layer, a sixth of the activations.
+    Tensor xz, u, dbc, y;
     // What the scan's forward keeps for its backward (ScanInputs::saved).
     std::unique_ptr<Tensor> scan_saved = std::make_unique<Tensor>();
   };
@@ -36,7 +38,7 @@ class MambaBlock {
   void Backward(const BatchContext& ctx, Mat h, const Activations& acts, Mat dout, Mat dh) const;
 
  private:
-  ScanInputs MakeScanInputs(const Activations& acts) const;
+  ScanInputs MakeScanInputs(const Activations& acts, Mat delta_raw) const;
 
   ParamSet* params_;
   const int d_model_, d_inner_, d_state_, d_conv_, dt_rank_, n_layer_;
