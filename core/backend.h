@@ -4,7 +4,15 @@
 // kernels/cuda_backend.cc implements it on NVIDIA GPUs.
 //
 // Layout (the one place it is written down): activations are matrices of
-// [N = B * L tokens, features], token n = b * L + t, i.e. (B, L, D) row-major.
+// [N = B * L tokens, features]; token n = b * L + t is its sequence position.
+// Rows are stored in sequence order, (B, L, D) row-major, unless a SeqLayout
+// carries a row map: then position n is stored at row rows[n] of every
+// [N, *] activation. The language model uses one to keep each modality's
+// tokens contiguous for the whole step (group 0's rows first, sequence order
+// inside a group), so routed projections run one GEMM per group on a row
+// range. Row-wise ops never see the order; only the conv and the scan, which
+// read sequence neighbours, go through the map. Per-position inputs that are
+// not activations (doc_start) stay in sequence order.
 // Weights of a projection are [G, out, in] (G = 1 when shared, M when routed
 // by modality); y = x W^T. The conv weight is [E, d_conv], A_log is [E, S].
 //
@@ -33,20 +41,25 @@ class Routing {
   int64_t num_rows() const { return num_rows_; }
   // Rows of group g.
   int64_t count(int g) const { return counts_[g]; }
+  // Whether the group ids never decrease: each group's rows are one range,
+  // group 0's first, and routed projections need no gather or scatter.
+  bool grouped() const { return grouped_; }
 
  protected:
   std::vector<int64_t> counts_;
   int64_t num_rows_ = 0;
+  bool grouped_ = false;
 };
 
-// The token stream's shape: N = batch * seq_len rows. A row with
-// doc_start[n] != 0 (and every row with t == 0) begins a document: the conv
+// The token stream's shape: N = batch * seq_len positions. A position with
+// doc_start[n] != 0 (and every one with t == 0) begins a document: the conv
 // window and the scan state restart there.
 struct SeqLayout {
   int64_t batch = 0;
   int64_t seq_len = 0;
-  const Tensor* doc_start = nullptr;  // U8 [N] on the backend's device
-  int64_t rows() const { return batch * seq_len; }
+  const Tensor* doc_start = nullptr;  // U8 [N] on the backend's device, by position
+  const Tensor* rows = nullptr;       // I32 [N] on the device: the row of each position; null: n
+  int64_t num_rows() const { return batch * seq_len; }
 };
 
 // The selective scan's inputs: the shared parameters and the per-token
@@ -136,15 +149,16 @@ class Backend {
                                Tensor* dw) = 0;
 
   // ---- causal depthwise conv1d + bias + SiLU ----
-  // u[n, e] = silu(b[e] + sum_k w[e, k] x[n - (K-1) + k, e]), rows before the
-  // document start read as zero.
+  // u[n, e] = silu(b[e] + sum_k w[e, k] x[n - (K-1) + k, e]) over positions n
+  // (rows through seq.rows), positions before the document start read as zero.
   virtual void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
                            Mat u) = 0;
   virtual void ConvBackward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
                             Mat du, Mat dx, Tensor* dw, Tensor* db) = 0;
 
   // ---- selective scan, fused ----
-  // delta = softplus(delta_raw + dt_bias[g]); A = -exp(A_log);
+  // delta = softplus(delta_raw + dt_bias[g]), g the dt_routing group of the
+  // token's row; A = -exp(A_log);
   // h_t = exp(delta A) h_{t-1} + delta B_t u_t (h reset at document starts);
   // y_t = (C_t . h_t + D u_t) * silu(z_t).
   virtual void ScanForward(const SeqLayout& seq, const Routing& dt_routing,

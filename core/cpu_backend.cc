@@ -2,6 +2,7 @@
 // core/ops/ for everything else. F32 for training, F64 for gradient checks.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
@@ -20,6 +21,7 @@ class CpuRouting : public Routing {
  public:
   CpuRouting(const int32_t* modality, int64_t n, int num_groups) : group_(modality, modality + n) {
     num_rows_ = n;
+    grouped_ = std::is_sorted(modality, modality + n);
     counts_.assign(num_groups, 0);
     rows_.resize(num_groups);
     for (int64_t i = 0; i < n; ++i) {
@@ -97,10 +99,14 @@ Mat Contiguous(void* data, DType dtype, int64_t rows, int64_t cols) {
   return Mat{data, dtype, Device::kCpu, rows, cols, cols};
 }
 
+const int32_t* RowMap(const SeqLayout& seq) {
+  return seq.rows != nullptr ? seq.rows->data<int32_t>() : nullptr;
+}
+
 template <typename T>
 ops::ScanRef<T> MakeScanRef(const SeqLayout& seq, const CpuRouting& r, const ScanInputs& in) {
   return ops::ScanRef<T>{seq.batch, seq.seq_len, in.u.cols, in.b.cols,
-                         seq.doc_start->data<uint8_t>(), r.group(),
+                         seq.doc_start->data<uint8_t>(), RowMap(seq), r.group(),
                          in.u.ptr<T>(), in.u.ld, in.delta_raw.ptr<T>(), in.delta_raw.ld,
                          in.b.ptr<T>(), in.b.ld, in.c.ptr<T>(), in.c.ld, in.z.ptr<T>(), in.z.ld,
                          in.dt_bias->data<T>(), in.a_log->data<T>(), in.d->data<T>()};
@@ -203,17 +209,18 @@ class CpuBackend : public Backend {
 
   void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b, Mat u) override {
     DISPATCH_FLOAT(x.dtype, ops::ConvForward<T>(seq.batch, seq.seq_len, x.cols, w.dim(1),
-                                                  seq.doc_start->data<uint8_t>(), x.ptr<T>(), x.ld,
-                                                  w.data<T>(), b.data<T>(), u.ptr<T>(), u.ld));
+                                                  seq.doc_start->data<uint8_t>(), RowMap(seq),
+                                                  x.ptr<T>(), x.ld, w.data<T>(), b.data<T>(),
+                                                  u.ptr<T>(), u.ld));
   }
 
   void ConvBackward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b, Mat du,
                     Mat dx, Tensor* dw, Tensor* db) override {
     DISPATCH_FLOAT(x.dtype,
                    ops::ConvBackward<T>(seq.batch, seq.seq_len, x.cols, w.dim(1),
-                                        seq.doc_start->data<uint8_t>(), x.ptr<T>(), x.ld,
-                                        w.data<T>(), b.data<T>(), du.ptr<T>(), du.ld, dx.ptr<T>(),
-                                        dx.ld, dw->data<T>(), db->data<T>()));
+                                        seq.doc_start->data<uint8_t>(), RowMap(seq), x.ptr<T>(),
+                                        x.ld, w.data<T>(), b.data<T>(), du.ptr<T>(), du.ld,
+                                        dx.ptr<T>(), dx.ld, dw->data<T>(), db->data<T>()));
   }
 
   void ScanForward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in,
@@ -282,8 +289,9 @@ class CpuBackend : public Backend {
     for (int g = 0; g < r.num_groups(); ++g) {
       if (r.count(g) == 0) continue;
       Mat wg = GroupWeight(w, g);
-      if (r.count(g) == r.num_rows()) {  // one group holds every row: no gather
-        GemmT<T>(false, true, 1, x, wg, 0, y);
+      if (r.grouped()) {  // the group's rows are one range: no gather
+        const int64_t first = r.rows(g).front();
+        GemmT<T>(false, true, 1, x.Rows(first, r.count(g)), wg, 0, y.Rows(first, r.count(g)));
         continue;
       }
       std::vector<T> xg(r.count(g) * x.cols), yg(r.count(g) * y.cols);
@@ -300,12 +308,14 @@ class CpuBackend : public Backend {
     for (int g = 0; g < r.num_groups(); ++g) {
       if (r.count(g) == 0) continue;
       Mat wg = GroupWeight(w, g), dwg = GroupWeight(*dw, g);
-      if (r.count(g) == r.num_rows()) {
-        GemmT<T>(false, false, 1, dy, wg, accumulate_dx ? 1 : 0, dx);
-        GemmT<T>(true, false, 1, dy, x, 1, dwg);
+      const int64_t n = r.count(g);
+      if (r.grouped()) {
+        const int64_t first = r.rows(g).front();
+        const Mat dyg = dy.Rows(first, n);
+        GemmT<T>(false, false, 1, dyg, wg, accumulate_dx ? 1 : 0, dx.Rows(first, n));
+        GemmT<T>(true, false, 1, dyg, x.Rows(first, n), 1, dwg);
         continue;
       }
-      const int64_t n = r.count(g);
       std::vector<T> xg(n * x.cols), dyg(n * dy.cols), dxg(n * dx.cols);
       GatherToContiguous(x, r.rows(g), xg.data());
       GatherToContiguous(dy, r.rows(g), dyg.data());

@@ -1,8 +1,11 @@
 // Finite-difference gradient checks, in double, of every backward op of the
 // CPU backend: each op's input and parameter gradients against central
 // differences of L = sum(out * R) for a fixed random R.
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <string>
 
 #include "core/backend.h"
 #include "core/rng.h"
@@ -147,22 +150,162 @@ TEST_F(ScanGradTest, RoutedDtBias) { Run(3); }
 
 TEST_F(OpsGradTest, RoutedLinearWithAnEmptyGroup) {
   const int n = 7, in = 5, out = 4, g = 3;
-  std::vector<int32_t> modality = {0, 2, 2, 0, 0, 2, 0};  // group 1 has no rows
-  auto routing = be_->MakeRouting(modality.data(), n, g);
-  Tensor x = Random({n, in}), w = Random({g, out, in}), r = Random({n, out}), y = Zeros({n, out});
-  auto loss = [&] {
-    be_->RoutedLinear(*routing, x.mat(), w, y.mat());
-    return Dot(y, r);
-  };
-  loss();
-  Tensor dx = Zeros({n, in}), dw = Zeros({g, out, in});
-  be_->RoutedLinearBackward(*routing, x.mat(), w, r.mat(), dx.mat(), false, &dw);
-  ExpectGradient("routed dx", &x, dx, loss);
-  for (int i = 0; i < out * in; ++i) EXPECT_EQ(dw.data<double>()[out * in + i], 0.0);
-  // Check groups 0 and 2 only (group 1's numeric gradient is zero too).
-  for (int i = 0; i < out * in; ++i) dw.data<double>()[out * in + i] = 0;
-  ExpectGradient("routed dw", &w, dw, loss);
+  // Group 1 has no rows; rows interleaved (gathered), then grouped (row ranges).
+  for (std::vector<int32_t> modality : {std::vector<int32_t>{0, 2, 2, 0, 0, 2, 0},
+                                        std::vector<int32_t>{0, 0, 0, 0, 2, 2, 2}}) {
+    auto routing = be_->MakeRouting(modality.data(), n, g);
+    SCOPED_TRACE(routing->grouped() ? "grouped rows" : "interleaved rows");
+    Tensor x = Random({n, in}), w = Random({g, out, in}), r = Random({n, out});
+    Tensor y = Zeros({n, out});
+    auto loss = [&] {
+      be_->RoutedLinear(*routing, x.mat(), w, y.mat());
+      return Dot(y, r);
+    };
+    loss();
+    Tensor dx = Zeros({n, in}), dw = Zeros({g, out, in});
+    be_->RoutedLinearBackward(*routing, x.mat(), w, r.mat(), dx.mat(), false, &dw);
+    ExpectGradient("routed dx", &x, dx, loss);
+    for (int i = 0; i < out * in; ++i) EXPECT_EQ(dw.data<double>()[out * in + i], 0.0);
+    // Check groups 0 and 2 only (group 1's numeric gradient is zero too).
+    for (int i = 0; i < out * in; ++i) dw.data<double>()[out * in + i] = 0;
+    ExpectGradient("routed dw", &w, dw, loss);
+  }
 }
+
+// A SeqLayout row map (core/backend.h): the conv and the scan on rows stored
+// at row_of[n] give, bit for bit, the unmapped op's results on the same
+// values in sequence order, moved to those rows; parameter gradients are
+// identical. Inputs are column views, as in the block; outputs start as NaN,
+// so a row the op misses shows.
+class RowMapTest : public ::testing::TestWithParam<DType> {
+ protected:
+  // Random row map over b sequences of l positions with random document starts.
+  void MakeLayout(int64_t b, int64_t l) {
+    const int64_t n = b * l;
+    doc_ = Tensor::Zeros(DType::kU8, {n});
+    for (int64_t i = 0; i < n; ++i) doc_.data<uint8_t>()[i] = rng_.Uniform() < 0.1;
+    row_of_.resize(n);
+    for (int64_t i = 0; i < n; ++i) row_of_[i] = static_cast<int32_t>(i);
+    for (int64_t i = n - 1; i > 0; --i) std::swap(row_of_[i], row_of_[rng_.Below(i + 1)]);
+    map_ = Tensor(DType::kI32, {n});
+    std::copy(row_of_.begin(), row_of_.end(), map_.data<int32_t>());
+    plain_ = SeqLayout{b, l, &doc_};
+    mapped_ = SeqLayout{b, l, &doc_, &map_};
+  }
+
+  Tensor Filled(Shape shape, const std::function<double()>& next) {
+    Tensor t(GetParam(), shape);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      if (GetParam() == DType::kF64) t.data<double>()[i] = next();
+      else t.data<float>()[i] = static_cast<float>(next());
+    }
+    return t;
+  }
+  Tensor Random(Shape shape, double scale = 1.0) {
+    return Filled(shape, [&] { return rng_.Normal(0, scale); });
+  }
+  Tensor Poisoned(Shape shape) { return Filled(shape, [] { return std::nan(""); }); }
+  Tensor Copy(const Tensor& t) {
+    Tensor c(t.dtype(), t.shape());
+    std::memcpy(c.raw(), t.raw(), t.nbytes());
+    return c;
+  }
+  // t's row n moved to row row_of_[n].
+  Tensor ToRows(const Tensor& t) {
+    Tensor out(t.dtype(), t.shape());
+    const size_t row_bytes = t.nbytes() / t.dim(0);
+    for (int64_t i = 0; i < t.dim(0); ++i) {
+      std::memcpy(static_cast<char*>(out.raw()) + row_of_[i] * row_bytes,
+                  static_cast<const char*>(t.raw()) + i * row_bytes, row_bytes);
+    }
+    return out;
+  }
+  void ExpectSameBits(const std::string& what, const Tensor& want, const Tensor& got) {
+    ASSERT_EQ(want.nbytes(), got.nbytes()) << what;
+    EXPECT_EQ(std::memcmp(want.raw(), got.raw(), want.nbytes()), 0) << what;
+  }
+
+  std::unique_ptr<Backend> be_ = NewCpuBackend();
+  Rng rng_{2024};
+  Tensor doc_, map_;
+  std::vector<int32_t> row_of_;
+  SeqLayout plain_, mapped_;
+};
+
+TEST_P(RowMapTest, Conv) {
+  const int64_t b = 3, l = 37, e = 5, n = b * l;
+  MakeLayout(b, l);
+  for (int k : {4, 1}) {
+    SCOPED_TRACE("K=" + std::to_string(k));
+    Tensor xz = Random({n, 2 * e}), w = Random({e, k}, 0.5), bias = Random({e}, 0.5);
+    Tensor xz_r = ToRows(xz);
+    Tensor u = Poisoned({n, e}), u_r = Poisoned({n, e});
+    be_->ConvForward(plain_, xz.mat().Cols(0, e), w, bias, u.mat());
+    be_->ConvForward(mapped_, xz_r.mat().Cols(0, e), w, bias, u_r.mat());
+    ExpectSameBits("conv u", ToRows(u), u_r);
+
+    Tensor du = Random({n, e}), du_r = ToRows(du);
+    Tensor dxz = Poisoned({n, 2 * e}), dxz_r = Poisoned({n, 2 * e});
+    Tensor dw = Random({e, k}), db = Random({e});
+    Tensor dw_r = Copy(dw), db_r = Copy(db);
+    be_->ConvBackward(plain_, xz.mat().Cols(0, e), w, bias, du.mat(), dxz.mat().Cols(0, e), &dw,
+                      &db);
+    be_->ConvBackward(mapped_, xz_r.mat().Cols(0, e), w, bias, du_r.mat(),
+                      dxz_r.mat().Cols(0, e), &dw_r, &db_r);
+    ExpectSameBits("conv dx", ToRows(dxz), dxz_r);
+    ExpectSameBits("conv dw", dw, dw_r);
+    ExpectSameBits("conv db", db, db_r);
+  }
+}
+
+TEST_P(RowMapTest, Scan) {
+  const int64_t b = 2, l = 29, e = 6, s = 5, r = 3, n = b * l;
+  const int g = 3;
+  MakeLayout(b, l);
+  // dt groups by position (group 1 empty), and the same groups by row.
+  std::vector<int32_t> modality(n), modality_r(n);
+  for (int64_t i = 0; i < n; ++i) modality_r[row_of_[i]] = modality[i] = 2 * rng_.Below(2);
+  auto routing = be_->MakeRouting(modality.data(), n, g);
+  auto routing_r = be_->MakeRouting(modality_r.data(), n, g);
+  Tensor u = Random({n, e}), dr = Random({n, e}, 0.5), dbc = Random({n, r + 2 * s});
+  Tensor xz = Random({n, 2 * e}), bias = Random({g, e}, 0.5), a_log = Random({e, s}, 0.5);
+  Tensor d = Random({e});
+  Tensor u_r = ToRows(u), dr_r = ToRows(dr), dbc_r = ToRows(dbc), xz_r = ToRows(xz);
+  auto inputs = [&](const Tensor& u, const Tensor& dr, const Tensor& dbc, const Tensor& xz) {
+    return ScanInputs{u.mat(), dr.mat(), dbc.mat().Cols(r, s), dbc.mat().Cols(r + s, s),
+                      xz.mat().Cols(e, e), &bias, &a_log, &d};
+  };
+  const ScanInputs in = inputs(u, dr, dbc, xz), in_r = inputs(u_r, dr_r, dbc_r, xz_r);
+  Tensor y = Poisoned({n, e}), y_r = Poisoned({n, e});
+  be_->ScanForward(plain_, *routing, in, y.mat());
+  be_->ScanForward(mapped_, *routing_r, in_r, y_r.mat());
+  ExpectSameBits("scan y", ToRows(y), y_r);
+
+  Tensor dy = Random({n, e}), dy_r = ToRows(dy);
+  struct Grads {
+    Tensor du, ddr, ddbc, dxz, dbias, da, dd;
+    ScanGrads View(int64_t r, int64_t s, int64_t e) {
+      return ScanGrads{du.mat(), ddr.mat(), ddbc.mat().Cols(r, s), ddbc.mat().Cols(r + s, s),
+                       dxz.mat().Cols(e, e), &dbias, &da, &dd};
+    }
+  };
+  Grads p{Poisoned({n, e}), Poisoned({n, e}), Poisoned({n, r + 2 * s}), Poisoned({n, 2 * e}),
+          Random({g, e}), Random({e, s}), Random({e})};
+  Grads q{Poisoned({n, e}), Poisoned({n, e}), Poisoned({n, r + 2 * s}), Poisoned({n, 2 * e}),
+          Copy(p.dbias), Copy(p.da), Copy(p.dd)};
+  be_->ScanBackward(plain_, *routing, in, dy.mat(), p.View(r, s, e));
+  be_->ScanBackward(mapped_, *routing_r, in_r, dy_r.mat(), q.View(r, s, e));
+  ExpectSameBits("scan du", ToRows(p.du), q.du);
+  ExpectSameBits("scan ddelta_raw", ToRows(p.ddr), q.ddr);
+  ExpectSameBits("scan dB dC", ToRows(p.ddbc), q.ddbc);
+  ExpectSameBits("scan dz", ToRows(p.dxz), q.dxz);
+  ExpectSameBits("scan ddt_bias", p.dbias, q.dbias);
+  ExpectSameBits("scan dA_log", p.da, q.da);
+  ExpectSameBits("scan dD", p.dd, q.dd);
+}
+
+INSTANTIATE_TEST_SUITE_P(Dtypes, RowMapTest, ::testing::Values(DType::kF64, DType::kF32),
+                         [](const auto& info) { return std::string(DTypeName(info.param)); });
 
 TEST_F(OpsGradTest, CrossEntropyWithMask) {
   const int n = 6, v = 9;

@@ -2,7 +2,9 @@
 // one channel over a tile of kRows rows of one sequence and slides a window
 // of the last K inputs through registers, so each input is read once; it
 // starts K-1 rows early to fill the window. `valid` counts how many previous
-// rows are in the current document (capped at K-1): a reset zeroes it.
+// rows are in the current document (capped at K-1): a reset zeroes it. Rows
+// here are sequence positions; kMapped reads and writes them at the rows of
+// a row map (core/backend.h).
 #include "kernels/cuda_check.h"
 #include "kernels/device_utils.cuh"
 #include "kernels/kernels.h"
@@ -35,10 +37,10 @@ __device__ __forceinline__ TileCoords Coords(int64_t seq_len) {
   return c;
 }
 
-template <int K>
+template <int K, bool kMapped>
 __global__ void ConvForwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t* doc_start,
-                                  const float* x, int64_t ldx, const float* w, const float* b,
-                                  float* u, int64_t ldu) {
+                                  const int32_t* rows, const float* x, int64_t ldx,
+                                  const float* w, const float* b, float* u, int64_t ldu) {
   const TileCoords tc = Coords(seq_len);
   if (tc.e >= e_dim) return;
   float wk[K];
@@ -50,10 +52,10 @@ __global__ void ConvForwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t*
   for (int k = 0; k < K; ++k) xw[k] = 0;
   int valid = 0;
   for (int64_t t = Max64(tc.t0 - (K - 1), 0); t < tc.t_end; ++t) {
-    const int64_t n = tc.seq_row0 + t;
+    const int64_t n = tc.seq_row0 + t, row = RowOf<kMapped>(rows, n);
 #pragma unroll
     for (int k = 0; k + 1 < K; ++k) xw[k] = xw[k + 1];
-    xw[K - 1] = x[n * ldx + tc.e];
+    xw[K - 1] = x[row * ldx + tc.e];
     valid = (t == 0 || doc_start[n]) ? 0 : min(valid + 1, K - 1);
     if (t < tc.t0) continue;
     float pre = bias;
@@ -61,18 +63,18 @@ __global__ void ConvForwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t*
     for (int j = 0; j < K; ++j) {
       if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
     }
-    u[n * ldu + tc.e] = pre * Sigmoid(pre);
+    u[row * ldu + tc.e] = pre * Sigmoid(pre);
   }
 }
 
 // dx for rows of the tile needs dpre of up to K-1 rows past it, so the
 // thread runs to t_end + K - 1 (recomputing those rows; dw and db count
 // only the tile's own rows). acc[K-1-j] collects dx of row t-j.
-template <int K>
+template <int K, bool kMapped>
 __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t* doc_start,
-                                   const float* x, int64_t ldx, const float* w, const float* b,
-                                   const float* du, int64_t lddu, float* dx, int64_t lddx,
-                                   float* partial) {
+                                   const int32_t* rows, const float* x, int64_t ldx,
+                                   const float* w, const float* b, const float* du, int64_t lddu,
+                                   float* dx, int64_t lddx, float* partial) {
   const TileCoords tc = Coords(seq_len);
   if (tc.e >= e_dim) return;
   float wk[K], dwk[K], xw[K], acc[K];
@@ -87,13 +89,13 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
   const int64_t t_stop = min(tc.t_end + K - 1, seq_len);
   int64_t t = Max64(tc.t0 - (K - 1), 0);
   for (; t < t_stop; ++t) {
-    const int64_t n = tc.seq_row0 + t;
+    const int64_t n = tc.seq_row0 + t, row = RowOf<kMapped>(rows, n);
 #pragma unroll
     for (int k = 0; k + 1 < K; ++k) {
       xw[k] = xw[k + 1];
       acc[k] = acc[k + 1];
     }
-    xw[K - 1] = x[n * ldx + tc.e];
+    xw[K - 1] = x[row * ldx + tc.e];
     acc[K - 1] = 0;
     valid = (t == 0 || doc_start[n]) ? 0 : min(valid + 1, K - 1);
     if (t >= tc.t0) {
@@ -102,7 +104,7 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
       for (int j = 0; j < K; ++j) {
         if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
       }
-      const float dpre = du[n * lddu + tc.e] * SiluGrad(pre);
+      const float dpre = du[row * lddu + tc.e] * SiluGrad(pre);
       const bool own = t < tc.t_end;
 #pragma unroll
       for (int j = 0; j < K; ++j) {
@@ -114,13 +116,17 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
       if (own) dbias += dpre;
     }
     const int64_t done = t - (K - 1);  // every row that feeds dx[done] is in
-    if (done >= tc.t0 && done < tc.t_end) dx[(tc.seq_row0 + done) * lddx + tc.e] = acc[0];
+    if (done >= tc.t0 && done < tc.t_end) {
+      dx[RowOf<kMapped>(rows, tc.seq_row0 + done) * lddx + tc.e] = acc[0];
+    }
   }
   // The sequence ended first: the rows still pending are complete.
 #pragma unroll
   for (int i = 1; i < K; ++i) {
-    const int64_t row = t - 1 - (K - 1) + i;
-    if (row >= tc.t0 && row < tc.t_end) dx[(tc.seq_row0 + row) * lddx + tc.e] = acc[i];
+    const int64_t pos = t - 1 - (K - 1) + i;
+    if (pos >= tc.t0 && pos < tc.t_end) {
+      dx[RowOf<kMapped>(rows, tc.seq_row0 + pos) * lddx + tc.e] = acc[i];
+    }
   }
   float* p = partial + (int64_t(blockIdx.y) * e_dim + tc.e) * (K + 1);
 #pragma unroll
@@ -169,9 +175,11 @@ dim3 ConvGrid(const ConvArgs& a) {
 void ConvForward(const ConvArgs& a, View u, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.x.cols == 0) return;
   dim3 grid = ConvGrid(a);
-  CONV_DISPATCH(a.k_width,
-                ConvForwardKernel<K><<<grid, kThreads, 0, stream>>>(
-                    a.seq_len, a.x.cols, a.doc_start, a.x.data, a.x.ld, a.w, a.b, u.data, u.ld));
+  DispatchRowMap(a.rows, [&](auto mapped) {
+    CONV_DISPATCH(a.k_width, ConvForwardKernel<K, decltype(mapped)::value>
+                  <<<grid, kThreads, 0, stream>>>(a.seq_len, a.x.cols, a.doc_start, a.rows,
+                                                  a.x.data, a.x.ld, a.w, a.b, u.data, u.ld));
+  });
   CUDA_CHECK_LAUNCH();
 }
 
@@ -182,9 +190,12 @@ void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db
   const int64_t e_dim = a.x.cols;
   Scratch scratch(stream);
   float* partial = scratch.Alloc<float>(int64_t(grid.y) * e_dim * (a.k_width + 1));
-  CONV_DISPATCH(a.k_width, ConvBackwardKernel<K>
-                <<<grid, kThreads, 0, stream>>>(a.seq_len, e_dim, a.doc_start, a.x.data, a.x.ld,
-                                                a.w, a.b, du.data, du.ld, dx.data, dx.ld, partial));
+  DispatchRowMap(a.rows, [&](auto mapped) {
+    CONV_DISPATCH(a.k_width, ConvBackwardKernel<K, decltype(mapped)::value>
+                  <<<grid, kThreads, 0, stream>>>(a.seq_len, e_dim, a.doc_start, a.rows, a.x.data,
+                                                  a.x.ld, a.w, a.b, du.data, du.ld, dx.data, dx.ld,
+                                                  partial));
+  });
   CUDA_CHECK_LAUNCH();
   const int64_t n = e_dim * (a.k_width + 1);
   ConvParamSumKernel<<<GridFor(n, 256, 1 << 20), 256, 0, stream>>>(partial, grid.y, e_dim,

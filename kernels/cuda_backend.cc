@@ -49,7 +49,8 @@ uint16_t Bf16Bits(float f) {
 }
 
 // Rows grouped by modality: perm lists the rows of group 0, then group 1, ...
-// each in ascending order; group[n] is row n's group.
+// each in ascending order; group[n] is row n's group. When the rows are
+// grouped already (perm is the identity), routed projections use row ranges.
 class CudaRouting : public Routing {
  public:
   CudaRouting(const int32_t* modality, int64_t n, int num_groups, Allocator* alloc,
@@ -57,6 +58,7 @@ class CudaRouting : public Routing {
       : host_perm_(n), host_group_(modality, modality + n) {
     CHECK_GE(num_groups, 1) << "routing: no groups";
     num_rows_ = n;
+    grouped_ = std::is_sorted(modality, modality + n);
     counts_.assign(num_groups, 0);
     for (int64_t i = 0; i < n; ++i) {
       CHECK(modality[i] >= 0 && modality[i] < num_groups)
@@ -67,10 +69,6 @@ class CudaRouting : public Routing {
     for (int g = 0; g < num_groups; ++g) offsets_[g + 1] = offsets_[g] + counts_[g];
     std::vector<int64_t> next(offsets_.begin(), offsets_.end() - 1);
     for (int64_t i = 0; i < n; ++i) host_perm_[next[modality[i]]++] = static_cast<int32_t>(i);
-    for (int g = 0; g < num_groups; ++g) {
-      if (counts_[g] == n) single_ = g;
-    }
-    if (n == 0) single_ = 0;
     CHECK_LT(n, int64_t(1) << 31) << "routing: too many rows";
     perm_ = Tensor(DType::kI32, {n}, alloc);
     group_ = Tensor(DType::kI32, {n}, alloc);
@@ -81,8 +79,6 @@ class CudaRouting : public Routing {
                                  cudaMemcpyHostToDevice, stream));
     }
   }
-  // The group holding every row, or -1 when rows are split.
-  int single_group() const { return single_; }
   int64_t offset(int g) const { return offsets_[g]; }
   const int32_t* perm() const { return perm_.data<int32_t>(); }
   const int32_t* group() const { return group_.data<int32_t>(); }
@@ -91,7 +87,6 @@ class CudaRouting : public Routing {
   // Host copies stay alive until the asynchronous uploads have read them.
   std::vector<int32_t> host_perm_, host_group_;
   std::vector<int64_t> offsets_;
-  int single_ = -1;
   Tensor perm_, group_;
 };
 
@@ -175,9 +170,13 @@ class CudaBackend : public Backend {
     CheckRows(x, r.num_rows(), "routed linear x");
     CheckRows(y, r.num_rows(), "routed linear y");
     const int64_t out = w.dim(1), in = w.dim(2);
-    if (r.single_group() >= 0) {  // one group holds every row: one plain GEMM
-      cuda::GemmF32(ctx_->cublas(), precision_, false, true, x.rows, out, in, 1.f, x.ptr<float>(),
-                    x.ld, GroupWeight(w, r.single_group()), in, 0.f, y.ptr<float>(), y.ld);
+    if (r.grouped()) {  // one plain GEMM per group, on its range of rows
+      for (int g = 0; g < r.num_groups(); ++g) {
+        if (r.count(g) == 0) continue;
+        const Mat xg = x.Rows(r.offset(g), r.count(g)), yg = y.Rows(r.offset(g), r.count(g));
+        cuda::GemmF32(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
+                      xg.ptr<float>(), xg.ld, GroupWeight(w, g), in, 0.f, yg.ptr<float>(), yg.ld);
+      }
       return;
     }
     if (std::min(in, out) <= kNarrow) {
@@ -201,12 +200,16 @@ class CudaBackend : public Backend {
     CheckRows(dy, r.num_rows(), "routed linear backward dy");
     CheckRows(dx, r.num_rows(), "routed linear backward dx");
     CHECK_EQ(dx.cols, x.cols) << "routed linear backward dx: columns";
-    const int64_t out = w.dim(1), in = w.dim(2), n = r.num_rows();
-    if (r.single_group() >= 0) {
-      const int g = r.single_group();
-      cuda::LinearBackwardF32(ctx_->cublas(), precision_, n, in, out, ToConst(x),
-                              GroupWeight(w, g), ToConst(dy), accumulate_dx ? 1.f : 0.f,
-                              ToView(dx), dw->data<float>() + g * out * in);
+    const int64_t out = w.dim(1), in = w.dim(2);
+    if (r.grouped()) {  // one product pair per group, on its range of rows
+      for (int g = 0; g < r.num_groups(); ++g) {
+        if (r.count(g) == 0) continue;
+        const int64_t off = r.offset(g), cnt = r.count(g);
+        cuda::LinearBackwardF32(ctx_->cublas(), precision_, cnt, in, out, ToConst(x.Rows(off, cnt)),
+                                GroupWeight(w, g), ToConst(dy.Rows(off, cnt)),
+                                accumulate_dx ? 1.f : 0.f, ToView(dx.Rows(off, cnt)),
+                                dw->data<float>() + g * out * in);
+      }
       return;
     }
     if (out <= kNarrow && out <= in) {
@@ -309,7 +312,7 @@ class CudaBackend : public Backend {
                    Mat y) override {
     cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
     CheckF32(y, "scan y");
-    CHECK(y.rows == seq.rows() && y.cols == a.e_dim) << "scan y: shape";
+    CHECK(y.rows == seq.num_rows() && y.cols == a.e_dim) << "scan y: shape";
     if (in.saved != nullptr) {
       const int64_t size = cuda::ScanSavedStatesSize(seq.batch, seq.seq_len, a.e_dim);
       if (in.saved->numel() != size || in.saved->device() != Device::kCuda) {
@@ -323,7 +326,7 @@ class CudaBackend : public Backend {
   void ScanBackward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in, Mat dy,
                     const ScanGrads& grads) override {
     cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
-    const int64_t n = seq.rows(), e = a.e_dim, s = a.s_dim;
+    const int64_t n = seq.num_rows(), e = a.e_dim, s = a.s_dim;
     if (in.saved != nullptr && in.saved->device() == Device::kCuda &&
         in.saved->numel() == cuda::ScanSavedStatesSize(seq.batch, seq.seq_len, e)) {
       a.saved_states = in.saved->data<float>();
@@ -583,22 +586,34 @@ class CudaBackend : public Backend {
     cuda::GatherRowsBf16(r.perm(), r.num_rows(), ToConst(m), dst, stream_);
   }
 
+  static const uint8_t* DocStarts(const SeqLayout& seq, const char* what) {
+    CHECK(seq.doc_start != nullptr) << what << ": missing doc_start";
+    CheckTensor(*seq.doc_start, DType::kU8, what);
+    CHECK_EQ(seq.doc_start->numel(), seq.num_rows()) << what << ": doc_start size";
+    return seq.doc_start->data<uint8_t>();
+  }
+
+  static const int32_t* RowMap(const SeqLayout& seq, const char* what) {
+    if (seq.rows == nullptr) return nullptr;
+    CheckTensor(*seq.rows, DType::kI32, what);
+    CHECK_EQ(seq.rows->numel(), seq.num_rows()) << what << ": row map size";
+    return seq.rows->data<int32_t>();
+  }
+
   cuda::ConvArgs MakeConvArgs(const SeqLayout& seq, const Mat& x, const Tensor& w, const Tensor& b,
                               const char* what) {
     CheckF32(x, what);
     CheckTensor(w, DType::kF32, what);
     CheckTensor(b, DType::kF32, what);
-    CHECK(seq.doc_start != nullptr) << what << ": missing doc_start";
-    CheckTensor(*seq.doc_start, DType::kU8, what);
-    CHECK_EQ(seq.doc_start->numel(), seq.rows()) << what << ": doc_start size";
-    CHECK_EQ(x.rows, seq.rows()) << what << ": x rows";
+    CHECK_EQ(x.rows, seq.num_rows()) << what << ": x rows";
     CHECK(w.shape().size() == 2 && w.dim(0) == x.cols) << what << ": weight is not [E, K]";
     CHECK_EQ(b.numel(), x.cols) << what << ": bias size";
     cuda::ConvArgs a;
     a.batch = seq.batch;
     a.seq_len = seq.seq_len;
     a.k_width = w.dim(1);
-    a.doc_start = seq.doc_start->data<uint8_t>();
+    a.doc_start = DocStarts(seq, what);
+    a.rows = RowMap(seq, what);
     a.x = ToConst(x);
     a.w = w.data<float>();
     a.b = b.data<float>();
@@ -607,10 +622,7 @@ class CudaBackend : public Backend {
 
   cuda::ScanArgs MakeScanArgs(const SeqLayout& seq, const Routing& routing, const ScanInputs& in) {
     const CudaRouting& r = AsCuda(routing);
-    const int64_t n = seq.rows(), e = in.u.cols, s = in.b.cols;
-    CHECK(seq.doc_start != nullptr) << "scan: missing doc_start";
-    CheckTensor(*seq.doc_start, DType::kU8, "scan doc_start");
-    CHECK_EQ(seq.doc_start->numel(), n) << "scan doc_start: size";
+    const int64_t n = seq.num_rows(), e = in.u.cols, s = in.b.cols;
     CHECK_EQ(r.num_rows(), n) << "scan routing: rows";
     auto input = [&](const Mat& m, int64_t cols, const char* what) {
       CheckF32(m, what);
@@ -622,7 +634,8 @@ class CudaBackend : public Backend {
     a.seq_len = seq.seq_len;
     a.e_dim = e;
     a.s_dim = s;
-    a.doc_start = seq.doc_start->data<uint8_t>();
+    a.doc_start = DocStarts(seq, "scan");
+    a.rows = RowMap(seq, "scan");
     a.u = input(in.u, e, "scan u");
     a.delta_raw = input(in.delta_raw, e, "scan delta_raw");
     a.b = input(in.b, s, "scan B");

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <iostream>
 #include <limits>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -83,6 +84,14 @@ class CudaBackendTest : public ::testing::Test {
       for (int k = span(rng_); k > 0 && i < n; --k) m[i++] = g;
     }
     return m;
+  }
+
+  // A random row for each of n positions (a SeqLayout row map).
+  std::vector<int32_t> RandomRowMap(int64_t n) {
+    std::vector<int32_t> rows(n);
+    std::iota(rows.begin(), rows.end(), 0);
+    std::shuffle(rows.begin(), rows.end(), rng_);
+    return rows;
   }
 
   std::vector<uint8_t> DocStarts(int64_t n, double prob) {
@@ -162,11 +171,14 @@ TEST_F(CudaBackendTest, RoutedLinear) {
     const char* name;
     int groups;
     std::vector<int32_t> allowed;
+    bool grouped = false;  // rows sorted by group: GEMMs on row ranges
   };
   const std::vector<Case> cases = {
       {"3 groups, group 1 empty", 3, {0, 2}},
       {"3 groups, all rows in group 2", 3, {2}},
       {"shared weight", 1, {0}},
+      {"3 groups, grouped rows, group 1 empty", 3, {0, 2}, true},
+      {"3 groups, grouped rows", 3, {0, 1, 2}, true},
   };
   // Narrow input, narrow output, and both sides wide: the three ways the
   // backend runs a projection split across groups.
@@ -180,6 +192,7 @@ TEST_F(CudaBackendTest, RoutedLinear) {
                                 std::to_string(out) +
                                 (precision == MatmulPrecision::kFp32 ? ", fp32" : ", bf16");
         std::vector<int32_t> mod = Modalities(n, c.allowed);
+        if (c.grouped) std::sort(mod.begin(), mod.end());
         auto rc = cpu_->MakeRouting(mod.data(), n, c.groups);
         auto rg = gpu->MakeRouting(mod.data(), n, c.groups);
         Pair x = Random({n, in + 2});  // x as a strided window
@@ -266,10 +279,12 @@ TEST_F(CudaBackendTest, RmsNorm) {
 
 TEST_F(CudaBackendTest, Conv) {
   const int64_t batch = 3, len = 45, e = 37, n = batch * len, ld = 2 * e + 3;
-  for (int k : {4, 3, 1}) {
-    const std::string tag = "K=" + std::to_string(k);
+  for (auto [k, mapped] : {std::pair{4, false}, {3, false}, {1, false}, {4, true}, {1, true}}) {
+    const std::string tag = "K=" + std::to_string(k) + (mapped ? ", row map" : "");
     Pair doc = UploadVector(DocStarts(n, 0.08), DType::kU8);
-    SeqLayout sc{batch, len, &doc.host}, sg{batch, len, &doc.dev};
+    Pair map = UploadVector(RandomRowMap(n), DType::kI32);
+    SeqLayout sc{batch, len, &doc.host, mapped ? &map.host : nullptr};
+    SeqLayout sg{batch, len, &doc.dev, mapped ? &map.dev : nullptr};
     Pair x = Random({n, ld});
     Pair w = Random({e, k}, 0.5f);
     Pair b = Random({e}, 0.5f);
@@ -296,6 +311,7 @@ struct ScanCase {
   std::vector<int32_t> allowed;  // modalities present
   bool strided;                  // misaligned column windows, as in a fused projection
   double doc_prob;
+  bool mapped = false;           // positions at random rows (a SeqLayout row map)
 };
 
 class ScanTest : public CudaBackendTest {
@@ -304,7 +320,8 @@ class ScanTest : public CudaBackendTest {
   // lays them out: z inside xz, B and C inside dBC.
   struct Setup {
     int64_t n, e, s, r;
-    Pair doc, xz, dbc, u, dr, dt_bias, a_log, d;
+    Pair doc, map, xz, dbc, u, dr, dt_bias, a_log, d;
+    bool mapped;
     std::unique_ptr<Routing> rc, rg;
     int64_t ld_pad;
     ScanInputs In(bool dev) const {
@@ -332,7 +349,16 @@ class ScanTest : public CudaBackendTest {
     st.ld_pad = c.strided ? 1 : 0;  // shifts every window off 16-byte alignment
     st.r = c.strided ? 3 : 4;       // dt_rank: B and C aligned only when 4 | r
     const int64_t n = st.n, e = c.e, s = c.s;
-    std::vector<int32_t> mod = Modalities(n, c.allowed);
+    // Modalities by position; the routing's are by row.
+    std::vector<int32_t> mod = Modalities(n, c.allowed), row_of(n);
+    std::iota(row_of.begin(), row_of.end(), 0);
+    st.mapped = c.mapped;
+    if (c.mapped) {
+      row_of = RandomRowMap(n);
+      std::vector<int32_t> by_position = mod;
+      for (int64_t i = 0; i < n; ++i) mod[row_of[i]] = by_position[i];
+    }
+    st.map = UploadVector(row_of, DType::kI32);
     st.rc = cpu_->MakeRouting(mod.data(), n, c.groups);
     st.rg = gpu_->MakeRouting(mod.data(), n, c.groups);
     st.doc = UploadVector(DocStarts(n, c.doc_prob), DType::kU8);
@@ -362,7 +388,8 @@ class ScanTest : public CudaBackendTest {
     std::cout << " case: " << c.name << "\n";
     Setup st = Make(c);
     const int64_t n = st.n, e = st.e, s = st.s;
-    SeqLayout sc{c.batch, c.len, &st.doc.host}, sg{c.batch, c.len, &st.doc.dev};
+    SeqLayout sc{c.batch, c.len, &st.doc.host, st.mapped ? &st.map.host : nullptr};
+    SeqLayout sg{c.batch, c.len, &st.doc.dev, st.mapped ? &st.map.dev : nullptr};
     Pair y = Output({n, e});
     cpu_->ScanForward(sc, *st.rc, st.In(false), y.h());
     gpu_->ScanForward(sg, *st.rg, st.In(true), y.d());
@@ -448,6 +475,21 @@ TEST_F(ScanTest, SmallStateManyDocuments) {
 }
 
 TEST_F(ScanTest, ShortSequences) { Run({"B=2 L=9 E=64 S=16", 2, 9, 64, 16, 1, {0}, false, 0.2}); }
+
+TEST_F(ScanTest, RowMapRoutedBiasDocumentsMisaligned) {
+  Run({"B=2 L=150 E=70 S=16, 3 dt groups (one empty), docs, misaligned, row map", 2, 150, 70,
+       16, 3, {0, 2}, true, 0.03, true});
+}
+
+TEST_F(ScanTest, RowMapAligned) {
+  Run({"B=3 L=100 E=128 S=16, 3 dt groups, aligned, row map", 3, 100, 128, 16, 3, {0, 1, 2},
+       false, 0.02, true});
+}
+
+TEST_F(ScanTest, RowMapSmallStateShortSequences) {
+  Run({"B=3 L=9 E=33 S=5, shared bias, dense docs, row map", 3, 9, 33, 5, 1, {0}, true, 0.2,
+       true});
+}
 
 TEST_F(CudaBackendTest, CrossEntropy) {
   const int64_t n = 37;

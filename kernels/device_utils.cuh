@@ -6,6 +6,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <type_traits>
 
 namespace modamba::cuda {
 
@@ -61,6 +62,30 @@ __device__ __forceinline__ float Sigmoid(float x) { return __fdividef(1.f, 1.f +
 
 // log(1 + e^x) without overflow, accurate for very negative x too.
 __device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(__expf(x)); }
+
+// The row holding sequence position n: rows[n] under a row map
+// (core/backend.h), else n. Kernels take kMapped as a template argument, so
+// the unmapped path is unchanged. The map is read-only for a kernel's life,
+// hence the read-only cache.
+template <bool kMapped>
+__device__ __forceinline__ int64_t RowOf(const int32_t* rows, int64_t n) {
+  if constexpr (kMapped) {
+    return __ldg(rows + n);
+  } else {
+    return n;
+  }
+}
+
+// Runs f(std::true_type) when there is a row map, else f(std::false_type):
+// the launch-side choice of kMapped.
+template <typename F>
+void DispatchRowMap(const int32_t* rows, F&& f) {
+  if (rows != nullptr) {
+    f(std::true_type{});
+  } else {
+    f(std::false_type{});
+  }
+}
 
 // ---- cp.async (sm_80+): global -> shared without staging in registers ----
 __device__ __forceinline__ void CpAsync16(void* smem, const void* gmem) {

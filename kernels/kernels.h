@@ -2,11 +2,12 @@
 // device pointers and strided fp32 views (no core/ types, so the .cu files
 // compile without them), enqueue on the given stream and check each launch.
 //
-// Layout: every activation is (B, L, D) row-major, i.e. a matrix of
-// [N = B * L rows, features] with a row stride `ld` (column slices of a fused
-// projection output have ld > cols). No kernel transposes to (B, D, L): the
-// scan walks time inside a thread and reads rows of channels, which are
-// contiguous in this layout.
+// Layout: every activation is a matrix of [N = B * L rows, features] with a
+// row stride `ld` (column slices of a fused projection output have ld > cols),
+// one row per token: (B, L, D) row-major, or rows in any order given by a row
+// map (core/backend.h), which only the conv and the scan need to follow. No
+// kernel transposes to (B, D, L): the scan walks time inside a thread and
+// reads rows of channels, which are contiguous in this layout.
 #ifndef MODAMBA_KERNELS_KERNELS_H_
 #define MODAMBA_KERNELS_KERNELS_H_
 
@@ -87,7 +88,8 @@ void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView d
 // ---- causal depthwise conv1d + SiLU (conv.cu) ----
 struct ConvArgs {
   int64_t batch = 0, seq_len = 0, k_width = 0;
-  const uint8_t* doc_start = nullptr;  // [N]
+  const uint8_t* doc_start = nullptr;  // [N] by position
+  const int32_t* rows = nullptr;       // [N] row of each position of x, u, du, dx; null: n
   ConstView x;                         // [N, E]
   const float* w = nullptr;            // [E, K]
   const float* b = nullptr;            // [E]
@@ -101,8 +103,9 @@ void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db
 struct ScanArgs {
   int64_t batch = 0, seq_len = 0;
   int64_t e_dim = 0, s_dim = 0;        // s_dim <= 16
-  const uint8_t* doc_start = nullptr;  // [N]
-  const int32_t* group = nullptr;      // [N] dt_bias row of each token; null: row 0
+  const uint8_t* doc_start = nullptr;  // [N] by position
+  const int32_t* rows = nullptr;       // [N] row of each position of every [N, *] view; null: n
+  const int32_t* group = nullptr;      // [N] dt_bias row of each row; null: row 0
   int64_t dt_groups = 1;               // rows of dt_bias (<= 8)
   ConstView u, delta_raw, b, c, z;
   const float* dt_bias = nullptr;  // [G, E]

@@ -21,6 +21,11 @@
 // then for each kSub-step sub-tile, last first, re-runs those steps keeping
 // states and decays in registers and runs the adjoint recurrence backwards
 // through them. The next tile's inputs load while the adjoint runs.
+//
+// Time steps are sequence positions; with a row map (core/backend.h) every
+// per-token load and store goes to the row of its position (kMapped, a
+// template argument, so the unmapped kernels are unchanged). Per-position
+// scratch (checkpoints, dB/dC partials) stays by position.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -56,6 +61,7 @@ struct Cfg {
 struct Params {
   int64_t batch, seq_len, e_dim, s_dim;
   const uint8_t* doc_start;
+  const int32_t* rows;  // row of each position (kMapped only)
   const int32_t* group;
   int groups;
   const float *u, *dr, *b, *c, *z;
@@ -83,18 +89,27 @@ __device__ __forceinline__ float Exp2(float x) {
   return y;
 }
 
-// Copies rows [row0, row0 + rows_valid) x columns [col0, col0 + cols_valid)
-// of a strided matrix into a dense [ROWS][W] tile, zero-filling the rest.
-template <int ROWS, int W, int NT>
+// The row of position pos0 + r; the map is read only for the tile's valid
+// rows (the others' data is never read).
+template <bool kMapped>
+__device__ __forceinline__ int64_t TileRow(const int32_t* rows, int64_t pos0, int r,
+                                           int rows_valid) {
+  return kMapped && r >= rows_valid ? 0 : RowOf<kMapped>(rows, pos0 + r);
+}
+
+// Copies the rows of positions [pos0, pos0 + rows_valid) x columns
+// [col0, col0 + cols_valid) of a strided matrix into a dense [ROWS][W] tile,
+// zero-filling the rest.
+template <int ROWS, int W, int NT, bool kMapped>
 __device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t ld, bool vec,
-                                         int64_t row0, int rows_valid, int64_t col0,
-                                         int cols_valid) {
+                                         const int32_t* rows, int64_t pos0, int rows_valid,
+                                         int64_t col0, int cols_valid) {
   if (vec) {
     constexpr int W4 = W / 4;
     for (int q = threadIdx.x; q < ROWS * W4; q += NT) {
       const int r = q / W4, c = (q % W4) * 4;
       float* d = dst + r * W + c;
-      const float* s = src + (row0 + r) * ld + col0 + c;
+      const float* s = src + TileRow<kMapped>(rows, pos0, r, rows_valid) * ld + col0 + c;
       if (r < rows_valid && c + 4 <= cols_valid) {
         CpAsync16(d, s);
       } else {
@@ -112,7 +127,7 @@ __device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t l
     for (int q = threadIdx.x; q < ROWS * W; q += NT) {
       const int r = q / W, c = q % W;
       if (r < rows_valid && c < cols_valid) {
-        CpAsync4(dst + q, src + (row0 + r) * ld + col0 + c);
+        CpAsync4(dst + q, src + RowOf<kMapped>(rows, pos0 + r) * ld + col0 + c);
       } else {
         dst[q] = 0.f;
       }
@@ -181,8 +196,10 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[SPT]) {
   }
 }
 
+// dt_bias row of position n.
+template <bool kMapped>
 __device__ __forceinline__ int GroupOf(const Params& p, int64_t n) {
-  return p.group != nullptr ? p.group[n] : 0;
+  return p.group != nullptr ? p.group[RowOf<kMapped>(p.rows, n)] : 0;
 }
 
 // sbias[g][ch] = dt_bias[g][e0 + ch] (zero past the last channel).
@@ -239,7 +256,7 @@ struct FwdSmem {
   static constexpr int kTotal = kBias + kMaxGroups * CB;
 };
 
-template <class C, bool kCkptMode>
+template <class C, bool kCkptMode, bool kMapped>
 __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   using SM = FwdSmem<C, kCkptMode>;
   constexpr int CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
@@ -271,12 +288,17 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = static_cast<int>(Min64(kT, L - t0));
     const int64_t row0 = row_base + t0;
-    LoadTile<kT, CB, NT>(st + SM::kU, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
-    LoadTile<kT, CB, NT>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
-    LoadTile<kT, kS, NT>(st + SM::kB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
+    LoadTile<kT, CB, NT, kMapped>(st + SM::kU, p.u, p.ldu, p.vec_u, p.rows, row0, rows, e0,
+                                  cols_valid);
+    LoadTile<kT, CB, NT, kMapped>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, p.rows, row0, rows, e0,
+                                  cols_valid);
+    LoadTile<kT, kS, NT, kMapped>(st + SM::kB, p.b, p.ldb, p.vec_b, p.rows, row0, rows, 0,
+                                  p.s_dim);
     if (!kCkptMode) {
-      LoadTile<kT, CB, NT>(st + SM::kZ, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
-      LoadTile<kT, kS, NT>(st + SM::kC, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
+      LoadTile<kT, CB, NT, kMapped>(st + SM::kZ, p.z, p.ldz, p.vec_z, p.rows, row0, rows, e0,
+                                    cols_valid);
+      LoadTile<kT, kS, NT, kMapped>(st + SM::kC, p.c, p.ldc, p.vec_c, p.rows, row0, rows, 0,
+                                    p.s_dim);
     }
     LoadResets<NT>(p, row0, t0, rows, st + SM::kReset);
     CpAsyncCommit();
@@ -306,7 +328,8 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       const int r = q / CB, ch = q % CB;
       float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float delta = Softplus(sde[q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch]);
+        const float delta =
+            Softplus(sde[q] + sbias[GroupOf<kMapped>(p, row_base + t0 + r) * CB + ch]);
         de = sreset[r] != 0.f ? INFINITY : delta * kLog2e;
         du = delta * su[q];
       }
@@ -359,7 +382,7 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
         if (r >= rows || ch >= cols_valid) continue;
         const float zz = sz[q];
         const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
-        p.y[(row_base + t0 + r) * p.ldy + e0 + ch] = out;
+        p.y[RowOf<kMapped>(p.rows, row_base + t0 + r) * p.ldy + e0 + ch] = out;
       }
     }
     __syncthreads();
@@ -396,7 +419,7 @@ struct BwdSmem {
   static constexpr int kTotal = kBias + kMaxGroups * CB;
 };
 
-template <class C>
+template <class C, bool kMapped>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   using SM = BwdSmem<C>;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
@@ -442,12 +465,18 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = static_cast<int>(Min64(kT, L - t0));
     const int64_t row0 = row_base + t0;
-    LoadTile<kT, CB, NT>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, row0, rows, e0, cols_valid);
-    LoadTile<kT, CB, NT>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, row0, rows, e0, cols_valid);
-    LoadTile<kT, CB, NT>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, row0, rows, e0, cols_valid);
-    LoadTile<kT, CB, NT>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, row0, rows, e0, cols_valid);
-    LoadTile<kT, kS, NT>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, row0, rows, 0, p.s_dim);
-    LoadTile<kT, kS, NT>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, row0, rows, 0, p.s_dim);
+    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, p.rows, row0, rows, e0,
+                                  cols_valid);
+    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, p.rows, row0, rows,
+                                  e0, cols_valid);
+    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, p.rows, row0, rows, e0,
+                                  cols_valid);
+    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, p.rows, row0, rows,
+                                  e0, cols_valid);
+    LoadTile<kT, kS, NT, kMapped>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, p.rows, row0, rows, 0,
+                                  p.s_dim);
+    LoadTile<kT, kS, NT, kMapped>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, p.rows, row0, rows, 0,
+                                  p.s_dim);
     LoadResets<NT>(p, row0, t0, rows, smem + SM::kRawReset);
     CpAsyncCommit();
   };
@@ -465,7 +494,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       const int r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float pre = smem[SM::kRawDr + q] + sbias[GroupOf(p, row_base + t0 + r) * CB + ch];
+        const float pre =
+            smem[SM::kRawDr + q] + sbias[GroupOf<kMapped>(p, row_base + t0 + r) * CB + ch];
         delta = Softplus(pre);
         de = raw_reset[r] != 0.f ? INFINITY : delta * kLog2e;
         sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
@@ -476,7 +506,9 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       tsig[q] = sig;
     }
     for (int q = tid; q < 2 * kT * kS; q += NT) tB[q] = smem[SM::kRawB + q];  // B then C
-    for (int r = tid; r < kT; r += NT) tgroup[r] = r < rows ? GroupOf(p, row_base + t0 + r) : 0;
+    for (int r = tid; r < kT; r += NT) {
+      tgroup[r] = r < rows ? GroupOf<kMapped>(p, row_base + t0 + r) : 0;
+    }
     float h[CPT][SPT];
     {
       const float* src = p.ckpt + ((bi * tiles + tile) * E) * kS;
@@ -529,7 +561,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
         const float yv = sy[q] + sD[ch] * uu;
-        p.dz[(row_base + t0 + r) * p.lddz + e0 + ch] =
+        p.dz[RowOf<kMapped>(p.rows, row_base + t0 + r) * p.lddz + e0 + ch] =
             g_out * yv * (sgz * (1.f + zz * (1.f - sgz)));
         dyv = g_out * zz * sgz;
         sdD[slot * CB + ch] += dyv * uu;
@@ -608,10 +640,10 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         if (ChannelSum<C>::Writer(lane) && r < rows) {
           const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
           if (ch < cols_valid) {
-            const int64_t n = row_base + t0 + r;
+            const int64_t row = RowOf<kMapped>(p.rows, row_base + t0 + r);
             const float ddr = dd_c[0] * tsig[r * CB + ch];
-            p.ddr[n * p.ldddr + e0 + ch] = ddr;
-            p.du[n * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
+            p.ddr[row * p.ldddr + e0 + ch] = ddr;
+            p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
             sdtb[tgroup[r] * CB + ch] += ddr;  // one writer lane per channel
           }
         }
@@ -654,9 +686,12 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   }
 }
 
-// db[n][s] = sum over channel blocks (in order) of the partial dB; dc likewise.
-__global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, int s_dim, float* db,
-                                int64_t lddb, float* dc, int64_t lddc) {
+// db[row of n][s] = sum over channel blocks (in order) of position n's
+// partial dB; dc likewise.
+template <bool kMapped>
+__global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, int s_dim,
+                                const int32_t* rows, float* db, int64_t lddb, float* dc,
+                                int64_t lddc) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
   if (i >= n_rows * 2 * s_dim) return;
   const int64_t n = i / (2 * s_dim);
@@ -665,10 +700,11 @@ __global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, i
   const int s = is_c ? k - s_dim : k;
   float sum = 0.f;
   for (int b = 0; b < blocks; ++b) sum += part[(b * n_rows + n) * (2 * kS) + (is_c ? kS : 0) + s];
+  const int64_t row = RowOf<kMapped>(rows, n);
   if (is_c) {
-    dc[n * lddc + s] = sum;
+    dc[row * lddc + s] = sum;
   } else {
-    db[n * lddb + s] = sum;
+    db[row * lddb + s] = sum;
   }
 }
 
@@ -714,6 +750,7 @@ Params MakeParams(const ScanArgs& a) {
   p.e_dim = a.e_dim;
   p.s_dim = a.s_dim;
   p.doc_start = a.doc_start;
+  p.rows = a.rows;
   p.group = groups > 1 ? a.group : nullptr;
   p.groups = groups;
   p.u = a.u.data;
@@ -737,10 +774,10 @@ Params MakeParams(const ScanArgs& a) {
   return p;
 }
 
-template <class C, bool kCkptMode>
+template <class C, bool kCkptMode, bool kMapped>
 void LaunchForward(const Params& p, cudaStream_t stream) {
   constexpr size_t kSmem = sizeof(float) * FwdSmem<C, kCkptMode>::kTotal;
-  auto kernel = ScanForwardKernel<C, kCkptMode>;
+  auto kernel = ScanForwardKernel<C, kCkptMode, kMapped>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
   dim3 grid(static_cast<unsigned>(CeilDiv(p.e_dim, C::kCB)), static_cast<unsigned>(p.batch));
@@ -755,7 +792,7 @@ void LaunchForward(const Params& p, cudaStream_t stream) {
 using FwdCfg = Cfg<1, 4, 32>;
 using BwdCfg = Cfg<2, 4, 64>;
 
-template <class C>
+template <class C, bool kMapped>
 void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
   const int64_t n = a.batch * a.seq_len, e = a.e_dim;
   const int64_t blocks = CeilDiv(e, C::kCB);
@@ -771,10 +808,10 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   p.part_dd = scratch.Alloc<float>(a.batch * e);
   p.part_dtb = scratch.Alloc<float>(a.batch * groups * e);
 
-  if (a.saved_states == nullptr) LaunchForward<FwdCfg, true>(p, stream);
+  if (a.saved_states == nullptr) LaunchForward<FwdCfg, true, kMapped>(p, stream);
 
   constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
-  auto kernel = ScanBackwardKernel<C>;
+  auto kernel = ScanBackwardKernel<C, kMapped>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
   dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch));
@@ -782,9 +819,9 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   CUDA_CHECK_LAUNCH();
 
   const int64_t n_dbc = n * 2 * a.s_dim;
-  DbcReduceKernel<<<GridFor(n_dbc, 256, int64_t(1) << 30), 256, 0, stream>>>(
-      p.dbc_part, static_cast<int>(blocks), n, static_cast<int>(a.s_dim), g.db.data, g.db.ld,
-      g.dc.data, g.dc.ld);
+  DbcReduceKernel<kMapped><<<GridFor(n_dbc, 256, int64_t(1) << 30), 256, 0, stream>>>(
+      p.dbc_part, static_cast<int>(blocks), n, static_cast<int>(a.s_dim), p.rows, g.db.data,
+      g.db.ld, g.dc.data, g.dc.ld);
   CUDA_CHECK_LAUNCH();
   const int64_t n_param = e * a.s_dim + e + groups * e;
   ScanParamReduceKernel<<<GridFor(n_param, 256, int64_t(1) << 30), 256, 0, stream>>>(
@@ -805,7 +842,9 @@ void ScanForward(const ScanArgs& a, View y, cudaStream_t stream) {
   p.ckpt = a.saved_states;
   p.y = y.data;
   p.ldy = y.ld;
-  LaunchForward<FwdCfg, false>(p, stream);
+  DispatchRowMap(p.rows, [&](auto mapped) {
+    LaunchForward<FwdCfg, false, decltype(mapped)::value>(p, stream);
+  });
 }
 
 void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
@@ -820,7 +859,9 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
   p.ldddr = g.ddelta_raw.ld;
   p.dz = g.dz.data;
   p.lddz = g.dz.ld;
-  LaunchBackward<BwdCfg>(p, a, g, stream);
+  DispatchRowMap(p.rows, [&](auto mapped) {
+    LaunchBackward<BwdCfg, decltype(mapped)::value>(p, a, g, stream);
+  });
 }
 
 }  // namespace modamba::cuda

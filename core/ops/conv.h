@@ -1,6 +1,6 @@
 // Causal depthwise conv1d + bias + SiLU reference, with document resets:
-// u[t, e] = silu(b[e] + sum_k w[e, k] * x[t - (K-1) + k, e]), where rows before
-// the current document's first row read as zero.
+// u[t, e] = silu(b[e] + sum_k w[e, k] * x[t - (K-1) + k, e]), where positions
+// before the current document's first read as zero.
 #ifndef MODAMBA_CORE_OPS_CONV_H_
 #define MODAMBA_CORE_OPS_CONV_H_
 
@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/ops/activations.h"
+#include "core/ops/rows.h"
 
 namespace modamba::ops {
 
@@ -22,28 +23,30 @@ inline std::vector<int64_t> DocStarts(int64_t seq_len, const uint8_t* doc_start)
   return start;
 }
 
+// Pre-activation at position seq0 + t, whose document starts at position seq0 + first.
 template <typename T>
-T ConvPreActivation(int64_t t, int64_t e, int64_t k_width, int64_t first, const T* x,
-                    int64_t ldx, const T* w, const T* b) {
+T ConvPreActivation(int64_t seq0, int64_t t, int64_t e, int64_t k_width, int64_t first,
+                    const int32_t* rows, const T* x, int64_t ldx, const T* w, const T* b) {
   T a = b[e];
   for (int64_t k = 0; k < k_width; ++k) {
     int64_t src = t - (k_width - 1) + k;
-    if (src >= first) a += w[e * k_width + k] * x[src * ldx + e];
+    if (src >= first) a += w[e * k_width + k] * x[RowOf(rows, seq0 + src) * ldx + e];
   }
   return a;
 }
 
+// rows: the row of each position (null: position n is row n).
 template <typename T>
 void ConvForward(int64_t batch, int64_t seq_len, int64_t e_dim, int64_t k_width,
-                 const uint8_t* doc_start, const T* x, int64_t ldx, const T* w, const T* b,
-                 T* u, int64_t ldu) {
+                 const uint8_t* doc_start, const int32_t* rows, const T* x, int64_t ldx,
+                 const T* w, const T* b, T* u, int64_t ldu) {
   for (int64_t bi = 0; bi < batch; ++bi) {
-    std::vector<int64_t> first = DocStarts(seq_len, doc_start + bi * seq_len);
-    const T* xb = x + bi * seq_len * ldx;
-    T* ub = u + bi * seq_len * ldu;
+    const int64_t seq0 = bi * seq_len;
+    std::vector<int64_t> first = DocStarts(seq_len, doc_start + seq0);
     for (int64_t t = 0; t < seq_len; ++t) {
+      T* ut = u + RowOf(rows, seq0 + t) * ldu;
       for (int64_t e = 0; e < e_dim; ++e) {
-        ub[t * ldu + e] = Silu(ConvPreActivation(t, e, k_width, first[t], xb, ldx, w, b));
+        ut[e] = Silu(ConvPreActivation(seq0, t, e, k_width, first[t], rows, x, ldx, w, b));
       }
     }
   }
@@ -52,26 +55,27 @@ void ConvForward(int64_t batch, int64_t seq_len, int64_t e_dim, int64_t k_width,
 // dx is overwritten; dw and db accumulate.
 template <typename T>
 void ConvBackward(int64_t batch, int64_t seq_len, int64_t e_dim, int64_t k_width,
-                  const uint8_t* doc_start, const T* x, int64_t ldx, const T* w, const T* b,
-                  const T* du, int64_t lddu, T* dx, int64_t lddx, T* dw, T* db) {
+                  const uint8_t* doc_start, const int32_t* rows, const T* x, int64_t ldx,
+                  const T* w, const T* b, const T* du, int64_t lddu, T* dx, int64_t lddx, T* dw,
+                  T* db) {
+  for (int64_t n = 0; n < batch * seq_len; ++n) {
+    for (int64_t e = 0; e < e_dim; ++e) dx[n * lddx + e] = 0;
+  }
   for (int64_t bi = 0; bi < batch; ++bi) {
-    std::vector<int64_t> first = DocStarts(seq_len, doc_start + bi * seq_len);
-    const T* xb = x + bi * seq_len * ldx;
-    const T* dub = du + bi * seq_len * lddu;
-    T* dxb = dx + bi * seq_len * lddx;
+    const int64_t seq0 = bi * seq_len;
+    std::vector<int64_t> first = DocStarts(seq_len, doc_start + seq0);
     for (int64_t t = 0; t < seq_len; ++t) {
-      for (int64_t e = 0; e < e_dim; ++e) dxb[t * lddx + e] = 0;
-    }
-    for (int64_t t = 0; t < seq_len; ++t) {
+      const T* dut = du + RowOf(rows, seq0 + t) * lddu;
       for (int64_t e = 0; e < e_dim; ++e) {
-        T a = ConvPreActivation(t, e, k_width, first[t], xb, ldx, w, b);
-        T da = dub[t * lddu + e] * SiluGrad(a);
+        T a = ConvPreActivation(seq0, t, e, k_width, first[t], rows, x, ldx, w, b);
+        T da = dut[e] * SiluGrad(a);
         db[e] += da;
         for (int64_t k = 0; k < k_width; ++k) {
           int64_t src = t - (k_width - 1) + k;
           if (src < first[t]) continue;
-          dw[e * k_width + k] += da * xb[src * ldx + e];
-          dxb[src * lddx + e] += da * w[e * k_width + k];
+          const int64_t row = RowOf(rows, seq0 + src);
+          dw[e * k_width + k] += da * x[row * ldx + e];
+          dx[row * lddx + e] += da * w[e * k_width + k];
         }
       }
     }

@@ -12,13 +12,15 @@
 #include <vector>
 
 #include "core/ops/activations.h"
+#include "core/ops/rows.h"
 
 namespace modamba::ops {
 
 template <typename T>
 struct ScanRef {
   int64_t batch, seq_len, e_dim, s_dim;
-  const uint8_t* doc_start;  // [N]
+  const uint8_t* doc_start;  // [N], by position
+  const int32_t* rows;       // [N]: position -> row; null: position n is row n
   const int32_t* group;      // [N]: row -> dt_bias row
   const T* u; int64_t ldu;
   const T* delta_raw; int64_t ldr;
@@ -30,9 +32,10 @@ struct ScanRef {
   const T* d;                // [E]
 };
 
+// Row `row`'s delta.
 template <typename T>
-T ScanDelta(const ScanRef<T>& p, int64_t n, int64_t e) {
-  return Softplus(p.delta_raw[n * p.ldr + e] + p.dt_bias[p.group[n] * p.e_dim + e]);
+T ScanDelta(const ScanRef<T>& p, int64_t row, int64_t e) {
+  return Softplus(p.delta_raw[row * p.ldr + e] + p.dt_bias[p.group[row] * p.e_dim + e]);
 }
 
 template <typename T>
@@ -41,19 +44,19 @@ void ScanForward(const ScanRef<T>& p, T* y, int64_t ldy) {
   for (int64_t bi = 0; bi < p.batch; ++bi) {
     for (int64_t e = 0; e < p.e_dim; ++e) {
       for (int64_t t = 0; t < p.seq_len; ++t) {
-        int64_t n = bi * p.seq_len + t;
+        int64_t n = bi * p.seq_len + t, row = RowOf(p.rows, n);
         bool reset = t == 0 || p.doc_start[n];
-        T delta = ScanDelta(p, n, e);
-        T un = p.u[n * p.ldu + e];
+        T delta = ScanDelta(p, row, e);
+        T un = p.u[row * p.ldu + e];
         T acc = 0;
         for (int64_t s = 0; s < p.s_dim; ++s) {
           T a = -std::exp(p.a_log[e * p.s_dim + s]);
           T decay = reset ? T(0) : std::exp(delta * a);
-          h[s] = decay * h[s] + delta * p.b[n * p.ldb + s] * un;
-          acc += p.c[n * p.ldc + s] * h[s];
+          h[s] = decay * h[s] + delta * p.b[row * p.ldb + s] * un;
+          acc += p.c[row * p.ldc + s] * h[s];
         }
-        T zn = p.z[n * p.ldz + e];
-        y[n * ldy + e] = (acc + p.d[e] * un) * Silu(zn);
+        T zn = p.z[row * p.ldz + e];
+        y[row * ldy + e] = (acc + p.d[e] * un) * Silu(zn);
       }
     }
   }
@@ -76,49 +79,49 @@ void ScanBackward(const ScanRef<T>& p, const T* dy, int64_t lddy, T* du, int64_t
     for (int64_t e = 0; e < p.e_dim; ++e) {
       for (int64_t s = 0; s < S; ++s) hs[s] = 0;
       for (int64_t t = 0; t < L; ++t) {
-        int64_t n = bi * L + t;
+        int64_t n = bi * L + t, row = RowOf(p.rows, n);
         bool reset = t == 0 || p.doc_start[n];
-        T delta = ScanDelta(p, n, e);
+        T delta = ScanDelta(p, row, e);
         for (int64_t s = 0; s < S; ++s) {
           T decay = reset ? T(0) : std::exp(-delta * std::exp(p.a_log[e * S + s]));
           hs[(t + 1) * S + s] =
-              decay * hs[t * S + s] + delta * p.b[n * p.ldb + s] * p.u[n * p.ldu + e];
+              decay * hs[t * S + s] + delta * p.b[row * p.ldb + s] * p.u[row * p.ldu + e];
         }
       }
       for (int64_t s = 0; s < S; ++s) dh[s] = 0;
       for (int64_t t = L - 1; t >= 0; --t) {
-        int64_t n = bi * L + t;
+        int64_t n = bi * L + t, row = RowOf(p.rows, n);
         bool reset = t == 0 || p.doc_start[n];
-        T pre = p.delta_raw[n * p.ldr + e] + p.dt_bias[p.group[n] * p.e_dim + e];
+        T pre = p.delta_raw[row * p.ldr + e] + p.dt_bias[p.group[row] * p.e_dim + e];
         T delta = Softplus(pre);
-        T un = p.u[n * p.ldu + e];
-        T zn = p.z[n * p.ldz + e];
+        T un = p.u[row * p.ldu + e];
+        T zn = p.z[row * p.ldz + e];
         const T* h = &hs[(t + 1) * S];
         const T* h_prev = &hs[t * S];
         T yscan = 0;
-        for (int64_t s = 0; s < S; ++s) yscan += p.c[n * p.ldc + s] * h[s];
-        T g = dy[n * lddy + e];
-        dz[n * lddz + e] = g * (yscan + p.d[e] * un) * SiluGrad(zn);
+        for (int64_t s = 0; s < S; ++s) yscan += p.c[row * p.ldc + s] * h[s];
+        T g = dy[row * lddy + e];
+        dz[row * lddz + e] = g * (yscan + p.d[e] * un) * SiluGrad(zn);
         T dyp = g * Silu(zn);  // gradient of the pre-gate output
         dd[e] += dyp * un;
         T dun = dyp * p.d[e];
         T ddelta = 0;
         for (int64_t s = 0; s < S; ++s) {
           T a = -std::exp(p.a_log[e * S + s]);
-          T bs = p.b[n * p.ldb + s];
-          dc[n * lddc + s] += dyp * h[s];
-          dh[s] += dyp * p.c[n * p.ldc + s];
+          T bs = p.b[row * p.ldb + s];
+          dc[row * lddc + s] += dyp * h[s];
+          dh[s] += dyp * p.c[row * p.ldc + s];
           T decay = reset ? T(0) : std::exp(delta * a);
           ddelta += dh[s] * (a * decay * h_prev[s] + bs * un);
           da_log[e * S + s] += dh[s] * delta * decay * h_prev[s] * a;  // dA/dA_log = A
-          db[n * lddb + s] += dh[s] * delta * un;
+          db[row * lddb + s] += dh[s] * delta * un;
           dun += dh[s] * delta * bs;
           dh[s] *= decay;  // carry to h_{t-1}; zero across a document start
         }
-        du[n * lddu + e] = dun;
+        du[row * lddu + e] = dun;
         T dpre = ddelta * Sigmoid(pre);
-        ddelta_raw[n * lddr + e] = dpre;
-        ddt_bias[p.group[n] * p.e_dim + e] += dpre;
+        ddelta_raw[row * lddr + e] = dpre;
+        ddt_bias[p.group[row] * p.e_dim + e] += dpre;
       }
     }
   }
