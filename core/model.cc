@@ -1,5 +1,6 @@
 #include "core/model.h"
 
+#include <algorithm>
 #include <cmath>
 #include <numeric>
 
@@ -155,6 +156,34 @@ Tensor Upload(Backend* be, DType dtype, const std::vector<T>& host) {
   return t;
 }
 
+bool AnyRouted(const v1::ModelConfig& c) {
+  return c.route_in() || c.route_x() || c.route_dt() || c.route_out();
+}
+
+// `b` with its per-token fields moved to the rows that hold them when each
+// modality's tokens are contiguous (core/backend.h): modality 0's first, in
+// sequence order inside each. row_of[n] is the row of position n. doc_start
+// stays by position; patches keep their order and point at their new rows.
+Batch SortByModality(const Batch& b, int num_modalities, std::vector<int32_t>* row_of) {
+  const int64_t n = b.rows();
+  std::vector<int32_t> next(num_modalities + 1, 0);  // first free row of each modality
+  for (int32_t m : b.modality) next[m + 1]++;
+  std::partial_sum(next.begin(), next.end(), next.begin());
+  row_of->resize(n);
+  for (int64_t i = 0; i < n; ++i) (*row_of)[i] = next[b.modality[i]]++;
+  Batch s = b;
+  for (int64_t i = 0; i < n; ++i) {
+    const int32_t r = (*row_of)[i];
+    s.tokens[r] = b.tokens[i];
+    s.modality[r] = b.modality[i];
+    s.targets[r] = b.targets[i];
+    s.target_modality[r] = b.target_modality[i];
+    s.loss_mask[r] = b.loss_mask[i];
+  }
+  for (int32_t& r : s.patch_rows) r = (*row_of)[r];
+  return s;
+}
+
 // Host floats as a [rows, cols] device tensor of `dtype` (F32 or F64).
 Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, int64_t rows,
                     int64_t cols) {
@@ -169,13 +198,24 @@ Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, in
 }
 }  // namespace
 
-absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
+absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
                                         const LossDenominators& denominators) {
-  RETURN_IF_ERROR(Validate(batch));
+  RETURN_IF_ERROR(Validate(given));
   Backend* be = backend_;
-  const int64_t n = batch.rows();
+  const int64_t n = given.rows();
   const int d = config_.d_model(), v = config_.vocab_size(), m = config_.n_modalities();
   const int n_layer = config_.n_layer();
+
+  // Rows grouped by modality for the whole step when that splits a routed
+  // projection's rows into ranges (core/backend.h); `batch` is in row order.
+  std::vector<int32_t> row_of;
+  Batch sorted;
+  if (group_rows_ && AnyRouted(config_) &&
+      !std::is_sorted(given.modality.begin(), given.modality.end())) {
+    sorted = SortByModality(given, m, &row_of);
+  }
+  const Batch& batch = row_of.empty() ? given : sorted;
+  Tensor row_map = row_of.empty() ? Tensor() : Upload(be, DType::kI32, row_of);
 
   // Per-batch device state: ids, the document layout and the two routings.
   Tensor tokens = Upload(be, DType::kI32, batch.tokens);
@@ -187,7 +227,9 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
   std::unique_ptr<Routing> by_modality = be->MakeRouting(batch.modality.data(), n, m);
   std::vector<int32_t> zeros(n, 0);
   std::unique_ptr<Routing> shared = be->MakeRouting(zeros.data(), n, 1);
-  BatchContext ctx{SeqLayout{batch.batch, batch.seq_len, &doc_start}, by_modality.get(), shared.get()};
+  BatchContext ctx{
+      SeqLayout{batch.batch, batch.seq_len, &doc_start, row_of.empty() ? nullptr : &row_map},
+      by_modality.get(), shared.get()};
 
   // Loss weights: the mean over the predicted tokens of the whole step.
   const double predicted = denominators.tokens > 0
@@ -263,20 +305,25 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
                            dnormed.mat(), dhead);
   } else {
     if (logits_.empty() || logits_.dim(0) != n) logits_ = be->Empty(dtype_, {n, v});
-    be->Gemm(false, true, 1.0, normed_[n_layer].mat(), head, 0.0, logits_.mat());
-    Tensor dlogits = be->Empty(dtype_, {n, v});
-    be->CrossEntropy(logits_.mat(), targets_dev, weight_dev, &losses_dev, dlogits.mat());
+    // logits_ is in the batch's order: sorted rows' logits land in `scratch`,
+    // go back to their tokens' rows, and the loss runs on them in place.
+    Tensor scratch = be->Empty(dtype_, {n, v});
+    const Mat by_row = row_of.empty() ? logits_.mat() : scratch.mat();
+    be->Gemm(false, true, 1.0, normed_[n_layer].mat(), head, 0.0, by_row);
+    if (!row_of.empty()) be->GatherRows(by_row, row_map, logits_.mat());
+    be->CrossEntropy(by_row, targets_dev, weight_dev, &losses_dev, scratch.mat());
   }
   Tensor losses(dtype_, {n});
   be->Copy(losses_dev.mat(), losses.mat());
   auto loss_at = [&](int64_t i) -> double {
     return dtype_ == DType::kF64 ? losses.data<double>()[i] : losses.data<float>()[i];
   };
+  // Summed in sequence order, so the report does not depend on the rows' order.
   LossReport report{std::vector<double>(m, 0.0), std::vector<int64_t>(m, 0)};
   for (int64_t i = 0; i < n; ++i) {
-    if (!batch.loss_mask[i]) continue;
-    report.sum[batch.target_modality[i]] += loss_at(i);
-    report.count[batch.target_modality[i]]++;
+    if (!given.loss_mask[i]) continue;
+    report.sum[given.target_modality[i]] += loss_at(row_of.empty() ? i : row_of[i]);
+    report.count[given.target_modality[i]]++;
   }
   // Transfusion: image_out predicts each patch row's eps; diff = pred - eps.
   Tensor patch_hidden, patch_diff;

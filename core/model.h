@@ -78,8 +78,13 @@ class MambaLM {
                                              const LossDenominators& denominators = {});
   // FSDP gathers and releases buckets through these (null: all resident).
   void set_bucket_hooks(BucketHooks* hooks) { hooks_ = hooks; }
-  // Logits of the last Evaluate, [N, V] on the device (ForwardBackward's
-  // fused head does not keep them).
+  // Whether a model with routed projections stores a batch's rows grouped by
+  // modality (core/backend.h), so that each routed projection runs one GEMM
+  // per modality on a row range. On by default; off keeps the batch's order
+  // (tests compare the two).
+  void set_group_rows(bool on) { group_rows_ = on; }
+  // Logits of the last Evaluate, [N, V] on the device, row n for the batch's
+  // token n (ForwardBackward's fused head does not keep them).
   const Tensor& logits() const { return logits_; }
 
   const ParamSet& params() const { return params_; }
@@ -90,13 +95,14 @@ class MambaLM {
  private:
   MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype);
   void Init(uint64_t seed);
-  absl::StatusOr<LossReport> Run(const Batch& batch, bool backward,
+  absl::StatusOr<LossReport> Run(const Batch& given, bool backward,
                                  const LossDenominators& denominators);
 
   v1::ModelConfig config_;
   Backend* backend_;
   DType dtype_;
   BucketHooks* hooks_ = nullptr;
+  bool group_rows_ = true;
   ParamSet params_;
   Param* embed_;
   std::vector<RmsNorm> norms_;
