@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <functional>
+#include <numeric>
 #include <random>
 #include <string>
 #include <vector>
@@ -160,6 +161,12 @@ class Bench {
     kept.saved = &saved;
     const double fwd_saving_ms = Ms([&] { gpu_->ScanForward(seq, *routing, kept, y.mat()); });
     const double bwd_saved_ms = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });
+    // As a MoM model runs it: rows grouped by modality, positions through a row map.
+    Tensor map = Upload(GroupedRowMap(Spans(n, absl::GetFlag(FLAGS_modalities))));
+    const SeqLayout mapped{batch, len, &doc, &map};
+    const double fwd_mapped_ms = Ms([&] { gpu_->ScanForward(mapped, *routing, kept, y.mat()); });
+    const double bwd_mapped_ms =
+        Ms([&] { gpu_->ScanBackward(mapped, *routing, kept, dy.mat(), g); });
     int dev = 0, sms = 0, clock_khz = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -182,6 +189,8 @@ class Bench {
     row("backward from kept states", bwd_saved_ms, bwd_bytes, 1);
     row("forward + backward, states kept (training)", fwd_saving_ms + bwd_saved_ms,
         fwd_bytes + bwd_bytes, 2);
+    row("the same, rows grouped by modality (row map)", fwd_mapped_ms + bwd_mapped_ms,
+        fwd_bytes + bwd_bytes, 2);
     std::printf(
         "\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
         "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",
@@ -201,13 +210,34 @@ class Bench {
     return m;
   }
 
+  // The row of each position when rows are grouped by modality (stable).
+  static std::vector<int32_t> GroupedRowMap(const std::vector<int32_t>& modality) {
+    std::vector<int32_t> order(modality.size()), row_of(modality.size());
+    std::iota(order.begin(), order.end(), 0);
+    std::stable_sort(order.begin(), order.end(),
+                     [&](int32_t a, int32_t b) { return modality[a] < modality[b]; });
+    for (size_t r = 0; r < order.size(); ++r) row_of[order[r]] = static_cast<int32_t>(r);
+    return row_of;
+  }
+
+  Tensor Upload(const std::vector<int32_t>& host) {
+    Tensor t(DType::kI32, {static_cast<int64_t>(host.size())});
+    std::copy(host.begin(), host.end(), t.data<int32_t>());
+    Tensor dev = gpu_->Empty(DType::kI32, t.shape());
+    gpu_->Copy(t.mat(), dev.mat());
+    return dev;
+  }
+
   void RoutedGemm() {
     const int64_t n = absl::GetFlag(FLAGS_batch) * absl::GetFlag(FLAGS_seq_len);
     const int64_t dm = absl::GetFlag(FLAGS_d_model), e = 2 * dm;
     const int64_t r = (dm + 15) / 16, s = absl::GetFlag(FLAGS_d_state);
     const int groups = absl::GetFlag(FLAGS_modalities);
     std::vector<int32_t> spans = Spans(n, groups), one(n, 0);
+    std::vector<int32_t> sorted = spans;
+    std::sort(sorted.begin(), sorted.end());
     auto routed = gpu_->MakeRouting(spans.data(), n, groups);
+    auto grouped = gpu_->MakeRouting(sorted.data(), n, groups);  // as MambaLM stores rows
     auto dense = gpu_->MakeRouting(one.data(), n, 1);
     struct Shape2 {
       const char* name;
@@ -219,8 +249,9 @@ class Bench {
         "\n## Routed GEMMs, %ld tokens, %d modalities in contiguous spans (bf16 operands)\n\n", n,
         groups);
     std::printf(
-        "| projection | pass | routed ms | dense ms | routed TFLOP/s | dense TFLOP/s | "
-        "routed / dense |\n|---|---|---|---|---|---|---|\n");
+        "| projection | pass | routed ms | grouped rows ms | dense ms | routed TFLOP/s | "
+        "dense TFLOP/s | routed / dense | grouped / dense |\n"
+        "|---|---|---|---|---|---|---|---|---|\n");
     for (const Shape2& sh : shapes) {
       Tensor x = Random({n, sh.in}), y = gpu_->Empty(DType::kF32, {n, sh.out});
       Tensor dy = Random({n, sh.out}), dx = gpu_->Empty(DType::kF32, {n, sh.in});
@@ -228,17 +259,23 @@ class Bench {
       Tensor dwr = Random({groups, sh.out, sh.in}), dwd = Random({1, sh.out, sh.in});
       const double flops = 2.0 * n * sh.in * sh.out;
       const double fr = Ms([&] { gpu_->RoutedLinear(*routed, x.mat(), wr, y.mat()); });
+      const double fg = Ms([&] { gpu_->RoutedLinear(*grouped, x.mat(), wr, y.mat()); });
       const double fd = Ms([&] { gpu_->RoutedLinear(*dense, x.mat(), wd, y.mat()); });
       const double br = Ms([&] {
         gpu_->RoutedLinearBackward(*routed, x.mat(), wr, dy.mat(), dx.mat(), false, &dwr);
       });
+      const double bg = Ms([&] {
+        gpu_->RoutedLinearBackward(*grouped, x.mat(), wr, dy.mat(), dx.mat(), false, &dwr);
+      });
       const double bd = Ms([&] {
         gpu_->RoutedLinearBackward(*dense, x.mat(), wd, dy.mat(), dx.mat(), false, &dwd);
       });
-      std::printf("| %s %ldx%ld | forward | %.3f | %.3f | %.0f | %.0f | %.2f |\n", sh.name, sh.in,
-                  sh.out, fr, fd, flops / fr / 1e9, flops / fd / 1e9, fr / fd);
-      std::printf("| %s %ldx%ld | backward | %.3f | %.3f | %.0f | %.0f | %.2f |\n", sh.name, sh.in,
-                  sh.out, br, bd, 2 * flops / br / 1e9, 2 * flops / bd / 1e9, br / bd);
+      std::printf("| %s %ldx%ld | forward | %.3f | %.3f | %.3f | %.0f | %.0f | %.2f | %.2f |\n",
+                  sh.name, sh.in, sh.out, fr, fg, fd, flops / fr / 1e9, flops / fd / 1e9, fr / fd,
+                  fg / fd);
+      std::printf("| %s %ldx%ld | backward | %.3f | %.3f | %.3f | %.0f | %.0f | %.2f | %.2f |\n",
+                  sh.name, sh.in, sh.out, br, bg, bd, 2 * flops / br / 1e9, 2 * flops / bd / 1e9,
+                  br / bd, bg / bd);
     }
     // cuBLAS on operands already in bf16: what the fp32 interface costs.
     const int64_t in = dm, out = 2 * e;
