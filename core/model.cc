@@ -285,14 +285,13 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
     be->Axpy(1.0, t_emb.mat(), emb.mat());
     be->ScatterAddRows(emb.mat(), patch_rows, residual_[0].mat());
   }
-  Tensor block_out = be->Empty(dtype_, {n, d});
   for (int l = 0; l < n_layer; ++l) {
     RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 1 + l));
     norms_[l].Forward(residual_[l].mat(), normed_[l].mat(), &rstd_[l]);
-    blocks_[l].Forward(ctx, normed_[l].mat(), block_out.mat(), &acts_[l]);
+    // x_{l+1} = block(x_l) + x_l: the block writes its output in place.
+    blocks_[l].Forward(ctx, normed_[l].mat(), residual_[l + 1].mat(), &acts_[l]);
     RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 1 + l));
-    be->Copy(residual_[l].mat(), residual_[l + 1].mat());
-    be->Axpy(1.0, block_out.mat(), residual_[l + 1].mat());
+    be->Axpy(1.0, residual_[l].mat(), residual_[l + 1].mat());
   }
   norm_f_->Forward(residual_[n_layer].mat(), normed_[n_layer].mat(), &rstd_[n_layer]);
   Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
