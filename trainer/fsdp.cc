@@ -64,6 +64,10 @@ absl::StatusOr<std::unique_ptr<Fsdp>> Fsdp::Create(ParamSet* params, Collectives
 absl::Status Fsdp::StartGather(int b) {
   Bucket& bucket = buckets_[b];
   if (!bucket.full.empty() || bucket.gathering) return absl::OkStatus();
+  if (single()) {
+    bucket.full = Tensor::View(bucket.value, 0, {bucket.layout->padded_numel()});
+    return absl::OkStatus();
+  }
   bucket.full = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
   bucket.gathering = GatherBucket(*comm_, *bucket.layout, BufferView::Of(bucket.value),
                                   BufferView::Of(bucket.full));
@@ -96,17 +100,9 @@ void Fsdp::Release(int b) {
 
 absl::Status Fsdp::BeforeForward(int b) {
   RETURN_IF_ERROR(Gather(b));
-  if (b == 0) {
-    // Bucket 0's gradients (head, then embedding) are written during the
-    // backward before and after all layers: keep its buffer for the step.
-    Bucket& bucket = buckets_[0];
-    bucket.full_grad = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
-    params_->backend()->Fill(bucket.full_grad.mat(), 0);
-    for (size_t i = 0; i < bucket.params.size(); ++i) {
-      bucket.params[i]->grad = Tensor::View(bucket.full_grad, bucket.layout->offset(i),
-                                            bucket.layout->shape(i));
-    }
-  }
+  // Bucket 0's gradients (head, then embedding) are written during the
+  // backward before and after all layers: keep its buffer for the step.
+  if (b == 0) MakeFullGrad(buckets_[0]);
   // Prefetch the next layer while this one computes.
   if (b + 1 < num_buckets()) RETURN_IF_ERROR(StartGather(b == 0 ? 1 : b + 1));
   return absl::OkStatus();
@@ -121,19 +117,31 @@ absl::Status Fsdp::AfterForward(int b) {
 
 absl::Status Fsdp::BeforeBackward(int b) {
   RETURN_IF_ERROR(Gather(b));
-  Bucket& bucket = buckets_[b];
-  bucket.full_grad = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
-  params_->backend()->Fill(bucket.full_grad.mat(), 0);
-  for (size_t i = 0; i < bucket.params.size(); ++i) {
-    bucket.params[i]->grad = Tensor::View(bucket.full_grad, bucket.layout->offset(i),
-                                          bucket.layout->shape(i));
-  }
+  MakeFullGrad(buckets_[b]);
   if (b - 1 >= 1) RETURN_IF_ERROR(StartGather(b - 1));
   return absl::OkStatus();
 }
 
+void Fsdp::MakeFullGrad(Bucket& bucket) {
+  if (single()) {  // backward ops accumulate into parameter gradients
+    bucket.full_grad = Tensor::View(bucket.grad, 0, {bucket.layout->padded_numel()});
+  } else {
+    bucket.full_grad =
+        params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
+    params_->backend()->Fill(bucket.full_grad.mat(), 0);
+  }
+  for (size_t i = 0; i < bucket.params.size(); ++i) {
+    bucket.params[i]->grad = Tensor::View(bucket.full_grad, bucket.layout->offset(i),
+                                          bucket.layout->shape(i));
+  }
+}
+
 absl::Status Fsdp::AfterBackward(int b) {
   Bucket& bucket = buckets_[b];
+  if (single()) {
+    Release(b);
+    return absl::OkStatus();
+  }
   if (bucket.reducing) {  // a previous micro-batch's reduction of this bucket
     RETURN_IF_ERROR(bucket.reducing->Wait());
     params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
@@ -171,19 +179,34 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) 
   RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(sq)));
   be->Copy(sq.mat(), sq_host.mat());
 
-  // Each parameter's part of this rank's shard, with its own weight decay.
+  // This rank's shard in runs of adjacent parameters that share a weight
+  // decay (parameters lie back to back in a bucket): one update per run.
   std::vector<AdamWTarget> targets;
   for (Bucket& bucket : buckets_) {
     const FlatLayout& l = *bucket.layout;
     const int64_t begin = l.shard_offset(comm_->rank()), end = begin + l.shard_numel();
+    int64_t run_lo = 0, run_hi = 0;
+    bool run_decay = false;
+    auto flush = [&] {
+      if (run_lo >= run_hi) return;
+      auto part = [&](const Tensor& t) { return Tensor::View(t, run_lo - begin, {run_hi - run_lo}); };
+      targets.push_back({part(bucket.value), part(bucket.grad), part(bucket.m), part(bucket.v),
+                         run_decay});
+    };
     for (size_t i = 0; i < bucket.params.size(); ++i) {
       const int64_t lo = std::max(begin, l.offset(i));
       const int64_t hi = std::min(end, l.offset(i) + NumElements(l.shape(i)));
       if (lo >= hi) continue;
-      auto part = [&](const Tensor& t) { return Tensor::View(t, lo - begin, {hi - lo}); };
-      targets.push_back({part(bucket.value), part(bucket.grad), part(bucket.m), part(bucket.v),
-                         bucket.params[i]->decay});
+      if (lo == run_hi && bucket.params[i]->decay == run_decay) {
+        run_hi = hi;
+        continue;
+      }
+      flush();
+      run_lo = lo;
+      run_hi = hi;
+      run_decay = bucket.params[i]->decay;
     }
+    flush();
   }
   OptimizerStepInfo info = ApplyAdamW(be, optimizer_, step, total_steps,
                                       std::sqrt(sq_host.data<double>()[0]), &targets);

@@ -72,6 +72,12 @@ class Fsdp : public BucketHooks {
   absl::Status Gather(int b);
   void Release(int b);
   absl::Status FinishReductions();
+  // Points the bucket's parameter gradients into its full gradient buffer,
+  // which it creates (zeroed) first.
+  void MakeFullGrad(Bucket& bucket);
+  // One rank holds every shard whole: the "gathered" bucket is the shard
+  // itself and gradients accumulate straight into it (no copies).
+  bool single() const { return comm_->world_size() == 1; }
 
   ParamSet* params_;
   Collectives* comm_;
