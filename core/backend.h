@@ -114,6 +114,11 @@ class Backend {
   virtual void Fill(Mat x, double value) = 0;
   // Blocks until queued work is done.
   virtual void Synchronize() {}
+  // The dtype for activations that only feed matrix products, in a model of
+  // `dtype`: the CUDA backend with bf16 products stores them in BF16 (half
+  // the bytes, no conversion before each product). Ops that accept such a
+  // tensor say so; RoutedLinear and its backward then need grouped rows.
+  virtual DType MatmulInputDType(DType dtype) const { return dtype; }
 
   // ---- routing ----
   // modality: host array of N ids, each in [0, num_groups).

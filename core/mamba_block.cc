@@ -89,7 +89,7 @@ void MambaBlock::Forward(const BatchContext& ctx, Mat h, Mat out, Activations* a
     acts->xz = be->Empty(dt, {n, 2 * d_inner_});
     acts->u = be->Empty(dt, {n, d_inner_});
     acts->dbc = be->Empty(dt, {n, dt_rank_ + 2 * d_state_});
-    acts->y = be->Empty(dt, {n, d_inner_});
+    acts->y = be->Empty(be->MatmulInputDType(dt), {n, d_inner_});  // read only by out_proj
   }
   in_proj_.Forward(ctx, h, acts->xz.mat());
   be->ConvForward(ctx.seq, acts->xz.mat().Cols(0, d_inner_), conv_w_->value, conv_b_->value,
@@ -108,7 +108,7 @@ void MambaBlock::Backward(const BatchContext& ctx, Mat h, const Activations& act
   const int64_t n = h.rows;
   const DType dt = params_->dtype();
   Tensor dy = be->Empty(dt, {n, d_inner_});
-  Tensor dxz = be->Empty(dt, {n, 2 * d_inner_});
+  Tensor dxz = be->Empty(be->MatmulInputDType(dt), {n, 2 * d_inner_});  // read only by in_proj
   Tensor du = be->Empty(dt, {n, d_inner_});
   Tensor ddbc = be->Empty(dt, {n, dt_rank_ + 2 * d_state_});
   Tensor ddelta = be->Empty(dt, {n, d_inner_});

@@ -22,9 +22,11 @@ namespace modamba {
 class MambaBlock {
  public:
   // What the forward keeps for the backward (all [N, *] on the device).
+  // y, read only by out_proj, is in the backend's MatmulInputDType (BF16 on
+  // a GPU with bf16 products); so is the block's input h and the backward's
+  // dxz. delta_raw is not kept: the backward recomputes it from dbc (one
+  // thin GEMM) rather than hold [N, E] per layer.
   struct Activations {
-    // delta_raw is not kept: the backward recomputes it from dbc (one thin
-    // GEMM) rather than hold [N, E] per layer, a sixth of the activations.
     Tensor xz, u, dbc, y;
     // What the scan's forward keeps for its backward (ScanInputs::saved).
     std::unique_ptr<Tensor> scan_saved = std::make_unique<Tensor>();

@@ -249,7 +249,9 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
   for (int l = 0; l <= n_layer; ++l) {
     if (residual_[l].empty() || residual_[l].dim(0) != n) {
       residual_[l] = be->Empty(dtype_, {n, d});
-      normed_[l] = be->Empty(dtype_, {n, d});
+      // A layer's normed input feeds only in_proj; the final one also
+      // the Transfusion rows' gather, so it stays in the model's dtype.
+      normed_[l] = be->Empty(l < n_layer ? be->MatmulInputDType(dtype_) : dtype_, {n, d});
       rstd_[l] = be->Empty(dtype_, {n});
     }
   }

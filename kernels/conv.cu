@@ -74,7 +74,7 @@ template <int K, bool kMapped>
 __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t* doc_start,
                                    const int32_t* rows, const float* x, int64_t ldx,
                                    const float* w, const float* b, const float* du, int64_t lddu,
-                                   float* dx, int64_t lddx, float* partial) {
+                                   void* dx, int64_t lddx, bool dx_bf16, float* partial) {
   const TileCoords tc = Coords(seq_len);
   if (tc.e >= e_dim) return;
   float wk[K], dwk[K], xw[K], acc[K];
@@ -117,7 +117,7 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
     }
     const int64_t done = t - (K - 1);  // every row that feeds dx[done] is in
     if (done >= tc.t0 && done < tc.t_end) {
-      dx[RowOf<kMapped>(rows, tc.seq_row0 + done) * lddx + tc.e] = acc[0];
+      StoreOut(dx, dx_bf16, RowOf<kMapped>(rows, tc.seq_row0 + done) * lddx + tc.e, acc[0]);
     }
   }
   // The sequence ended first: the rows still pending are complete.
@@ -125,7 +125,7 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
   for (int i = 1; i < K; ++i) {
     const int64_t pos = t - 1 - (K - 1) + i;
     if (pos >= tc.t0 && pos < tc.t_end) {
-      dx[RowOf<kMapped>(rows, tc.seq_row0 + pos) * lddx + tc.e] = acc[i];
+      StoreOut(dx, dx_bf16, RowOf<kMapped>(rows, tc.seq_row0 + pos) * lddx + tc.e, acc[i]);
     }
   }
   float* p = partial + (int64_t(blockIdx.y) * e_dim + tc.e) * (K + 1);
@@ -183,7 +183,7 @@ void ConvForward(const ConvArgs& a, View u, cudaStream_t stream) {
   CUDA_CHECK_LAUNCH();
 }
 
-void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db,
+void ConvBackward(const ConvArgs& a, ConstView du, OutView dx, float* dw, float* db,
                   cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.x.cols == 0) return;
   dim3 grid = ConvGrid(a);
@@ -194,7 +194,7 @@ void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db
     CONV_DISPATCH(a.k_width, ConvBackwardKernel<K, decltype(mapped)::value>
                   <<<grid, kThreads, 0, stream>>>(a.seq_len, e_dim, a.doc_start, a.rows, a.x.data,
                                                   a.x.ld, a.w, a.b, du.data, du.ld, dx.data, dx.ld,
-                                                  partial));
+                                                  dx.bf16, partial));
   });
   CUDA_CHECK_LAUNCH();
   const int64_t n = e_dim * (a.k_width + 1);

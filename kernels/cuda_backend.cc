@@ -105,6 +105,9 @@ class CudaBackend : public Backend {
   std::string name() const override { return absl::StrCat("cuda:", ctx_->device()); }
   Allocator* allocator() override { return ctx_->allocator(); }
   void Synchronize() override { ctx_->SyncAndCheck(); }
+  DType MatmulInputDType(DType dtype) const override {
+    return precision_ == MatmulPrecision::kBf16 && dtype == DType::kF32 ? DType::kBF16 : dtype;
+  }
 
   void Copy(Mat src, Mat dst) override {
     CHECK(src.rows == dst.rows && src.cols == dst.cols) << "copy: shapes differ";
@@ -164,7 +167,7 @@ class CudaBackend : public Backend {
 
   void RoutedLinear(const Routing& routing, Mat x, const Tensor& w, Mat y) override {
     const CudaRouting& r = AsCuda(routing);
-    CheckF32(x, "routed linear x");
+    CheckMatmulInput(x, "routed linear x");
     CheckF32(y, "routed linear y");
     CheckWeight(r, w, y.cols, x.cols, "routed linear weight");
     CheckRows(x, r.num_rows(), "routed linear x");
@@ -174,11 +177,13 @@ class CudaBackend : public Backend {
       for (int g = 0; g < r.num_groups(); ++g) {
         if (r.count(g) == 0) continue;
         const Mat xg = x.Rows(r.offset(g), r.count(g)), yg = y.Rows(r.offset(g), r.count(g));
-        cuda::GemmF32(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
-                      xg.ptr<float>(), xg.ld, GroupWeight(w, g), in, 0.f, yg.ptr<float>(), yg.ld);
+        cuda::GemmMixed(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
+                        ToOperand(xg), cuda::Operand{GroupWeight(w, g), in, false}, 0.f,
+                        yg.ptr<float>(), yg.ld);
       }
       return;
     }
+    CHECK(x.dtype == DType::kF32) << "routed linear x: BF16 needs rows grouped by modality";
     if (std::min(in, out) <= kNarrow) {
       RoutedForwardNarrow(r, x, w, y);
     } else if (precision_ == MatmulPrecision::kBf16) {
@@ -191,8 +196,8 @@ class CudaBackend : public Backend {
   void RoutedLinearBackward(const Routing& routing, Mat x, const Tensor& w, Mat dy, Mat dx,
                             bool accumulate_dx, Tensor* dw) override {
     const CudaRouting& r = AsCuda(routing);
-    CheckF32(x, "routed linear backward x");
-    CheckF32(dy, "routed linear backward dy");
+    CheckMatmulInput(x, "routed linear backward x");
+    CheckMatmulInput(dy, "routed linear backward dy");
     CheckF32(dx, "routed linear backward dx");
     CheckWeight(r, w, dy.cols, x.cols, "routed linear backward weight");
     CheckWeight(r, *dw, dy.cols, x.cols, "routed linear backward dw");
@@ -205,13 +210,15 @@ class CudaBackend : public Backend {
       for (int g = 0; g < r.num_groups(); ++g) {
         if (r.count(g) == 0) continue;
         const int64_t off = r.offset(g), cnt = r.count(g);
-        cuda::LinearBackwardF32(ctx_->cublas(), precision_, cnt, in, out, ToConst(x.Rows(off, cnt)),
-                                GroupWeight(w, g), ToConst(dy.Rows(off, cnt)),
-                                accumulate_dx ? 1.f : 0.f, ToView(dx.Rows(off, cnt)),
-                                dw->data<float>() + g * out * in);
+        cuda::LinearBackward(ctx_->cublas(), precision_, cnt, in, out, ToOperand(x.Rows(off, cnt)),
+                             GroupWeight(w, g), ToOperand(dy.Rows(off, cnt)),
+                             accumulate_dx ? 1.f : 0.f, ToView(dx.Rows(off, cnt)),
+                             dw->data<float>() + g * out * in);
       }
       return;
     }
+    CHECK(x.dtype == DType::kF32 && dy.dtype == DType::kF32)
+        << "routed linear backward: BF16 x or dy needs rows grouped by modality";
     if (out <= kNarrow && out <= in) {
       RoutedBackwardNarrowOut(r, x, w, dy, dx, accumulate_dx, dw);
     } else if (precision_ == MatmulPrecision::kBf16) {
@@ -262,13 +269,13 @@ class CudaBackend : public Backend {
 
   void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) override {
     CheckF32(x, "rmsnorm x");
-    CheckF32(y, "rmsnorm y");
+    CheckMatmulInput(y, "rmsnorm y");
     CheckTensor(w, DType::kF32, "rmsnorm weight");
     CheckTensor(*rstd, DType::kF32, "rmsnorm rstd");
     CHECK_EQ(w.numel(), x.cols) << "rmsnorm weight: size";
     CHECK_EQ(rstd->numel(), x.rows) << "rmsnorm rstd: size";
     CHECK(y.rows == x.rows && y.cols == x.cols) << "rmsnorm y: shape";
-    cuda::RmsNormForward(ToConst(x), w.data<float>(), static_cast<float>(eps), ToView(y),
+    cuda::RmsNormForward(ToConst(x), w.data<float>(), static_cast<float>(eps), ToOut(y),
                          rstd->data<float>(), stream_);
   }
 
@@ -299,19 +306,19 @@ class CudaBackend : public Backend {
                     Tensor* dw, Tensor* db) override {
     cuda::ConvArgs a = MakeConvArgs(seq, x, w, b, "conv backward");
     CheckF32(du, "conv backward du");
-    CheckF32(dx, "conv backward dx");
+    CheckMatmulInput(dx, "conv backward dx");
     CheckTensor(*dw, DType::kF32, "conv backward dw");
     CheckTensor(*db, DType::kF32, "conv backward db");
     CHECK(du.rows == x.rows && du.cols == x.cols) << "conv backward du: shape";
     CHECK(dx.rows == x.rows && dx.cols == x.cols) << "conv backward dx: shape";
     CHECK(dw->numel() == w.numel() && db->numel() == b.numel()) << "conv backward grads: size";
-    cuda::ConvBackward(a, ToConst(du), ToView(dx), dw->data<float>(), db->data<float>(), stream_);
+    cuda::ConvBackward(a, ToConst(du), ToOut(dx), dw->data<float>(), db->data<float>(), stream_);
   }
 
   void ScanForward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in,
                    Mat y) override {
     cuda::ScanArgs a = MakeScanArgs(seq, dt_routing, in);
-    CheckF32(y, "scan y");
+    CheckMatmulInput(y, "scan y");
     CHECK(y.rows == seq.num_rows() && y.cols == a.e_dim) << "scan y: shape";
     if (in.saved != nullptr) {
       const int64_t size = cuda::ScanSavedStatesSize(seq.batch, seq.seq_len, a.e_dim);
@@ -320,7 +327,7 @@ class CudaBackend : public Backend {
       }
       a.saved_states = in.saved->data<float>();
     }
-    cuda::ScanForward(a, ToView(y), stream_);
+    cuda::ScanForward(a, ToOut(y), stream_);
   }
 
   void ScanBackward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in, Mat dy,
@@ -344,7 +351,9 @@ class CudaBackend : public Backend {
     g.ddelta_raw = out(grads.ddelta_raw, e, "scan backward ddelta_raw");
     g.db = out(grads.db, s, "scan backward db");
     g.dc = out(grads.dc, s, "scan backward dc");
-    g.dz = out(grads.dz, e, "scan backward dz");
+    CheckMatmulInput(grads.dz, "scan backward dz");
+    CHECK(grads.dz.rows == n && grads.dz.cols == e) << "scan backward dz: shape";
+    g.dz = ToOut(grads.dz);
     CheckTensor(*grads.ddt_bias, DType::kF32, "scan backward ddt_bias");
     CheckTensor(*grads.da_log, DType::kF32, "scan backward da_log");
     CheckTensor(*grads.dd, DType::kF32, "scan backward dd");
@@ -440,6 +449,22 @@ class CudaBackend : public Backend {
   }
 
  private:
+  // An activation that only feeds products: F32, or BF16 with bf16 products.
+  void CheckMatmulInput(const Mat& m, const char* what) const {
+    CHECK(m.device == Device::kCuda) << what << ": expected a CUDA view";
+    const bool bf16_ok = precision_ == MatmulPrecision::kBf16;
+    CHECK(m.dtype == DType::kF32 || (bf16_ok && m.dtype == DType::kBF16))
+        << what << ": expected F32" << (bf16_ok ? " or BF16" : "") << ", got "
+        << DTypeName(m.dtype);
+    CHECK(m.ld >= m.cols) << what << ": row stride " << m.ld << " < " << m.cols << " columns";
+  }
+  static cuda::Operand ToOperand(const Mat& m) {
+    return {m.data, m.ld, m.dtype == DType::kBF16};
+  }
+  static cuda::OutView ToOut(const Mat& m) {
+    return {m.data, m.rows, m.cols, m.ld, m.dtype == DType::kBF16};
+  }
+
   static void CheckWeight(const CudaRouting& r, const Tensor& w, int64_t out, int64_t in,
                           const char* what) {
     CheckTensor(w, DType::kF32, what);

@@ -28,7 +28,10 @@ using testing::DeviceError;
 using testing::OutputPair;
 using testing::Pair;
 using testing::RandomPair;
+using testing::RelError;
 using testing::ToDevice;
+using testing::ToDeviceBf16;
+using testing::ToHostF32;
 using testing::ToHost;
 using testing::Upload;
 
@@ -217,6 +220,61 @@ TEST_F(CudaBackendTest, RoutedLinear) {
       }
     }
   }
+}
+
+// With bf16 products the model keeps activations that feed only products
+// in BF16 (Backend::MatmulInputDType): producers round when they store,
+// projections on grouped rows read them as they are. Compared with the CPU
+// in fp32 on the same (bf16-rounded) inputs.
+TEST_F(CudaBackendTest, Bf16MatmulInputs) {
+  auto gpu = MakeGpu(MatmulPrecision::kBf16);
+  ASSERT_EQ(gpu->MatmulInputDType(DType::kF32), DType::kBF16);
+  ASSERT_EQ(gpu_->MatmulInputDType(DType::kF32), DType::kF32);  // fp32 products
+  auto bf16_error = [&](const Tensor& dev, const Tensor& host) {
+    return RelError(ToHostF32(gpu.get(), dev.mat()).mat(), host.mat());
+  };
+  const int64_t n = 203, d = 300;
+
+  // RMSNorm storing its output in bf16.
+  Pair x = Random({n, d}), w = Random({d}, 0.2f, 1.f), rstd = Output({n});
+  Tensor y_host = Tensor::Zeros(DType::kF32, {n, d}), y_dev = gpu->Empty(DType::kBF16, {n, d});
+  cpu_->RmsNormForward(x.h(), w.host, 1e-5, y_host.mat(), &rstd.host);
+  gpu->RmsNormForward(x.d(), w.dev, 1e-5, y_dev.mat(), &rstd.dev);
+  ExpectClose(bf16_error(y_dev, y_host), 1e-2, "rmsnorm y in bf16");
+  ExpectClose(Err(rstd), kTolF32, "rmsnorm rstd with a bf16 y");
+
+  // A routed projection on grouped rows (one group empty) from bf16 x and dy.
+  for (auto [in, out] : std::vector<std::pair<int64_t, int64_t>>{{300, 270}, {29, 45}}) {
+    const std::string tag = std::to_string(in) + "->" + std::to_string(out);
+    std::vector<int32_t> mod = Modalities(n, {0, 2});
+    std::sort(mod.begin(), mod.end());
+    auto rc = cpu_->MakeRouting(mod.data(), n, 3);
+    auto rg = gpu->MakeRouting(mod.data(), n, 3);
+    Tensor xh = testing::RandomHost({n, in}, &rng_), dyh = testing::RandomHost({n, out}, &rng_);
+    Tensor xd = ToDeviceBf16(gpu.get(), &xh), dyd = ToDeviceBf16(gpu.get(), &dyh);
+    Pair wt = Random({3, out, in}, 0.2f), yo = Output({n, out});
+    cpu_->RoutedLinear(*rc, xh.mat(), wt.host, yo.h());
+    gpu->RoutedLinear(*rg, xd.mat(), wt.dev, yo.d());
+    ExpectClose(Err(yo), kTolBf16, "routed linear from bf16 x, " + tag);
+    Pair dx = Output({n, in}), dw = Random({3, out, in});
+    cpu_->RoutedLinearBackward(*rc, xh.mat(), wt.host, dyh.mat(), dx.h(), false, &dw.host);
+    gpu->RoutedLinearBackward(*rg, xd.mat(), wt.dev, dyd.mat(), dx.d(), false, &dw.dev);
+    ExpectClose(Err(dx), kTolBf16, "routed linear dx from bf16 x, dy, " + tag);
+    ExpectClose(Err(dw), kTolBf16, "routed linear dw from bf16 x, dy, " + tag);
+  }
+
+  // The conv's input gradient stored in bf16.
+  const int64_t batch = 2, len = 101, e = 70;
+  Pair doc = UploadVector(DocStarts(batch * len, 0.05), DType::kU8);
+  SeqLayout sc{batch, len, &doc.host}, sg{batch, len, &doc.dev};
+  Pair cx = Random({batch * len, e}), cw = Random({e, 4}, 0.5f), cb = Random({e});
+  Pair du = Random({batch * len, e}), dcw = Random({e, 4}), dcb = Random({e});
+  Tensor dx_host = Tensor::Zeros(DType::kF32, {batch * len, e});
+  Tensor dx_dev = gpu->Empty(DType::kBF16, {batch * len, e});
+  cpu_->ConvBackward(sc, cx.h(), cw.host, cb.host, du.h(), dx_host.mat(), &dcw.host, &dcb.host);
+  gpu->ConvBackward(sg, cx.d(), cw.dev, cb.dev, du.d(), dx_dev.mat(), &dcw.dev, &dcb.dev);
+  ExpectClose(bf16_error(dx_dev, dx_host), 1e-2, "conv dx in bf16");
+  ExpectClose(Err(dcw), kTolF32, "conv dw with a bf16 dx");
 }
 
 TEST_F(CudaBackendTest, Embedding) {
@@ -618,6 +676,40 @@ TEST_F(ScanTest, BitwiseDeterministic) {
     EXPECT_EQ(std::memcmp(runs[i].raw(), runs[i + 4].raw(), runs[i].nbytes()), 0)
         << "output " << i << " differs between runs";
   }
+}
+
+// y and dz stored in bf16 (the model's MatmulInputDType with bf16 products)
+// are the fp32 results rounded; nothing else changes.
+TEST_F(ScanTest, Bf16OutputsAreRoundedF32) {
+  const ScanCase c{"bf16 y and dz", 2, 130, 96, 16, 3, {0, 1, 2}, false, 0.02};
+  Setup st = Make(c);
+  const int64_t n = st.n, e = st.e, s = st.s;
+  SeqLayout sg{c.batch, c.len, &st.doc.dev};
+  auto gpu = MakeGpu(MatmulPrecision::kBf16);
+  Pair dy = Random({n, e});
+  std::vector<Tensor> results;  // y, dz, du per precision
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    Tensor y = gpu->Empty(dtype, {n, e}), dz = gpu->Empty(dtype, {n, e});
+    Tensor du = gpu->Empty(DType::kF32, {n, e}), ddr = gpu->Empty(DType::kF32, {n, e});
+    Tensor dbc = gpu->Empty(DType::kF32, {n, 2 * s});
+    Tensor ddt = Random({c.groups, e}).dev, da = Random({e, s}).dev, dd = Random({e}).dev;
+    gpu->ScanForward(sg, *st.rg, st.In(true), y.mat());
+    ScanGrads g;
+    g.du = du.mat();
+    g.ddelta_raw = ddr.mat();
+    g.dz = dz.mat();
+    g.db = dbc.mat().Cols(0, s);
+    g.dc = dbc.mat().Cols(s, s);
+    g.ddt_bias = &ddt;
+    g.da_log = &da;
+    g.dd = &dd;
+    gpu->ScanBackward(sg, *st.rg, st.In(true), dy.d(), g);
+    for (const Tensor* t : {&y, &dz, &du}) results.push_back(ToHostF32(gpu.get(), t->mat()));
+  }
+  ExpectClose(RelError(results[3].mat(), results[0].mat()), 4e-3, "scan y in bf16");
+  ExpectClose(RelError(results[4].mat(), results[1].mat()), 4e-3, "scan dz in bf16");
+  EXPECT_EQ(std::memcmp(results[5].raw(), results[2].raw(), results[2].nbytes()), 0)
+      << "du changed with the dtype of y and dz";
 }
 
 TEST(CudaBackendDeathTest, TokenOutsideVocabulary) {

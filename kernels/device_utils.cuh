@@ -3,6 +3,7 @@
 #ifndef MODAMBA_KERNELS_DEVICE_UTILS_CUH_
 #define MODAMBA_KERNELS_DEVICE_UTILS_CUH_
 
+#include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
@@ -16,6 +17,15 @@ constexpr float kLog2e = 1.4426950408889634f;
 __host__ __device__ inline int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 __host__ __device__ inline int64_t Min64(int64_t a, int64_t b) { return a < b ? a : b; }
 __host__ __device__ inline int64_t Max64(int64_t a, int64_t b) { return a > b ? a : b; }
+
+// base[i] = v, as fp32 or rounded to bf16 (an OutView's element).
+__device__ __forceinline__ void StoreOut(void* base, bool bf16, int64_t i, float v) {
+  if (bf16) {
+    static_cast<__nv_bfloat16*>(base)[i] = __float2bfloat16_rn(v);
+  } else {
+    static_cast<float*>(base)[i] = v;
+  }
+}
 
 // A grid of at most `max_blocks` blocks for a grid-stride loop over n items.
 inline unsigned GridFor(int64_t n, int threads, int64_t max_blocks = 4096) {

@@ -286,28 +286,67 @@ void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int6
          c, ldc, CUBLAS_COMPUTE_32F);
 }
 
-void LinearBackwardF32(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
-                       int64_t out, ConstView x, const float* w, ConstView dy, float beta_dx,
-                       View dx, float* dw) {
-  if (precision != MatmulPrecision::kBf16 || std::min({n, in, out}) < 256) {
-    GemmF32(handle, precision, false, false, n, in, out, 1.f, dy.data, dy.ld, w, in, beta_dx,
-            dx.data, dx.ld);
-    GemmF32(handle, precision, true, false, out, in, n, 1.f, dy.data, dy.ld, x.data, x.ld, 1.f, dw,
-            in);
+namespace {
+
+// A bf16 copy of the rows x cols operand `o` (itself when already bf16);
+// *ld receives the copy's row stride.
+const __nv_bfloat16* AsBf16(const Operand& o, int64_t rows, int64_t cols, Scratch* scratch,
+                            int64_t* ld, cudaStream_t stream) {
+  if (o.bf16) {
+    *ld = o.ld;
+    return static_cast<const __nv_bfloat16*>(o.data);
+  }
+  auto* copy = scratch->Alloc<__nv_bfloat16>(rows * cols);
+  ConvertToBf16(ConstView(static_cast<const float*>(o.data), rows, cols, o.ld), copy, stream);
+  *ld = cols;
+  return copy;
+}
+
+}  // namespace
+
+void GemmMixed(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
+               int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
+               float* c, int64_t ldc) {
+  if (!a.bf16 && !b.bf16) {
+    GemmF32(handle, precision, trans_a, trans_b, m, n, k, alpha,
+            static_cast<const float*>(a.data), a.ld, static_cast<const float*>(b.data), b.ld, beta,
+            c, ldc);
     return;
   }
-  // dy is the largest operand and both products read it: convert it once.
+  CHECK(precision == MatmulPrecision::kBf16) << "gemm: bf16 operands need bf16 products";
   cudaStream_t stream;
   CUBLAS_CHECK(cublasGetStream(handle, &stream));
   Scratch scratch(stream);
-  auto* dyb = scratch.Alloc<__nv_bfloat16>(n * out);
-  auto* xb = scratch.Alloc<__nv_bfloat16>(n * in);
-  auto* wb = scratch.Alloc<__nv_bfloat16>(out * in);
-  ConvertToBf16(dy, dyb, stream);
-  ConvertToBf16(x, xb, stream);
-  ConvertToBf16(w, out * in, wb, stream);
-  GemmBf16(handle, false, false, n, in, out, 1.f, dyb, out, wb, in, beta_dx, dx.data, dx.ld);
-  GemmBf16(handle, true, false, out, in, n, 1.f, dyb, out, xb, in, 1.f, dw, in);
+  int64_t lda = 0, ldb = 0;
+  const auto* ab = AsBf16(a, trans_a ? k : m, trans_a ? m : k, &scratch, &lda, stream);
+  const auto* bb = AsBf16(b, trans_b ? n : k, trans_b ? k : n, &scratch, &ldb, stream);
+  GemmBf16(handle, trans_a, trans_b, m, n, k, alpha, ab, lda, bb, ldb, beta, c, ldc);
+}
+
+void LinearBackward(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
+                    int64_t out, Operand x, const float* w, Operand dy, float beta_dx, View dx,
+                    float* dw) {
+  const bool any_bf16 = x.bf16 || dy.bf16;
+  if (!any_bf16 && (precision != MatmulPrecision::kBf16 || std::min({n, in, out}) < 256)) {
+    const auto* dyf = static_cast<const float*>(dy.data);
+    GemmF32(handle, precision, false, false, n, in, out, 1.f, dyf, dy.ld, w, in, beta_dx, dx.data,
+            dx.ld);
+    GemmF32(handle, precision, true, false, out, in, n, 1.f, dyf, dy.ld,
+            static_cast<const float*>(x.data), x.ld, 1.f, dw, in);
+    return;
+  }
+  CHECK(precision == MatmulPrecision::kBf16) << "gemm: bf16 operands need bf16 products";
+  // Both products read dy, the largest operand: each operand is converted
+  // (when fp32) once for both.
+  cudaStream_t stream;
+  CUBLAS_CHECK(cublasGetStream(handle, &stream));
+  Scratch scratch(stream);
+  int64_t ldy = 0, ldx = 0, ldw = 0;
+  const auto* dyb = AsBf16(dy, n, out, &scratch, &ldy, stream);
+  const auto* xb = AsBf16(x, n, in, &scratch, &ldx, stream);
+  const auto* wb = AsBf16(Operand{w, in, false}, out, in, &scratch, &ldw, stream);
+  GemmBf16(handle, false, false, n, in, out, 1.f, dyb, ldy, wb, ldw, beta_dx, dx.data, dx.ld);
+  GemmBf16(handle, true, false, out, in, n, 1.f, dyb, ldy, xb, ldx, 1.f, dw, in);
 }
 
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,

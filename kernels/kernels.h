@@ -35,6 +35,14 @@ struct ConstView {
   ConstView(const View& v) : data(v.data), rows(v.rows), cols(v.cols), ld(v.ld) {}  // NOLINT
 };
 
+// An output that feeds only matrix products may be stored in bf16
+// (Backend::MatmulInputDType); the kernel rounds when it stores.
+struct OutView {
+  void* data = nullptr;
+  int64_t rows = 0, cols = 0, ld = 0;
+  bool bf16 = false;
+};
+
 // Temporary device memory for one op, from the stream-ordered pool; freed
 // (in stream order) when the Scratch goes out of scope.
 class Scratch {
@@ -79,7 +87,7 @@ void EmbeddingBackward(const int32_t* tokens, int64_t n, ConstView dout, float* 
                        int64_t vocab, cudaStream_t stream);
 
 // ---- RMSNorm (norm.cu) ----
-void RmsNormForward(ConstView x, const float* w, float eps, View y, float* rstd,
+void RmsNormForward(ConstView x, const float* w, float eps, OutView y, float* rstd,
                     cudaStream_t stream);
 // dx += ..., dw += ... (dw summed over rows in a fixed order).
 void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView dy, View dx,
@@ -96,7 +104,7 @@ struct ConvArgs {
 };
 void ConvForward(const ConvArgs& a, View u, cudaStream_t stream);
 // dx overwritten; dw, db accumulate.
-void ConvBackward(const ConvArgs& a, ConstView du, View dx, float* dw, float* db,
+void ConvBackward(const ConvArgs& a, ConstView du, OutView dx, float* dw, float* db,
                   cudaStream_t stream);
 
 // ---- selective scan (scan.cu) ----
@@ -119,13 +127,14 @@ struct ScanArgs {
 int64_t ScanSavedStatesSize(int64_t batch, int64_t seq_len, int64_t e_dim);
 struct ScanGradArgs {
   ConstView dy;
-  View du, ddelta_raw, db, dc, dz;  // overwritten
+  View du, ddelta_raw, db, dc;  // overwritten
+  OutView dz;                     // overwritten
   float* ddt_bias = nullptr;        // [G, E] accumulated
   float* da_log = nullptr;          // [E, S] accumulated
   float* dd = nullptr;              // [E] accumulated
 };
 constexpr int kScanMaxState = 16;
-void ScanForward(const ScanArgs& a, View y, cudaStream_t stream);
+void ScanForward(const ScanArgs& a, OutView y, cudaStream_t stream);
 void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream);
 
 // ---- cross-entropy (loss.cu) ----
@@ -164,12 +173,24 @@ void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int
 void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n, int64_t k,
               float alpha, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b, int64_t ldb,
               float beta, float* c, int64_t ldc);
+// A matrix operand held as fp32 or bf16 (activations that only feed
+// products may be stored in bf16: Backend::MatmulInputDType).
+struct Operand {
+  const void* data;
+  int64_t ld;
+  bool bf16;
+};
+// fp32 C = alpha op(A) op(B) + beta C; with a bf16 operand (bf16 precision
+// only) the other is converted and the product runs on bf16 operands.
+void GemmMixed(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
+               int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
+               float* c, int64_t ldc);
 // The backward of y = x W^T (x [n, in], W [out, in]): dx = dy W + beta_dx dx
-// and dW += dy^T x, each operand converted to bf16 once for both products
-// when the precision is bf16 and every dimension is large (as GemmF32).
-void LinearBackwardF32(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
-                       int64_t out, ConstView x, const float* w, ConstView dy, float beta_dx,
-                       View dx, float* dw);
+// and dW += dy^T x. With bf16 products and every dimension large, or a bf16
+// x or dy, each fp32 operand is converted once for both products.
+void LinearBackward(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
+                    int64_t out, Operand x, const float* w, Operand dy, float beta_dx, View dx,
+                    float* dw);
 // C = op(A) op(B) with bf16 operands and output, fp32 accumulation; k >= 1.
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
                     int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,

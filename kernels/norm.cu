@@ -15,7 +15,7 @@ constexpr int kThreads = kWarps * 32;
 constexpr int kMaxBackwardBlocks = 256;
 
 __global__ void RmsNormForwardKernel(const float* x, int64_t ldx, int64_t rows, int64_t d,
-                                     const float* w, float eps, float* y, int64_t ldy,
+                                     const float* w, float eps, void* y, int64_t ldy, bool y_bf16,
                                      float* rstd) {
   const int lane = threadIdx.x & 31;
   const int64_t r = blockIdx.x * int64_t(kWarps) + (threadIdx.x >> 5);
@@ -26,8 +26,7 @@ __global__ void RmsNormForwardKernel(const float* x, int64_t ldx, int64_t rows, 
   ss = WarpSum(ss);
   const float rs = rsqrtf(ss / float(d) + eps);
   if (lane == 0) rstd[r] = rs;
-  float* yr = y + r * ldy;
-  for (int64_t j = lane; j < d; j += 32) yr[j] = xr[j] * rs * w[j];
+  for (int64_t j = lane; j < d; j += 32) StoreOut(y, y_bf16, r * ldy + j, xr[j] * rs * w[j]);
 }
 
 // Warp w of block b takes rows b * kWarps + w + k * gridDim.x * kWarps.
@@ -73,12 +72,12 @@ __global__ void ColumnSumKernel(const float* partial, int blocks, int64_t d, flo
 
 }  // namespace
 
-void RmsNormForward(ConstView x, const float* w, float eps, View y, float* rstd,
+void RmsNormForward(ConstView x, const float* w, float eps, OutView y, float* rstd,
                     cudaStream_t stream) {
   if (x.rows == 0) return;
   const unsigned blocks = static_cast<unsigned>(CeilDiv(x.rows, kWarps));
   RmsNormForwardKernel<<<blocks, kThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols, w, eps,
-                                                        y.data, y.ld, rstd);
+                                                        y.data, y.ld, y.bf16, rstd);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -41,6 +41,7 @@ class ProfiledBackend : public Backend {
   void Copy(Mat src, Mat dst) override;
   void Fill(Mat x, double value) override;
   void Synchronize() override { inner_->Synchronize(); }
+  DType MatmulInputDType(DType dtype) const override { return inner_->MatmulInputDType(dtype); }
   std::unique_ptr<Routing> MakeRouting(const int32_t* modality, int64_t n,
                                        int num_groups) override;
   void Gemm(bool trans_a, bool trans_b, double alpha, Mat a, Mat b, double beta,

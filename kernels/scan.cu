@@ -68,14 +68,17 @@ struct Params {
   int64_t ldu, lddr, ldb, ldc, ldz;
   bool vec_u, vec_dr, vec_b, vec_c, vec_z;
   const float *dt_bias, *a_log, *d;
-  float* y;
+  void* y;  // fp32 or bf16 (y_bf16)
   int64_t ldy;
+  bool y_bf16;
   float* ckpt;  // [batch][tiles][E][kS]: the state before step j * kT
   // Backward only.
   const float* dy;
   int64_t lddy;
   bool vec_dy;
-  float *du, *ddr, *dz;
+  float *du, *ddr;
+  void* dz;  // fp32 or bf16 (dz_bf16)
+  bool dz_bf16;
   int64_t lddu, ldddr, lddz;
   float* dbc_part;  // [channel blocks][N][2 kS]: dB then dC partial sums
   float* part_da;   // [batch][E][kS]
@@ -382,7 +385,8 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
         if (r >= rows || ch >= cols_valid) continue;
         const float zz = sz[q];
         const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
-        p.y[RowOf<kMapped>(p.rows, row_base + t0 + r) * p.ldy + e0 + ch] = out;
+        StoreOut(p.y, p.y_bf16, RowOf<kMapped>(p.rows, row_base + t0 + r) * p.ldy + e0 + ch,
+                 out);
       }
     }
     __syncthreads();
@@ -561,8 +565,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
         const float yv = sy[q] + sD[ch] * uu;
-        p.dz[RowOf<kMapped>(p.rows, row_base + t0 + r) * p.lddz + e0 + ch] =
-            g_out * yv * (sgz * (1.f + zz * (1.f - sgz)));
+        StoreOut(p.dz, p.dz_bf16, RowOf<kMapped>(p.rows, row_base + t0 + r) * p.lddz + e0 + ch,
+                 g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
         sdD[slot * CB + ch] += dyv * uu;
       }
@@ -836,12 +840,13 @@ int64_t ScanSavedStatesSize(int64_t batch, int64_t seq_len, int64_t e_dim) {
   return batch * CeilDiv(seq_len, kT) * e_dim * kS;
 }
 
-void ScanForward(const ScanArgs& a, View y, cudaStream_t stream) {
+void ScanForward(const ScanArgs& a, OutView y, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.e_dim == 0) return;
   Params p = MakeParams(a);
   p.ckpt = a.saved_states;
   p.y = y.data;
   p.ldy = y.ld;
+  p.y_bf16 = y.bf16;
   DispatchRowMap(p.rows, [&](auto mapped) {
     LaunchForward<FwdCfg, false, decltype(mapped)::value>(p, stream);
   });
@@ -859,6 +864,7 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
   p.ldddr = g.ddelta_raw.ld;
   p.dz = g.dz.data;
   p.lddz = g.dz.ld;
+  p.dz_bf16 = g.dz.bf16;
   DispatchRowMap(p.rows, [&](auto mapped) {
     LaunchBackward<BwdCfg, decltype(mapped)::value>(p, a, g, stream);
   });

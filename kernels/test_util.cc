@@ -1,6 +1,7 @@
 #include "kernels/test_util.h"
 
 #include <cmath>
+#include <cstring>
 #include <limits>
 
 #include "glog/logging.h"
@@ -44,6 +45,33 @@ Pair OutputPair(Backend* gpu, const Shape& shape) {
   p.dev = gpu->Empty(DType::kF32, shape);
   gpu->Fill(p.dev.mat(), std::numeric_limits<double>::quiet_NaN());
   return p;
+}
+
+Tensor ToDeviceBf16(Backend* gpu, Tensor* host) {
+  CHECK(host->dtype() == DType::kF32) << "ToDeviceBf16: expected F32";
+  Tensor bits(DType::kBF16, host->shape());
+  for (int64_t i = 0; i < host->numel(); ++i) {
+    uint32_t u;
+    std::memcpy(&u, &host->data<float>()[i], 4);
+    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even (inputs are finite)
+    bits.data<uint16_t>()[i] = static_cast<uint16_t>(u >> 16);
+    u &= 0xffff0000u;
+    std::memcpy(&host->data<float>()[i], &u, 4);
+  }
+  return ToDevice(gpu, bits);
+}
+
+Tensor ToHostF32(Backend* gpu, const Mat& dev) {
+  Tensor raw(dev.dtype, {dev.rows, dev.cols});
+  gpu->Copy(dev, raw.mat());
+  if (dev.dtype == DType::kF32) return raw;
+  CHECK(dev.dtype == DType::kBF16) << "ToHostF32: expected F32 or BF16";
+  Tensor out(DType::kF32, {dev.rows, dev.cols});
+  for (int64_t i = 0; i < out.numel(); ++i) {
+    const uint32_t u = uint32_t{raw.data<uint16_t>()[i]} << 16;
+    std::memcpy(&out.data<float>()[i], &u, 4);
+  }
+  return out;
 }
 
 double RelError(const Mat& got, const Mat& want) {

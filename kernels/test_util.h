@@ -30,6 +30,12 @@ Pair RandomPair(Backend* gpu, const Shape& shape, std::mt19937* rng, float scale
 // Host zeros; device NaN, so an element the kernel fails to write shows.
 Pair OutputPair(Backend* gpu, const Shape& shape);
 
+// BF16 stand-ins for activations that feed only products: `host` (F32)
+// rounded in place to bf16 values, and a device BF16 copy of it.
+Tensor ToDeviceBf16(Backend* gpu, Tensor* host);
+// A device F32 or BF16 view as a host F32 tensor.
+Tensor ToHostF32(Backend* gpu, const Mat& dev);
+
 // ||got - want|| / ||want|| (plain ||got - want|| when want is zero);
 // infinity when got holds a NaN or an infinity.
 double RelError(const Mat& got, const Mat& want);
