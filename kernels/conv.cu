@@ -37,6 +37,33 @@ __device__ __forceinline__ TileCoords Coords(int64_t seq_len) {
   return c;
 }
 
+// kBatch rows' inputs, all loads issued before any is used: the row loop
+// is otherwise one dependent load at a time per thread.
+constexpr int kBatch = 8;
+template <bool kMapped>
+struct Batch {
+  float x[kBatch], du[kBatch];
+  int64_t row[kBatch];
+  bool start[kBatch];  // the row begins a document (or the sequence)
+  // Rows tb .. min(tb + kBatch, t_stop) - 1 of the tile's sequence; du is
+  // read only for rows of the tile and after (when given).
+  __device__ __forceinline__ void Load(const TileCoords& tc, int64_t tb, int64_t t_stop,
+                                       const uint8_t* doc_start, const int32_t* rows,
+                                       const float* xs, int64_t ldx, const float* dus,
+                                       int64_t lddu) {
+#pragma unroll
+    for (int i = 0; i < kBatch; ++i) {
+      const int64_t t = tb + i;
+      if (t >= t_stop) break;
+      const int64_t n = tc.seq_row0 + t;
+      row[i] = RowOf<kMapped>(rows, n);
+      x[i] = xs[row[i] * ldx + tc.e];
+      du[i] = dus != nullptr && t >= tc.t0 ? dus[row[i] * lddu + tc.e] : 0.f;
+      start[i] = t == 0 || doc_start[n] != 0;
+    }
+  }
+};
+
 template <int K, bool kMapped>
 __global__ void ConvForwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t* doc_start,
                                   const int32_t* rows, const float* x, int64_t ldx,
@@ -51,19 +78,25 @@ __global__ void ConvForwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t*
 #pragma unroll
   for (int k = 0; k < K; ++k) xw[k] = 0;
   int valid = 0;
-  for (int64_t t = Max64(tc.t0 - (K - 1), 0); t < tc.t_end; ++t) {
-    const int64_t n = tc.seq_row0 + t, row = RowOf<kMapped>(rows, n);
+  for (int64_t tb = Max64(tc.t0 - (K - 1), 0); tb < tc.t_end; tb += kBatch) {
+    Batch<kMapped> in;
+    in.Load(tc, tb, tc.t_end, doc_start, rows, x, ldx, nullptr, 0);
 #pragma unroll
-    for (int k = 0; k + 1 < K; ++k) xw[k] = xw[k + 1];
-    xw[K - 1] = x[row * ldx + tc.e];
-    valid = (t == 0 || doc_start[n]) ? 0 : min(valid + 1, K - 1);
-    if (t < tc.t0) continue;
-    float pre = bias;
+    for (int i = 0; i < kBatch; ++i) {
+      const int64_t t = tb + i;
+      if (t >= tc.t_end) break;
 #pragma unroll
-    for (int j = 0; j < K; ++j) {
-      if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
+      for (int k = 0; k + 1 < K; ++k) xw[k] = xw[k + 1];
+      xw[K - 1] = in.x[i];
+      valid = in.start[i] ? 0 : min(valid + 1, K - 1);
+      if (t < tc.t0) continue;
+      float pre = bias;
+#pragma unroll
+      for (int j = 0; j < K; ++j) {
+        if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
+      }
+      u[in.row[i] * ldu + tc.e] = pre * Sigmoid(pre);
     }
-    u[row * ldu + tc.e] = pre * Sigmoid(pre);
   }
 }
 
@@ -87,43 +120,48 @@ __global__ void ConvBackwardKernel(int64_t seq_len, int64_t e_dim, const uint8_t
   float dbias = 0;
   int valid = 0;
   const int64_t t_stop = min(tc.t_end + K - 1, seq_len);
-  int64_t t = Max64(tc.t0 - (K - 1), 0);
-  for (; t < t_stop; ++t) {
-    const int64_t n = tc.seq_row0 + t, row = RowOf<kMapped>(rows, n);
+  for (int64_t tb = Max64(tc.t0 - (K - 1), 0); tb < t_stop; tb += kBatch) {
+    Batch<kMapped> in;
+    in.Load(tc, tb, t_stop, doc_start, rows, x, ldx, du, lddu);
 #pragma unroll
-    for (int k = 0; k + 1 < K; ++k) {
-      xw[k] = xw[k + 1];
-      acc[k] = acc[k + 1];
-    }
-    xw[K - 1] = x[row * ldx + tc.e];
-    acc[K - 1] = 0;
-    valid = (t == 0 || doc_start[n]) ? 0 : min(valid + 1, K - 1);
-    if (t >= tc.t0) {
-      float pre = bias;
+    for (int i = 0; i < kBatch; ++i) {
+      const int64_t t = tb + i;
+      if (t >= t_stop) break;
 #pragma unroll
-      for (int j = 0; j < K; ++j) {
-        if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
+      for (int k = 0; k + 1 < K; ++k) {
+        xw[k] = xw[k + 1];
+        acc[k] = acc[k + 1];
       }
-      const float dpre = du[row * lddu + tc.e] * SiluGrad(pre);
-      const bool own = t < tc.t_end;
+      xw[K - 1] = in.x[i];
+      acc[K - 1] = 0;
+      valid = in.start[i] ? 0 : min(valid + 1, K - 1);
+      if (t >= tc.t0) {
+        float pre = bias;
 #pragma unroll
-      for (int j = 0; j < K; ++j) {
-        if (j <= valid) {
-          acc[K - 1 - j] += wk[K - 1 - j] * dpre;
-          if (own) dwk[K - 1 - j] += dpre * xw[K - 1 - j];
+        for (int j = 0; j < K; ++j) {
+          if (j <= valid) pre += wk[K - 1 - j] * xw[K - 1 - j];
         }
+        const float dpre = in.du[i] * SiluGrad(pre);
+        const bool own = t < tc.t_end;
+#pragma unroll
+        for (int j = 0; j < K; ++j) {
+          if (j <= valid) {
+            acc[K - 1 - j] += wk[K - 1 - j] * dpre;
+            if (own) dwk[K - 1 - j] += dpre * xw[K - 1 - j];
+          }
+        }
+        if (own) dbias += dpre;
       }
-      if (own) dbias += dpre;
-    }
-    const int64_t done = t - (K - 1);  // every row that feeds dx[done] is in
-    if (done >= tc.t0 && done < tc.t_end) {
-      StoreOut(dx, dx_bf16, RowOf<kMapped>(rows, tc.seq_row0 + done) * lddx + tc.e, acc[0]);
+      const int64_t done = t - (K - 1);  // every row that feeds dx[done] is in
+      if (done >= tc.t0 && done < tc.t_end) {
+        StoreOut(dx, dx_bf16, RowOf<kMapped>(rows, tc.seq_row0 + done) * lddx + tc.e, acc[0]);
+      }
     }
   }
   // The sequence ended first: the rows still pending are complete.
 #pragma unroll
   for (int i = 1; i < K; ++i) {
-    const int64_t pos = t - 1 - (K - 1) + i;
+    const int64_t pos = t_stop - 1 - (K - 1) + i;
     if (pos >= tc.t0 && pos < tc.t_end) {
       StoreOut(dx, dx_bf16, RowOf<kMapped>(rows, tc.seq_row0 + pos) * lddx + tc.e, acc[i]);
     }

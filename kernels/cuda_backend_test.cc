@@ -14,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/backend.h"
@@ -316,23 +317,28 @@ TEST_F(CudaBackendTest, GatherScatterRows) {
 }
 
 TEST_F(CudaBackendTest, RmsNorm) {
-  const int64_t n = 77, d = 61;
-  Pair x = Random({n, d + 5}, 2.f, 0.3f);
-  Pair w = Random({d}, 0.2f, 1.f);
-  Pair y = Output({n, d});
-  Pair rstd = Output({n});
-  cpu_->RmsNormForward(x.h(0, d), w.host, 1e-5, y.h(), &rstd.host);
-  gpu_->RmsNormForward(x.d(0, d), w.dev, 1e-5, y.d(), &rstd.dev);
-  ExpectClose(Err(y), kTolF32, "rmsnorm y");
-  ExpectClose(Err(rstd), kTolF32, "rmsnorm rstd");
+  // d = 61 in a strided window runs the general backward; d = 384 with
+  // aligned rows the vectorised one (and more rows than its blocks cover).
+  for (auto [n, d, pad] : {std::tuple<int64_t, int64_t, int64_t>{77, 61, 5}, {2500, 384, 4}}) {
+    const std::string tag = "d=" + std::to_string(d);
+    Pair x = Random({n, d + pad}, 2.f, 0.3f);
+    Pair w = Random({d}, 0.2f, 1.f);
+    Pair y = Output({n, d});
+    Pair rstd = Output({n});
+    cpu_->RmsNormForward(x.h(0, d), w.host, 1e-5, y.h(), &rstd.host);
+    gpu_->RmsNormForward(x.d(0, d), w.dev, 1e-5, y.d(), &rstd.dev);
+    ExpectClose(Err(y), kTolF32, "rmsnorm y, " + tag);
+    ExpectClose(Err(rstd), kTolF32, "rmsnorm rstd, " + tag);
 
-  Pair dy = Random({n, d});
-  Pair dx = Random({n, d + 2});  // accumulates into a window
-  Pair dw = Random({d});
-  cpu_->RmsNormBackward(x.h(0, d), w.host, rstd.host, dy.h(), dx.h(1, d), &dw.host);
-  gpu_->RmsNormBackward(x.d(0, d), w.dev, rstd.dev, dy.d(), dx.d(1, d), &dw.dev);
-  ExpectClose(Err(dx), kTolF32, "rmsnorm dx");
-  ExpectClose(Err(dw), kTolF32, "rmsnorm dw");
+    Pair dy = Random({n, d});
+    Pair dx = Random({n, d + pad});  // accumulates into a window
+    Pair dw = Random({d});
+    const int64_t col0 = pad % 4 == 0 ? pad : 1;  // aligned for d = 384
+    cpu_->RmsNormBackward(x.h(0, d), w.host, rstd.host, dy.h(), dx.h(col0, d), &dw.host);
+    gpu_->RmsNormBackward(x.d(0, d), w.dev, rstd.dev, dy.d(), dx.d(col0, d), &dw.dev);
+    ExpectClose(Err(dx), kTolF32, "rmsnorm dx, " + tag);
+    ExpectClose(Err(dw), kTolF32, "rmsnorm dw, " + tag);
+  }
 }
 
 TEST_F(CudaBackendTest, Conv) {

@@ -61,6 +61,63 @@ __global__ void RmsNormBackwardKernel(const float* x, int64_t ldx, int64_t rows,
   }
 }
 
+// The same for rows of d = 128 N aligned floats: a lane owns N float4
+// columns, keeps its dw in registers and reads each row once with 16-byte
+// loads (the general kernel re-reads dy and x and sums dw in shared memory).
+template <int N>
+__global__ void RmsNormBackwardVecKernel(const float* x, int64_t ldx, int64_t rows,
+                                         const float* w, const float* rstd, const float* dy,
+                                         int64_t lddy, float* dx, int64_t lddx, float* partial) {
+  constexpr int64_t d = 128 * N;
+  __shared__ float sdw[kWarps][d];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  float4 wv[N], dwv[N];
+#pragma unroll
+  for (int i = 0; i < N; ++i) {
+    wv[i] = reinterpret_cast<const float4*>(w)[lane + 32 * i];
+    dwv[i] = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int64_t r = blockIdx.x * int64_t(kWarps) + warp; r < rows;
+       r += int64_t(gridDim.x) * kWarps) {
+    const float4* xr = reinterpret_cast<const float4*>(x + r * ldx);
+    const float4* dyr = reinterpret_cast<const float4*>(dy + r * lddy);
+    float4 xv[N], gv[N];
+    float dot = 0;
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      xv[i] = xr[lane + 32 * i];
+      gv[i] = dyr[lane + 32 * i];
+      dot += wv[i].x * gv[i].x * xv[i].x + wv[i].y * gv[i].y * xv[i].y +
+             wv[i].z * gv[i].z * xv[i].z + wv[i].w * gv[i].w * xv[i].w;
+    }
+    dot = WarpSum(dot);
+    const float rs = rstd[r];
+    const float k = rs * rs * rs * dot / float(d);
+    float4* dxr = reinterpret_cast<float4*>(dx + r * lddx);
+#pragma unroll
+    for (int i = 0; i < N; ++i) {
+      float4 o = dxr[lane + 32 * i];
+      o.x += rs * wv[i].x * gv[i].x - k * xv[i].x;
+      o.y += rs * wv[i].y * gv[i].y - k * xv[i].y;
+      o.z += rs * wv[i].z * gv[i].z - k * xv[i].z;
+      o.w += rs * wv[i].w * gv[i].w - k * xv[i].w;
+      dxr[lane + 32 * i] = o;
+      dwv[i].x += gv[i].x * xv[i].x * rs;
+      dwv[i].y += gv[i].y * xv[i].y * rs;
+      dwv[i].z += gv[i].z * xv[i].z * rs;
+      dwv[i].w += gv[i].w * xv[i].w * rs;
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < N; ++i) reinterpret_cast<float4*>(sdw[warp])[lane + 32 * i] = dwv[i];
+  __syncthreads();
+  for (int64_t j = threadIdx.x; j < d; j += blockDim.x) {
+    float s = 0;
+    for (int i = 0; i < kWarps; ++i) s += sdw[i][j];
+    partial[blockIdx.x * d + j] = s;
+  }
+}
+
 // dw[j] += sum over blocks of partial[b][j], in block order.
 __global__ void ColumnSumKernel(const float* partial, int blocks, int64_t d, float* dw) {
   const int64_t j = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -91,6 +148,29 @@ void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView d
       static_cast<int>(std::min<int64_t>(CeilDiv(x.rows, kWarps), kMaxBackwardBlocks));
   Scratch scratch(stream);
   float* partial = scratch.Alloc<float>(int64_t(blocks) * d);
+  const bool aligned = x.ld % 4 == 0 && dy.ld % 4 == 0 && dx.ld % 4 == 0 &&
+                       reinterpret_cast<uintptr_t>(x.data) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(dy.data) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(dx.data) % 16 == 0 &&
+                       reinterpret_cast<uintptr_t>(w) % 16 == 0;
+  auto vec = [&](auto n) {
+    RmsNormBackwardVecKernel<decltype(n)::value><<<blocks, kThreads, 0, stream>>>(
+        x.data, x.ld, x.rows, w, rstd, dy.data, dy.ld, dx.data, dx.ld, partial);
+  };
+  if (aligned && d % 128 == 0 && d <= 128 * 6) {  // x, dy, w, dw: 16 N registers each
+    switch (d / 128) {
+      case 1: vec(std::integral_constant<int, 1>()); break;
+      case 2: vec(std::integral_constant<int, 2>()); break;
+      case 3: vec(std::integral_constant<int, 3>()); break;
+      case 4: vec(std::integral_constant<int, 4>()); break;
+      case 5: vec(std::integral_constant<int, 5>()); break;
+      default: vec(std::integral_constant<int, 6>()); break;
+    }
+    CUDA_CHECK_LAUNCH();
+    ColumnSumKernel<<<GridFor(d, 256), 256, 0, stream>>>(partial, blocks, d, dw);
+    CUDA_CHECK_LAUNCH();
+    return;
+  }
   if (smem > 48 * 1024) {
     CUDA_CHECK(cudaFuncSetAttribute(RmsNormBackwardKernel,
                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
