@@ -385,6 +385,7 @@ class ScanTest : public CudaBackendTest {
   struct Setup {
     int64_t n, e, s, r;
     Pair doc, map, xz, dbc, u, dr, dt_bias, a_log, d;
+    std::vector<int32_t> modality;  // by position
     bool mapped;
     std::unique_ptr<Routing> rc, rg;
     int64_t ld_pad;
@@ -416,6 +417,7 @@ class ScanTest : public CudaBackendTest {
     // Modalities by position; the routing's are by row.
     std::vector<int32_t> mod = Modalities(n, c.allowed), row_of(n);
     std::iota(row_of.begin(), row_of.end(), 0);
+    st.modality = mod;
     st.mapped = c.mapped;
     if (c.mapped) {
       row_of = RandomRowMap(n);
@@ -553,6 +555,92 @@ TEST_F(ScanTest, RowMapAligned) {
 TEST_F(ScanTest, RowMapSmallStateShortSequences) {
   Run({"B=3 L=9 E=33 S=5, shared bias, dense docs, row map", 3, 9, 33, 5, 1, {0}, true, 0.2,
        true});
+}
+
+// Four tiles, the last of one step: the kernels' tile maps cycle through
+// every slot and stage a partial tile.
+TEST_F(ScanTest, RowMapRoutedBiasOddLength) {
+  Run({"B=3 L=97 E=70 S=16, 3 dt groups, docs, misaligned, row map", 3, 97, 70, 16, 3, {0, 1, 2},
+       true, 0.03, true});
+}
+
+// A row map changes only where each position is read and written: the
+// outputs equal, bit for bit, those of the same tokens stored in sequence
+// order (partial sums and kept states are by position either way). The
+// lengths give 1, 2, 4 and 7 tiles; routed dt_bias, documents, misaligned
+// windows.
+TEST_F(ScanTest, RowMapMatchesSequenceOrderBitwise) {
+  for (int64_t len : {1, 33, 97, 200}) {
+    const ScanCase c{"bitwise", 3, len, 70, 16, 3, {0, 1, 2}, true, 0.03, true};
+    SCOPED_TRACE("L=" + std::to_string(len));
+    Setup st = Make(c);
+    const int64_t n = st.n, e = st.e, s = st.s;
+    // Position i's row of a [N, *] tensor stored by row.
+    auto in_order = [&](const Tensor& by_row) {
+      Tensor t = gpu_->Empty(DType::kF32, by_row.shape());
+      gpu_->GatherRows(by_row.mat(), st.map.dev, t.mat());
+      return t;
+    };
+    const Tensor u = in_order(st.u.dev), dr = in_order(st.dr.dev), dbc = in_order(st.dbc.dev),
+                 xz = in_order(st.xz.dev);
+    ScanInputs seq_in = st.In(true);  // the same windows as In() takes
+    seq_in.u = u.mat().Cols(st.ld_pad, e);
+    seq_in.delta_raw = dr.mat().Cols(st.ld_pad, e);
+    seq_in.b = dbc.mat().Cols(st.r, s);
+    seq_in.c = dbc.mat().Cols(st.r + s, s);
+    seq_in.z = xz.mat().Cols(e + st.ld_pad, e);
+    const std::unique_ptr<Routing> seq_routing =
+        gpu_->MakeRouting(st.modality.data(), n, c.groups);
+    const SeqLayout mapped{c.batch, c.len, &st.doc.dev, &st.map.dev};
+    const SeqLayout seq{c.batch, c.len, &st.doc.dev};
+    const Pair dy = Random({n, e});  // by row
+    const Tensor seq_dy = in_order(dy.dev);
+
+    // Forward keeping its states, then backward with its own checkpoint
+    // pass; the outputs in sequence order.
+    auto run = [&](const SeqLayout& layout, const Routing& routing, ScanInputs in, Mat dy_m) {
+      const bool by_row = layout.rows != nullptr;
+      Tensor y = gpu_->Empty(DType::kF32, {n, e});
+      Tensor saved;
+      in.saved = &saved;
+      gpu_->ScanForward(layout, routing, in, y.mat());
+      in.saved = nullptr;
+      Tensor grads = gpu_->Empty(DType::kF32, {n, 3 * e + 2 * s});
+      Tensor ddt = gpu_->Empty(DType::kF32, {c.groups, e});
+      Tensor da = gpu_->Empty(DType::kF32, {e, s});
+      Tensor dd = gpu_->Empty(DType::kF32, {e});
+      for (Tensor* t : {&ddt, &da, &dd}) gpu_->Fill(t->mat(), 0);
+      ScanGrads g;
+      const Mat gm = grads.mat();
+      g.du = gm.Cols(0, e);
+      g.ddelta_raw = gm.Cols(e, e);
+      g.dz = gm.Cols(2 * e, e);
+      g.db = gm.Cols(3 * e, s);
+      g.dc = gm.Cols(3 * e + s, s);
+      g.ddt_bias = &ddt;
+      g.da_log = &da;
+      g.dd = &dd;
+      gpu_->ScanBackward(layout, routing, in, dy_m, g);
+      if (by_row) {
+        y = in_order(y);
+        grads = in_order(grads);
+      }
+      std::vector<Tensor> out;
+      for (const Tensor* t : {&y, &grads, &saved, &ddt, &da, &dd}) {
+        out.push_back(ToHost(gpu_.get(), *t));
+      }
+      return out;
+    };
+    const std::vector<Tensor> want = run(seq, *seq_routing, seq_in, seq_dy.mat());
+    const std::vector<Tensor> got = run(mapped, *st.rg, st.In(true), dy.d());
+    const char* names[] = {"y", "du, ddelta_raw, dz, dB, dC", "kept states", "ddt_bias",
+                           "dA_log", "dD"};
+    for (size_t i = 0; i < want.size(); ++i) {
+      ASSERT_EQ(got[i].nbytes(), want[i].nbytes()) << names[i];
+      EXPECT_EQ(std::memcmp(got[i].raw(), want[i].raw(), want[i].nbytes()), 0)
+          << names[i] << " differ with the row map (seed " << seed_ << ")";
+    }
+  }
 }
 
 TEST_F(CudaBackendTest, CrossEntropy) {

@@ -162,11 +162,31 @@ class Bench {
     const double fwd_saving_ms = Ms([&] { gpu_->ScanForward(seq, *routing, kept, y.mat()); });
     const double bwd_saved_ms = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });
     // As a MoM model runs it: rows grouped by modality, positions through a row map.
-    Tensor map = Upload(GroupedRowMap(Spans(n, absl::GetFlag(FLAGS_modalities))));
+    const int groups = absl::GetFlag(FLAGS_modalities);
+    const std::vector<int32_t> spans = Spans(n, groups), row_of = GroupedRowMap(spans);
+    Tensor map = Upload(row_of);
     const SeqLayout mapped{batch, len, &doc, &map};
     const double fwd_mapped_ms = Ms([&] { gpu_->ScanForward(mapped, *routing, kept, y.mat()); });
     const double bwd_mapped_ms =
         Ms([&] { gpu_->ScanBackward(mapped, *routing, kept, dy.mat(), g); });
+    // And with dt_bias routed by modality (a group lookup per position), in
+    // sequence order and through the row map (a MoM layer).
+    std::vector<int32_t> mod_of_row(n);
+    for (int64_t i = 0; i < n; ++i) mod_of_row[row_of[i]] = spans[i];
+    auto routed = gpu_->MakeRouting(spans.data(), n, groups);
+    auto routed_rows = gpu_->MakeRouting(mod_of_row.data(), n, groups);
+    Tensor dt_bias_g = Random({groups, e}, 1.f, -4.f), ddt_g = Random({groups, e});
+    ScanInputs kept_g = kept;
+    kept_g.dt_bias = &dt_bias_g;
+    ScanGrads g_g = g;
+    g_g.ddt_bias = &ddt_g;
+    const double fwd_routed_ms = Ms([&] { gpu_->ScanForward(seq, *routed, kept_g, y.mat()); });
+    const double bwd_routed_ms =
+        Ms([&] { gpu_->ScanBackward(seq, *routed, kept_g, dy.mat(), g_g); });
+    const double fwd_routed_mapped_ms =
+        Ms([&] { gpu_->ScanForward(mapped, *routed_rows, kept_g, y.mat()); });
+    const double bwd_routed_mapped_ms =
+        Ms([&] { gpu_->ScanBackward(mapped, *routed_rows, kept_g, dy.mat(), g_g); });
     int dev = 0, sms = 0, clock_khz = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
@@ -191,6 +211,10 @@ class Bench {
         fwd_bytes + bwd_bytes, 2);
     row("the same, rows grouped by modality (row map)", fwd_mapped_ms + bwd_mapped_ms,
         fwd_bytes + bwd_bytes, 2);
+    row("the same, dt_bias routed by modality, sequence order", fwd_routed_ms + bwd_routed_ms,
+        fwd_bytes + bwd_bytes, 2);
+    row("the same, dt_bias routed, row map (a MoM layer)",
+        fwd_routed_mapped_ms + bwd_routed_mapped_ms, fwd_bytes + bwd_bytes, 2);
     std::printf(
         "\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
         "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",

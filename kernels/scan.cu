@@ -24,8 +24,13 @@
 //
 // Time steps are sequence positions; with a row map (core/backend.h) every
 // per-token load and store goes to the row of its position (kMapped, a
-// template argument, so the unmapped kernels are unchanged). Per-position
-// scratch (checkpoints, dB/dC partials) stays by position.
+// template argument). The map is read from global memory once per tile, not
+// per element: while a kernel processes one tile, its first kT threads read
+// the rows of the positions two tiles on, and their dt groups when dt_bias is
+// routed (with or without a map) one tile on, and stage them in shared memory
+// (TileMaps); a tile's loads, stores and bias lookups index through the
+// staged copy. Per-position scratch (checkpoints, dB/dC partials) stays by
+// position.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -92,27 +97,128 @@ __device__ __forceinline__ float Exp2(float x) {
   return y;
 }
 
-// The row of position pos0 + r; the map is read only for the tile's valid
-// rows (the others' data is never read).
+// Tile maps: the row (kMapped) and the dt_bias group (0 unless dt_bias is
+// routed) of each of a tile's kT positions, staged in shared memory so that
+// the tile's loads, stores and bias lookups read them there rather than the
+// map in global memory per element. Tile t's map is slot t % kMapSlots: kT
+// rows, then kT groups, both 0 past the sequence's end.
+//
+// Thread r < kT carries position r's entries through registers: Fetch issues
+// the global reads, Put writes the values later, so the reads' latency
+// overlaps the work in between instead of holding up a barrier. A group is
+// read at its row, so a tile's groups come one iteration after its rows: in
+// the iteration that processes tile t, a kernel fetches the rows of the tile
+// two ahead (t +- 2) and the groups of the tile one ahead (t +- 1), and puts
+// them before the barrier that precedes the next tile's load.
+//
+// Three slots need no barrier of their own. In iteration t a kernel reads
+// tile t's slot and the rows in tile t +- 1's (the next tile's load, and the
+// fetch of its groups); it writes the groups in tile t +- 1's slot, which
+// only iteration t +- 1 reads, and the rows in tile t +- 2's, which is tile
+// t -+ 1's slot, done with at the barrier that ended iteration t -+ 1.
+//
+// With neither a map nor routed dt_bias, TileMaps does nothing: TileGroup and
+// the unmapped TileRow never read the slots.
+constexpr int kMapSlots = 3;
+constexpr int kMapInts = kMapSlots * 2 * kT;  // TileMaps' shared memory, in ints
+
 template <bool kMapped>
-__device__ __forceinline__ int64_t TileRow(const int32_t* rows, int64_t pos0, int r,
-                                           int rows_valid) {
-  return kMapped && r >= rows_valid ? 0 : RowOf<kMapped>(rows, pos0 + r);
+class TileMaps {
+ public:
+  __device__ __forceinline__ TileMaps(const Params& p, int* smem, int64_t row_base, int tiles)
+      : rows_(p.rows),
+        group_of_row_(p.group),
+        seq_len_(p.seq_len),
+        row_base_(row_base),
+        smem_(smem),
+        tiles_(tiles),
+        active_(kMapped || p.group != nullptr) {}
+
+  __device__ __forceinline__ int* Slot(int tile) const {
+    return smem_ + (tile % kMapSlots) * (2 * kT);
+  }
+
+  // Stages the rows of tiles first and second and the groups of first
+  // (second may be out of range); has a barrier.
+  __device__ __forceinline__ void Start(int first, int second) {
+    if (!active_) return;
+    Fetch(first, -1);
+    Put(first, -1);
+    Fetch(second, -1);
+    Put(second, -1);
+    __syncthreads();
+    Fetch(-1, first);
+    Put(-1, first);
+  }
+
+  // Reads the rows of rows_tile and the groups of groups_tile (whose rows
+  // must be staged) into registers; an out-of-range tile is skipped.
+  __device__ __forceinline__ void Fetch(int rows_tile, int groups_tile) {
+    if (!active_) return;
+    const int r = threadIdx.x;
+    if (kMapped && InRange(rows_tile)) {
+      row_ = r < Steps(rows_tile) ? static_cast<int>(RowOf<true>(rows_, Pos0(rows_tile) + r)) : 0;
+    }
+    if (InRange(groups_tile)) {
+      group_ = 0;
+      if (group_of_row_ != nullptr && r < Steps(groups_tile)) {
+        group_ = group_of_row_[kMapped ? int64_t(Slot(groups_tile)[r]) : Pos0(groups_tile) + r];
+      }
+    }
+  }
+
+  // Writes what the matching Fetch read.
+  __device__ __forceinline__ void Put(int rows_tile, int groups_tile) const {
+    const int r = threadIdx.x;
+    if (!active_ || r >= kT) return;
+    if (kMapped && InRange(rows_tile)) Slot(rows_tile)[r] = row_;
+    if (InRange(groups_tile)) Slot(groups_tile)[kT + r] = group_;
+  }
+
+ private:
+  __device__ __forceinline__ bool InRange(int tile) const { return tile >= 0 && tile < tiles_; }
+  __device__ __forceinline__ int64_t Pos0(int tile) const { return row_base_ + int64_t(tile) * kT; }
+  __device__ __forceinline__ int Steps(int tile) const {
+    return static_cast<int>(Min64(kT, seq_len_ - int64_t(tile) * kT));
+  }
+
+  const int32_t* rows_;
+  const int32_t* group_of_row_;
+  int64_t seq_len_, row_base_;
+  int* smem_;
+  int tiles_;
+  bool active_;
+  int row_ = 0, group_ = 0;
+};
+
+// The row of position pos0 + r of the tile whose map is `map` (a TileMaps slot).
+template <bool kMapped>
+__device__ __forceinline__ int64_t TileRow(const int* map, int64_t pos0, int r) {
+  if constexpr (kMapped) {
+    return map[r];
+  } else {
+    return pos0 + r;
+  }
+}
+
+// The dt_bias row of step r of the tile whose map is `map`.
+__device__ __forceinline__ int TileGroup(const Params& p, const int* map, int r) {
+  return p.group != nullptr ? map[kT + r] : 0;
 }
 
 // Copies the rows of positions [pos0, pos0 + rows_valid) x columns
-// [col0, col0 + cols_valid) of a strided matrix into a dense [ROWS][W] tile,
-// zero-filling the rest.
-template <int ROWS, int W, int NT, bool kMapped>
+// [col0, col0 + cols_valid) of a strided matrix into a dense [kT][W] tile,
+// zero-filling the rest; map is the tile's map (kMapped).
+template <int W, int NT, bool kMapped>
 __device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t ld, bool vec,
-                                         const int32_t* rows, int64_t pos0, int rows_valid,
-                                         int64_t col0, int cols_valid) {
+                                         const int* map, int64_t pos0, int rows_valid, int64_t col0,
+                                         int cols_valid) {
   if (vec) {
     constexpr int W4 = W / 4;
-    for (int q = threadIdx.x; q < ROWS * W4; q += NT) {
+    for (int q = threadIdx.x; q < kT * W4; q += NT) {
       const int r = q / W4, c = (q % W4) * 4;
       float* d = dst + r * W + c;
-      const float* s = src + TileRow<kMapped>(rows, pos0, r, rows_valid) * ld + col0 + c;
+      const float* s = src + TileRow<kMapped>(map, pos0, r) * ld + col0 + c;
       if (r < rows_valid && c + 4 <= cols_valid) {
         CpAsync16(d, s);
       } else {
@@ -127,10 +233,10 @@ __device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t l
       }
     }
   } else {
-    for (int q = threadIdx.x; q < ROWS * W; q += NT) {
+    for (int q = threadIdx.x; q < kT * W; q += NT) {
       const int r = q / W, c = q % W;
       if (r < rows_valid && c < cols_valid) {
-        CpAsync4(dst + q, src + RowOf<kMapped>(rows, pos0 + r) * ld + col0 + c);
+        CpAsync4(dst + q, src + TileRow<kMapped>(map, pos0, r) * ld + col0 + c);
       } else {
         dst[q] = 0.f;
       }
@@ -199,12 +305,6 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[SPT]) {
   }
 }
 
-// dt_bias row of position n.
-template <bool kMapped>
-__device__ __forceinline__ int GroupOf(const Params& p, int64_t n) {
-  return p.group != nullptr ? p.group[RowOf<kMapped>(p.rows, n)] : 0;
-}
-
 // sbias[g][ch] = dt_bias[g][e0 + ch] (zero past the last channel).
 template <int CB, int NT>
 __device__ __forceinline__ void LoadBias(const Params& p, int64_t e0, int cols_valid,
@@ -252,11 +352,16 @@ struct FwdSmem {
   static constexpr int kU = 0, kDe = kT * CB, kZ = 2 * kT * CB, kB = 3 * kT * CB;
   static constexpr int kC = kB + kT * kS, kReset = kC + kT * kS;
   static constexpr int kStage = kReset + kT;
-  static constexpr int kDu = 2 * kStage;    // delta * u   [kT][CB]
-  static constexpr int kY = kDu + kT * CB;  // C.h         [kT][CB]
-  static constexpr int kD = kY + kT * CB;   // D           [CB]
-  static constexpr int kBias = kD + CB;     // dt_bias     [groups][CB]
-  static constexpr int kTotal = kBias + kMaxGroups * CB;
+  static constexpr int kDu = 2 * kStage;                // delta * u   [kT][CB]
+  static constexpr int kY = kDu + kT * CB;              // C.h         [kT][CB]
+  static constexpr int kD = kY + kT * CB;               // D           [CB]
+  static constexpr int kBias = kD + CB;                 // dt_bias     [groups][CB]
+  static constexpr int kMap = kBias + kMaxGroups * CB;  // TileMaps (ints)
+  static constexpr int kTotal = kMap + kMapInts;
+  // FwdCfg (CB 32): stages 2 x 4128 + delta*u, C.h 2 x 1024 + D 32 +
+  // dt_bias 256 = 10592 floats (42,368 B, the whole block before the maps)
+  // + maps 3 x 64 ints = 43,136 B per block; an H100 SM (228 KB, 1 KB
+  // reserved per block) holds 5 such blocks by shared memory, as before.
 };
 
 template <class C, bool kCkptMode, bool kMapped>
@@ -269,12 +374,16 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   float* sy = smem + SM::kY;
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
+  static_assert(NT >= kT, "a thread per step stages the tile maps");
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
   const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
+  const int tiles = static_cast<int>(CeilDiv(L, kT));
+  auto steps = [&](int tile) { return static_cast<int>(Min64(kT, L - int64_t(tile) * kT)); };
+  TileMaps<kMapped> maps(p, reinterpret_cast<int*>(smem + SM::kMap), row_base, tiles);
 
   float A[CPT][SPT], h[CPT][SPT];
   LoadA<C>(p, e0, cg, sg, A);
@@ -288,29 +397,27 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
 
   auto load = [&](int tile, int stage) {
     float* st = smem + stage * SM::kStage;
+    const int* map = maps.Slot(tile);
     const int64_t t0 = int64_t(tile) * kT;
-    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const int rows = steps(tile);
     const int64_t row0 = row_base + t0;
-    LoadTile<kT, CB, NT, kMapped>(st + SM::kU, p.u, p.ldu, p.vec_u, p.rows, row0, rows, e0,
-                                  cols_valid);
-    LoadTile<kT, CB, NT, kMapped>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, p.rows, row0, rows, e0,
-                                  cols_valid);
-    LoadTile<kT, kS, NT, kMapped>(st + SM::kB, p.b, p.ldb, p.vec_b, p.rows, row0, rows, 0,
-                                  p.s_dim);
+    LoadTile<CB, NT, kMapped>(st + SM::kU, p.u, p.ldu, p.vec_u, map, row0, rows, e0, cols_valid);
+    LoadTile<CB, NT, kMapped>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, map, row0, rows, e0,
+                              cols_valid);
+    LoadTile<kS, NT, kMapped>(st + SM::kB, p.b, p.ldb, p.vec_b, map, row0, rows, 0, p.s_dim);
     if (!kCkptMode) {
-      LoadTile<kT, CB, NT, kMapped>(st + SM::kZ, p.z, p.ldz, p.vec_z, p.rows, row0, rows, e0,
-                                    cols_valid);
-      LoadTile<kT, kS, NT, kMapped>(st + SM::kC, p.c, p.ldc, p.vec_c, p.rows, row0, rows, 0,
-                                    p.s_dim);
+      LoadTile<CB, NT, kMapped>(st + SM::kZ, p.z, p.ldz, p.vec_z, map, row0, rows, e0, cols_valid);
+      LoadTile<kS, NT, kMapped>(st + SM::kC, p.c, p.ldc, p.vec_c, map, row0, rows, 0, p.s_dim);
     }
     LoadResets<NT>(p, row0, t0, rows, st + SM::kReset);
     CpAsyncCommit();
   };
 
-  const int tiles = static_cast<int>(CeilDiv(L, kT));
+  maps.Start(0, 1);
   load(0, 0);
   for (int tile = 0; tile < tiles; ++tile) {
     const int stage = tile & 1;
+    maps.Fetch(tile + 2, tile + 1);  // put at the end of the iteration
     if (tile + 1 < tiles) {
       load(tile + 1, stage ^ 1);
       CpAsyncWait<1>();
@@ -324,15 +431,15 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const float* sB = st + SM::kB;
     const float* sC = st + SM::kC;
     const float* sreset = st + SM::kReset;
+    const int* map = maps.Slot(tile);
     const int64_t t0 = int64_t(tile) * kT;
-    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const int rows = steps(tile);
 
     for (int q = tid; q < kT * CB; q += NT) {
       const int r = q / CB, ch = q % CB;
       float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float delta =
-            Softplus(sde[q] + sbias[GroupOf<kMapped>(p, row_base + t0 + r) * CB + ch]);
+        const float delta = Softplus(sde[q] + sbias[TileGroup(p, map, r) * CB + ch]);
         de = sreset[r] != 0.f ? INFINITY : delta * kLog2e;
         du = delta * su[q];
       }
@@ -385,10 +492,10 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
         if (r >= rows || ch >= cols_valid) continue;
         const float zz = sz[q];
         const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
-        StoreOut(p.y, p.y_bf16, RowOf<kMapped>(p.rows, row_base + t0 + r) * p.ldy + e0 + ch,
-                 out);
+        StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
       }
     }
+    maps.Put(tile + 2, tile + 1);  // for load(tile + 2) and the prepass of tile + 1
     __syncthreads();
   }
 }
@@ -412,8 +519,8 @@ struct BwdSmem {
   static constexpr int kSig = kDyv + kT * CB;   // sigmoid(delta pre-activation)
   static constexpr int kB = kSig + kT * CB;
   static constexpr int kC = kB + kT * kS;
-  static constexpr int kGroup = kC + kT * kS;    // dt group of each step
-  static constexpr int kSubState = kGroup + kT;  // [kT / K][NT][CPT * SPT]
+  static constexpr int kMap = kC + kT * kS;          // TileMaps (ints)
+  static constexpr int kSubState = kMap + kMapInts;  // [kT / K][NT][CPT * SPT]
   static constexpr int kRed =
       kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
   static constexpr int kDd = kRed + 2 * K * kWarps * 32;  // [slots][CB]
@@ -421,6 +528,13 @@ struct BwdSmem {
   static constexpr int kD = kDtb + kMaxGroups * CB;
   static constexpr int kBias = kD + CB;
   static constexpr int kTotal = kBias + kMaxGroups * CB;
+  // BwdCfg (CB 64, 128 threads, CPT 2 x SPT 4): raw 9248 + tile 5 x 2048 +
+  // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 2048 + dD 128 +
+  // d dt_bias 512 + D 64 + dt_bias 512 = 28064 floats = 112,256 B per block
+  // (111,616 before the maps, which replace a [kT] group array). The two
+  // blocks per SM of __launch_bounds__(kNT, 2) take 2 x (112,256 + 1,024
+  // reserved) = 226,560 B of an H100 SM's 233,472 (228 KB): 3,456 B per
+  // block to spare. LaunchBackward checks it.
 };
 
 template <class C, bool kMapped>
@@ -436,7 +550,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   float* tsig = smem + SM::kSig;
   float* tB = smem + SM::kB;
   float* tC = smem + SM::kC;
-  int* tgroup = reinterpret_cast<int*>(smem + SM::kGroup);
+  static_assert(NT >= kT, "a thread per step stages the tile maps");
   float* ssub = smem + SM::kSubState;
   float* sred = smem + SM::kRed;
   float* sdD = smem + SM::kDd;
@@ -452,6 +566,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
   const int tiles = static_cast<int>(CeilDiv(L, kT));
+  auto steps = [&](int tile) { return static_cast<int>(Min64(kT, L - int64_t(tile) * kT)); };
+  TileMaps<kMapped> maps(p, reinterpret_cast<int*>(smem + SM::kMap), row_base, tiles);
 
   float A[CPT][SPT], g[CPT][SPT], dA[CPT][SPT];
   LoadA<C>(p, e0, cg, sg, A);
@@ -466,31 +582,33 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
   auto load_raw = [&](int tile) {
+    const int* map = maps.Slot(tile);
     const int64_t t0 = int64_t(tile) * kT;
-    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const int rows = steps(tile);
     const int64_t row0 = row_base + t0;
-    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, p.rows, row0, rows, e0,
-                                  cols_valid);
-    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, p.rows, row0, rows,
-                                  e0, cols_valid);
-    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, p.rows, row0, rows, e0,
-                                  cols_valid);
-    LoadTile<kT, CB, NT, kMapped>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, p.rows, row0, rows,
-                                  e0, cols_valid);
-    LoadTile<kT, kS, NT, kMapped>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, p.rows, row0, rows, 0,
-                                  p.s_dim);
-    LoadTile<kT, kS, NT, kMapped>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, p.rows, row0, rows, 0,
-                                  p.s_dim);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, map, row0, rows, e0,
+                              cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, map, row0, rows, e0,
+                              cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, map, row0, rows, e0,
+                              cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, map, row0, rows, e0,
+                              cols_valid);
+    LoadTile<kS, NT, kMapped>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, map, row0, rows, 0, p.s_dim);
+    LoadTile<kS, NT, kMapped>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, map, row0, rows, 0, p.s_dim);
     LoadResets<NT>(p, row0, t0, rows, smem + SM::kRawReset);
     CpAsyncCommit();
   };
 
+  maps.Start(tiles - 1, tiles - 2);
   load_raw(tiles - 1);
   for (int tile = tiles - 1; tile >= 0; --tile) {
+    maps.Fetch(tile - 2, tile - 1);  // put after the gate pass
     CpAsyncWait<0>();
     __syncthreads();  // the raw tile is in; the previous tile's adjoint is done
+    const int* map = maps.Slot(tile);
     const int64_t t0 = int64_t(tile) * kT;
-    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const int rows = steps(tile);
     const float* raw_reset = smem + SM::kRawReset;
 
     // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
@@ -498,8 +616,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       const int r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float pre =
-            smem[SM::kRawDr + q] + sbias[GroupOf<kMapped>(p, row_base + t0 + r) * CB + ch];
+        const float pre = smem[SM::kRawDr + q] + sbias[TileGroup(p, map, r) * CB + ch];
         delta = Softplus(pre);
         de = raw_reset[r] != 0.f ? INFINITY : delta * kLog2e;
         sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
@@ -510,9 +627,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       tsig[q] = sig;
     }
     for (int q = tid; q < 2 * kT * kS; q += NT) tB[q] = smem[SM::kRawB + q];  // B then C
-    for (int r = tid; r < kT; r += NT) {
-      tgroup[r] = r < rows ? GroupOf<kMapped>(p, row_base + t0 + r) : 0;
-    }
     float h[CPT][SPT];
     {
       const float* src = p.ckpt + ((bi * tiles + tile) * E) * kS;
@@ -565,14 +679,15 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
         const float yv = sy[q] + sD[ch] * uu;
-        StoreOut(p.dz, p.dz_bf16, RowOf<kMapped>(p.rows, row_base + t0 + r) * p.lddz + e0 + ch,
+        StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
                  g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
         sdD[slot * CB + ch] += dyv * uu;
       }
       tdyv[q] = dyv;
     }
-    __syncthreads();  // raw buffers are free
+    maps.Put(tile - 2, tile - 1);  // for load_raw(tile - 2) and the prepass of tile - 1
+    __syncthreads();               // raw buffers are free
     if (tile > 0) load_raw(tile - 1);
 
     // The adjoint, sub-tile by sub-tile from the last. g carries dL/dh.
@@ -644,11 +759,11 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         if (ChannelSum<C>::Writer(lane) && r < rows) {
           const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
           if (ch < cols_valid) {
-            const int64_t row = RowOf<kMapped>(p.rows, row_base + t0 + r);
+            const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
             const float ddr = dd_c[0] * tsig[r * CB + ch];
             p.ddr[row * p.ldddr + e0 + ch] = ddr;
             p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
-            sdtb[tgroup[r] * CB + ch] += ddr;  // one writer lane per channel
+            sdtb[TileGroup(p, map, r) * CB + ch] += ddr;  // one writer lane per channel
           }
         }
         ReduceScatter<2 * SPT, C::kLogNSG, 2 * SPT>(bc, lane);
@@ -781,6 +896,7 @@ Params MakeParams(const ScanArgs& a) {
 template <class C, bool kCkptMode, bool kMapped>
 void LaunchForward(const Params& p, cudaStream_t stream) {
   constexpr size_t kSmem = sizeof(float) * FwdSmem<C, kCkptMode>::kTotal;
+  static_assert(kSmem <= 227 * 1024, "scan forward: shared memory per block");
   auto kernel = ScanForwardKernel<C, kCkptMode, kMapped>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
@@ -815,6 +931,8 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   if (a.saved_states == nullptr) LaunchForward<FwdCfg, true, kMapped>(p, stream);
 
   constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
+  static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
+  static_assert(2 * (kSmem + 1024) <= 228 * 1024, "scan backward: two blocks per H100 SM");
   auto kernel = ScanBackwardKernel<C, kMapped>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
