@@ -81,10 +81,10 @@ struct ScanInputs {
 
 struct ScanGrads {
   Mat du;                         // overwritten
-  Mat ddelta_raw;                 // overwritten
+  Mat ddelta_raw;                 // overwritten; may be MatmulInputDType
   Mat db;                         // overwritten
   Mat dc;                         // overwritten
-  Mat dz;                         // overwritten
+  Mat dz;                         // overwritten; may be MatmulInputDType
   Tensor* ddt_bias = nullptr;     // accumulated
   Tensor* da_log = nullptr;       // accumulated
   Tensor* dd = nullptr;           // accumulated

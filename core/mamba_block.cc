@@ -111,7 +111,7 @@ void MambaBlock::Backward(const BatchContext& ctx, Mat h, const Activations& act
   Tensor dxz = be->Empty(be->MatmulInputDType(dt), {n, 2 * d_inner_});  // read only by in_proj
   Tensor du = be->Empty(dt, {n, d_inner_});
   Tensor ddbc = be->Empty(dt, {n, dt_rank_ + 2 * d_state_});
-  Tensor ddelta = be->Empty(dt, {n, d_inner_});
+  Tensor ddelta = be->Empty(be->MatmulInputDType(dt), {n, d_inner_});  // read only by dt_proj
 
   out_proj_.Backward(ctx, acts.y.mat(), dout, dy.mat(), false);
   ScanGrads g;

@@ -23,8 +23,8 @@ class MambaBlock {
  public:
   // What the forward keeps for the backward (all [N, *] on the device).
   // y, read only by out_proj, is in the backend's MatmulInputDType (BF16 on
-  // a GPU with bf16 products); so is the block's input h and the backward's
-  // dxz. delta_raw is not kept: the backward recomputes it from dbc (one
+  // a GPU with bf16 products); so are the block's input h and the
+  // backward's dxz and ddelta. delta_raw is not kept: the backward recomputes it from dbc (one
   // thin GEMM) rather than hold [N, E] per layer.
   struct Activations {
     Tensor xz, u, dbc, y;

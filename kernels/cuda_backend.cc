@@ -348,7 +348,10 @@ class CudaBackend : public Backend {
     CHECK(dy.rows == n && dy.cols == e) << "scan backward dy: shape";
     g.dy = ToConst(dy);
     g.du = out(grads.du, e, "scan backward du");
-    g.ddelta_raw = out(grads.ddelta_raw, e, "scan backward ddelta_raw");
+    CheckMatmulInput(grads.ddelta_raw, "scan backward ddelta_raw");
+    CHECK(grads.ddelta_raw.rows == n && grads.ddelta_raw.cols == e)
+        << "scan backward ddelta_raw: shape";
+    g.ddelta_raw = ToOut(grads.ddelta_raw);
     g.db = out(grads.db, s, "scan backward db");
     g.dc = out(grads.dc, s, "scan backward dc");
     CheckMatmulInput(grads.dz, "scan backward dz");

@@ -772,21 +772,23 @@ TEST_F(ScanTest, BitwiseDeterministic) {
   }
 }
 
-// y and dz stored in bf16 (the model's MatmulInputDType with bf16 products)
-// are the fp32 results rounded; nothing else changes.
+// y, dz and ddelta stored in bf16 (the model's MatmulInputDType with bf16
+// products) are the fp32 results rounded; nothing else changes.
 TEST_F(ScanTest, Bf16OutputsAreRoundedF32) {
-  const ScanCase c{"bf16 y and dz", 2, 130, 96, 16, 3, {0, 1, 2}, false, 0.02};
+  const ScanCase c{"bf16 y, dz, ddelta", 2, 130, 96, 16, 3, {0, 1, 2}, false, 0.02};
   Setup st = Make(c);
   const int64_t n = st.n, e = st.e, s = st.s;
   SeqLayout sg{c.batch, c.len, &st.doc.dev};
   auto gpu = MakeGpu(MatmulPrecision::kBf16);
   Pair dy = Random({n, e});
-  std::vector<Tensor> results;  // y, dz, du per precision
+  std::vector<Tensor> results;  // y, dz, ddelta, du, ddt_bias per dtype
   for (DType dtype : {DType::kF32, DType::kBF16}) {
     Tensor y = gpu->Empty(dtype, {n, e}), dz = gpu->Empty(dtype, {n, e});
-    Tensor du = gpu->Empty(DType::kF32, {n, e}), ddr = gpu->Empty(DType::kF32, {n, e});
+    Tensor du = gpu->Empty(DType::kF32, {n, e}), ddr = gpu->Empty(dtype, {n, e});
     Tensor dbc = gpu->Empty(DType::kF32, {n, 2 * s});
-    Tensor ddt = Random({c.groups, e}).dev, da = Random({e, s}).dev, dd = Random({e}).dev;
+    Tensor ddt = gpu->Empty(DType::kF32, {c.groups, e}), da = gpu->Empty(DType::kF32, {e, s});
+    Tensor dd = gpu->Empty(DType::kF32, {e});
+    for (Tensor* t : {&ddt, &da, &dd}) gpu->Fill(t->mat(), 0);
     gpu->ScanForward(sg, *st.rg, st.In(true), y.mat());
     ScanGrads g;
     g.du = du.mat();
@@ -798,12 +800,18 @@ TEST_F(ScanTest, Bf16OutputsAreRoundedF32) {
     g.da_log = &da;
     g.dd = &dd;
     gpu->ScanBackward(sg, *st.rg, st.In(true), dy.d(), g);
-    for (const Tensor* t : {&y, &dz, &du}) results.push_back(ToHostF32(gpu.get(), t->mat()));
+    for (const Tensor* t : {&y, &dz, &ddr, &du, &ddt}) {
+      results.push_back(ToHostF32(gpu.get(), t->mat()));
+    }
   }
-  ExpectClose(RelError(results[3].mat(), results[0].mat()), 4e-3, "scan y in bf16");
-  ExpectClose(RelError(results[4].mat(), results[1].mat()), 4e-3, "scan dz in bf16");
-  EXPECT_EQ(std::memcmp(results[5].raw(), results[2].raw(), results[2].nbytes()), 0)
-      << "du changed with the dtype of y and dz";
+  const char* rounded[] = {"scan y in bf16", "scan dz in bf16", "scan ddelta in bf16"};
+  for (int i = 0; i < 3; ++i) {
+    ExpectClose(RelError(results[5 + i].mat(), results[i].mat()), 4e-3, rounded[i]);
+  }
+  for (int i : {3, 4}) {  // du and the dt_bias gradient (summed before rounding)
+    EXPECT_EQ(std::memcmp(results[5 + i].raw(), results[i].raw(), results[i].nbytes()), 0)
+        << "output " << i << " changed with the dtype of y, dz and ddelta";
+  }
 }
 
 TEST(CudaBackendDeathTest, TokenOutsideVocabulary) {

@@ -127,8 +127,8 @@ struct ScanArgs {
 int64_t ScanSavedStatesSize(int64_t batch, int64_t seq_len, int64_t e_dim);
 struct ScanGradArgs {
   ConstView dy;
-  View du, ddelta_raw, db, dc;  // overwritten
-  OutView dz;                     // overwritten
+  View du, db, dc;            // overwritten
+  OutView ddelta_raw, dz;     // overwritten
   float* ddt_bias = nullptr;        // [G, E] accumulated
   float* da_log = nullptr;          // [E, S] accumulated
   float* dd = nullptr;              // [E] accumulated

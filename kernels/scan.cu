@@ -81,7 +81,9 @@ struct Params {
   const float* dy;
   int64_t lddy;
   bool vec_dy;
-  float *du, *ddr;
+  float* du;
+  void* ddr;  // fp32 or bf16 (ddr_bf16)
+  bool ddr_bf16;
   void* dz;  // fp32 or bf16 (dz_bf16)
   bool dz_bf16;
   int64_t lddu, ldddr, lddz;
@@ -761,7 +763,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           if (ch < cols_valid) {
             const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
             const float ddr = dd_c[0] * tsig[r * CB + ch];
-            p.ddr[row * p.ldddr + e0 + ch] = ddr;
+            StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
             p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
             sdtb[TileGroup(p, map, r) * CB + ch] += ddr;  // one writer lane per channel
           }
@@ -979,6 +981,7 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
   p.du = g.du.data;
   p.lddu = g.du.ld;
   p.ddr = g.ddelta_raw.data;
+  p.ddr_bf16 = g.ddelta_raw.bf16;
   p.ldddr = g.ddelta_raw.ld;
   p.dz = g.dz.data;
   p.lddz = g.dz.ld;
