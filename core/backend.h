@@ -79,6 +79,19 @@ struct ScanInputs {
   Tensor* saved = nullptr;
 };
 
+// The rows of one decoding step: row i advances token stream streams[i] by
+// one token, reading and updating row streams[i] of a per-stream state
+// tensor. A row with reset[i] != 0 begins a document: its stream's earlier
+// state reads as zero, as before a doc_start flag of a SeqLayout.
+struct StepLayout {
+  const Tensor* streams = nullptr;  // I32 [N] on the backend's device, distinct
+  const Tensor* reset = nullptr;    // U8 [N] on the backend's device
+  int64_t num_rows() const { return streams->numel(); }
+  // The rows as one-token sequences whose document starts are the resets, in
+  // row order (no row map): how the step ops reuse the Forward ops' arguments.
+  SeqLayout AsSequences() const { return SeqLayout{num_rows(), 1, reset, nullptr}; }
+};
+
 struct ScanGrads {
   Mat du;                         // overwritten
   Mat ddelta_raw;                 // overwritten; may be MatmulInputDType
@@ -171,6 +184,19 @@ class Backend {
   // Recomputes the states it needs; nothing per-step is stored by the forward.
   virtual void ScanBackward(const SeqLayout& seq, const Routing& dt_routing,
                             const ScanInputs& in, Mat dy, const ScanGrads& grads) = 0;
+
+  // ---- recurrent decoding: one token per stream ----
+  // Both compute what the Forward op computes at the same position of the
+  // same stream, from a state the op carries instead of the earlier rows.
+  // ConvForward of row i with the K-1 earlier inputs taken from
+  // state[streams[i]] ([num_streams, K-1, E], oldest first); the window then
+  // shifts to end with x[i].
+  virtual void ConvStep(const StepLayout& step, Mat x, const Tensor& w, const Tensor& b,
+                        Tensor* state, Mat u) = 0;
+  // ScanForward of row i with h_{t-1} = state[streams[i]] ([num_streams, E, S]
+  // in the inputs' dtype), which becomes h_t.
+  virtual void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
+                        Tensor* state, Mat y) = 0;
 
   // ---- loss ----
   // Per row n with weight[n] != 0: losses[n] = -log softmax(logits[n])[target[n]],

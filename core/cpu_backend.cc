@@ -112,6 +112,16 @@ ops::ScanRef<T> MakeScanRef(const SeqLayout& seq, const CpuRouting& r, const Sca
                          in.dt_bias->data<T>(), in.a_log->data<T>(), in.d->data<T>()};
 }
 
+// The step's stream ids, each a row of `state` ([num_streams, ...]).
+const int32_t* CheckedStreams(const StepLayout& step, const Tensor& state) {
+  const int32_t* streams = step.streams->data<int32_t>();
+  for (int64_t i = 0; i < step.num_rows(); ++i) {
+    CHECK(streams[i] >= 0 && streams[i] < state.dim(0))
+        << "step row " << i << ": stream " << streams[i] << " outside [0, " << state.dim(0) << ")";
+  }
+  return streams;
+}
+
 class CpuBackend : public Backend {
  public:
   Device device() const override { return Device::kCpu; }
@@ -237,6 +247,23 @@ class CpuBackend : public Backend {
                                         g.ddelta_raw.ld, g.db.ptr<T>(), g.db.ld, g.dc.ptr<T>(),
                                         g.dc.ld, g.dz.ptr<T>(), g.dz.ld, g.ddt_bias->data<T>(),
                                         g.da_log->data<T>(), g.dd->data<T>()));
+  }
+
+  void ConvStep(const StepLayout& step, Mat x, const Tensor& w, const Tensor& b, Tensor* state,
+                Mat u) override {
+    const int32_t* streams = CheckedStreams(step, *state);
+    DISPATCH_FLOAT(x.dtype, ops::ConvStep<T>(step.num_rows(), x.cols, w.dim(1), streams,
+                                               step.reset->data<uint8_t>(), x.ptr<T>(), x.ld,
+                                               w.data<T>(), b.data<T>(), state->data<T>(),
+                                               u.ptr<T>(), u.ld));
+  }
+
+  void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
+                Tensor* state, Mat y) override {
+    const int32_t* streams = CheckedStreams(step, *state);
+    DISPATCH_FLOAT(y.dtype,
+                   ops::ScanStep<T>(MakeScanRef<T>(step.AsSequences(), AsCpu(dt_routing), in),
+                                    streams, state->data<T>(), y.ptr<T>(), y.ld));
   }
 
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <functional>
 #include <string>
+#include <vector>
 
 #include "core/backend.h"
 #include "core/rng.h"
@@ -350,6 +351,134 @@ TEST_F(OpsGradTest, AdamWMatchesClosedFormFirstStep) {
     EXPECT_NEAR(p.data<double>()[i], expect, 1e-12);
   }
 }
+
+// The decoding steps against the parallel ops: `streams` sequences run as one
+// batch through ConvForward / ScanForward, and token by token (each step's
+// rows in a fresh shuffled stream order) through ConvStep / ScanStep. The
+// outputs must be equal, since both go through the same reference code. Each
+// sequence begins a document at t = 0, over a state of garbage that the reset
+// must hide, and again mid-way.
+class StepMatchesParallelTest : public ::testing::TestWithParam<DType> {
+ protected:
+  static constexpr int kStreams = 3, kLen = 10, kE = 37, kS = 5, kR = 3;
+
+  void SetUp() override {
+    doc_ = Tensor::Zeros(DType::kU8, {kStreams * kLen});
+    for (int s = 0; s < kStreams; ++s) doc_.data<uint8_t>()[s * kLen] = 1;
+    doc_.data<uint8_t>()[4] = doc_.data<uint8_t>()[2 * kLen + 7] = 1;
+  }
+
+  Tensor Random(Shape shape, double scale = 1, double mean = 0) {
+    Tensor t(GetParam(), shape);
+    for (int64_t i = 0; i < t.numel(); ++i) {
+      const double v = mean + rng_.Normal(0, scale);
+      if (GetParam() == DType::kF64) t.data<double>()[i] = v;
+      else t.data<float>()[i] = static_cast<float>(v);
+    }
+    return t;
+  }
+  Tensor Empty(Shape shape) { return Tensor(GetParam(), shape); }
+
+  // The streams in a random order: a step's rows.
+  std::vector<int32_t> Shuffled() {
+    std::vector<int32_t> order(kStreams);
+    for (int i = 0; i < kStreams; ++i) order[i] = i;
+    for (int i = kStreams - 1; i > 0; --i) std::swap(order[i], order[rng_.Below(i + 1)]);
+    return order;
+  }
+  // Step t's rows of m, in `order`, as a new matrix.
+  Tensor Rows(const Tensor& m, const std::vector<int32_t>& order, int t) {
+    Tensor out = Empty({kStreams, m.dim(1)});
+    for (int i = 0; i < kStreams; ++i) {
+      be_->Copy(m.mat().Rows(order[i] * kLen + t, 1), out.mat().Rows(i, 1));
+    }
+    return out;
+  }
+  // The step's layout: streams in `order`, reset where a document begins.
+  StepLayout Step(const std::vector<int32_t>& order, int t, Tensor* streams, Tensor* reset) {
+    *streams = Tensor(DType::kI32, {kStreams});
+    *reset = Tensor(DType::kU8, {kStreams});
+    for (int i = 0; i < kStreams; ++i) {
+      streams->data<int32_t>()[i] = order[i];
+      reset->data<uint8_t>()[i] = doc_.data<uint8_t>()[order[i] * kLen + t];
+    }
+    return StepLayout{streams, reset};
+  }
+  // Row i of `step` equals row (order[i], t) of `parallel`, exactly.
+  void ExpectRowsEqual(const Tensor& step, const Tensor& parallel,
+                       const std::vector<int32_t>& order, int t, const std::string& what) {
+    auto at = [](const Tensor& m, int64_t i) {
+      return m.dtype() == DType::kF64 ? m.data<double>()[i] : m.data<float>()[i];
+    };
+    const int64_t cols = step.dim(1);
+    for (int i = 0; i < kStreams; ++i) {
+      for (int64_t c = 0; c < cols; ++c) {
+        const int64_t n = order[i] * kLen + t;
+        ASSERT_EQ(at(step, i * cols + c), at(parallel, n * cols + c))
+            << what << ": stream " << order[i] << ", t = " << t << ", column " << c;
+      }
+    }
+  }
+
+  std::unique_ptr<Backend> be_ = NewCpuBackend();
+  Rng rng_{77};
+  Tensor doc_;
+};
+
+TEST_P(StepMatchesParallelTest, Conv) {
+  SeqLayout seq{kStreams, kLen, &doc_};
+  for (int k : {4, 2}) {
+    SCOPED_TRACE("d_conv " + std::to_string(k));
+    // x is a column window of a wider matrix, as inside the block.
+    Tensor xz = Random({kStreams * kLen, 2 * kE + 1}), w = Random({kE, k}, 0.5);
+    Tensor b = Random({kE}, 0.5), u = Empty({kStreams * kLen, kE});
+    be_->ConvForward(seq, xz.mat().Cols(1, kE), w, b, u.mat());
+    Tensor state = Random({kStreams, k - 1, kE});
+    for (int t = 0; t < kLen; ++t) {
+      const std::vector<int32_t> order = Shuffled();
+      Tensor streams, reset, u_step = Empty({kStreams, kE});
+      const StepLayout step = Step(order, t, &streams, &reset);
+      Tensor x = Rows(xz, order, t);
+      be_->ConvStep(step, x.mat().Cols(1, kE), w, b, &state, u_step.mat());
+      ExpectRowsEqual(u_step, u, order, t, "conv u");
+    }
+  }
+}
+
+TEST_P(StepMatchesParallelTest, Scan) {
+  const int64_t n = kStreams * kLen, groups = 2;
+  SeqLayout seq{kStreams, kLen, &doc_};
+  std::vector<int32_t> modality(n);
+  for (auto& m : modality) m = static_cast<int32_t>(rng_.Below(groups));
+  auto routing = be_->MakeRouting(modality.data(), n, groups);
+  Tensor u = Random({n, kE}), dr = Random({n, kE}), dbc = Random({n, kR + 2 * kS});
+  Tensor xz = Random({n, 2 * kE}), bias = Random({groups, kE}, 0.5, -2);
+  Tensor a_log = Random({kE, kS}, 0.5), d = Random({kE}), y = Empty({n, kE});
+  auto inputs = [&](const Tensor& u, const Tensor& dr, const Tensor& dbc, const Tensor& xz) {
+    return ScanInputs{u.mat(), dr.mat(), dbc.mat().Cols(kR, kS), dbc.mat().Cols(kR + kS, kS),
+                      xz.mat().Cols(kE, kE), &bias, &a_log, &d};
+  };
+  be_->ScanForward(seq, *routing, inputs(u, dr, dbc, xz), y.mat());
+  Tensor state = Random({kStreams, kE, kS});
+  for (int t = 0; t < kLen; ++t) {
+    const std::vector<int32_t> order = Shuffled();
+    Tensor streams, reset, y_step = Empty({kStreams, kE});
+    const StepLayout step = Step(order, t, &streams, &reset);
+    std::vector<int32_t> step_modality(kStreams);
+    for (int i = 0; i < kStreams; ++i) step_modality[i] = modality[order[i] * kLen + t];
+    auto step_routing = be_->MakeRouting(step_modality.data(), kStreams, groups);
+    Tensor u_t = Rows(u, order, t), dr_t = Rows(dr, order, t), dbc_t = Rows(dbc, order, t);
+    Tensor xz_t = Rows(xz, order, t);
+    be_->ScanStep(step, *step_routing, inputs(u_t, dr_t, dbc_t, xz_t), &state, y_step.mat());
+    ExpectRowsEqual(y_step, y, order, t, "scan y");
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(DTypes, StepMatchesParallelTest,
+                         ::testing::Values(DType::kF32, DType::kF64),
+                         [](const ::testing::TestParamInfo<DType>& p) {
+                           return std::string(DTypeName(p.param));
+                         });
 
 }  // namespace
 }  // namespace modamba

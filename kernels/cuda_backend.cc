@@ -369,6 +369,27 @@ class CudaBackend : public Backend {
     cuda::ScanBackward(a, g, stream_);
   }
 
+  // One token per stream: the Forward ops' arguments over the step's rows.
+  void ConvStep(const StepLayout& step, Mat x, const Tensor& w, const Tensor& b, Tensor* state,
+                Mat u) override {
+    cuda::ConvArgs a = MakeConvArgs(step.AsSequences(), x, w, b, "conv step");
+    CheckF32(u, "conv step u");
+    CHECK(u.rows == x.rows && u.cols == x.cols) << "conv step u: shape";
+    CHECK(state->shape() == Shape({state->dim(0), a.k_width - 1, x.cols}))
+        << "conv step state: expected [streams, K-1, E]";
+    cuda::ConvStep(a, MakeStepState(step, state, "conv step"), ToView(u), stream_);
+  }
+
+  void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
+                Tensor* state, Mat y) override {
+    cuda::ScanArgs a = MakeScanArgs(step.AsSequences(), dt_routing, in);
+    CheckF32(y, "scan step y");
+    CHECK(y.rows == step.num_rows() && y.cols == a.e_dim) << "scan step y: shape";
+    CHECK(state->shape() == Shape({state->dim(0), a.e_dim, a.s_dim}))
+        << "scan step state: expected [streams, E, S]";
+    cuda::ScanStep(a, MakeStepState(step, state, "scan step"), ToView(y), stream_);
+  }
+
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override {
     CheckF32(logits, "cross-entropy logits");
@@ -686,6 +707,13 @@ class CudaBackend : public Backend {
     a.a_log = in.a_log->data<float>();
     a.d = in.d->data<float>();
     return a;
+  }
+
+  cuda::StepState MakeStepState(const StepLayout& step, Tensor* state, const char* what) {
+    CheckTensor(*step.streams, DType::kI32, what);
+    CheckTensor(*state, DType::kF32, what);
+    return cuda::StepState{step.streams->data<int32_t>(), state->dim(0), state->data<float>(),
+                           ctx_->error_flag()};
   }
 
   cuda::DeviceContext* ctx_;

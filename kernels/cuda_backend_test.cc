@@ -643,6 +643,68 @@ TEST_F(ScanTest, RowMapMatchesSequenceOrderBitwise) {
   }
 }
 
+// The decoding steps: a few steps, each over a random subset of the streams
+// in shuffled order, some rows beginning a document, from random states.
+// Both the outputs and the whole state tensors (rows of streams outside a
+// step must stay as they were) must match.
+class StepTest : public ScanTest {
+ protected:
+  // `rows` distinct streams of `streams`, in random order, on both backends.
+  Pair DrawStreams(int64_t streams, int64_t rows) {
+    std::vector<int32_t> ids(streams);
+    for (int64_t i = 0; i < streams; ++i) ids[i] = static_cast<int32_t>(i);
+    std::shuffle(ids.begin(), ids.end(), rng_);
+    ids.resize(rows);
+    return UploadVector(ids, DType::kI32);
+  }
+};
+
+TEST_F(StepTest, Conv) {
+  const int64_t streams = 11, rows = 7, e = 70, ld = 2 * e + 3;
+  for (int k : {4, 3, 2}) {
+    const std::string tag = "K=" + std::to_string(k);
+    Pair w = Random({e, k}, 0.5f), b = Random({e}, 0.5f);
+    Pair state = Random({streams, k - 1, e});
+    for (int step = 0; step < 3; ++step) {
+      Pair ids = DrawStreams(streams, rows);
+      Pair reset = UploadVector(DocStarts(rows, 0.3), DType::kU8);
+      Pair x = Random({rows, ld});  // x as a misaligned window, as inside xz
+      Pair u = Output({rows, e});
+      cpu_->ConvStep(StepLayout{&ids.host, &reset.host}, x.h(1, e), w.host, b.host, &state.host,
+                     u.h());
+      gpu_->ConvStep(StepLayout{&ids.dev, &reset.dev}, x.d(1, e), w.dev, b.dev, &state.dev, u.d());
+      ExpectClose(Err(u), kTolF32, "conv step u, " + tag);
+      ExpectClose(Err(state), kTolF32, "conv step state, " + tag);
+    }
+  }
+}
+
+TEST_F(StepTest, Scan) {
+  const int64_t streams = 11, rows = 7;
+  // One-token sequences: ScanTest's inputs of `rows` rows, doc_start as the
+  // reset flags.
+  const std::vector<ScanCase> cases = {
+      {"E=70 S=16, 3 dt groups (one empty), misaligned", rows, 1, 70, 16, 3, {0, 2}, true, 0.3},
+      {"E=33 S=5, 2 dt groups, misaligned", rows, 1, 33, 5, 2, {0, 1}, true, 0.3},
+      {"E=64 S=16, shared bias, aligned", rows, 1, 64, 16, 1, {0}, false, 0.3},
+  };
+  for (const ScanCase& c : cases) {
+    SCOPED_TRACE(c.name);
+    std::cout << " case: " << c.name << "\n";
+    Pair state = Random({streams, c.e, c.s}, 0.5f);
+    for (int step = 0; step < 3; ++step) {
+      Setup st = Make(c);
+      Pair ids = DrawStreams(streams, rows);
+      Pair y = Output({rows, c.e});
+      cpu_->ScanStep(StepLayout{&ids.host, &st.doc.host}, *st.rc, st.In(false), &state.host,
+                     y.h());
+      gpu_->ScanStep(StepLayout{&ids.dev, &st.doc.dev}, *st.rg, st.In(true), &state.dev, y.d());
+      ExpectClose(Err(y), kTolScan, "scan step y");
+      ExpectClose(Err(state), kTolScan, "scan step state");
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, CrossEntropy) {
   const int64_t n = 37;
   for (int64_t v : {1003, 1024}) {

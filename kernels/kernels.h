@@ -216,6 +216,21 @@ void SelectGroupCols(const int32_t* group, int groups, const float* src, View ds
 void ConcatGroups(const float* w, int groups, int64_t out, int64_t in, float* dst,
                   cudaStream_t stream);
 
+// ---- recurrent decoding: one token per stream (decode.cu) ----
+// ConvForward and ScanForward of one new row per stream. The ConvArgs and
+// ScanArgs hold the step's rows as one-token sequences whose doc_start flags
+// are the resets; row n starts from state row streams[n] and leaves its new
+// state there (streams distinct). A stream outside [0, num_streams) raises
+// *error and its row is skipped.
+struct StepState {
+  const int32_t* streams = nullptr;  // [rows]
+  int64_t num_streams = 0;
+  float* state = nullptr;  // conv: [num_streams, K-1, E], oldest first; scan: [num_streams, E, S]
+  int* error = nullptr;
+};
+void ConvStep(const ConvArgs& a, const StepState& st, View u, cudaStream_t stream);
+void ScanStep(const ScanArgs& a, const StepState& st, View y, cudaStream_t stream);
+
 }  // namespace modamba::cuda
 
 #endif  // MODAMBA_KERNELS_KERNELS_H_

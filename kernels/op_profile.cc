@@ -152,6 +152,14 @@ void ProfiledBackend::ScanBackward(const SeqLayout& seq, const Routing& r, const
                                    Mat dy, const ScanGrads& grads) {
   Timed(in.saved != nullptr && in.saved->numel() > 0 ? "ScanBackward (saved states)" : "ScanBackward", [&] { inner_->ScanBackward(seq, r, in, dy, grads); });
 }
+void ProfiledBackend::ConvStep(const StepLayout& step, Mat x, const Tensor& w, const Tensor& b,
+                               Tensor* state, Mat u) {
+  Timed("ConvStep", [&] { inner_->ConvStep(step, x, w, b, state, u); });
+}
+void ProfiledBackend::ScanStep(const StepLayout& step, const Routing& r, const ScanInputs& in,
+                               Tensor* state, Mat y) {
+  Timed("ScanStep", [&] { inner_->ScanStep(step, r, in, state, y); });
+}
 void ProfiledBackend::CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
                                    Tensor* losses, Mat dlogits) {
   Timed(absl::StrCat("CrossEntropy ", Dims(logits)),

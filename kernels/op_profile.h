@@ -64,6 +64,10 @@ class ProfiledBackend : public Backend {
                    Mat y) override;
   void ScanBackward(const SeqLayout& seq, const Routing& dt_routing, const ScanInputs& in,
                     Mat dy, const ScanGrads& grads) override;
+  void ConvStep(const StepLayout& step, Mat x, const Tensor& w, const Tensor& b, Tensor* state,
+                Mat u) override;
+  void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
+                Tensor* state, Mat y) override;
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override;
   void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,

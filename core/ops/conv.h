@@ -4,6 +4,7 @@
 #ifndef MODAMBA_CORE_OPS_CONV_H_
 #define MODAMBA_CORE_OPS_CONV_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <vector>
 
@@ -49,6 +50,31 @@ void ConvForward(int64_t batch, int64_t seq_len, int64_t e_dim, int64_t k_width,
         ut[e] = Silu(ConvPreActivation(seq0, t, e, k_width, first[t], rows, x, ldx, w, b));
       }
     }
+  }
+}
+
+// One row per stream: row i's K-1 earlier inputs are state[streams[i]]
+// ([num_streams, K-1, E], oldest first), read as zero when reset[i]. The
+// window and the row go through ConvPreActivation as positions 0..K-1 of a
+// sequence, so u equals ConvForward's at the same position; the window then
+// shifts to end with x[i].
+template <typename T>
+void ConvStep(int64_t num_rows, int64_t e_dim, int64_t k_width, const int32_t* streams,
+              const uint8_t* reset, const T* x, int64_t ldx, const T* w, const T* b, T* state,
+              T* u, int64_t ldu) {
+  const int64_t held = (k_width - 1) * e_dim;
+  std::vector<T> window(k_width * e_dim);
+  for (int64_t i = 0; i < num_rows; ++i) {
+    T* s = state + streams[i] * held;
+    std::copy(s, s + held, window.begin());
+    std::copy(x + i * ldx, x + i * ldx + e_dim, window.begin() + held);
+    const int64_t first = reset[i] ? k_width - 1 : 0;
+    for (int64_t e = 0; e < e_dim; ++e) {
+      u[i * ldu + e] = Silu(ConvPreActivation(0, k_width - 1, e, k_width, first, nullptr,
+                                              window.data(), e_dim, w, b));
+    }
+    if (reset[i]) std::fill(window.begin(), window.begin() + held, T(0));
+    std::copy(window.begin() + e_dim, window.end(), s);
   }
 }
 

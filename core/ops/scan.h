@@ -38,26 +38,55 @@ T ScanDelta(const ScanRef<T>& p, int64_t row, int64_t e) {
   return Softplus(p.delta_raw[row * p.ldr + e] + p.dt_bias[p.group[row] * p.e_dim + e]);
 }
 
+// A = -exp(A_log), [E, S].
+template <typename T>
+std::vector<T> ScanA(const ScanRef<T>& p) {
+  std::vector<T> a(p.e_dim * p.s_dim);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = -std::exp(p.a_log[i]);
+  return a;
+}
+
+// Advances channel e's state h [S] by row `row` (from zero when `reset`) and
+// returns y[row, e]; `a` is ScanA's row e.
+template <typename T>
+T ScanChannelStep(const ScanRef<T>& p, int64_t row, int64_t e, const T* a, bool reset, T* h) {
+  T delta = ScanDelta(p, row, e);
+  T un = p.u[row * p.ldu + e];
+  T acc = 0;
+  for (int64_t s = 0; s < p.s_dim; ++s) {
+    T decay = reset ? T(0) : std::exp(delta * a[s]);
+    h[s] = decay * h[s] + delta * p.b[row * p.ldb + s] * un;
+    acc += p.c[row * p.ldc + s] * h[s];
+  }
+  T zn = p.z[row * p.ldz + e];
+  return (acc + p.d[e] * un) * Silu(zn);
+}
+
 template <typename T>
 void ScanForward(const ScanRef<T>& p, T* y, int64_t ldy) {
+  const std::vector<T> a = ScanA(p);
   std::vector<T> h(p.s_dim);
   for (int64_t bi = 0; bi < p.batch; ++bi) {
     for (int64_t e = 0; e < p.e_dim; ++e) {
       for (int64_t t = 0; t < p.seq_len; ++t) {
         int64_t n = bi * p.seq_len + t, row = RowOf(p.rows, n);
-        bool reset = t == 0 || p.doc_start[n];
-        T delta = ScanDelta(p, row, e);
-        T un = p.u[row * p.ldu + e];
-        T acc = 0;
-        for (int64_t s = 0; s < p.s_dim; ++s) {
-          T a = -std::exp(p.a_log[e * p.s_dim + s]);
-          T decay = reset ? T(0) : std::exp(delta * a);
-          h[s] = decay * h[s] + delta * p.b[row * p.ldb + s] * un;
-          acc += p.c[row * p.ldc + s] * h[s];
-        }
-        T zn = p.z[row * p.ldz + e];
-        y[row * ldy + e] = (acc + p.d[e] * un) * Silu(zn);
+        y[row * ldy + e] =
+            ScanChannelStep(p, row, e, &a[e * p.s_dim], t == 0 || p.doc_start[n], h.data());
       }
+    }
+  }
+}
+
+// One row per stream: `p` holds the step's rows as one-token sequences
+// (doc_start: the reset flags), and row n advances h = state[streams[n]]
+// ([num_streams, E, S]) in place.
+template <typename T>
+void ScanStep(const ScanRef<T>& p, const int32_t* streams, T* state, T* y, int64_t ldy) {
+  const std::vector<T> a = ScanA(p);
+  for (int64_t n = 0; n < p.batch * p.seq_len; ++n) {
+    for (int64_t e = 0; e < p.e_dim; ++e) {
+      T* h = state + (streams[n] * p.e_dim + e) * p.s_dim;
+      y[n * ldy + e] = ScanChannelStep(p, n, e, &a[e * p.s_dim], p.doc_start[n] != 0, h);
     }
   }
 }
