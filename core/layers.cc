@@ -72,6 +72,18 @@ Tensor ConstantInit(DType dtype, const Shape& shape, double value) {
   return Generate(dtype, shape, [&] { return value; });
 }
 
+Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, int64_t rows,
+                    int64_t cols) {
+  Tensor staged(dtype, {rows, cols});
+  for (int64_t i = 0; i < rows * cols; ++i) {
+    if (dtype == DType::kF64) staged.data<double>()[i] = host[i];
+    else staged.data<float>()[i] = host[i];
+  }
+  Tensor t = be->Empty(dtype, {rows, cols});
+  be->Copy(staged.mat(), t.mat());
+  return t;
+}
+
 Linear::Linear(ParamSet* params, const std::string& name, int in, int out, int groups)
     : params_(params), in_(in), out_(out), groups_(groups) {
   w_ = params->Add(name + ".weight", {groups, out, in}, /*decay=*/true);

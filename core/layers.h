@@ -64,6 +64,19 @@ Tensor UniformInit(DType dtype, const Shape& shape, double bound, Rng* rng);
 Tensor NormalInit(DType dtype, const Shape& shape, double std, Rng* rng);
 Tensor ConstantInit(DType dtype, const Shape& shape, double value);
 
+// Host data as a new [n] tensor on `be`; T is `dtype`'s element type.
+template <typename T>
+Tensor Upload(Backend* be, DType dtype, const std::vector<T>& host) {
+  Tensor t = be->Empty(dtype, {static_cast<int64_t>(host.size())});
+  Mat src{const_cast<T*>(host.data()), dtype, Device::kCpu, 1, t.numel(), t.numel()};
+  be->Copy(src, t.mat());
+  return t;
+}
+
+// Host floats as a new [rows, cols] tensor of `dtype` (F32 or F64) on `be`.
+Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, int64_t rows,
+                    int64_t cols);
+
 // Per-batch state shared by every layer: the token layout and the two routings
 // (by modality, and everything-in-one-group for shared projections).
 struct BatchContext {

@@ -147,15 +147,6 @@ absl::StatusOr<LossReport> MambaLM::ForwardBackward(const Batch& batch,
 }
 
 namespace {
-// Copies a host vector into a new device tensor.
-template <typename T>
-Tensor Upload(Backend* be, DType dtype, const std::vector<T>& host) {
-  Tensor t = be->Empty(dtype, {static_cast<int64_t>(host.size())});
-  Mat src{const_cast<T*>(host.data()), dtype, Device::kCpu, 1, t.numel(), t.numel()};
-  be->Copy(src, t.mat());
-  return t;
-}
-
 bool AnyRouted(const v1::ModelConfig& c) {
   return c.route_in() || c.route_x() || c.route_dt() || c.route_out();
 }
@@ -182,19 +173,6 @@ Batch SortByModality(const Batch& b, int num_modalities, std::vector<int32_t>* r
   }
   for (int32_t& r : s.patch_rows) r = (*row_of)[r];
   return s;
-}
-
-// Host floats as a [rows, cols] device tensor of `dtype` (F32 or F64).
-Tensor UploadMatrix(Backend* be, DType dtype, const std::vector<float>& host, int64_t rows,
-                    int64_t cols) {
-  Tensor staged(dtype, {rows, cols});
-  for (int64_t i = 0; i < rows * cols; ++i) {
-    if (dtype == DType::kF64) staged.data<double>()[i] = host[i];
-    else staged.data<float>()[i] = host[i];
-  }
-  Tensor t = be->Empty(dtype, {rows, cols});
-  be->Copy(staged.mat(), t.mat());
-  return t;
 }
 }  // namespace
 

@@ -190,11 +190,12 @@ absl::StatusOr<std::vector<float>> Decoder::SampleImage(int n_patches,
       x[s * per_stream + i] = static_cast<float>(rngs_[s].Normal(0, 1));
     }
   }
-  const RecurrentState after_boi = state_;
+  RecurrentState after_boi = lm_->NewState(b);
+  lm_->CopyState(state_, &after_boi);
   const std::vector<int32_t> schedule = DiffusionSchedule(total, options.steps);
   for (size_t k = 0; k < schedule.size(); ++k) {
     const int32_t t = schedule[k];
-    state_ = after_boi;
+    lm_->CopyState(after_boi, &state_);
     for (int p = 0; p < n_patches; ++p) {
       RETURN_IF_ERROR(FeedPatches(&x[static_cast<size_t>(p) * pd], per_stream, t, step_eps.data()));
       for (int s = 0; s < b; ++s) {
@@ -209,7 +210,7 @@ absl::StatusOr<std::vector<float>> Decoder::SampleImage(int n_patches,
                  &x[s * per_stream]);
     }
   }
-  state_ = after_boi;
+  lm_->CopyState(after_boi, &state_);
   for (int p = 0; p < n_patches; ++p) {
     RETURN_IF_ERROR(FeedPatches(&x[static_cast<size_t>(p) * pd], per_stream, 1, nullptr));
   }
