@@ -1,7 +1,8 @@
 // The CUDA implementation of modamba::Backend (core/backend.h).
 //
-// Tensors at the interface are F32 on the device; matrix products run on
-// tensor cores with bf16 operands and fp32 accumulation by default
+// Tensors at the interface are F32 on the device (activations that feed only
+// products may be BF16: MatmulInputDType); matrix products run on tensor
+// cores with bf16 operands and fp32 accumulation by default
 // (MatmulPrecision). Every kernel sums in a fixed order (no float atomics),
 // so results are bitwise reproducible run to run on the same GPU and shapes.
 // Ops are queued on one stream per device; Synchronize() waits for them and
