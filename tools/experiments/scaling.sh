@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # FSDP scaling of one training config on one multi-GPU host:
 #
-#   tools/experiments/scaling.sh [--runs=DIR] [--raw=DIR] CONFIG [GPU COUNTS...]
+#   tools/experiments/scaling.sh [--runs=DIR] [--raw=DIR] [--weak] CONFIG [GPU COUNTS...]
 #
 # CONFIG is a TrainConfig whose batch_size is the global batch (examples in
 # tools/experiments/scaling/). For each GPU count N (default 1 2 4 8) it runs
 # `launch --nproc=N -- modamba-trainer --device=gpu`, and for N > 1 also the
 # same step on one GPU with batch_size / N sequences: the compute each rank
-# does, with no communication. collectives_bench times NCCL's all-gather and
+# does, with no communication. With --weak, batch_size is per GPU instead
+# (N GPUs train on N x batch_size sequences) and the one-GPU run is every
+# rank's compute. collectives_bench times NCCL's all-gather and
 # reduce-scatter at the size of one layer's bucket. It prints one markdown
 # table per config:
 #   tokens/s (median over the steps after the first third), per GPU, scaling
@@ -24,12 +26,14 @@ set -euo pipefail
 export NCCL_NVLS_ENABLE=0
 runs=scaling_runs
 raw=
+weak=0
 config=
 counts=()
 for arg in "$@"; do
   case $arg in
     --runs=*) runs=${arg#--runs=} ;;
     --raw=*) raw=$(cd "${arg#--raw=}" && pwd) ;;
+    --weak) weak=1 ;;
     --*) echo "scaling.sh: unknown flag $arg" >&2; exit 2 ;;
     *) if [ -z "$config" ]; then config=$(cd "$(dirname "$arg")" && pwd)/$(basename "$arg");
        else counts+=("$arg"); fi ;;
@@ -81,6 +85,13 @@ comm_us() {
 
 declare -A tps ms mfu state peak base
 for n in "${counts[@]}"; do
+  if [ "$weak" = 1 ]; then
+    name_n=$name-weak-gpus$n
+    sed "s/^batch_size: *[0-9]*/batch_size: $(( batch * n ))/" "$config" > "$name_n.textproto"
+    read -r tps[$n] ms[$n] mfu[$n] state[$n] peak[$n] < <(run "$n" "$name_n.textproto" "$name_n")
+    base[$n]=${ms[${counts[0]}]}
+    continue
+  fi
   read -r tps[$n] ms[$n] mfu[$n] state[$n] peak[$n] < <(run "$n" "$config" "$name-gpus$n")
   if [ "$n" -gt 1 ]; then
     sed "s/^batch_size: *[0-9]*/batch_size: $(( batch / n ))/" "$config" > "$name-compute$n.textproto"
@@ -101,7 +112,8 @@ for n in "${counts[@]}"; do
 done
 
 echo
-echo "## $name: FSDP over 1-${counts[-1]} GPUs, global batch $batch x $(sed -n 's/^seq_len: *\([0-9]*\).*/\1/p' "$config")"
+if [ "$weak" = 1 ]; then what="$batch sequences per GPU"; else what="global batch $batch"; fi
+echo "## $name: FSDP over ${counts[*]} GPUs, $what x $(sed -n 's/^seq_len: *\([0-9]*\).*/\1/p' "$config") tokens"
 echo
 echo "| GPUs | tokens/s | per GPU | scaling efficiency | MFU | FSDP state per GPU | peak memory per GPU | step ms | compute-only step ms | exposed comm ms | comm per step ms (NCCL) | hidden |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
