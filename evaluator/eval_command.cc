@@ -197,7 +197,7 @@ absl::Status Eval(const EvalCommand& c) {
 }
 
 struct GenerateCommand {
-  std::string checkpoint, prompt, modality, out, dataset_dir;
+  std::string checkpoint, prompt, modality, out, dataset_dir, device;
   GenerationOptions generation;
   int griffin_lim_iterations = 32;
 };
@@ -205,7 +205,7 @@ struct GenerateCommand {
 absl::StatusOr<GenerateCommand> ParseGenerate(int argc, char** argv) {
   std::map<std::string, std::string> defaults = {
       {"checkpoint", ""}, {"prompt", ""}, {"modality", ""}, {"out", ""}, {"dataset_dir", ""},
-      {"max_tokens", "0"}, {"griffin_lim_iterations", "32"}};
+      {"max_tokens", "0"}, {"griffin_lim_iterations", "32"}, {"device", "cpu"}};
   defaults.insert(SamplingDefaults().begin(), SamplingDefaults().end());
   ASSIGN_OR_RETURN(Flags f, Flags::Parse(argc, argv, defaults));
   RETURN_IF_ERROR(f.Required("checkpoint"));
@@ -216,6 +216,7 @@ absl::StatusOr<GenerateCommand> ParseGenerate(int argc, char** argv) {
   c.modality = f.Str("modality");
   c.out = f.Str("out");
   c.dataset_dir = f.Str("dataset_dir");
+  c.device = f.Str("device");
   if (c.modality != "image" && c.modality != "speech" && c.modality != "text") {
     return absl::InvalidArgumentError("--modality must be image, speech or text");
   }
@@ -233,7 +234,7 @@ absl::Status Generate(const GenerateCommand& c) {
   ASSIGN_OR_RETURN(std::vector<std::string> found, Checkpoints(c.checkpoint, false));
   const std::string& ckpt = found[0];
   ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(ckpt));
-  auto backend = NewCpuBackend();
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(c.device));
   ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, LoadTrainedModel(ckpt, backend.get()));
   ASSIGN_OR_RETURN(std::unique_ptr<RecurrentLM> lm, RecurrentLM::FromModel(*model));
   const std::string dataset_dir =

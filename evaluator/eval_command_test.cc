@@ -109,6 +109,11 @@ TEST_F(CommandTest, GenerateWritesPngWavAndText) {
                                      "--prompt=seven", "--modality=speech",
                                      "--out=" + dir + "/no.wav"}),
             1);
+  // An unknown device is refused before anything is loaded.
+  EXPECT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("chameleon"),
+                                     "--prompt=a", "--modality=text", "--device=tpu",
+                                     "--out=" + dir + "/no.txt"}),
+            1);
 }
 
 TEST(GenerateCommand, ByteLevelTextRun) {

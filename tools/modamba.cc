@@ -46,6 +46,7 @@ constexpr char kUsage[] =
     "  logs JOB [--worker=trainer-0] | checkpoints JOB\n"
     "  eval --checkpoint=DIR [...]   (evaluator/README.md)\n"
     "  generate --checkpoint=DIR --prompt=TEXT --modality=image|speech|text --out=FILE\n"
+    "           [--device=cpu|gpu]\n"
     "  export --checkpoint=DIR --out=FILE.safetensors\n"
     "  data  build|inspect ...   (modamba data build --help)\n"
     "  compare RUN_DIR... --out=DIR\n";
