@@ -1,9 +1,9 @@
-// Evaluation speed on the CPU: recurrent decoding tokens/s by number of
-// streams, and the wall time of each part of a checkpoint evaluation, for a
-// random model of the given size on a built dataset.
+// Evaluation speed on the CPU or a GPU: recurrent decoding tokens/s by
+// number of streams, and the wall time of each part of a checkpoint
+// evaluation, for a random model of the given size on a built dataset.
 //
 //   bazel run -c opt //evaluator:eval_bench -- --dataset_dir=OUT/trimodal
-//       [--d_model=256] [--n_layer=8] [--classifier_dir=DIR]
+//       [--d_model=256] [--n_layer=8] [--classifier_dir=DIR] [--device=cpu|gpu]
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -16,6 +16,7 @@
 #include "evaluator/evaluate.h"
 #include "evaluator/generation.h"
 #include "evaluator/recurrent.h"
+#include "kernels/cuda_backend.h"
 
 ABSL_FLAG(std::string, dataset_dir, "", "a built dataset (one setting)");
 ABSL_FLAG(int, d_model, 256, "model width");
@@ -24,6 +25,7 @@ ABSL_FLAG(std::string, classifier_dir, "", "digit classifiers (default: the eval
 ABSL_FLAG(int, samples_per_digit, 4, "generated samples per digit");
 ABSL_FLAG(int, val_sequences, 16, "validation sequences");
 ABSL_FLAG(int, diffusion_steps, 50, "DDIM steps (Transfusion)");
+ABSL_FLAG(std::string, device, "cpu", "cpu, or gpu (CUDA device 0)");
 
 namespace modamba::eval {
 namespace {
@@ -48,13 +50,14 @@ absl::Status Run() {
   c.set_route_out(true);
   RETURN_IF_ERROR(ResolveModelConfig(&c, "eval_bench"));
   config.set_dataset_dir(dir);
-  auto be = NewCpuBackend();
+  ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, NewBackend(absl::GetFlag(FLAGS_device)));
   ASSIGN_OR_RETURN(auto model, MambaLM::Create(c, be.get(), DType::kF32, 1));
   ASSIGN_OR_RETURN(auto lm, RecurrentLM::FromModel(*model));
 
-  std::printf("%s, d_model %d, %d layers\n\n", m.setting.c_str(), c.d_model(), c.n_layer());
+  std::printf("%s, d_model %d, %d layers, on %s\n\n", m.setting.c_str(), c.d_model(),
+              c.n_layer(), be->name().c_str());
   std::printf("| streams | tokens/s (recurrent, with logits) |\n|---|---|\n");
-  for (int streams : {1, 10, 50}) {
+  for (int streams : {1, 10, 50, 200}) {
     Decoder dec(lm.get(), m.vocab, streams, 0);
     RETURN_IF_ERROR(dec.FeedAll({data::kBos}));
     const auto t = std::chrono::steady_clock::now();
