@@ -173,13 +173,18 @@ class CudaBackend : public Backend {
     CheckRows(x, r.num_rows(), "routed linear x");
     CheckRows(y, r.num_rows(), "routed linear y");
     const int64_t out = w.dim(1), in = w.dim(2);
-    if (r.grouped()) {  // one plain GEMM per group, on its range of rows
+    if (r.grouped() &&
+        cuda::GroupedUsesBf16Copies(precision_, in, out, x.dtype == DType::kBF16)) {
+      cuda::GroupedLinearBf16(ctx_->cublas(), Ranges(r), in, out, ToOperand(x),
+                              w.data<float>(), ToView(y));
+      return;
+    }
+    if (r.grouped()) {  // fp32 operands: one plain GEMM per group, on its rows
       for (int g = 0; g < r.num_groups(); ++g) {
         if (r.count(g) == 0) continue;
         const Mat xg = x.Rows(r.offset(g), r.count(g)), yg = y.Rows(r.offset(g), r.count(g));
-        cuda::GemmMixed(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
-                        ToOperand(xg), cuda::Operand{GroupWeight(w, g), in, false}, 0.f,
-                        yg.ptr<float>(), yg.ld);
+        cuda::GemmF32(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
+                      xg.ptr<float>(), xg.ld, GroupWeight(w, g), in, 0.f, yg.ptr<float>(), yg.ld);
       }
       return;
     }
@@ -206,14 +211,25 @@ class CudaBackend : public Backend {
     CheckRows(dx, r.num_rows(), "routed linear backward dx");
     CHECK_EQ(dx.cols, x.cols) << "routed linear backward dx: columns";
     const int64_t out = w.dim(1), in = w.dim(2);
-    if (r.grouped()) {  // one product pair per group, on its range of rows
+    if (r.grouped() && cuda::GroupedUsesBf16Copies(precision_, in, out,
+                                                   x.dtype == DType::kBF16 ||
+                                                       dy.dtype == DType::kBF16)) {
+      cuda::GroupedLinearBackwardBf16(ctx_->cublas(), Ranges(r), in, out, ToOperand(x),
+                                      w.data<float>(), ToOperand(dy), accumulate_dx ? 1.f : 0.f,
+                                      ToView(dx), dw->data<float>());
+      return;
+    }
+    if (r.grouped()) {  // fp32 operands: one product pair per group, on its rows
       for (int g = 0; g < r.num_groups(); ++g) {
         if (r.count(g) == 0) continue;
-        const int64_t off = r.offset(g), cnt = r.count(g);
-        cuda::LinearBackward(ctx_->cublas(), precision_, cnt, in, out, ToOperand(x.Rows(off, cnt)),
-                             GroupWeight(w, g), ToOperand(dy.Rows(off, cnt)),
-                             accumulate_dx ? 1.f : 0.f, ToView(dx.Rows(off, cnt)),
-                             dw->data<float>() + g * out * in);
+        const Mat xg = x.Rows(r.offset(g), r.count(g)), dyg = dy.Rows(r.offset(g), r.count(g));
+        const Mat dxg = dx.Rows(r.offset(g), r.count(g));
+        cuda::GemmF32(ctx_->cublas(), precision_, false, false, dyg.rows, in, out, 1.f,
+                      dyg.ptr<float>(), dyg.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f,
+                      dxg.ptr<float>(), dxg.ld);
+        cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, dyg.rows, 1.f,
+                      dyg.ptr<float>(), dyg.ld, xg.ptr<float>(), xg.ld, 1.f,
+                      dw->data<float>() + g * out * in, in);
       }
       return;
     }
@@ -496,6 +512,12 @@ class CudaBackend : public Backend {
     CHECK_EQ(w.dim(0), r.num_groups()) << what << ": groups";
     CHECK_EQ(w.dim(1), out) << what << ": out";
     CHECK_EQ(w.dim(2), in) << what << ": in";
+  }
+
+  static std::vector<cuda::RowRange> Ranges(const CudaRouting& r) {
+    std::vector<cuda::RowRange> ranges;
+    for (int g = 0; g < r.num_groups(); ++g) ranges.push_back({r.offset(g), r.count(g)});
+    return ranges;
   }
 
   static const float* GroupWeight(const Tensor& w, int g) {

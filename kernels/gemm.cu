@@ -304,49 +304,48 @@ const __nv_bfloat16* AsBf16(const Operand& o, int64_t rows, int64_t cols, Scratc
 
 }  // namespace
 
-void GemmMixed(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
-               int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
-               float* c, int64_t ldc) {
-  if (!a.bf16 && !b.bf16) {
-    GemmF32(handle, precision, trans_a, trans_b, m, n, k, alpha,
-            static_cast<const float*>(a.data), a.ld, static_cast<const float*>(b.data), b.ld, beta,
-            c, ldc);
-    return;
-  }
-  CHECK(precision == MatmulPrecision::kBf16) << "gemm: bf16 operands need bf16 products";
-  cudaStream_t stream;
-  CUBLAS_CHECK(cublasGetStream(handle, &stream));
-  Scratch scratch(stream);
-  int64_t lda = 0, ldb = 0;
-  const auto* ab = AsBf16(a, trans_a ? k : m, trans_a ? m : k, &scratch, &lda, stream);
-  const auto* bb = AsBf16(b, trans_b ? n : k, trans_b ? k : n, &scratch, &ldb, stream);
-  GemmBf16(handle, trans_a, trans_b, m, n, k, alpha, ab, lda, bb, ldb, beta, c, ldc);
+bool GroupedUsesBf16Copies(MatmulPrecision precision, int64_t in, int64_t out, bool any_bf16) {
+  return precision == MatmulPrecision::kBf16 && (any_bf16 || std::min(in, out) >= 256);
 }
 
-void LinearBackward(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
-                    int64_t out, Operand x, const float* w, Operand dy, float beta_dx, View dx,
-                    float* dw) {
-  const bool any_bf16 = x.bf16 || dy.bf16;
-  if (!any_bf16 && (precision != MatmulPrecision::kBf16 || std::min({n, in, out}) < 256)) {
-    const auto* dyf = static_cast<const float*>(dy.data);
-    GemmF32(handle, precision, false, false, n, in, out, 1.f, dyf, dy.ld, w, in, beta_dx, dx.data,
-            dx.ld);
-    GemmF32(handle, precision, true, false, out, in, n, 1.f, dyf, dy.ld,
-            static_cast<const float*>(x.data), x.ld, 1.f, dw, in);
-    return;
-  }
-  CHECK(precision == MatmulPrecision::kBf16) << "gemm: bf16 operands need bf16 products";
-  // Both products read dy, the largest operand: each operand is converted
-  // (when fp32) once for both.
+void GroupedLinearBf16(cublasHandle_t handle, const std::vector<RowRange>& groups, int64_t in,
+                       int64_t out, Operand x, const float* w, View y) {
   cudaStream_t stream;
   CUBLAS_CHECK(cublasGetStream(handle, &stream));
   Scratch scratch(stream);
-  int64_t ldy = 0, ldx = 0, ldw = 0;
-  const auto* dyb = AsBf16(dy, n, out, &scratch, &ldy, stream);
+  int64_t ldx = 0, ldw = 0;
+  const int64_t n = groups.empty() ? 0 : groups.back().offset + groups.back().count;
   const auto* xb = AsBf16(x, n, in, &scratch, &ldx, stream);
-  const auto* wb = AsBf16(Operand{w, in, false}, out, in, &scratch, &ldw, stream);
-  GemmBf16(handle, false, false, n, in, out, 1.f, dyb, ldy, wb, ldw, beta_dx, dx.data, dx.ld);
-  GemmBf16(handle, true, false, out, in, n, 1.f, dyb, ldy, xb, ldx, 1.f, dw, in);
+  const auto* wb = AsBf16(Operand{w, in, false}, int64_t(groups.size()) * out, in, &scratch, &ldw,
+                          stream);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const RowRange& r = groups[g];
+    if (r.count == 0) continue;
+    GemmBf16(handle, false, true, r.count, out, in, 1.f, xb + r.offset * ldx, ldx,
+             wb + int64_t(g) * out * ldw, ldw, 0.f, y.data + r.offset * y.ld, y.ld);
+  }
+}
+
+void GroupedLinearBackwardBf16(cublasHandle_t handle, const std::vector<RowRange>& groups,
+                               int64_t in, int64_t out, Operand x, const float* w, Operand dy,
+                               float beta_dx, View dx, float* dw) {
+  cudaStream_t stream;
+  CUBLAS_CHECK(cublasGetStream(handle, &stream));
+  Scratch scratch(stream);
+  int64_t ldx = 0, ldy = 0, ldw = 0;
+  const int64_t n = groups.empty() ? 0 : groups.back().offset + groups.back().count;
+  const auto* xb = AsBf16(x, n, in, &scratch, &ldx, stream);
+  const auto* dyb = AsBf16(dy, n, out, &scratch, &ldy, stream);
+  const auto* wb = AsBf16(Operand{w, in, false}, int64_t(groups.size()) * out, in, &scratch, &ldw,
+                          stream);
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const RowRange& r = groups[g];
+    if (r.count == 0) continue;
+    GemmBf16(handle, false, false, r.count, in, out, 1.f, dyb + r.offset * ldy, ldy,
+             wb + int64_t(g) * out * ldw, ldw, beta_dx, dx.data + r.offset * dx.ld, dx.ld);
+    GemmBf16(handle, true, false, out, in, r.count, 1.f, dyb + r.offset * ldy, ldy,
+             xb + r.offset * ldx, ldx, 1.f, dw + int64_t(g) * out * in, in);
+  }
 }
 
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,

@@ -180,17 +180,21 @@ struct Operand {
   int64_t ld;
   bool bf16;
 };
-// fp32 C = alpha op(A) op(B) + beta C; with a bf16 operand (bf16 precision
-// only) the other is converted and the product runs on bf16 operands.
-void GemmMixed(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
-               int64_t m, int64_t n, int64_t k, float alpha, Operand a, Operand b, float beta,
-               float* c, int64_t ldc);
-// The backward of y = x W^T (x [n, in], W [out, in]): dx = dy W + beta_dx dx
-// and dW += dy^T x. With bf16 products and every dimension large, or a bf16
-// x or dy, each fp32 operand is converted once for both products.
-void LinearBackward(cublasHandle_t handle, MatmulPrecision precision, int64_t n, int64_t in,
-                    int64_t out, Operand x, const float* w, Operand dy, float beta_dx, View dx,
-                    float* dw);
+// Projections over rows grouped by modality (group g holds rows
+// [offset, offset + count) and weight w[g], [out, in]). With bf16 products
+// and a bf16 operand or wide dimensions, every fp32 operand is converted
+// once for all groups (GroupedUsesBf16Copies), then each group runs its
+// products on its row range: y = x W[g]^T, and dx = dy W[g] + beta_dx dx,
+// dW[g] += dy^T x.
+struct RowRange {
+  int64_t offset, count;
+};
+bool GroupedUsesBf16Copies(MatmulPrecision precision, int64_t in, int64_t out, bool any_bf16);
+void GroupedLinearBf16(cublasHandle_t handle, const std::vector<RowRange>& groups, int64_t in,
+                       int64_t out, Operand x, const float* w, View y);
+void GroupedLinearBackwardBf16(cublasHandle_t handle, const std::vector<RowRange>& groups,
+                               int64_t in, int64_t out, Operand x, const float* w, Operand dy,
+                               float beta_dx, View dx, float* dw);
 // C = op(A) op(B) with bf16 operands and output, fp32 accumulation; k >= 1.
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
                     int64_t k, const __nv_bfloat16* a, int64_t lda, const __nv_bfloat16* b,
