@@ -39,15 +39,6 @@ void CheckRows(const Mat& m, int64_t rows, const char* what) {
 View ToView(const Mat& m) { return View{m.ptr<float>(), m.rows, m.cols, m.ld}; }
 ConstView ToConst(const Mat& m) { return ConstView(m.ptr<float>(), m.rows, m.cols, m.ld); }
 
-// Round-to-nearest-even fp32 -> bf16 bits (host side, for Fill).
-uint16_t Bf16Bits(float f) {
-  uint32_t u;
-  std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN
-  u += 0x7fffu + ((u >> 16) & 1u);
-  return static_cast<uint16_t>(u >> 16);
-}
-
 // Rows grouped by modality: perm lists the rows of group 0, then group 1, ...
 // each in ascending order; group[n] is row n's group. When the rows are
 // grouped already (perm is the identity), routed projections use row ranges.

@@ -233,6 +233,24 @@ void GemmF32InKernelBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int6
          ldc, CUBLAS_COMPUTE_32F_FAST_16BF);
 }
 
+namespace {
+
+// A bf16 copy of the rows x cols operand `o` (itself when already bf16);
+// *ld receives the copy's row stride.
+const __nv_bfloat16* AsBf16(const Operand& o, int64_t rows, int64_t cols, Scratch* scratch,
+                            int64_t* ld, cudaStream_t stream) {
+  if (o.bf16) {
+    *ld = o.ld;
+    return static_cast<const __nv_bfloat16*>(o.data);
+  }
+  auto* copy = scratch->Alloc<__nv_bfloat16>(rows * cols);
+  ConvertToBf16(ConstView(static_cast<const float*>(o.data), rows, cols, o.ld), copy, stream);
+  *ld = cols;
+  return copy;
+}
+
+}  // namespace
+
 void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,
                           int64_t k, float alpha, const float* a, int64_t lda, const float* b,
                           int64_t ldb, float beta, float* c, int64_t ldc) {
@@ -243,13 +261,12 @@ void GemmF32ConvertedBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int
   cudaStream_t stream;
   CUBLAS_CHECK(cublasGetStream(handle, &stream));
   Scratch scratch(stream);
-  const int64_t a_rows = trans_a ? k : m, a_cols = trans_a ? m : k;
-  const int64_t b_rows = trans_b ? n : k, b_cols = trans_b ? k : n;
-  auto* ab = scratch.Alloc<__nv_bfloat16>(a_rows * a_cols);
-  auto* bb = scratch.Alloc<__nv_bfloat16>(b_rows * b_cols);
-  ConvertToBf16(ConstView(a, a_rows, a_cols, lda), ab, stream);
-  ConvertToBf16(ConstView(b, b_rows, b_cols, ldb), bb, stream);
-  GemmBf16(handle, trans_a, trans_b, m, n, k, alpha, ab, a_cols, bb, b_cols, beta, c, ldc);
+  int64_t lda_b = 0, ldb_b = 0;
+  const auto* ab = AsBf16(Operand{a, lda, false}, trans_a ? k : m, trans_a ? m : k, &scratch,
+                          &lda_b, stream);
+  const auto* bb = AsBf16(Operand{b, ldb, false}, trans_b ? n : k, trans_b ? k : n, &scratch,
+                          &ldb_b, stream);
+  GemmBf16(handle, trans_a, trans_b, m, n, k, alpha, ab, lda_b, bb, ldb_b, beta, c, ldc);
 }
 
 void GemmF32(cublasHandle_t handle, MatmulPrecision precision, bool trans_a, bool trans_b,
@@ -285,24 +302,6 @@ void GemmBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int6
   GemmEx(handle, trans_a, trans_b, m, n, k, alpha, a, CUDA_R_16BF, lda, b, CUDA_R_16BF, ldb, beta,
          c, ldc, CUBLAS_COMPUTE_32F);
 }
-
-namespace {
-
-// A bf16 copy of the rows x cols operand `o` (itself when already bf16);
-// *ld receives the copy's row stride.
-const __nv_bfloat16* AsBf16(const Operand& o, int64_t rows, int64_t cols, Scratch* scratch,
-                            int64_t* ld, cudaStream_t stream) {
-  if (o.bf16) {
-    *ld = o.ld;
-    return static_cast<const __nv_bfloat16*>(o.data);
-  }
-  auto* copy = scratch->Alloc<__nv_bfloat16>(rows * cols);
-  ConvertToBf16(ConstView(static_cast<const float*>(o.data), rows, cols, o.ld), copy, stream);
-  *ld = cols;
-  return copy;
-}
-
-}  // namespace
 
 bool GroupedUsesBf16Copies(MatmulPrecision precision, int64_t in, int64_t out, bool any_bf16) {
   return precision == MatmulPrecision::kBf16 && (any_bf16 || std::min(in, out) >= 256);

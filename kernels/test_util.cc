@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "glog/logging.h"
+#include "kernels/precision.h"
 
 namespace modamba::testing {
 
@@ -51,11 +52,9 @@ Tensor ToDeviceBf16(Backend* gpu, Tensor* host) {
   CHECK(host->dtype() == DType::kF32) << "ToDeviceBf16: expected F32";
   Tensor bits(DType::kBF16, host->shape());
   for (int64_t i = 0; i < host->numel(); ++i) {
-    uint32_t u;
-    std::memcpy(&u, &host->data<float>()[i], 4);
-    u += 0x7fffu + ((u >> 16) & 1u);  // round to nearest even (inputs are finite)
-    bits.data<uint16_t>()[i] = static_cast<uint16_t>(u >> 16);
-    u &= 0xffff0000u;
+    const uint16_t b = Bf16Bits(host->data<float>()[i]);
+    bits.data<uint16_t>()[i] = b;
+    const uint32_t u = uint32_t{b} << 16;
     std::memcpy(&host->data<float>()[i], &u, 4);
   }
   return ToDevice(gpu, bits);
