@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <limits>
@@ -562,6 +563,25 @@ TEST_F(ScanTest, RowMapSmallStateShortSequences) {
 TEST_F(ScanTest, RowMapRoutedBiasOddLength) {
   Run({"B=3 L=97 E=70 S=16, 3 dt groups, docs, misaligned, row map", 3, 97, 70, 16, 3, {0, 1, 2},
        true, 0.03, true});
+}
+
+// The backward splits time into chunks whose adjoints are carried across
+// (scan.cu); any chunk count gives the CPU's gradients. Ten tiles in 1, 2, 3
+// and 4 chunks (the last ones partial), documents sparse enough that adjoints
+// cross chunk boundaries, and none at all.
+TEST_F(ScanTest, ChunkedBackwardAnyChunkCount) {
+  struct ScopedChunks {  // unset again however the test ends
+    explicit ScopedChunks(const char* v) { setenv("MODAMBA_SCAN_CHUNKS", v, 1); }
+    ~ScopedChunks() { unsetenv("MODAMBA_SCAN_CHUNKS"); }
+  };
+  for (const char* chunks : {"1", "2", "3", "4"}) {
+    ScopedChunks scoped(chunks);
+    SCOPED_TRACE(std::string("chunks ") + chunks);
+    Run({"B=2 L=300 E=70 S=16, 3 dt groups, sparse docs, misaligned, row map", 2, 300, 70, 16, 3,
+         {0, 1, 2}, true, 0.004, true});
+    Run({"B=1 L=300 E=128 S=16, shared bias, no docs, aligned", 1, 300, 128, 16, 1, {0}, false,
+         0.0});
+  }
 }
 
 // A row map changes only where each position is read and written: the

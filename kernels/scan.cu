@@ -33,7 +33,9 @@
 // position.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdlib>
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_utils.cuh"
@@ -88,9 +90,13 @@ struct Params {
   bool dz_bf16;
   int64_t lddu, ldddr, lddz;
   float* dbc_part;  // [channel blocks][N][2 kS]: dB then dC partial sums
-  float* part_da;   // [batch][E][kS]
-  float* part_dd;   // [batch][E]
-  float* part_dtb;  // [batch][groups][E]
+  float* part_da;   // [batch][chunks][E][kS]
+  float* part_dd;   // [batch][chunks][E]
+  float* part_dtb;  // [batch][chunks][groups][E]
+  // Time chunks of the backward (AdjointCarryKernel).
+  int chunks, chunk_tiles;  // chunks per sequence, tiles per chunk
+  float* carry_g;           // [batch][chunks][E][kS]: adjoint a chunk passes back, from zero
+  float* carry_de;          // [batch][chunks][E]: the chunk's summed exponent scale
 };
 
 __device__ __forceinline__ float Exp2(float x) {
@@ -317,21 +323,21 @@ __device__ __forceinline__ void LoadBias(const Params& p, int64_t e0, int cols_v
   }
 }
 
-// A[c][i] = -exp(A_log) for the thread's channels and states, kept below
-// zero so that an infinite exponent scale gives a decay of exactly 0; padding
-// (states past S, channels past E) gets -1, harmless since its B, C, u are 0.
+// A = -exp(A_log) of channel e, state s, kept below zero so that an infinite
+// exponent scale gives a decay of exactly 0; padding (states past S,
+// channels past E) gets -1, harmless since its B, C, u are 0.
+__device__ __forceinline__ float AValue(const Params& p, int64_t e, int s) {
+  return (e < p.e_dim && s < p.s_dim) ? fminf(-expf(p.a_log[e * p.s_dim + s]), -1e-30f) : -1.f;
+}
+
+// A of the thread's channels and states.
 template <class C>
 __device__ __forceinline__ void LoadA(const Params& p, int64_t e0, int cg, int sg,
                                       float (&A)[C::kCPT][C::kSPT]) {
 #pragma unroll
   for (int c = 0; c < C::kCPT; ++c) {
 #pragma unroll
-    for (int i = 0; i < C::kSPT; ++i) {
-      const int64_t e = e0 + cg * C::kCPT + c;
-      const int s = sg * C::kSPT + i;
-      A[c][i] =
-          (e < p.e_dim && s < p.s_dim) ? fminf(-expf(p.a_log[e * p.s_dim + s]), -1e-30f) : -1.f;
-    }
+    for (int i = 0; i < C::kSPT; ++i) A[c][i] = AValue(p, e0 + cg * C::kCPT + c, sg * C::kSPT + i);
   }
 }
 
@@ -503,6 +509,123 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
 }
 
 // ----------------------------------------------------------------- backward
+// The backward splits each sequence into chunks of chunk_tiles tiles, walked
+// by separate blocks, so that the grid fills the GPU. The adjoint g = dL/dh
+// runs backwards in time, so a chunk's block needs the adjoint its later
+// chunks pass to it. With g zero at its end, chunk k passes back carry_g[k];
+// the adjoint it passes back from an adjoint X at its end is
+// carry_g[k] + exp2(carry_de[k] * A) X, the exponent scales summing to the
+// chunk's whole decay (an infinite one, a document start, gives exactly 0).
+// So chunk j starts from X_j = carry_g[j+1] + exp2(carry_de[j+1] A) X_{j+1},
+// X_last = 0, a few operations per state (ChunkStartAdjoint).
+//
+// AdjointCarryKernel computes carry_g and carry_de for chunks 1.. (chunk 0
+// passes nothing back): a thread owns one channel and all its states and
+// walks its chunk from the last step, with the same operations as the
+// backward kernel. Per tile, the steps' exponent scales and gate gradients
+// are computed first, all steps at once (their loads in flight together);
+// only the adjoint's multiply-adds then run step by step.
+constexpr int kCarryThreads = 64;
+
+template <bool kMapped>
+__global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
+  __shared__ float4 sc[kT][kS / 4];  // C of the tile's steps
+  __shared__ float sbias[kMaxGroups][kCarryThreads];
+  __shared__ int64_t srow[kT];
+  __shared__ int sgroup[kT];
+  __shared__ bool sreset[kT];
+  const int tid = threadIdx.x;
+  const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y;
+  const int64_t e = int64_t(blockIdx.x) * kCarryThreads + tid;
+  const bool valid = e < E;
+  const int chunk = blockIdx.z + 1;
+  const int tiles = static_cast<int>(CeilDiv(L, kT));
+  const int tile_lo = chunk * p.chunk_tiles;
+  const int tile_hi = static_cast<int>(Min64(tiles, tile_lo + p.chunk_tiles));
+
+  float A[kS], g[kS];
+#pragma unroll
+  for (int s = 0; s < kS; ++s) {
+    A[s] = AValue(p, e, s);
+    g[s] = 0.f;
+  }
+  for (int gi = 0; gi < p.groups; ++gi) sbias[gi][tid] = valid ? p.dt_bias[gi * E + e] : 0.f;
+  float de_sum = 0.f;
+  for (int tile = tile_hi - 1; tile >= tile_lo; --tile) {
+    const int64_t t0 = int64_t(tile) * kT;
+    const int rows = static_cast<int>(Min64(kT, L - t0));
+    const int64_t pos0 = bi * L + t0;
+    __syncthreads();  // the previous tile is done with sc and the maps
+    if (tid < kT) {
+      const int64_t row = tid < rows ? RowOf<kMapped>(p.rows, pos0 + tid) : 0;
+      srow[tid] = row;
+      sgroup[tid] = p.group != nullptr && tid < rows ? p.group[row] : 0;
+      sreset[tid] = (t0 + tid == 0) || (tid < rows && p.doc_start[pos0 + tid] != 0);
+    }
+    __syncthreads();
+#pragma unroll
+    for (int q = tid; q < kT * kS; q += kCarryThreads) {
+      const int r = q / kS, s = q % kS;
+      reinterpret_cast<float*>(sc[r])[s] = r < rows && s < p.s_dim ? p.c[srow[r] * p.ldc + s] : 0.f;
+    }
+    float de[kT], dyv[kT];
+#pragma unroll
+    for (int r = 0; r < kT; ++r) {
+      de[r] = dyv[r] = 0.f;
+      if (r < rows && valid) {
+        const int64_t row = srow[r];
+        const float delta = Softplus(p.dr[row * p.lddr + e] + sbias[sgroup[r]][tid]);
+        de[r] = sreset[r] ? INFINITY : delta * kLog2e;
+        const float zz = p.z[row * p.ldz + e];
+        dyv[r] = p.dy[row * p.lddy + e] * zz * Sigmoid(zz);
+      }
+    }
+    __syncthreads();  // sc is in
+#pragma unroll
+    for (int r = kT - 1; r >= 0; --r) {
+      if (r >= rows) continue;
+      de_sum += de[r];
+#pragma unroll
+      for (int j = 0; j < kS / 4; ++j) {
+        const float4 c4 = sc[r][j];
+        const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          const int s = 4 * j + i;
+          const float gt = fmaf(dyv[r], cv[i], g[s]);
+          g[s] = gt * Exp2(de[r] * A[s]);
+        }
+      }
+    }
+  }
+  if (!valid) return;
+  const int64_t slot = bi * p.chunks + chunk;
+#pragma unroll
+  for (int s = 0; s < kS; ++s) p.carry_g[(slot * E + e) * kS + s] = g[s];
+  p.carry_de[slot * E + e] = de_sum;
+}
+
+// X_chunk (above) for the thread's channels and states.
+template <class C>
+__device__ __forceinline__ void ChunkStartAdjoint(const Params& p, int chunk, int64_t e0, int cg,
+                                                  int sg, const float (&A)[C::kCPT][C::kSPT],
+                                                  float (&g)[C::kCPT][C::kSPT]) {
+  const int64_t E = p.e_dim, bi = blockIdx.y;
+  for (int k = p.chunks - 1; k > chunk; --k) {
+    const int64_t slot = bi * p.chunks + k;
+#pragma unroll
+    for (int c = 0; c < C::kCPT; ++c) {
+      const int64_t e = e0 + cg * C::kCPT + c;
+      if (e >= E) continue;
+      const float de = p.carry_de[slot * E + e];
+#pragma unroll
+      for (int i = 0; i < C::kSPT; ++i) {
+        g[c][i] = fmaf(Exp2(de * A[c][i]), g[c][i], p.carry_g[(slot * E + e) * kS + sg * C::kSPT + i]);
+      }
+    }
+  }
+}
+
 template <class C>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
@@ -568,6 +691,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
   const int tiles = static_cast<int>(CeilDiv(L, kT));
+  const int chunk = blockIdx.z, tile_lo = chunk * p.chunk_tiles;
+  const int tile_hi = static_cast<int>(Min64(tiles, tile_lo + p.chunk_tiles));
   auto steps = [&](int tile) { return static_cast<int>(Min64(kT, L - int64_t(tile) * kT)); };
   TileMaps<kMapped> maps(p, reinterpret_cast<int*>(smem + SM::kMap), row_base, tiles);
 
@@ -578,6 +703,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
 #pragma unroll
     for (int i = 0; i < SPT; ++i) g[c][i] = dA[c][i] = 0.f;
   }
+  ChunkStartAdjoint<C>(p, chunk, e0, cg, sg, A, g);
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
@@ -602,9 +728,9 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     CpAsyncCommit();
   };
 
-  maps.Start(tiles - 1, tiles - 2);
-  load_raw(tiles - 1);
-  for (int tile = tiles - 1; tile >= 0; --tile) {
+  maps.Start(tile_hi - 1, tile_hi - 2);
+  load_raw(tile_hi - 1);
+  for (int tile = tile_hi - 1; tile >= tile_lo; --tile) {
     maps.Fetch(tile - 2, tile - 1);  // put after the gate pass
     CpAsyncWait<0>();
     __syncthreads();  // the raw tile is in; the previous tile's adjoint is done
@@ -690,7 +816,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     }
     maps.Put(tile - 2, tile - 1);  // for load_raw(tile - 2) and the prepass of tile - 1
     __syncthreads();               // raw buffers are free
-    if (tile > 0) load_raw(tile - 1);
+    if (tile > tile_lo) load_raw(tile - 1);
 
     // The adjoint, sub-tile by sub-tile from the last. g carries dL/dh.
     for (int sub = kT / K - 1; sub >= 0; --sub) {
@@ -786,7 +912,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   }
   __syncthreads();
 
-  // Per-sequence parameter partials.
+  // Per-chunk parameter partials.
+  const int64_t seq_chunk = bi * p.chunks + chunk;
 #pragma unroll
   for (int c = 0; c < CPT; ++c) {
     const int64_t e = e0 + cg * CPT + c;
@@ -794,16 +921,16 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
 #pragma unroll
     for (int i = 0; i < SPT; ++i) {
       const int s = sg * SPT + i;
-      if (s < p.s_dim) p.part_da[(bi * E + e) * kS + s] = dA[c][i] * A[c][i];
+      if (s < p.s_dim) p.part_da[(seq_chunk * E + e) * kS + s] = dA[c][i] * A[c][i];
     }
   }
   if (slot == 0 && my_ch < cols_valid) {
     const int64_t e = e0 + my_ch;
     float dd = 0.f;
     for (int k = 0; k < SM::kSlots; ++k) dd += sdD[k * CB + my_ch];
-    p.part_dd[bi * E + e] = dd;
+    p.part_dd[seq_chunk * E + e] = dd;
     for (int gi = 0; gi < p.groups; ++gi)
-      p.part_dtb[(bi * p.groups + gi) * E + e] = sdtb[gi * CB + my_ch];
+      p.part_dtb[(seq_chunk * p.groups + gi) * E + e] = sdtb[gi * CB + my_ch];
   }
 }
 
@@ -829,9 +956,9 @@ __global__ void DbcReduceKernel(const float* part, int blocks, int64_t n_rows, i
   }
 }
 
-// Parameter gradients: sums over sequences, in order, added to the grads.
+// Parameter gradients: sums over sequence chunks, in order, added to the grads.
 __global__ void ScanParamReduceKernel(const float* part_da, const float* part_dd,
-                                      const float* part_dtb, int64_t batch, int64_t e_dim,
+                                      const float* part_dtb, int64_t parts, int64_t e_dim,
                                       int s_dim, int groups, float* da_log, float* dd,
                                       float* ddt_bias) {
   const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
@@ -839,17 +966,17 @@ __global__ void ScanParamReduceKernel(const float* part_da, const float* part_dd
   if (i < n_da) {
     const int64_t e = i / s_dim, s = i % s_dim;
     float sum = 0.f;
-    for (int64_t b = 0; b < batch; ++b) sum += part_da[(b * e_dim + e) * kS + s];
+    for (int64_t b = 0; b < parts; ++b) sum += part_da[(b * e_dim + e) * kS + s];
     da_log[i] += sum;
   } else if (i < n_da + e_dim) {
     const int64_t e = i - n_da;
     float sum = 0.f;
-    for (int64_t b = 0; b < batch; ++b) sum += part_dd[b * e_dim + e];
+    for (int64_t b = 0; b < parts; ++b) sum += part_dd[b * e_dim + e];
     dd[e] += sum;
   } else if (i < n_da + e_dim + n_dtb) {
     const int64_t j = i - n_da - e_dim;  // g * E + e
     float sum = 0.f;
-    for (int64_t b = 0; b < batch; ++b) sum += part_dtb[b * n_dtb + j];
+    for (int64_t b = 0; b < parts; ++b) sum += part_dtb[b * n_dtb + j];
     ddt_bias[j] += sum;
   }
 }
@@ -914,11 +1041,52 @@ void LaunchForward(const Params& p, cudaStream_t stream) {
 using FwdCfg = Cfg<1, 4, 32>;
 using BwdCfg = Cfg<2, 4, 64>;
 
+// Chunks per sequence for the backward. A backward block walks its chunk at a
+// pace set by latency more than by its SM's load (two blocks share an SM at
+// little cost to either), so time goes as waves x tiles per chunk; carrying
+// the adjoint costs a pass over the chunks after the first, about 0.08 of a
+// backward block's time per tile (H100, kernels/NOTES.md). The chunk count
+// minimising the sum, at most kMaxChunks; MODAMBA_SCAN_CHUNKS overrides it
+// (results differ from one count to another in the last bits only).
+int BackwardChunks(int64_t blocks, int tiles, int blocks_per_sm) {
+  constexpr int kMaxChunks = 16;
+  constexpr double kCarryPerTile = 0.08;
+  if (const char* env = std::getenv("MODAMBA_SCAN_CHUNKS")) {
+    const int forced = std::atoi(env);
+    CHECK_GE(forced, 1) << "MODAMBA_SCAN_CHUNKS=" << env;
+    return std::min(forced, tiles);
+  }
+  static const int sms = [] {
+    int dev = 0, n = 0;
+    CUDA_CHECK(cudaGetDevice(&dev));
+    CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
+    return n;
+  }();
+  const int64_t slots = int64_t(sms) * blocks_per_sm;
+  int best = 1;
+  double best_cost = 0;
+  for (int c = 1; c <= std::min(kMaxChunks, tiles); ++c) {
+    const double cost = double(CeilDiv(blocks * c, slots) * CeilDiv(tiles, c)) +
+                        kCarryPerTile * tiles * (c - 1) / c;
+    if (c == 1 || cost < best_cost) {
+      best = c;
+      best_cost = cost;
+    }
+  }
+  return best;
+}
+
 template <class C, bool kMapped>
 void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
+  constexpr int kBlocksPerSm = 2;  // __launch_bounds__ of ScanBackwardKernel
   const int64_t n = a.batch * a.seq_len, e = a.e_dim;
   const int64_t blocks = CeilDiv(e, C::kCB);
   const int groups = p.groups;
+  const int tiles = static_cast<int>(CeilDiv(a.seq_len, kT));
+  p.chunk_tiles = static_cast<int>(
+      CeilDiv(tiles, BackwardChunks(blocks * a.batch, tiles, kBlocksPerSm)));
+  p.chunks = static_cast<int>(CeilDiv(tiles, p.chunk_tiles));  // none empty
+  const int64_t parts = a.batch * p.chunks;                    // (sequence, chunk) pairs
   Scratch scratch(stream);
   if (a.saved_states != nullptr) {
     p.ckpt = a.saved_states;
@@ -926,19 +1094,29 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
     p.ckpt = scratch.Alloc<float>(ScanSavedStatesSize(a.batch, a.seq_len, e));
   }
   p.dbc_part = scratch.Alloc<float>(blocks * n * 2 * kS);
-  p.part_da = scratch.Alloc<float>(a.batch * e * kS);
-  p.part_dd = scratch.Alloc<float>(a.batch * e);
-  p.part_dtb = scratch.Alloc<float>(a.batch * groups * e);
+  p.part_da = scratch.Alloc<float>(parts * e * kS);
+  p.part_dd = scratch.Alloc<float>(parts * e);
+  p.part_dtb = scratch.Alloc<float>(parts * groups * e);
 
   if (a.saved_states == nullptr) LaunchForward<FwdCfg, true, kMapped>(p, stream);
+  if (p.chunks > 1) {
+    p.carry_g = scratch.Alloc<float>(parts * e * kS);
+    p.carry_de = scratch.Alloc<float>(parts * e);
+    dim3 grid(static_cast<unsigned>(CeilDiv(e, kCarryThreads)), static_cast<unsigned>(a.batch),
+              static_cast<unsigned>(p.chunks - 1));
+    AdjointCarryKernel<kMapped><<<grid, kCarryThreads, 0, stream>>>(p);
+    CUDA_CHECK_LAUNCH();
+  }
 
   constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
   static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
-  static_assert(2 * (kSmem + 1024) <= 228 * 1024, "scan backward: two blocks per H100 SM");
+  static_assert(kBlocksPerSm * (kSmem + 1024) <= 228 * 1024,
+                "scan backward: two blocks per H100 SM");
   auto kernel = ScanBackwardKernel<C, kMapped>;
   CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                   static_cast<int>(kSmem)));
-  dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch));
+  dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch),
+            static_cast<unsigned>(p.chunks));
   kernel<<<grid, C::kNT, kSmem, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 
@@ -949,7 +1127,7 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   CUDA_CHECK_LAUNCH();
   const int64_t n_param = e * a.s_dim + e + groups * e;
   ScanParamReduceKernel<<<GridFor(n_param, 256, int64_t(1) << 30), 256, 0, stream>>>(
-      p.part_da, p.part_dd, p.part_dtb, a.batch, e, static_cast<int>(a.s_dim), groups, g.da_log,
+      p.part_da, p.part_dd, p.part_dtb, parts, e, static_cast<int>(a.s_dim), groups, g.da_log,
       g.dd, g.ddt_bias);
   CUDA_CHECK_LAUNCH();
 }
