@@ -2,6 +2,12 @@
 
 namespace modamba {
 
+void Backend::AddRmsNormForward(Mat x, Mat add, const Tensor& w, double eps, Mat y,
+                                Tensor* rstd) {
+  Axpy(1.0, add, x);
+  RmsNormForward(x, w, eps, y, rstd);
+}
+
 void Backend::LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,
                                  Tensor* losses, Mat dh, Mat dw) {
   Tensor logits = Empty(h.dtype, {h.rows, w.rows});

@@ -162,6 +162,10 @@ class Backend {
   // ---- RMSNorm: y = x / rms(x) * w ----
   // rstd: [N] in x's dtype, saved for the backward.
   virtual void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) = 0;
+  // x += add (a residual stream's skip, in place), then RmsNormForward of x.
+  // The default composes Axpy and RmsNormForward.
+  virtual void AddRmsNormForward(Mat x, Mat add, const Tensor& w, double eps, Mat y,
+                                 Tensor* rstd);
   // dx += d(y)/d(x) . dy (always accumulates: x is a residual stream).
   virtual void RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
                                Tensor* dw) = 0;

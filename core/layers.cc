@@ -126,6 +126,10 @@ void RmsNorm::Forward(Mat x, Mat y, Tensor* rstd) const {
   params_->backend()->RmsNormForward(x, w_->value, eps_, y, rstd);
 }
 
+void RmsNorm::AddForward(Mat x, Mat add, Mat y, Tensor* rstd) const {
+  params_->backend()->AddRmsNormForward(x, add, w_->value, eps_, y, rstd);
+}
+
 void RmsNorm::Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const {
   params_->backend()->RmsNormBackward(x, w_->value, rstd, dy, dx, &w_->grad);
 }

@@ -111,6 +111,8 @@ class RmsNorm {
   void Init();
   // rstd: [N] scratch saved for the backward.
   void Forward(Mat x, Mat y, Tensor* rstd) const;
+  // x += add first (the residual stream's skip), in the same pass.
+  void AddForward(Mat x, Mat add, Mat y, Tensor* rstd) const;
   // dx += ...
   void Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const;
 

@@ -265,15 +265,23 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
     be->Axpy(1.0, t_emb.mat(), emb.mat());
     be->ScatterAddRows(emb.mat(), patch_rows, residual_[0].mat());
   }
+  // x_{l+1} = block_l(x_l) + x_l: block l writes its output into
+  // residual_[l + 1] and the norm that reads x_{l+1} (layer l + 1's, or the
+  // final one) first adds x_l there, in the same pass.
+  auto norm_input = [&](const RmsNorm& norm, int l) {
+    if (l == 0) {
+      norm.Forward(residual_[0].mat(), normed_[0].mat(), &rstd_[0]);
+    } else {
+      norm.AddForward(residual_[l].mat(), residual_[l - 1].mat(), normed_[l].mat(), &rstd_[l]);
+    }
+  };
   for (int l = 0; l < n_layer; ++l) {
-    RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 1 + l));
-    norms_[l].Forward(residual_[l].mat(), normed_[l].mat(), &rstd_[l]);
-    // x_{l+1} = block(x_l) + x_l: the block writes its output in place.
+    RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 1 + l));  // also gathers norms_[l]
+    norm_input(norms_[l], l);
     blocks_[l].Forward(ctx, normed_[l].mat(), residual_[l + 1].mat(), &acts_[l]);
     RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 1 + l));
-    be->Axpy(1.0, residual_[l].mat(), residual_[l + 1].mat());
   }
-  norm_f_->Forward(residual_[n_layer].mat(), normed_[n_layer].mat(), &rstd_[n_layer]);
+  norm_input(*norm_f_, n_layer);
   Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
   Tensor losses_dev = be->Empty(dtype_, {n});
   Tensor dnormed = be->Empty(dtype_, {n, d});  // d(loss)/d(final normed hidden)

@@ -275,15 +275,19 @@ class CudaBackend : public Backend {
   }
 
   void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) override {
-    CheckF32(x, "rmsnorm x");
-    CheckMatmulInput(y, "rmsnorm y");
-    CheckTensor(w, DType::kF32, "rmsnorm weight");
-    CheckTensor(*rstd, DType::kF32, "rmsnorm rstd");
-    CHECK_EQ(w.numel(), x.cols) << "rmsnorm weight: size";
-    CHECK_EQ(rstd->numel(), x.rows) << "rmsnorm rstd: size";
-    CHECK(y.rows == x.rows && y.cols == x.cols) << "rmsnorm y: shape";
+    CheckNormForward(x, w, y, *rstd);
     cuda::RmsNormForward(ToConst(x), w.data<float>(), static_cast<float>(eps), ToOut(y),
                          rstd->data<float>(), stream_);
+  }
+
+  // One pass instead of Axpy's over x, add and x, then the norm's over x.
+  void AddRmsNormForward(Mat x, Mat add, const Tensor& w, double eps, Mat y,
+                         Tensor* rstd) override {
+    CheckF32(add, "rmsnorm add");
+    CHECK(add.rows == x.rows && add.cols == x.cols) << "rmsnorm add: shape";
+    CheckNormForward(x, w, y, *rstd);
+    cuda::AddRmsNormForward(ToView(x), ToConst(add), w.data<float>(), static_cast<float>(eps),
+                            ToOut(y), rstd->data<float>(), stream_);
   }
 
   void RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
@@ -488,6 +492,16 @@ class CudaBackend : public Backend {
         << what << ": expected F32" << (bf16_ok ? " or BF16" : "") << ", got "
         << DTypeName(m.dtype);
     CHECK(m.ld >= m.cols) << what << ": row stride " << m.ld << " < " << m.cols << " columns";
+  }
+  // RmsNormForward's and AddRmsNormForward's x, w, y and rstd.
+  void CheckNormForward(const Mat& x, const Tensor& w, const Mat& y, const Tensor& rstd) const {
+    CheckF32(x, "rmsnorm x");
+    CheckMatmulInput(y, "rmsnorm y");
+    CheckTensor(w, DType::kF32, "rmsnorm weight");
+    CheckTensor(rstd, DType::kF32, "rmsnorm rstd");
+    CHECK_EQ(w.numel(), x.cols) << "rmsnorm weight: size";
+    CHECK_EQ(rstd.numel(), x.rows) << "rmsnorm rstd: size";
+    CHECK(y.rows == x.rows && y.cols == x.cols) << "rmsnorm y: shape";
   }
   static cuda::Operand ToOperand(const Mat& m) {
     return {m.data, m.ld, m.dtype == DType::kBF16};

@@ -342,6 +342,80 @@ TEST_F(CudaBackendTest, RmsNorm) {
   }
 }
 
+// The residual add fused into the next norm, on one row and on rows that
+// fill no whole block, a width that leaves lanes idle, the model's and a
+// wider one; y in fp32 and in bf16 (the model's layer inputs with bf16
+// products). x, add and y are column windows.
+struct AddNormCase {
+  int64_t n, d;
+  bool bf16_y;
+  std::string Tag() const {
+    return "n=" + std::to_string(n) + " d=" + std::to_string(d) + (bf16_y ? ", bf16 y" : "");
+  }
+};
+
+std::vector<AddNormCase> AddNormCases() {
+  std::vector<AddNormCase> cases;
+  for (int64_t n : {1, 333}) {
+    for (int64_t d : {37, 768, 1000}) {
+      for (bool bf16_y : {false, true}) cases.push_back({n, d, bf16_y});
+    }
+  }
+  return cases;
+}
+
+TEST_F(CudaBackendTest, AddRmsNorm) {
+  auto bf16_gpu = MakeGpu(MatmulPrecision::kBf16);
+  for (const AddNormCase& c : AddNormCases()) {
+    const int64_t n = c.n, d = c.d;
+    Backend* gpu = c.bf16_y ? bf16_gpu.get() : gpu_.get();
+    Pair x = Random({n, d + 3}, 2.f, 0.3f), add = Random({n, d + 1});
+    Pair w = Random({d}, 0.2f, 1.f), rstd = Output({n});
+    Tensor y_host = Tensor::Zeros(DType::kF32, {n, d});
+    Tensor y_dev = gpu->Empty(c.bf16_y ? DType::kBF16 : DType::kF32, {n, d + 2});
+    gpu->Fill(y_dev.mat(), std::numeric_limits<double>::quiet_NaN());
+    cpu_->AddRmsNormForward(x.h(2, d), add.h(1, d), w.host, 1e-5, y_host.mat(), &rstd.host);
+    gpu->AddRmsNormForward(x.d(2, d), add.d(1, d), w.dev, 1e-5, y_dev.mat().Cols(1, d),
+                           &rstd.dev);
+    // x + add is one rounding on both sides.
+    ExpectClose(Err(x), 1e-30, "add+rmsnorm x, " + c.Tag());
+    ExpectClose(RelError(ToHostF32(gpu, y_dev.mat().Cols(1, d)).mat(), y_host.mat()),
+                c.bf16_y ? kTolBf16 : kTolF32, "add+rmsnorm y, " + c.Tag());
+    ExpectClose(Err(rstd), kTolF32, "add+rmsnorm rstd, " + c.Tag());
+  }
+}
+
+// The fused op sums x + add as Axpy does and reduces in the plain forward's
+// order: its x, y and rstd are bitwise those of Axpy then RmsNormForward.
+TEST_F(CudaBackendTest, AddRmsNormMatchesAxpyThenRmsNormBitwise) {
+  auto bf16_gpu = MakeGpu(MatmulPrecision::kBf16);
+  for (const AddNormCase& c : AddNormCases()) {
+    const int64_t n = c.n, d = c.d;
+    Backend* gpu = c.bf16_y ? bf16_gpu.get() : gpu_.get();
+    Pair x = Random({n, d + 3}, 2.f, 0.3f), add = Random({n, d + 1}), w = Random({d}, 0.2f, 1.f);
+    std::vector<Tensor> results;  // x, y, rstd; fused first
+    for (bool fused : {true, false}) {
+      Tensor xs = ToDevice(gpu, x.host);
+      Tensor y = gpu->Empty(c.bf16_y ? DType::kBF16 : DType::kF32, {n, d});
+      Tensor rstd = gpu->Empty(DType::kF32, {n});
+      const Mat xw = xs.mat().Cols(2, d), aw = add.d(1, d);
+      if (fused) {
+        gpu->AddRmsNormForward(xw, aw, w.dev, 1e-5, y.mat(), &rstd);
+      } else {
+        gpu->Axpy(1.0, aw, xw);
+        gpu->RmsNormForward(xw, w.dev, 1e-5, y.mat(), &rstd);
+      }
+      for (const Tensor* t : {&xs, &y, &rstd}) results.push_back(ToHost(gpu, *t));
+    }
+    const char* names[] = {"x", "y", "rstd"};
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(std::memcmp(results[i].raw(), results[3 + i].raw(), results[i].nbytes()), 0)
+          << names[i] << " differs from Axpy then RmsNormForward, " << c.Tag() << " (seed "
+          << seed_ << ")";
+    }
+  }
+}
+
 TEST_F(CudaBackendTest, Conv) {
   const int64_t batch = 3, len = 45, e = 37, n = batch * len, ld = 2 * e + 3;
   for (auto [k, mapped] : {std::pair{4, false}, {3, false}, {1, false}, {4, true}, {1, true}}) {

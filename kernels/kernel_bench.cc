@@ -397,6 +397,11 @@ class Bench {
       row("rmsnorm backward",
           Ms([&] { gpu_->RmsNormBackward(x.mat(), w, rstd, dy.mat(), dx.mat(), &dw); }),
           4.0 * n * dm * 4);
+      // The model's residual add fused in; x grows by `skip` each call, staying finite.
+      Tensor skip = Random({n, dm});
+      row("residual add + rmsnorm forward",
+          Ms([&] { gpu_->AddRmsNormForward(x.mat(), skip.mat(), w, 1e-5, y.mat(), &rstd); }),
+          4.0 * n * dm * 4);
     }
     {
       Tensor logits = Random({n, v}, 3.f), losses = gpu_->Empty(DType::kF32, {n});

@@ -89,6 +89,10 @@ void EmbeddingBackward(const int32_t* tokens, int64_t n, ConstView dout, float* 
 // ---- RMSNorm (norm.cu) ----
 void RmsNormForward(ConstView x, const float* w, float eps, OutView y, float* rstd,
                     cudaStream_t stream);
+// x += add, then RmsNormForward of x, in one pass; bitwise the same as Axpy
+// then RmsNormForward. A null add.data skips the add.
+void AddRmsNormForward(View x, ConstView add, const float* w, float eps, OutView y, float* rstd,
+                       cudaStream_t stream);
 // dx += ..., dw += ... (dw summed over rows in a fixed order).
 void RmsNormBackward(ConstView x, const float* w, const float* rstd, ConstView dy, View dx,
                      float* dw, cudaStream_t stream);

@@ -1,5 +1,5 @@
-// RMSNorm: y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps). One warp
-// per row; the weight gradient is summed per block in shared memory and then
+// RMSNorm: y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps), the
+// forward optionally adding a residual skip into x first. One warp per row; the weight gradient is summed per block in shared memory and then
 // across blocks in a fixed order, so it is bitwise reproducible.
 #include <algorithm>
 
@@ -14,15 +14,26 @@ constexpr int kWarps = 8;
 constexpr int kThreads = kWarps * 32;
 constexpr int kMaxBackwardBlocks = 256;
 
-__global__ void RmsNormForwardKernel(const float* x, int64_t ldx, int64_t rows, int64_t d,
-                                     const float* w, float eps, void* y, int64_t ldy, bool y_bf16,
-                                     float* rstd) {
+// With `add` (else null), x += add first: the sum is stored back into x and
+// normed in the same pass. The sum is Axpy's (x + 1 * add in fp32) and the
+// squares are summed in the same order as without `add`, so the results are
+// bitwise those of Axpy then the plain forward.
+__global__ void RmsNormForwardKernel(float* x, int64_t ldx, const float* add, int64_t ldadd,
+                                     int64_t rows, int64_t d, const float* w, float eps, void* y,
+                                     int64_t ldy, bool y_bf16, float* rstd) {
   const int lane = threadIdx.x & 31;
   const int64_t r = blockIdx.x * int64_t(kWarps) + (threadIdx.x >> 5);
   if (r >= rows) return;
-  const float* xr = x + r * ldx;
+  float* xr = x + r * ldx;
   float ss = 0;
-  for (int64_t j = lane; j < d; j += 32) ss += xr[j] * xr[j];
+  for (int64_t j = lane; j < d; j += 32) {
+    float v = xr[j];
+    if (add != nullptr) {
+      v += add[r * ldadd + j];
+      xr[j] = v;  // re-read below by this same lane
+    }
+    ss += v * v;
+  }
   ss = WarpSum(ss);
   const float rs = rsqrtf(ss / float(d) + eps);
   if (lane == 0) rstd[r] = rs;
@@ -131,10 +142,18 @@ __global__ void ColumnSumKernel(const float* partial, int blocks, int64_t d, flo
 
 void RmsNormForward(ConstView x, const float* w, float eps, OutView y, float* rstd,
                     cudaStream_t stream) {
+  // With no `add` the kernel only reads x.
+  const View in{const_cast<float*>(x.data), x.rows, x.cols, x.ld};
+  AddRmsNormForward(in, ConstView(), w, eps, y, rstd, stream);
+}
+
+void AddRmsNormForward(View x, ConstView add, const float* w, float eps, OutView y, float* rstd,
+                       cudaStream_t stream) {
   if (x.rows == 0) return;
   const unsigned blocks = static_cast<unsigned>(CeilDiv(x.rows, kWarps));
-  RmsNormForwardKernel<<<blocks, kThreads, 0, stream>>>(x.data, x.ld, x.rows, x.cols, w, eps,
-                                                        y.data, y.ld, y.bf16, rstd);
+  RmsNormForwardKernel<<<blocks, kThreads, 0, stream>>>(x.data, x.ld, add.data, add.ld, x.rows,
+                                                        x.cols, w, eps, y.data, y.ld, y.bf16,
+                                                        rstd);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -132,6 +132,10 @@ void ProfiledBackend::ScatterAddRows(Mat src, const Tensor& rows, Mat dst) {
 void ProfiledBackend::RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) {
   Timed("RmsNormForward", [&] { inner_->RmsNormForward(x, w, eps, y, rstd); });
 }
+void ProfiledBackend::AddRmsNormForward(Mat x, Mat add, const Tensor& w, double eps, Mat y,
+                                        Tensor* rstd) {
+  Timed("AddRmsNormForward", [&] { inner_->AddRmsNormForward(x, add, w, eps, y, rstd); });
+}
 void ProfiledBackend::RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
                                       Tensor* dw) {
   Timed("RmsNormBackward", [&] { inner_->RmsNormBackward(x, w, rstd, dy, dx, dw); });

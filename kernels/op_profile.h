@@ -54,6 +54,8 @@ class ProfiledBackend : public Backend {
   void GatherRows(Mat src, const Tensor& rows, Mat dst) override;
   void ScatterAddRows(Mat src, const Tensor& rows, Mat dst) override;
   void RmsNormForward(Mat x, const Tensor& w, double eps, Mat y, Tensor* rstd) override;
+  void AddRmsNormForward(Mat x, Mat add, const Tensor& w, double eps, Mat y,
+                         Tensor* rstd) override;
   void RmsNormBackward(Mat x, const Tensor& w, const Tensor& rstd, Mat dy, Mat dx,
                        Tensor* dw) override;
   void ConvForward(const SeqLayout& seq, Mat x, const Tensor& w, const Tensor& b,
