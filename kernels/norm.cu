@@ -1,6 +1,7 @@
 // RMSNorm: y = x * rstd * w with rstd = 1 / sqrt(mean(x^2) + eps), the
-// forward optionally adding a residual skip into x first. One warp per row; the weight gradient is summed per block in shared memory and then
-// across blocks in a fixed order, so it is bitwise reproducible.
+// forward optionally adding a residual skip into x first. One warp per row;
+// the weight gradient is summed per block in shared memory and then across
+// blocks in a fixed order, so it is bitwise reproducible.
 #include <algorithm>
 
 #include "kernels/cuda_check.h"
