@@ -520,42 +520,61 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
 // X_last = 0, a few operations per state (ChunkStartAdjoint).
 //
 // AdjointCarryKernel computes carry_g and carry_de for chunks 1.. (chunk 0
-// passes nothing back): a thread owns one channel and all its states and
-// walks its chunk from the last step, with the same operations as the
-// backward kernel. Per tile, the steps' exponent scales and gate gradients
-// are computed first, all steps at once (their loads in flight together);
-// only the adjoint's multiply-adds then run step by step.
-constexpr int kCarryThreads = 64;
+// passes nothing back), with the same operations as the backward kernel. Per
+// tile, every (step, channel)'s exponent scale and gate gradient are computed
+// first, all at once; then kCarryNSG threads per channel, kCarrySPT states
+// each, run the adjoint step by step: a short instruction stream per warp and
+// many warps, since the walk is bound by latency.
+constexpr int kCarryCB = 32;                          // channels per block
+constexpr int kCarryNSG = 4;                          // threads per channel
+constexpr int kCarrySPT = kS / kCarryNSG;             // states per thread
+constexpr int kCarryThreads = kCarryCB * kCarryNSG;
+static_assert(kCarrySPT == 4, "a thread's C is one float4");
 
 template <bool kMapped>
 __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
+  __shared__ float sde[kT][kCarryCB], sdyv[kT][kCarryCB];
   __shared__ float4 sc[kT][kS / 4];  // C of the tile's steps
-  __shared__ float sbias[kMaxGroups][kCarryThreads];
+  __shared__ float sbias[kMaxGroups][kCarryCB];
   __shared__ int64_t srow[kT];
   __shared__ int sgroup[kT];
   __shared__ bool sreset[kT];
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, ch = tid / kCarryNSG, sg = tid % kCarryNSG;
   const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y;
-  const int64_t e = int64_t(blockIdx.x) * kCarryThreads + tid;
-  const bool valid = e < E;
+  const int64_t e0 = int64_t(blockIdx.x) * kCarryCB, e = e0 + ch;
+  const int cols_valid = static_cast<int>(Min64(kCarryCB, E - e0));
   const int chunk = blockIdx.z + 1;
   const int tiles = static_cast<int>(CeilDiv(L, kT));
   const int tile_lo = chunk * p.chunk_tiles;
   const int tile_hi = static_cast<int>(Min64(tiles, tile_lo + p.chunk_tiles));
 
-  float A[kS], g[kS];
+  float A[kCarrySPT], g[kCarrySPT];
 #pragma unroll
-  for (int s = 0; s < kS; ++s) {
-    A[s] = AValue(p, e, s);
-    g[s] = 0.f;
+  for (int i = 0; i < kCarrySPT; ++i) {
+    A[i] = AValue(p, e, sg * kCarrySPT + i);
+    g[i] = 0.f;
   }
-  for (int gi = 0; gi < p.groups; ++gi) sbias[gi][tid] = valid ? p.dt_bias[gi * E + e] : 0.f;
+  for (int q = tid; q < p.groups * kCarryCB; q += kCarryThreads) {
+    const int gi = q / kCarryCB, c = q % kCarryCB;
+    sbias[gi][c] = c < cols_valid ? p.dt_bias[gi * E + e0 + c] : 0.f;
+  }
   float de_sum = 0.f;
+  auto step = [&](int r) {
+    const float de = sde[r][ch], dyv = sdyv[r][ch];
+    const float4 c4 = sc[r][sg];
+    const float cv[kCarrySPT] = {c4.x, c4.y, c4.z, c4.w};
+    de_sum += de;
+#pragma unroll
+    for (int i = 0; i < kCarrySPT; ++i) {
+      const float gt = fmaf(dyv, cv[i], g[i]);
+      g[i] = gt * Exp2(de * A[i]);
+    }
+  };
   for (int tile = tile_hi - 1; tile >= tile_lo; --tile) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = static_cast<int>(Min64(kT, L - t0));
     const int64_t pos0 = bi * L + t0;
-    __syncthreads();  // the previous tile is done with sc and the maps
+    __syncthreads();  // the previous tile's walk is done with the buffers
     if (tid < kT) {
       const int64_t row = tid < rows ? RowOf<kMapped>(p.rows, pos0 + tid) : 0;
       srow[tid] = row;
@@ -568,41 +587,33 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
       const int r = q / kS, s = q % kS;
       reinterpret_cast<float*>(sc[r])[s] = r < rows && s < p.s_dim ? p.c[srow[r] * p.ldc + s] : 0.f;
     }
-    float de[kT], dyv[kT];
 #pragma unroll
-    for (int r = 0; r < kT; ++r) {
-      de[r] = dyv[r] = 0.f;
-      if (r < rows && valid) {
-        const int64_t row = srow[r];
-        const float delta = Softplus(p.dr[row * p.lddr + e] + sbias[sgroup[r]][tid]);
-        de[r] = sreset[r] ? INFINITY : delta * kLog2e;
-        const float zz = p.z[row * p.ldz + e];
-        dyv[r] = p.dy[row * p.lddy + e] * zz * Sigmoid(zz);
+    for (int q = tid; q < kT * kCarryCB; q += kCarryThreads) {
+      const int r = q / kCarryCB, c = q % kCarryCB;
+      float de = 0.f, dyv = 0.f;
+      if (r < rows && c < cols_valid) {
+        const int64_t at = srow[r];
+        const float delta = Softplus(p.dr[at * p.lddr + e0 + c] + sbias[sgroup[r]][c]);
+        de = sreset[r] ? INFINITY : delta * kLog2e;
+        const float zz = p.z[at * p.ldz + e0 + c];
+        dyv = p.dy[at * p.lddy + e0 + c] * zz * Sigmoid(zz);
       }
+      sde[r][c] = de;
+      sdyv[r][c] = dyv;
     }
-    __syncthreads();  // sc is in
+    __syncthreads();
+    if (rows == kT) {
 #pragma unroll
-    for (int r = kT - 1; r >= 0; --r) {
-      if (r >= rows) continue;
-      de_sum += de[r];
-#pragma unroll
-      for (int j = 0; j < kS / 4; ++j) {
-        const float4 c4 = sc[r][j];
-        const float cv[4] = {c4.x, c4.y, c4.z, c4.w};
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          const int s = 4 * j + i;
-          const float gt = fmaf(dyv[r], cv[i], g[s]);
-          g[s] = gt * Exp2(de[r] * A[s]);
-        }
-      }
+      for (int r = kT - 1; r >= 0; --r) step(r);
+    } else {
+      for (int r = rows - 1; r >= 0; --r) step(r);
     }
   }
-  if (!valid) return;
+  if (e >= E) return;
   const int64_t slot = bi * p.chunks + chunk;
 #pragma unroll
-  for (int s = 0; s < kS; ++s) p.carry_g[(slot * E + e) * kS + s] = g[s];
-  p.carry_de[slot * E + e] = de_sum;
+  for (int i = 0; i < kCarrySPT; ++i) p.carry_g[(slot * E + e) * kS + sg * kCarrySPT + i] = g[i];
+  if (sg == 0) p.carry_de[slot * E + e] = de_sum;
 }
 
 // X_chunk (above) for the thread's channels and states.
@@ -1044,13 +1055,13 @@ using BwdCfg = Cfg<2, 4, 64>;
 // Chunks per sequence for the backward. A backward block walks its chunk at a
 // pace set by latency more than by its SM's load (two blocks share an SM at
 // little cost to either), so time goes as waves x tiles per chunk; carrying
-// the adjoint costs a pass over the chunks after the first, about 0.08 of a
+// the adjoint costs a pass over the chunks after the first, about 0.16 of a
 // backward block's time per tile (H100, kernels/NOTES.md). The chunk count
 // minimising the sum, at most kMaxChunks; MODAMBA_SCAN_CHUNKS overrides it
 // (results differ from one count to another in the last bits only).
 int BackwardChunks(int64_t blocks, int tiles, int blocks_per_sm) {
   constexpr int kMaxChunks = 16;
-  constexpr double kCarryPerTile = 0.08;
+  constexpr double kCarryPerTile = 0.16;
   if (const char* env = std::getenv("MODAMBA_SCAN_CHUNKS")) {
     const int forced = std::atoi(env);
     CHECK_GE(forced, 1) << "MODAMBA_SCAN_CHUNKS=" << env;
@@ -1102,7 +1113,7 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   if (p.chunks > 1) {
     p.carry_g = scratch.Alloc<float>(parts * e * kS);
     p.carry_de = scratch.Alloc<float>(parts * e);
-    dim3 grid(static_cast<unsigned>(CeilDiv(e, kCarryThreads)), static_cast<unsigned>(a.batch),
+    dim3 grid(static_cast<unsigned>(CeilDiv(e, kCarryCB)), static_cast<unsigned>(a.batch),
               static_cast<unsigned>(p.chunks - 1));
     AdjointCarryKernel<kMapped><<<grid, kCarryThreads, 0, stream>>>(p);
     CUDA_CHECK_LAUNCH();
