@@ -166,17 +166,17 @@ class CudaBackend : public Backend {
     const int64_t out = w.dim(1), in = w.dim(2);
     if (r.grouped() &&
         cuda::GroupedUsesBf16Copies(precision_, in, out, x.dtype == DType::kBF16)) {
-      cuda::GroupedLinearBf16(ctx_->cublas(), Ranges(r), in, out, ToOperand(x),
+      cuda::GroupedLinearBf16(ctx_->lanes(), Ranges(r), in, out, ToOperand(x),
                               w.data<float>(), ToView(y));
       return;
     }
     if (r.grouped()) {  // fp32 operands: one plain GEMM per group, on its rows
-      for (int g = 0; g < r.num_groups(); ++g) {
-        if (r.count(g) == 0) continue;
+      ctx_->lanes().Parallel(r.num_groups(), [&](int g, cublasHandle_t handle) {
+        if (r.count(g) == 0) return;
         const Mat xg = x.Rows(r.offset(g), r.count(g)), yg = y.Rows(r.offset(g), r.count(g));
-        cuda::GemmF32(ctx_->cublas(), precision_, false, true, xg.rows, out, in, 1.f,
-                      xg.ptr<float>(), xg.ld, GroupWeight(w, g), in, 0.f, yg.ptr<float>(), yg.ld);
-      }
+        cuda::GemmF32(handle, precision_, false, true, xg.rows, out, in, 1.f, xg.ptr<float>(),
+                      xg.ld, GroupWeight(w, g), in, 0.f, yg.ptr<float>(), yg.ld);
+      });
       return;
     }
     CHECK(x.dtype == DType::kF32) << "routed linear x: BF16 needs rows grouped by modality";
@@ -205,23 +205,22 @@ class CudaBackend : public Backend {
     if (r.grouped() && cuda::GroupedUsesBf16Copies(precision_, in, out,
                                                    x.dtype == DType::kBF16 ||
                                                        dy.dtype == DType::kBF16)) {
-      cuda::GroupedLinearBackwardBf16(ctx_->cublas(), Ranges(r), in, out, ToOperand(x),
+      cuda::GroupedLinearBackwardBf16(ctx_->lanes(), Ranges(r), in, out, ToOperand(x),
                                       w.data<float>(), ToOperand(dy), accumulate_dx ? 1.f : 0.f,
                                       ToView(dx), dw->data<float>());
       return;
     }
     if (r.grouped()) {  // fp32 operands: one product pair per group, on its rows
-      for (int g = 0; g < r.num_groups(); ++g) {
-        if (r.count(g) == 0) continue;
+      ctx_->lanes().Parallel(r.num_groups(), [&](int g, cublasHandle_t handle) {
+        if (r.count(g) == 0) return;
         const Mat xg = x.Rows(r.offset(g), r.count(g)), dyg = dy.Rows(r.offset(g), r.count(g));
         const Mat dxg = dx.Rows(r.offset(g), r.count(g));
-        cuda::GemmF32(ctx_->cublas(), precision_, false, false, dyg.rows, in, out, 1.f,
-                      dyg.ptr<float>(), dyg.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f,
-                      dxg.ptr<float>(), dxg.ld);
-        cuda::GemmF32(ctx_->cublas(), precision_, true, false, out, in, dyg.rows, 1.f,
-                      dyg.ptr<float>(), dyg.ld, xg.ptr<float>(), xg.ld, 1.f,
-                      dw->data<float>() + g * out * in, in);
-      }
+        cuda::GemmF32(handle, precision_, false, false, dyg.rows, in, out, 1.f, dyg.ptr<float>(),
+                      dyg.ld, GroupWeight(w, g), in, accumulate_dx ? 1.f : 0.f, dxg.ptr<float>(),
+                      dxg.ld);
+        cuda::GemmF32(handle, precision_, true, false, out, in, dyg.rows, 1.f, dyg.ptr<float>(),
+                      dyg.ld, xg.ptr<float>(), xg.ld, 1.f, dw->data<float>() + g * out * in, in);
+      });
       return;
     }
     CHECK(x.dtype == DType::kF32 && dy.dtype == DType::kF32)

@@ -11,6 +11,7 @@ namespace modamba::cuda {
 namespace {
 
 constexpr size_t kCublasWorkspace = 32u << 20;  // what cuBLAS suggests for Hopper
+constexpr int kSideLanes = 3;                   // one per modality of a tri-modal model
 
 // Stream-ordered allocations: a free returns memory to the pool in stream
 // order, so a buffer is reused only by work queued after its last use.
@@ -42,12 +43,29 @@ DeviceContext::DeviceContext(int device) : device_(device) {
   CUDA_CHECK(cudaDeviceGetDefaultMemPool(&pool_, device));
   uint64_t keep_all = UINT64_MAX;  // cache freed memory instead of returning it to the driver
   CUDA_CHECK(cudaMemPoolSetAttribute(pool_, cudaMemPoolAttrReleaseThreshold, &keep_all));
-  CUBLAS_CHECK(cublasCreate(&cublas_));
-  CUBLAS_CHECK(cublasSetStream(cublas_, stream_));
   // A fixed workspace keeps cuBLAS's algorithm choice, and so its results,
-  // the same from run to run.
-  CUDA_CHECK(cudaMalloc(&cublas_workspace_, kCublasWorkspace));
-  CUBLAS_CHECK(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspace));
+  // the same from run to run (and the same on every lane).
+  auto make_handle = [&](cudaStream_t stream) {
+    cublasHandle_t handle;
+    void* workspace = nullptr;
+    CUBLAS_CHECK(cublasCreate(&handle));
+    CUBLAS_CHECK(cublasSetStream(handle, stream));
+    CUDA_CHECK(cudaMalloc(&workspace, kCublasWorkspace));
+    CUBLAS_CHECK(cublasSetWorkspace(handle, workspace, kCublasWorkspace));
+    cublas_workspaces_.push_back(workspace);
+    return handle;
+  };
+  cublas_ = make_handle(stream_);
+  lanes_.main = cublas_;
+  CUDA_CHECK(cudaEventCreateWithFlags(&lanes_.fork, cudaEventDisableTiming));
+  for (int i = 0; i < kSideLanes; ++i) {
+    cudaStream_t side;
+    cudaEvent_t done;
+    CUDA_CHECK(cudaStreamCreateWithFlags(&side, cudaStreamNonBlocking));
+    CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    lanes_.side.push_back(make_handle(side));
+    lanes_.done.push_back(done);
+  }
   CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&error_flag_), sizeof(int)));
   CUDA_CHECK(cudaMemset(error_flag_, 0, sizeof(int)));
   allocator_ = std::make_unique<PoolAllocator>(device, pool_, stream_);

@@ -1,5 +1,6 @@
 // Per-device CUDA state shared by every CudaBackend of the process: one
-// stream, one cuBLAS handle, the stream-ordered memory pool and an error flag
+// stream, one cuBLAS handle, side streams for products that run side by
+// side (Lanes), the stream-ordered memory pool and an error flag
 // that kernels raise on bad ids. Created on first use and kept for the life
 // of the process, so tensors may outlive the backend that made them.
 #ifndef MODAMBA_KERNELS_CUDA_CONTEXT_H_
@@ -8,7 +9,10 @@
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
+#include <vector>
+
 #include "core/tensor.h"
+#include "kernels/kernels.h"
 
 namespace modamba::cuda {
 
@@ -18,6 +22,7 @@ class DeviceContext {
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
   cublasHandle_t cublas() const { return cublas_; }
+  const Lanes& lanes() const { return lanes_; }
   Allocator* allocator() { return allocator_.get(); }
   // Device int that kernels set to 1 on an out-of-range token, target or row id.
   int* error_flag() const { return error_flag_; }
@@ -32,7 +37,8 @@ class DeviceContext {
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
-  void* cublas_workspace_ = nullptr;
+  std::vector<void*> cublas_workspaces_;  // the main handle's, then each lane's
+  Lanes lanes_;
   int* error_flag_ = nullptr;
   std::unique_ptr<Allocator> allocator_;
 };

@@ -307,44 +307,42 @@ bool GroupedUsesBf16Copies(MatmulPrecision precision, int64_t in, int64_t out, b
   return precision == MatmulPrecision::kBf16 && (any_bf16 || std::min(in, out) >= 256);
 }
 
-void GroupedLinearBf16(cublasHandle_t handle, const std::vector<RowRange>& groups, int64_t in,
+void GroupedLinearBf16(const Lanes& lanes, const std::vector<RowRange>& groups, int64_t in,
                        int64_t out, Operand x, const float* w, View y) {
-  cudaStream_t stream;
-  CUBLAS_CHECK(cublasGetStream(handle, &stream));
-  Scratch scratch(stream);
+  const cudaStream_t stream = Lanes::StreamOf(lanes.main);
+  Scratch scratch(stream);  // freed on the main stream, after the lanes' work
   int64_t ldx = 0, ldw = 0;
   const int64_t n = groups.empty() ? 0 : groups.back().offset + groups.back().count;
   const auto* xb = AsBf16(x, n, in, &scratch, &ldx, stream);
   const auto* wb = AsBf16(Operand{w, in, false}, int64_t(groups.size()) * out, in, &scratch, &ldw,
                           stream);
-  for (size_t g = 0; g < groups.size(); ++g) {
+  lanes.Parallel(static_cast<int>(groups.size()), [&](int g, cublasHandle_t handle) {
     const RowRange& r = groups[g];
-    if (r.count == 0) continue;
+    if (r.count == 0) return;
     GemmBf16(handle, false, true, r.count, out, in, 1.f, xb + r.offset * ldx, ldx,
              wb + int64_t(g) * out * ldw, ldw, 0.f, y.data + r.offset * y.ld, y.ld);
-  }
+  });
 }
 
-void GroupedLinearBackwardBf16(cublasHandle_t handle, const std::vector<RowRange>& groups,
+void GroupedLinearBackwardBf16(const Lanes& lanes, const std::vector<RowRange>& groups,
                                int64_t in, int64_t out, Operand x, const float* w, Operand dy,
                                float beta_dx, View dx, float* dw) {
-  cudaStream_t stream;
-  CUBLAS_CHECK(cublasGetStream(handle, &stream));
-  Scratch scratch(stream);
+  const cudaStream_t stream = Lanes::StreamOf(lanes.main);
+  Scratch scratch(stream);  // freed on the main stream, after the lanes' work
   int64_t ldx = 0, ldy = 0, ldw = 0;
   const int64_t n = groups.empty() ? 0 : groups.back().offset + groups.back().count;
   const auto* xb = AsBf16(x, n, in, &scratch, &ldx, stream);
   const auto* dyb = AsBf16(dy, n, out, &scratch, &ldy, stream);
   const auto* wb = AsBf16(Operand{w, in, false}, int64_t(groups.size()) * out, in, &scratch, &ldw,
                           stream);
-  for (size_t g = 0; g < groups.size(); ++g) {
+  lanes.Parallel(static_cast<int>(groups.size()), [&](int g, cublasHandle_t handle) {
     const RowRange& r = groups[g];
-    if (r.count == 0) continue;
+    if (r.count == 0) return;
     GemmBf16(handle, false, false, r.count, in, out, 1.f, dyb + r.offset * ldy, ldy,
              wb + int64_t(g) * out * ldw, ldw, beta_dx, dx.data + r.offset * dx.ld, dx.ld);
     GemmBf16(handle, true, false, out, in, r.count, 1.f, dyb + r.offset * ldy, ldy,
              xb + r.offset * ldx, ldx, 1.f, dw + int64_t(g) * out * in, in);
-  }
+  });
 }
 
 void GemmBf16ToBf16(cublasHandle_t handle, bool trans_a, bool trans_b, int64_t m, int64_t n,

@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cuda_check.h"
 #include "kernels/precision.h"
 
 namespace modamba::cuda {
@@ -184,19 +185,54 @@ struct Operand {
   int64_t ld;
   bool bf16;
 };
+// Streams on which independent products of one op (a routed projection's
+// groups) run side by side, each with its own cuBLAS handle and workspace of
+// the main handle's size, so cuBLAS picks the same algorithms as on the
+// main stream. Parallel(n, f) calls f(i, handle) for i < n, item i on side
+// lane i % lanes: the lanes first wait for the main stream's work so far,
+// and the main stream then waits for them. Items must write disjoint memory;
+// results equal those of running the items in turn on the main stream.
+struct Lanes {
+  cublasHandle_t main = nullptr;
+  std::vector<cublasHandle_t> side;
+  cudaEvent_t fork = nullptr;
+  std::vector<cudaEvent_t> done;  // one per side lane
+
+  template <class F>
+  void Parallel(int n, F&& f) const {
+    if (side.empty() || n <= 1) {
+      for (int i = 0; i < n; ++i) f(i, main);
+      return;
+    }
+    const int used = n < static_cast<int>(side.size()) ? n : static_cast<int>(side.size());
+    CUDA_CHECK(cudaEventRecord(fork, StreamOf(main)));
+    for (int l = 0; l < used; ++l) CUDA_CHECK(cudaStreamWaitEvent(StreamOf(side[l]), fork, 0));
+    for (int i = 0; i < n; ++i) f(i, side[i % side.size()]);
+    for (int l = 0; l < used; ++l) {
+      CUDA_CHECK(cudaEventRecord(done[l], StreamOf(side[l])));
+      CUDA_CHECK(cudaStreamWaitEvent(StreamOf(main), done[l], 0));
+    }
+  }
+  static cudaStream_t StreamOf(cublasHandle_t handle) {
+    cudaStream_t stream;
+    CUBLAS_CHECK(cublasGetStream(handle, &stream));
+    return stream;
+  }
+};
+
 // Projections over rows grouped by modality (group g holds rows
 // [offset, offset + count) and weight w[g], [out, in]). With bf16 products
 // and a bf16 operand or wide dimensions, every fp32 operand is converted
 // once for all groups (GroupedUsesBf16Copies), then each group runs its
-// products on its row range: y = x W[g]^T, and dx = dy W[g] + beta_dx dx,
-// dW[g] += dy^T x.
+// products on its row range, the groups side by side (Lanes): y = x W[g]^T,
+// and dx = dy W[g] + beta_dx dx, dW[g] += dy^T x.
 struct RowRange {
   int64_t offset, count;
 };
 bool GroupedUsesBf16Copies(MatmulPrecision precision, int64_t in, int64_t out, bool any_bf16);
-void GroupedLinearBf16(cublasHandle_t handle, const std::vector<RowRange>& groups, int64_t in,
+void GroupedLinearBf16(const Lanes& lanes, const std::vector<RowRange>& groups, int64_t in,
                        int64_t out, Operand x, const float* w, View y);
-void GroupedLinearBackwardBf16(cublasHandle_t handle, const std::vector<RowRange>& groups,
+void GroupedLinearBackwardBf16(const Lanes& lanes, const std::vector<RowRange>& groups,
                                int64_t in, int64_t out, Operand x, const float* w, Operand dy,
                                float beta_dx, View dx, float* dw);
 // C = op(A) op(B) with bf16 operands and output, fp32 accumulation; k >= 1.
