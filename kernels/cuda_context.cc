@@ -55,8 +55,7 @@ DeviceContext::DeviceContext(int device) : device_(device) {
     cublas_workspaces_.push_back(workspace);
     return handle;
   };
-  cublas_ = make_handle(stream_);
-  lanes_.main = cublas_;
+  lanes_.main = make_handle(stream_);
   CUDA_CHECK(cudaEventCreateWithFlags(&lanes_.fork, cudaEventDisableTiming));
   for (int i = 0; i < kSideLanes; ++i) {
     cudaStream_t side;

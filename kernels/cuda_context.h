@@ -21,7 +21,7 @@ class DeviceContext {
   explicit DeviceContext(int device);
   int device() const { return device_; }
   cudaStream_t stream() const { return stream_; }
-  cublasHandle_t cublas() const { return cublas_; }
+  cublasHandle_t cublas() const { return lanes_.main; }
   const Lanes& lanes() const { return lanes_; }
   Allocator* allocator() { return allocator_.get(); }
   // Device int that kernels set to 1 on an out-of-range token, target or row id.
@@ -35,7 +35,6 @@ class DeviceContext {
  private:
   int device_;
   cudaStream_t stream_ = nullptr;
-  cublasHandle_t cublas_ = nullptr;
   cudaMemPool_t pool_ = nullptr;
   std::vector<void*> cublas_workspaces_;  // the main handle's, then each lane's
   Lanes lanes_;

@@ -105,6 +105,12 @@ __device__ __forceinline__ float Exp2(float x) {
   return y;
 }
 
+// The exponent scale of a step: delta * log2(e), or +inf at a document start
+// so that every decay exp2(scale * A) there is exactly 0.
+__device__ __forceinline__ float ExponentScale(float delta, bool reset) {
+  return reset ? INFINITY : delta * kLog2e;
+}
+
 // Tile maps: the row (kMapped) and the dt_bias group (0 unless dt_bias is
 // routed) of each of a tile's kT positions, staged in shared memory so that
 // the tile's loads, stores and bias lookups read them there rather than the
@@ -448,7 +454,7 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
         const float delta = Softplus(sde[q] + sbias[TileGroup(p, map, r) * CB + ch]);
-        de = sreset[r] != 0.f ? INFINITY : delta * kLog2e;
+        de = ExponentScale(delta, sreset[r] != 0.f);
         du = delta * su[q];
       }
       sde[q] = de;
@@ -594,7 +600,7 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
       if (r < rows && c < cols_valid) {
         const int64_t at = srow[r];
         const float delta = Softplus(p.dr[at * p.lddr + e0 + c] + sbias[sgroup[r]][c]);
-        de = sreset[r] ? INFINITY : delta * kLog2e;
+        de = ExponentScale(delta, sreset[r]);
         const float zz = p.z[at * p.ldz + e0 + c];
         dyv = p.dy[at * p.lddy + e0 + c] * zz * Sigmoid(zz);
       }
@@ -757,7 +763,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       if (r < rows && ch < cols_valid) {
         const float pre = smem[SM::kRawDr + q] + sbias[TileGroup(p, map, r) * CB + ch];
         delta = Softplus(pre);
-        de = raw_reset[r] != 0.f ? INFINITY : delta * kLog2e;
+        de = ExponentScale(delta, raw_reset[r] != 0.f);
         sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
       }
       tu[q] = smem[SM::kRawU + q];
