@@ -7,7 +7,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
@@ -18,6 +21,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "coordinator/client.h"
 #include "core/file_util.h"
@@ -46,6 +50,7 @@ absl::StatusOr<DemoFlags> ParseFlags(int argc, char** argv) {
     if (absl::ConsumePrefix(&a, "--dir=")) f.dir = std::string(a);
     else if (absl::ConsumePrefix(&a, "--coordinator=")) f.coordinator = std::string(a);
     else if (absl::ConsumePrefix(&a, "--device=")) f.device = std::string(a);
+    else if (absl::ConsumePrefix(&a, "--http_port=") && absl::SimpleAtoi(a, &f.http_port)) continue;
     else if (absl::ConsumePrefix(&a, "--steps=") && absl::SimpleAtoi(a, &f.steps) && f.steps > 0) continue;
     else return absl::InvalidArgumentError(absl::StrCat("unknown or bad flag ", argv[i]));
   }
@@ -87,7 +92,26 @@ absl::Status EnsureToken(const std::string& path) {
   return absl::OkStatus();
 }
 
-// Starts the coordinator in its own session, so it outlives the demo.
+std::string PidFile(const std::string& dir) { return dir + "/coordinator.pid"; }
+
+// The pid in DIR/coordinator.pid if that process is still the coordinator the
+// demo started for DIR (its --port_file names DIR), else 0: a stale file or a
+// reused pid never gets a signal.
+pid_t OwnCoordinator(const std::string& dir) {
+  auto text = ReadFile(PidFile(dir));
+  int pid = 0;
+  if (!text.ok() || !absl::SimpleAtoi(absl::StripAsciiWhitespace(*text), &pid) || pid <= 0) return 0;
+  auto cmdline = ReadFile(absl::StrCat("/proc/", pid, "/cmdline"));
+  if (!cmdline.ok()) return 0;
+  std::vector<std::string> args = absl::StrSplit(*cmdline, '\0');
+  const bool ours = !args.empty() && absl::EndsWith(args[0], "modamba-coordinator") &&
+                    std::find(args.begin(), args.end(), "--port_file=" + dir + "/coordinator.ports") !=
+                        args.end();
+  return ours ? pid : 0;
+}
+
+// Starts the coordinator in its own session, so it outlives the demo, and
+// records its pid for `modamba coordinator stop`.
 absl::Status StartCoordinator(const DemoFlags& f, const std::string& token_file, int gpus) {
   const std::string port_file = f.dir + "/coordinator.ports";
   std::remove(port_file.c_str());
@@ -107,7 +131,7 @@ absl::Status StartCoordinator(const DemoFlags& f, const std::string& token_file,
       absl::StrCat("--gpus=", gpus)};
   const std::string log = f.dir + "/coordinator.log";
   pid_t pid = fork();
-  if (pid < 0) return absl::InternalError("fork failed");
+  if (pid < 0) return absl::InternalError(absl::StrCat("fork: ", std::strerror(errno)));
   if (pid == 0) {
     setsid();
     int fd = open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND, 0644);
@@ -121,6 +145,7 @@ absl::Status StartCoordinator(const DemoFlags& f, const std::string& token_file,
     execv(args[0], args.data());
     _exit(127);
   }
+  RETURN_IF_ERROR(WriteFileAtomic(PidFile(f.dir), absl::StrCat(pid, "\n")));
   for (int i = 0; i < 300; ++i) {  // up to 30 s
     if (FileExists(port_file)) return absl::OkStatus();
     int status;
@@ -128,6 +153,43 @@ absl::Status StartCoordinator(const DemoFlags& f, const std::string& token_file,
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   return absl::UnavailableError(absl::StrCat("the coordinator did not start; see ", log));
+}
+
+// Starts a coordinator for f.dir unless one answers at f.coordinator.
+absl::Status EnsureCoordinator(const DemoFlags& f, const std::string& token_file,
+                               const ClientOptions& options) {
+  if (Reachable(options)) {
+    std::cout << "using the coordinator at " << f.coordinator << std::endl;
+    return absl::OkStatus();
+  }
+  std::cout << "starting a coordinator at " << f.coordinator << " (log: " << f.dir
+            << "/coordinator.log)" << std::endl;
+  return StartCoordinator(f, token_file, CudaDeviceCount());
+}
+
+// SIGTERM to the coordinator started for f.dir, and only to it.
+absl::Status StopCoordinator(const DemoFlags& f) {
+  const pid_t pid = OwnCoordinator(f.dir);
+  if (pid == 0) {
+    std::cout << "no coordinator started by modamba for " << f.dir << " is running\n";
+    std::remove(PidFile(f.dir).c_str());
+    return absl::OkStatus();
+  }
+  if (kill(pid, SIGTERM) != 0) {
+    return absl::InternalError(absl::StrCat("kill ", pid, ": ", std::strerror(errno)));
+  }
+  for (int i = 0; i < 300 && OwnCoordinator(f.dir) != 0; ++i) {  // up to 30 s
+    int status;
+    waitpid(pid, &status, WNOHANG);  // reaps it when this process started it
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  if (OwnCoordinator(f.dir) != 0) {
+    return absl::DeadlineExceededError(
+        absl::StrCat("the coordinator (pid ", pid, ") did not stop within 30 s of SIGTERM"));
+  }
+  std::remove(PidFile(f.dir).c_str());
+  std::cout << "stopped the coordinator (pid " << pid << ") of " << f.dir << "\n";
+  return absl::OkStatus();
 }
 
 std::string Spec(const DemoFlags& f, bool with_evaluator) {
@@ -174,13 +236,7 @@ absl::Status Demo(const DemoFlags& f) {
   const std::string token_file = f.dir + "/token";
   RETURN_IF_ERROR(EnsureToken(token_file));
   ASSIGN_OR_RETURN(ClientOptions options, MakeClientOptions(f.coordinator, token_file, ""));
-  if (Reachable(options)) {
-    std::cout << "using the coordinator at " << f.coordinator << std::endl;
-  } else {
-    std::cout << "starting a coordinator at " << f.coordinator << " (log: " << f.dir
-              << "/coordinator.log)" << std::endl;
-    RETURN_IF_ERROR(StartCoordinator(f, token_file, CudaDeviceCount()));
-  }
+  RETURN_IF_ERROR(EnsureCoordinator(f, token_file, options));
   // Every worker of a GPU job takes a GPU: the evaluator comes along only when
   // there is one to spare.
   const bool with_evaluator = FileExists(SiblingBinary("evaluator", "modamba-evaluator")) &&
@@ -210,7 +266,8 @@ absl::Status Demo(const DemoFlags& f) {
     std::cout << absl::StrFormat("  %-5s step %d: %s\n", kind, point.step(), LossSummary(point));
   }
   std::cout << "dashboard: http://127.0.0.1:" << f.http_port << "/ (token in " << token_file
-            << "); the coordinator keeps running: pkill -f modamba-coordinator stops it\n";
+            << "); the coordinator keeps running: modamba coordinator stop"
+            << (f.dir == DemoFlags().dir ? "" : " --dir=" + f.dir) << " stops it\n";
   return done.state() == v1::JOB_SUCCEEDED
              ? absl::OkStatus()
              : absl::AbortedError(absl::StrCat("the job ended ", v1::JobState_Name(done.state()), ": ",
@@ -218,6 +275,35 @@ absl::Status Demo(const DemoFlags& f) {
 }
 
 }  // namespace
+
+int RunCoordinatorCommand(int argc, char** argv) {
+  const std::string verb = argc >= 2 ? argv[1] : "";
+  if (verb != "start" && verb != "stop") {
+    std::cerr << "usage: modamba coordinator start|stop [--dir=DIR] [--coordinator=HOST:PORT]\n";
+    return 2;
+  }
+  auto flags = ParseFlags(argc - 1, argv + 1);
+  if (!flags.ok()) {
+    std::cerr << "modamba coordinator " << verb << ": " << flags.status().message() << "\n";
+    return 2;
+  }
+  absl::Status status;
+  if (verb == "stop") {
+    status = StopCoordinator(*flags);
+  } else {
+    const std::string token_file = flags->dir + "/token";
+    status = MakeDirs(flags->dir);
+    if (status.ok()) status = EnsureToken(token_file);
+    auto options = MakeClientOptions(flags->coordinator, token_file, "");
+    if (status.ok()) status = options.status();
+    if (status.ok()) status = EnsureCoordinator(*flags, token_file, *options);
+  }
+  if (!status.ok()) {
+    std::cerr << "modamba coordinator " << verb << ": " << status.message() << "\n";
+    return 1;
+  }
+  return 0;
+}
 
 int RunDemo(int argc, char** argv) {
   auto flags = ParseFlags(argc, argv);

@@ -12,6 +12,11 @@ namespace modamba {
 // --coordinator=HOST:PORT (default 127.0.0.1:7077), --steps=N, --device=cpu|gpu.
 int RunDemo(int argc, char** argv);
 
+// argv[0] = "coordinator"; `start` starts the demo's coordinator for --dir
+// unless one answers at --coordinator; `stop` sends SIGTERM to the coordinator
+// started for --dir (recorded in DIR/coordinator.pid), and to nothing else.
+int RunCoordinatorCommand(int argc, char** argv);
+
 }  // namespace modamba
 
 #endif  // MODAMBA_TOOLS_DEMO_H_

@@ -41,6 +41,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: modamba <command> [flags]\n"
     "  demo  [--dir=DIR] [--steps=N] [--device=cpu|gpu] [--coordinator=HOST:PORT]\n"
+    "  coordinator start|stop [--dir=DIR]   the demo's background coordinator\n"
     "  train --config=FILE [--checkpoint_dir=DIR] [--steps=N]\n"
     "  submit SPEC.textproto [--watch] | status [JOB] | watch JOB | cancel JOB\n"
     "  logs JOB [--worker=trainer-0] | checkpoints JOB\n"
@@ -108,6 +109,7 @@ int Main(int argc, char** argv) {
   const std::string command = argv[1];
   // These parse their own --name=value flags.
   if (command == "demo") return RunDemo(argc - 1, argv + 1);
+  if (command == "coordinator") return RunCoordinatorCommand(argc - 1, argv + 1);
   if (IsClientCommand(command)) return RunClientCommand(argc - 1, argv + 1);
   if (command == "data") return RunDataCommand(argc - 1, argv + 1);
   if (command == "eval") return eval::RunEvalCommand(argc - 1, argv + 1);

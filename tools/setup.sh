@@ -11,7 +11,7 @@ PACKAGES=(
   libboost-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
   liblapacke-dev
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
-  kbd               # PSF console fonts: the text of PNG charts (tools/compare/plot.h)
+  libcairo2-dev libfontconfig-dev fonts-dejavu-core  # PNG charts and their text (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
 )
 

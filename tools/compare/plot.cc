@@ -1,14 +1,10 @@
 #include "tools/compare/plot.h"
 
-#include <png.h>
-#include <zlib.h>
+#include <cairo/cairo.h>
+#include <fontconfig/fontconfig.h>
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
-#include <map>
-#include <memory>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -19,6 +15,7 @@ namespace {
 
 constexpr double kLeft = 78, kRight = 190, kTop = 34, kBottom = 52;
 constexpr uint32_t kAxis = 0x333333, kGrid = 0xdddddd;
+constexpr char kFontFamily[] = "DejaVu Sans";
 
 // What a chart is drawn on.
 class Canvas {
@@ -74,137 +71,96 @@ class SvgCanvas : public Canvas {
   std::string body_;
 };
 
-// A PSF1 console font: 256 or 512 glyphs 8 pixels wide, with a Unicode table.
-class PsfFont {
+// The raster canvas is Cairo: anti-aliased lines and fills, text in DejaVu Sans
+// (Debian's fonts-dejavu-core) through fontconfig and FreeType, PNG output.
+class CairoCanvas : public Canvas {
  public:
-  static std::unique_ptr<PsfFont> Load(const std::string& path) {
-    gzFile f = gzopen(path.c_str(), "rb");
-    if (f == nullptr) return nullptr;
-    std::string bytes;
-    char buf[4096];
-    int n;
-    while ((n = gzread(f, buf, sizeof buf)) > 0) bytes.append(buf, n);
-    gzclose(f);
-    if (bytes.size() < 4 || uint8_t(bytes[0]) != 0x36 || uint8_t(bytes[1]) != 0x04) return nullptr;
-    auto font = std::make_unique<PsfFont>();
-    const int mode = uint8_t(bytes[2]), count = (mode & 1) ? 512 : 256;
-    font->height_ = uint8_t(bytes[3]);
-    if (bytes.size() < 4 + size_t(count) * font->height_) return nullptr;
-    font->glyphs_ = bytes.substr(4, size_t(count) * font->height_);
-    size_t pos = 4 + size_t(count) * font->height_;
-    for (int g = 0; g < count && (mode & 2); ++g) {  // Unicode table: code points per glyph
-      while (pos + 1 < bytes.size()) {
-        uint16_t u = uint8_t(bytes[pos]) | (uint8_t(bytes[pos + 1]) << 8);
-        pos += 2;
-        if (u == 0xffff) break;
-        if (u < 128 && !font->index_.count(u)) font->index_[u] = g;
-      }
-    }
-    if (!(mode & 2)) {
-      for (int c = 0; c < 128; ++c) font->index_[c] = c;
-    }
-    return font;
+  CairoCanvas(int w, int h)
+      : surface_(cairo_image_surface_create(CAIRO_FORMAT_RGB24, w, h)),
+        cr_(cairo_create(surface_)) {
+    cairo_set_source_rgb(cr_, 1, 1, 1);
+    cairo_paint(cr_);
+    cairo_select_font_face(cr_, kFontFamily, CAIRO_FONT_SLANT_NORMAL, CAIRO_FONT_WEIGHT_NORMAL);
+    cairo_set_font_size(cr_, 12);
   }
-  int height() const { return height_; }
-  // Row `row` of the glyph of `c` (bit 7 is the leftmost pixel).
-  uint8_t Row(char c, int row) const {
-    auto it = index_.find(static_cast<unsigned char>(c));
-    if (it == index_.end()) it = index_.find('?');
-    if (it == index_.end()) return 0;
-    return uint8_t(glyphs_[size_t(it->second) * height_ + row]);
+  ~CairoCanvas() override {
+    cairo_destroy(cr_);
+    cairo_surface_destroy(surface_);
   }
-
- private:
-  int height_ = 16;
-  std::string glyphs_;
-  std::map<int, int> index_;
-};
-
-class RasterCanvas : public Canvas {
- public:
-  RasterCanvas(int w, int h, const PsfFont* font) : w_(w), h_(h), font_(font), rgb_(w * h * 3, 255) {}
 
   void Line(double x0, double y0, double x1, double y1, uint32_t rgb, double width,
             bool dashed) override {
-    const double len = std::hypot(x1 - x0, y1 - y0);
-    const int steps = std::max(1, static_cast<int>(std::ceil(len * 2)));
-    const int r = std::max(0, static_cast<int>(std::round(width / 2 - 0.25)));
-    for (int i = 0; i <= steps; ++i) {
-      const double t = double(i) / steps;
-      if (dashed && std::fmod(t * len, 10.0) > 6.0) continue;
-      const int cx = int(std::lround(x0 + t * (x1 - x0))), cy = int(std::lround(y0 + t * (y1 - y0)));
-      for (int dy = -r; dy <= r; ++dy)
-        for (int dx = -r; dx <= r; ++dx) Blend(cx + dx, cy + dy, rgb, 1.0);
-    }
+    const double dash[] = {6, 4};
+    cairo_set_dash(cr_, dash, dashed ? 2 : 0, 0);
+    cairo_set_line_width(cr_, width);
+    SetColour(rgb, 1);
+    cairo_move_to(cr_, x0, y0);
+    cairo_line_to(cr_, x1, y1);
+    cairo_stroke(cr_);
   }
   void Fill(const std::vector<std::pair<double, double>>& pts, uint32_t rgb,
             double alpha) override {
-    // Even-odd scanline fill.
-    for (int y = 0; y < h_; ++y) {
-      std::vector<double> xs;
-      const double sy = y + 0.5;
-      for (size_t i = 0; i < pts.size(); ++i) {
-        auto [ax, ay] = pts[i];
-        auto [bx, by] = pts[(i + 1) % pts.size()];
-        if ((ay <= sy) != (by <= sy)) xs.push_back(ax + (sy - ay) / (by - ay) * (bx - ax));
-      }
-      std::sort(xs.begin(), xs.end());
-      for (size_t i = 0; i + 1 < xs.size(); i += 2) {
-        for (int x = int(std::ceil(xs[i] - 0.5)); x <= int(std::floor(xs[i + 1] - 0.5)); ++x) {
-          Blend(x, y, rgb, alpha);
-        }
-      }
-    }
+    if (pts.empty()) return;
+    cairo_move_to(cr_, pts[0].first, pts[0].second);
+    for (size_t i = 1; i < pts.size(); ++i) cairo_line_to(cr_, pts[i].first, pts[i].second);
+    cairo_close_path(cr_);
+    SetColour(rgb, alpha);
+    cairo_fill(cr_);
   }
   void Text(double x, double y, const std::string& text, int anchor, uint32_t rgb) override {
-    const int width = 8 * static_cast<int>(text.size()), h = font_->height();
-    int left = int(x) - (anchor < 0 ? 0 : anchor > 0 ? width : width / 2);
-    const int top = int(y) - h / 2;
-    for (char c : text) {
-      for (int row = 0; row < h; ++row) {
-        const uint8_t bits = font_->Row(c, row);
-        for (int col = 0; col < 8; ++col) {
-          if (bits & (0x80 >> col)) Blend(left + col, top + row, rgb, 1.0);
-        }
-      }
-      left += 8;
-    }
+    cairo_text_extents_t ext;
+    cairo_text_extents(cr_, text.c_str(), &ext);
+    const double width = ext.x_advance;
+    const double left = x - (anchor < 0 ? 0 : anchor > 0 ? width : width / 2);
+    cairo_font_extents_t font;
+    cairo_font_extents(cr_, &font);
+    SetColour(rgb, 1);
+    cairo_move_to(cr_, left, y + (font.ascent - font.descent) / 2);  // y is the middle
+    cairo_show_text(cr_, text.c_str());
   }
   absl::Status Save(const std::string& path) const {
-    FILE* f = std::fopen(path.c_str(), "wb");
-    if (f == nullptr) return absl::InternalError(absl::StrCat(path, ": cannot open for writing"));
-    png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
-    png_infop info = png_create_info_struct(png);
-    if (setjmp(png_jmpbuf(png))) {
-      png_destroy_write_struct(&png, &info);
-      std::fclose(f);
-      return absl::InternalError(absl::StrCat(path, ": PNG encoding failed"));
+    cairo_surface_flush(surface_);
+    const cairo_status_t status = cairo_surface_write_to_png(surface_, path.c_str());
+    if (status != CAIRO_STATUS_SUCCESS) {
+      return absl::InternalError(
+          absl::StrCat(path, ": cannot write PNG: ", cairo_status_to_string(status)));
     }
-    png_init_io(png, f);
-    png_set_IHDR(png, info, w_, h_, 8, PNG_COLOR_TYPE_RGB, PNG_INTERLACE_NONE,
-                 PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
-    png_write_info(png, info);
-    for (int y = 0; y < h_; ++y) {
-      png_write_row(png, const_cast<png_bytep>(&rgb_[size_t(y) * w_ * 3]));
-    }
-    png_write_end(png, nullptr);
-    png_destroy_write_struct(&png, &info);
-    return std::fclose(f) == 0 ? absl::OkStatus()
-                               : absl::InternalError(absl::StrCat(path, ": write failed"));
+    return absl::OkStatus();
   }
 
  private:
-  void Blend(int x, int y, uint32_t rgb, double alpha) {
-    if (x < 0 || y < 0 || x >= w_ || y >= h_) return;
-    uint8_t* p = &rgb_[(size_t(y) * w_ + x) * 3];
-    const int c[3] = {int(rgb >> 16) & 255, int(rgb >> 8) & 255, int(rgb) & 255};
-    for (int k = 0; k < 3; ++k) p[k] = uint8_t(std::lround(p[k] * (1 - alpha) + c[k] * alpha));
+  void SetColour(uint32_t rgb, double alpha) {
+    cairo_set_source_rgba(cr_, ((rgb >> 16) & 255) / 255.0, ((rgb >> 8) & 255) / 255.0,
+                          (rgb & 255) / 255.0, alpha);
   }
 
-  int w_, h_;
-  const PsfFont* font_;
-  std::vector<uint8_t> rgb_;
+  cairo_surface_t* surface_;
+  cairo_t* cr_;
 };
+
+// Cairo silently falls back to any font fontconfig has, and draws no text at
+// all when it has none: refuse that instead of writing a chart without labels.
+absl::Status CheckFontInstalled() {
+  FcConfig* config = FcInitLoadConfigAndFonts();
+  FcPattern* pattern = FcNameParse(reinterpret_cast<const FcChar8*>(kFontFamily));
+  FcConfigSubstitute(config, pattern, FcMatchPattern);
+  FcDefaultSubstitute(pattern);
+  FcResult result;
+  FcPattern* match = FcFontMatch(config, pattern, &result);
+  FcChar8* family = nullptr;
+  const bool found = match != nullptr &&
+                     FcPatternGetString(match, FC_FAMILY, 0, &family) == FcResultMatch &&
+                     std::string(reinterpret_cast<char*>(family)) == kFontFamily;
+  if (match != nullptr) FcPatternDestroy(match);
+  FcPatternDestroy(pattern);
+  FcConfigDestroy(config);
+  if (!found) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "fontconfig finds no \"", kFontFamily,
+        "\" font for chart text (install Debian's fonts-dejavu-core; tools/setup.sh does)"));
+  }
+  return absl::OkStatus();
+}
 
 std::string TickLabel(double v) { return absl::StrFormat("%.2g", v); }
 
@@ -326,14 +282,8 @@ std::string RenderSvg(const Chart& chart, int width, int height) {
 }
 
 absl::Status WritePng(const Chart& chart, const std::string& path, int width, int height) {
-  const char* env = std::getenv("MODAMBA_FONT");
-  const std::string font_path = env ? env : "/usr/share/consolefonts/Lat15-Fixed14.psf.gz";
-  std::unique_ptr<PsfFont> font = PsfFont::Load(font_path);
-  if (font == nullptr) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        font_path, ": no PSF console font (install Debian's kbd package or set MODAMBA_FONT)"));
-  }
-  RasterCanvas canvas(width, height, font.get());
+  if (absl::Status font = CheckFontInstalled(); !font.ok()) return font;
+  CairoCanvas canvas(width, height);
   Layout(chart, width, height, &canvas);
   return canvas.Save(path);
 }

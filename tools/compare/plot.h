@@ -1,7 +1,6 @@
 // Line charts as SVG and PNG, drawn by Modamba itself: one layout (axes,
 // ticks, legend, series, shaded bands) over two canvases, an SVG writer and a
-// raster that libpng saves. The raster's text uses a PSF console font from
-// Debian's kbd package (/usr/share/consolefonts).
+// raster drawn by Cairo (text in DejaVu Sans through fontconfig) and saved as PNG.
 #ifndef MODAMBA_TOOLS_COMPARE_PLOT_H_
 #define MODAMBA_TOOLS_COMPARE_PLOT_H_
 
