@@ -10,8 +10,10 @@
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "core/data/resample.h"
 #include "core/file_util.h"
 #include "core/rng.h"
+#include "core/status_macros.h"
 
 namespace modamba::data {
 namespace {
@@ -90,9 +92,9 @@ Plan InversePlan(int n, fftwf_complex* in, float* out) {
   return Plan(fftwf_plan_dft_c2r_1d(n, in, out, FFTW_ESTIMATE));
 }
 
-}  // namespace
-
-absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
+// All frames of a sound file, channels interleaved; `channels` and `rate` set.
+absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* channels,
+                                              int* rate) {
   SF_INFO info;
   std::memset(&info, 0, sizeof(info));
   SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
@@ -100,21 +102,50 @@ absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": cannot read audio: ", sf_strerror(nullptr)));
   }
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> closer(file, sf_close);
-  if (info.channels != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected mono audio, got ", info.channels, " channels"));
-  }
-  Audio audio;
-  audio.sample_rate = info.samplerate;
-  audio.samples.resize(info.frames);
-  const sf_count_t read = sf_readf_float(file, audio.samples.data(), info.frames);
+  std::vector<float> samples(static_cast<size_t>(info.frames) * info.channels);
+  const sf_count_t read = sf_readf_float(file, samples.data(), info.frames);
   if (read != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {
     return absl::DataLossError(absl::StrCat(path, ": corrupt or truncated audio: read ", read,
                                             " of ", info.frames, " frames (",
                                             sf_strerror(file), ")"));
   }
   if (info.frames == 0) return absl::DataLossError(absl::StrCat(path, ": no audio frames"));
+  *channels = info.channels;
+  *rate = info.samplerate;
+  return samples;
+}
+
+}  // namespace
+
+absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
+  Audio audio;
+  int channels = 0;
+  ASSIGN_OR_RETURN(audio.samples, ReadFrames(path, &channels, &audio.sample_rate));
+  if (channels != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected mono audio, got ", channels, " channels"));
+  }
   return audio;
+}
+
+absl::StatusOr<std::vector<float>> ReadAudio(const std::string& path, int target_rate) {
+  int channels = 0, rate = 0;
+  ASSIGN_OR_RETURN(std::vector<float> samples, ReadFrames(path, &channels, &rate));
+  if (channels > 1) {
+    const size_t frames = samples.size() / channels;
+    for (size_t t = 0; t < frames; ++t) {
+      float sum = 0;
+      for (int c = 0; c < channels; ++c) sum += samples[t * channels + c];
+      samples[t] = sum / channels;
+    }
+    samples.resize(frames);
+  }
+  absl::StatusOr<std::vector<float>> resampled = Resample(samples, rate, target_rate);
+  if (!resampled.ok()) {
+    return absl::Status(resampled.status().code(),
+                        absl::StrCat(path, ": ", resampled.status().message()));
+  }
+  return resampled;
 }
 
 absl::Status WriteWavFile(const std::string& path, const Audio& audio) {
