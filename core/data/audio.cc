@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 
@@ -92,6 +93,42 @@ Plan InversePlan(int n, fftwf_complex* in, float* out) {
   return Plan(fftwf_plan_dft_c2r_1d(n, in, out, FFTW_ESTIMATE));
 }
 
+uint32_t LittleEndian32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return u[0] | u[1] << 8 | u[2] << 16 | static_cast<uint32_t>(u[3]) << 24;
+}
+
+// libsndfile reads a WAV file cut short as a shorter file (it trusts the file
+// length over the header), so the data chunk's declared size is checked
+// against the bytes present. Sizes 0 and 0xffffffff mean "unknown" (streamed
+// writers leave them so) and are not checked.
+absl::Status CheckWavLength(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const int64_t file_size = in.tellg();
+  in.seekg(0);
+  char header[12];
+  if (!in.read(header, sizeof(header)) || std::memcmp(header, "RIFF", 4) != 0) {
+    return absl::OkStatus();  // RF64 and friends: libsndfile's word stands
+  }
+  for (int64_t offset = 12; offset + 8 <= file_size;) {
+    char chunk[8];
+    in.seekg(offset);
+    if (!in.read(chunk, sizeof(chunk))) break;
+    const uint32_t size = LittleEndian32(chunk + 4);
+    if (std::memcmp(chunk, "data", 4) == 0) {
+      const int64_t present = file_size - offset - 8;
+      if (size != 0 && size != 0xffffffffu && size > present) {
+        return absl::DataLossError(absl::StrCat(path, ": truncated WAV: its data chunk declares ",
+                                                size, " bytes, the file holds ", present));
+      }
+      break;
+    }
+    offset += 8 + int64_t{size} + (size & 1);
+  }
+  return absl::OkStatus();
+}
+
 // All frames of a sound file, channels interleaved; `channels` and `rate` set.
 absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* channels,
                                               int* rate) {
@@ -102,6 +139,10 @@ absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* chan
     return absl::DataLossError(absl::StrCat(path, ": cannot read audio: ", sf_strerror(nullptr)));
   }
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> closer(file, sf_close);
+  const int container = info.format & SF_FORMAT_TYPEMASK;
+  if (container == SF_FORMAT_WAV || container == SF_FORMAT_WAVEX) {
+    RETURN_IF_ERROR(CheckWavLength(path));
+  }
   std::vector<float> samples(static_cast<size_t>(info.frames) * info.channels);
   const sf_count_t read = sf_readf_float(file, samples.data(), info.frames);
   if (read != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {
