@@ -6,8 +6,6 @@
 #include <filesystem>
 #include <memory>
 
-#include <jpeglib.h>
-
 #include "core/data/png_io.h"
 #include "core/data/test_util.h"
 #include "core/rng.h"
@@ -18,6 +16,7 @@ namespace {
 
 using testing::CopyDamaged;
 using testing::ScratchDir;
+using testing::WriteJpeg;
 
 struct PngSpec {
   int width = 0, height = 0;
@@ -53,33 +52,6 @@ void EncodePng(const std::string& path, const PngSpec& spec, std::vector<std::ve
   png_write_image(png, pointers.data());
   png_write_end(png, nullptr);
   png_destroy_write_struct(&png, &info);
-  std::fclose(file);
-}
-
-// Encodes [height, width, components] pixels with libjpeg.
-void EncodeJpeg(const std::string& path, int width, int height, int components,
-                J_COLOR_SPACE space, const std::vector<uint8_t>& pixels, bool progressive) {
-  FILE* file = std::fopen(path.c_str(), "wb");
-  ASSERT_NE(file, nullptr);
-  jpeg_compress_struct cinfo;
-  jpeg_error_mgr error;
-  cinfo.err = jpeg_std_error(&error);
-  jpeg_create_compress(&cinfo);
-  jpeg_stdio_dest(&cinfo, file);
-  cinfo.image_width = width;
-  cinfo.image_height = height;
-  cinfo.input_components = components;
-  cinfo.in_color_space = space;
-  jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 95, TRUE);
-  if (progressive) jpeg_simple_progression(&cinfo);
-  jpeg_start_compress(&cinfo, TRUE);
-  while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<JSAMPROW>(&pixels[cinfo.next_scanline * width * components]);
-    jpeg_write_scanlines(&cinfo, &row, 1);
-  }
-  jpeg_finish_compress(&cinfo);
-  jpeg_destroy_compress(&cinfo);
   std::fclose(file);
 }
 
@@ -179,7 +151,7 @@ TEST(ReadImageTest, JpegsBaselineProgressiveAndGrey) {
   const std::vector<uint8_t> rgb = Gradient(48, 40, 3);
   for (bool progressive : {false, true}) {
     const std::string path = dir + (progressive ? "/progressive.jpg" : "/baseline.jpg");
-    EncodeJpeg(path, 48, 40, 3, JCS_RGB, rgb, progressive);
+    WriteJpeg(path, 48, 40, 3, rgb, progressive);
     absl::StatusOr<Image> image = ReadImage(path);
     ASSERT_TRUE(image.ok()) << image.status();
     EXPECT_EQ(image->width, 48);
@@ -190,13 +162,13 @@ TEST(ReadImageTest, JpegsBaselineProgressiveAndGrey) {
     EXPECT_LT(mad, 2.0) << path;
   }
   const std::vector<uint8_t> grey = Gradient(33, 17, 1);
-  EncodeJpeg(dir + "/grey.jpg", 33, 17, 1, JCS_GRAYSCALE, grey, false);
+  WriteJpeg(dir + "/grey.jpg", 33, 17, 1, grey, false);
   absl::StatusOr<Image> image = ReadImage(dir + "/grey.jpg");
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->channels, 1);
   EXPECT_LT(MeanAbsoluteDifference(image->pixels, grey), 2.0);
 
-  EncodeJpeg(dir + "/cmyk.jpg", 8, 8, 4, JCS_CMYK, std::vector<uint8_t>(256, 9), false);
+  WriteJpeg(dir + "/cmyk.jpg", 8, 8, 4, std::vector<uint8_t>(256, 9), false);
   ExpectErrorNames(dir + "/cmyk.jpg", "CMYK");
 }
 
@@ -207,7 +179,7 @@ TEST(ReadImageTest, FormatComesFromTheBytesNotTheName) {
   absl::StatusOr<Image> image = ReadImage(dir + "/png.jpg");
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->pixels, std::vector<uint8_t>(pixels, pixels + 4));
-  EncodeJpeg(dir + "/jpeg.png", 16, 16, 3, JCS_RGB, Gradient(16, 16, 3), false);
+  WriteJpeg(dir + "/jpeg.png", 16, 16, 3, Gradient(16, 16, 3), false);
   image = ReadImage(dir + "/jpeg.png");
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->channels, 3);
@@ -227,7 +199,7 @@ TEST(ReadImageTest, DamagedFilesAreErrorsNamingTheFile) {
   CopyDamaged(dir + "/good.png", dir + "/flipped.png", -1, png_size / 2);  // IDAT CRC
   ExpectErrorNames(dir + "/flipped.png", "PNG");
 
-  EncodeJpeg(dir + "/good.jpg", 64, 64, 3, JCS_RGB, pixels, false);
+  WriteJpeg(dir + "/good.jpg", 64, 64, 3, pixels, false);
   const long jpeg_size = static_cast<long>(std::filesystem::file_size(dir + "/good.jpg"));
   CopyDamaged(dir + "/good.jpg", dir + "/truncated.jpg", jpeg_size / 2);
   ExpectErrorNames(dir + "/truncated.jpg", "Premature end of JPEG file");
