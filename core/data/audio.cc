@@ -143,6 +143,13 @@ absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* chan
   if (container == SF_FORMAT_WAV || container == SF_FORMAT_WAVEX) {
     RETURN_IF_ERROR(CheckWavLength(path));
   }
+  // A damaged header can declare any length: refuse before allocating it.
+  constexpr int64_t kMaxSamples = int64_t{1} << 31;
+  if (info.frames > kMaxSamples / std::max(1, info.channels)) {
+    return absl::DataLossError(absl::StrCat(path, ": declares ", info.frames, " frames of ",
+                                            info.channels, " channels, more than the ",
+                                            kMaxSamples, " samples read at most"));
+  }
   std::vector<float> samples(static_cast<size_t>(info.frames) * info.channels);
   const sf_count_t read = sf_readf_float(file, samples.data(), info.frames);
   if (read != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {

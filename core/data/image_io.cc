@@ -1,11 +1,11 @@
 #include "core/data/image_io.h"
 
 // jpeglib.h needs size_t and FILE declared first.
-#include <cstdio>
 #include <csetjmp>
+#include <cstddef>
+#include <cstdio>
 #include <cstring>
 
-#include <jerror.h>
 #include <jpeglib.h>
 #include <png.h>
 

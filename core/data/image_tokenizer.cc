@@ -15,7 +15,6 @@ namespace {
 
 constexpr float kUnitScale = 1.0f / 255.0f;
 constexpr float kSignedScale = 2.0f / 255.0f;
-constexpr int kMaxImageSide = 4096;
 
 // The validated `centroids` of a codebook file for images of `shape`.
 absl::StatusOr<KMeansModel> Codebook(const std::string& path, const SafetensorsFile& file,

@@ -25,6 +25,7 @@
 namespace modamba::data {
 
 inline constexpr int kPatchSide = 4;
+inline constexpr int kMaxImageSide = 4096;
 // The digits world's 28x28 grey images.
 inline constexpr int kPatchGrid = kImageSide / kPatchSide;        // 7
 inline constexpr int kPatchesPerImage = kPatchGrid * kPatchGrid;  // 49
@@ -45,7 +46,7 @@ struct ImageShape {
   }
 };
 
-// Height and width positive multiples of 4 (at most 4096), channels 1 or 3;
+// Height and width multiples of 4 in [4, kMaxImageSide], channels 1 or 3;
 // the error names the field.
 absl::Status ValidateImageShape(const ImageShape& shape);
 
@@ -74,7 +75,9 @@ struct ImageVqOptions {
 class ImageVq {
  public:
   // Learns the codebook from training images only: n images of `shape`,
-  // [n, shape.pixels()] bytes.
+  // [n, shape.pixels()] bytes. k-means trains on max_patches of their patches
+  // drawn at random, so a caller with far more images may pass a random subset
+  // of them.
   static absl::StatusOr<ImageVq> Train(const uint8_t* images, int64_t n, const ImageShape& shape,
                                        const ImageVqOptions& options);
   // The digits world's images (28x28 grey).
