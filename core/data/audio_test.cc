@@ -44,7 +44,9 @@ void WriteFlac(const std::string& path, const std::vector<float>& samples, int c
 
 std::vector<float> Sine(double hz, double amplitude, int rate, int n) {
   std::vector<float> s(n);
-  for (int i = 0; i < n; ++i) s[i] = static_cast<float>(amplitude * std::sin(2 * M_PI * hz * i / rate));
+  for (int i = 0; i < n; ++i) {
+    s[i] = static_cast<float>(amplitude * std::sin(2 * M_PI * hz * i / rate));
+  }
   return s;
 }
 
@@ -241,7 +243,8 @@ TEST(ReadAudioTest, DamagedFilesNameTheFile) {
     WriteFlac(good, stereo, 2, 44100, format);
     ASSERT_TRUE(ReadAudio(good, 8000).ok()) << good;
     const long size = static_cast<long>(std::filesystem::file_size(good));
-    for (const auto& [damage, keep] : {std::pair{"truncated", size / 2}, std::pair{"header", 30L}}) {
+    for (const auto& [damage, keep] :
+         {std::pair{"truncated", size / 2}, std::pair{"header", 30L}}) {
       const std::string path = dir + "/" + damage + ext;
       CopyDamaged(good, path, keep);
       absl::StatusOr<std::vector<float>> audio = ReadAudio(path, 8000);

@@ -88,7 +88,8 @@ Image ResizeImage(const Image& image, int height, int width, int channels) {
   }
 
   const AxisTaps down = Taps(image.height, height);
-  Image out{height, width, channels, std::vector<uint8_t>(static_cast<size_t>(height) * width * channels)};
+  Image out{height, width, channels,
+            std::vector<uint8_t>(static_cast<size_t>(height) * width * channels)};
   std::vector<float> value(colour);
   for (int y = 0; y < height; ++y) {
     for (int x = 0; x < width; ++x) {

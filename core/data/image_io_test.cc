@@ -29,7 +29,8 @@ struct PngSpec {
 
 // Encodes `rows` (packed as libpng expects for the colour type and depth; 16-bit
 // samples big-endian) with libpng directly, for what png_io does not write.
-void EncodePng(const std::string& path, const PngSpec& spec, std::vector<std::vector<png_byte>> rows) {
+void EncodePng(const std::string& path, const PngSpec& spec,
+               std::vector<std::vector<png_byte>> rows) {
   FILE* file = std::fopen(path.c_str(), "wb");
   ASSERT_NE(file, nullptr);
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);

@@ -41,8 +41,9 @@ double MedianMs(const std::function<void()>& run) {
   return ms[ms.size() / 2];
 }
 
+// `units` of work took `ms`; the rate is printed per second.
 void Row(const char* what, const char* unit, double units, double ms) {
-  std::printf("| %-44s | %9.3f | %12.1f %s/s |\n", what, ms, units / ms * 1000, unit);
+  std::printf("| %-44s | %9.3f | %9.1f %-10s |\n", what, ms, units / ms * 1000, unit);
 }
 
 void WriteSound(const std::string& path, int rate, int channels, int format, int seconds) {
@@ -82,14 +83,14 @@ void Run() {
   WriteSound(dir + "/48k_stereo.ogg", 48000, 2, SF_FORMAT_OGG | SF_FORMAT_VORBIS, 10);
   WriteSound(dir + "/8k_mono.flac", 8000, 1, SF_FORMAT_FLAC | SF_FORMAT_PCM_16, 10);
 
-  std::printf("| %-44s | %9s | %18s |\n", "case", "ms", "throughput");
+  std::printf("| %-44s | %9s | %-20s |\n", "case", "ms", "throughput");
   std::printf("|%s|%s|%s|\n", std::string(46, '-').c_str(), std::string(11, '-').c_str(),
-              std::string(20, '-').c_str());
+              std::string(22, '-').c_str());
   const double megapixels = kWidth * kHeight / 1e6;
   for (const char* file : {"photo.png", "photo.jpg"}) {
     const std::string path = dir + "/" + file;
     const double ms = MedianMs([&] { CHECK(ReadImage(path).ok()); });
-    Row((std::string("ReadImage 1024x768 RGB ") + file).c_str(), "Mpx", megapixels, ms);
+    Row((std::string("ReadImage 1024x768 RGB ") + file).c_str(), "Mpx/s", megapixels, ms);
   }
   const Image image = *ReadImage(dir + "/photo.png");
   for (auto [h, w, c] : {std::tuple{28, 28, 1}, std::tuple{64, 64, 3}, std::tuple{256, 256, 3},
@@ -97,11 +98,12 @@ void Run() {
     const double ms = MedianMs([&] { ResizeImage(image, h, w, c); });
     const std::string what = "ResizeImage 1024x768x3 -> " + std::to_string(h) + "x" +
                              std::to_string(w) + "x" + std::to_string(c);
-    Row(what.c_str(), "img", 1, ms);
+    Row(what.c_str(), "images/s", 1, ms);
   }
-  for (auto [file, what] : {std::pair{"44k_stereo.flac", "ReadAudio 10 s 44.1 kHz stereo FLAC -> 8 kHz"},
-                            std::pair{"48k_stereo.ogg", "ReadAudio 10 s 48 kHz stereo OGG -> 8 kHz"},
-                            std::pair{"8k_mono.flac", "ReadAudio 10 s 8 kHz mono FLAC (as is)"}}) {
+  for (auto [file, what] :
+       {std::pair{"44k_stereo.flac", "ReadAudio 10 s 44.1 kHz stereo FLAC -> 8 kHz"},
+        std::pair{"48k_stereo.ogg", "ReadAudio 10 s 48 kHz stereo OGG -> 8 kHz"},
+        std::pair{"8k_mono.flac", "ReadAudio 10 s 8 kHz mono FLAC (as is)"}}) {
     const std::string path = dir + "/" + file;
     const double ms = MedianMs([&] { CHECK(ReadAudio(path, 8000).ok()); });
     Row(what, "x realtime", 10, ms);
@@ -117,7 +119,7 @@ void Run() {
   options.max_patches = 4096;
   const ImageVq vq = *ImageVq::Train(images.data(), kImages, shape, options);
   const double ms = MedianMs([&] { vq.Encode(images.data(), kImages); });
-  Row("ImageVq::Encode K=512, 256 images 64x64x3", "img", kImages, ms);
+  Row("ImageVq::Encode K=512, 256 images 64x64x3", "images/s", kImages, ms);
 }
 
 }  // namespace

@@ -11,7 +11,9 @@ namespace {
 
 std::vector<float> Sine(double hz, double amplitude, int rate, int n) {
   std::vector<float> s(n);
-  for (int i = 0; i < n; ++i) s[i] = static_cast<float>(amplitude * std::sin(2 * M_PI * hz * i / rate));
+  for (int i = 0; i < n; ++i) {
+    s[i] = static_cast<float>(amplitude * std::sin(2 * M_PI * hz * i / rate));
+  }
   return s;
 }
 
