@@ -10,6 +10,7 @@ PACKAGES=(
   libgloo-dev libopenblas-dev libfftw3-dev libsndfile1-dev libsqlite3-dev
   libboost-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
   liblapacke-dev
+  libjpeg62-turbo-dev libsoxr-dev  # JPEG input images, audio resampling (core/data)
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
   libcairo2-dev libfontconfig-dev fonts-dejavu-core  # PNG charts and their text (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
