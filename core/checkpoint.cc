@@ -46,6 +46,17 @@ absl::StatusOr<std::string> LatestCheckpoint(const std::string& root) {
   return best < 0 ? std::string() : CheckpointPath(root, best);
 }
 
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir) {
+  if (FileExists(dir + "/" + kManifest)) return dir;
+  ASSIGN_OR_RETURN(std::string latest, LatestCheckpoint(dir));
+  if (latest.empty()) {
+    return absl::NotFoundError(absl::StrCat(
+        dir, ": neither a checkpoint (", kManifest, ") nor a run directory with a complete ",
+        kPrefix, "NNNNNNNN/ checkpoint"));
+  }
+  return latest;
+}
+
 absl::Status WriteCheckpointManifest(const std::string& dir, v1::CheckpointManifest manifest) {
   DIR* d = opendir(dir.c_str());
   if (d == nullptr) return absl::NotFoundError(absl::StrCat(dir, ": no such checkpoint directory"));

@@ -17,6 +17,9 @@ namespace modamba {
 std::string CheckpointPath(const std::string& root, int64_t step);
 // The newest complete checkpoint under `root` ("" when there is none).
 absl::StatusOr<std::string> LatestCheckpoint(const std::string& root);
+// `dir` itself when it is a complete checkpoint, else the newest complete one
+// under it (a run directory); NOT_FOUND, naming `dir`, when there is none.
+absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir);
 
 // Hashes every file in `dir`, records them in `manifest` and writes it.
 absl::Status WriteCheckpointManifest(const std::string& dir, v1::CheckpointManifest manifest);

@@ -14,15 +14,16 @@
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <random>
 #include <thread>
 
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
-#include "absl/strings/strip.h"
 #include "coordinator/client.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
@@ -30,6 +31,7 @@
 #include "kernels/cuda_backend.h"
 #include "proto/service.grpc.pb.h"
 #include "tools/cli/client_command.h"
+#include "tools/cli/flags.h"
 #include "tools/data/data_command.h"
 
 namespace modamba {
@@ -40,25 +42,16 @@ struct DemoFlags {
   std::string coordinator = "127.0.0.1:7077";
   int http_port = 7078;
   int steps = 200;
-  std::string device;  // default: gpu when one is visible
+  std::string device = CudaDeviceCount() > 0 ? "gpu" : "cpu";
 };
 
-absl::StatusOr<DemoFlags> ParseFlags(int argc, char** argv) {
-  DemoFlags f;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a = argv[i];
-    if (absl::ConsumePrefix(&a, "--dir=")) f.dir = std::string(a);
-    else if (absl::ConsumePrefix(&a, "--coordinator=")) f.coordinator = std::string(a);
-    else if (absl::ConsumePrefix(&a, "--device=")) f.device = std::string(a);
-    else if (absl::ConsumePrefix(&a, "--http_port=") && absl::SimpleAtoi(a, &f.http_port)) continue;
-    else if (absl::ConsumePrefix(&a, "--steps=") && absl::SimpleAtoi(a, &f.steps) && f.steps > 0) continue;
-    else return absl::InvalidArgumentError(absl::StrCat("unknown or bad flag ", argv[i]));
-  }
-  if (f.device.empty()) f.device = CudaDeviceCount() > 0 ? "gpu" : "cpu";
-  if (f.device != "cpu" && f.device != "gpu") {
-    return absl::InvalidArgumentError("--device: must be cpu or gpu");
-  }
-  return f;
+// The flags `demo` and `coordinator start|stop` share.
+void DeclareFlags(cli::FlagSet* flags, DemoFlags* f) {
+  flags->String("dir", &f->dir, "DIR", "the demo's data, runs, token, pid file and coordinator log");
+  flags->String("coordinator", &f->coordinator, "HOST:PORT", "the coordinator to use or start");
+  flags->Int("http_port", &f->http_port, "the dashboard's port of a coordinator started here");
+  flags->String("device", &f->device, "gpu|cpu", "where the job trains (gpu when this machine has one)");
+  flags->Int("steps", &f->steps, "training steps of the job");
 }
 
 // Sibling binaries: bazel-bin/tools/modamba -> bazel-bin/<package>/<name>.
@@ -278,25 +271,32 @@ absl::Status Demo(const DemoFlags& f) {
 
 int RunCoordinatorCommand(int argc, char** argv) {
   const std::string verb = argc >= 2 ? argv[1] : "";
+  DemoFlags f;
+  cli::FlagSet flags(absl::StrCat("modamba coordinator ", verb.empty() ? "start|stop" : verb),
+                     "[flags]",
+                     "start: starts the demo's coordinator for --dir unless one answers at "
+                     "--coordinator; stop: ends the coordinator started for --dir, and nothing else.",
+                     "modamba coordinator stop --dir=/tmp/modamba-demo");
+  DeclareFlags(&flags, &f);
   if (verb != "start" && verb != "stop") {
-    std::cerr << "usage: modamba coordinator start|stop [--dir=DIR] [--coordinator=HOST:PORT]\n";
-    return 2;
+    if (verb == "--help" || verb == "-h") {
+      std::cout << flags.Help();
+      return 0;
+    }
+    return flags.UsageError(verb.empty() ? "start or stop?"
+                                         : cli::UnknownName("subcommand", verb, {"start", "stop"}).message());
   }
-  auto flags = ParseFlags(argc - 1, argv + 1);
-  if (!flags.ok()) {
-    std::cerr << "modamba coordinator " << verb << ": " << flags.status().message() << "\n";
-    return 2;
-  }
+  if (std::optional<int> exit = flags.Parse(argc, argv, 2, nullptr)) return *exit;
   absl::Status status;
   if (verb == "stop") {
-    status = StopCoordinator(*flags);
+    status = StopCoordinator(f);
   } else {
-    const std::string token_file = flags->dir + "/token";
-    status = MakeDirs(flags->dir);
+    const std::string token_file = f.dir + "/token";
+    status = MakeDirs(f.dir);
     if (status.ok()) status = EnsureToken(token_file);
-    auto options = MakeClientOptions(flags->coordinator, token_file, "");
+    auto options = MakeClientOptions(f.coordinator, token_file, "");
     if (status.ok()) status = options.status();
-    if (status.ok()) status = EnsureCoordinator(*flags, token_file, *options);
+    if (status.ok()) status = EnsureCoordinator(f, token_file, *options);
   }
   if (!status.ok()) {
     std::cerr << "modamba coordinator " << verb << ": " << status.message() << "\n";
@@ -306,12 +306,16 @@ int RunCoordinatorCommand(int argc, char** argv) {
 }
 
 int RunDemo(int argc, char** argv) {
-  auto flags = ParseFlags(argc, argv);
-  if (!flags.ok()) {
-    std::cerr << "modamba demo: " << flags.status().message() << "\n";
-    return 2;
-  }
-  absl::Status status = Demo(*flags);
+  DemoFlags f;
+  cli::FlagSet flags("modamba demo", "[flags]",
+                     "Starts a coordinator (or uses the running one), builds the tri-modal dataset "
+                     "once and runs a small Mixture-of-Mamba job, watched to the end.",
+                     "modamba demo --steps=100 --device=cpu");
+  DeclareFlags(&flags, &f);
+  if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
+  if (f.device != "cpu" && f.device != "gpu") return flags.UsageError("--device: must be cpu or gpu");
+  if (f.steps <= 0) return flags.UsageError("--steps: must be positive");
+  absl::Status status = Demo(f);
   if (!status.ok()) {
     std::cerr << "modamba demo: " << status.message() << "\n";
     return 1;

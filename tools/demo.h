@@ -8,8 +8,9 @@
 
 namespace modamba {
 
-// argv[0] = "demo"; flags: --dir=DIR (default /tmp/modamba-demo),
-// --coordinator=HOST:PORT (default 127.0.0.1:7077), --steps=N, --device=cpu|gpu.
+// argv[0] = "demo"; flags (`modamba demo --help`): --dir=DIR (default
+// /tmp/modamba-demo), --coordinator=HOST:PORT (default 127.0.0.1:7077),
+// --http_port=N, --steps=N, --device=gpu|cpu.
 int RunDemo(int argc, char** argv);
 
 // argv[0] = "coordinator"; `start` starts the demo's coordinator for --dir

@@ -14,6 +14,7 @@ PACKAGES=(
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
   libcairo2-dev libfontconfig-dev fonts-dejavu-core  # PNG charts and their text (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
+  python3-torch     # opens `modamba export` files in PyTorch (tools/export/export_test)
 )
 
 missing=()

@@ -14,9 +14,7 @@
 
 #include <csignal>
 #include <cstdlib>
-#include <fstream>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -33,6 +31,7 @@
 #include "trainer/gloo_collectives.h"
 #include "trainer/kv_store.h"
 #include "trainer/nccl_collectives.h"
+#include "trainer/run_log.h"
 #include "trainer/train_loop.h"
 
 ABSL_FLAG(std::string, config, "", "TrainConfig textproto (standalone)");
@@ -60,28 +59,6 @@ absl::StatusOr<int> EnvInt(const char* name, int fallback) {
   int out;
   if (!absl::SimpleAtoi(v, &out)) {
     return absl::InvalidArgumentError(absl::StrCat(name, "='", v, "' is not an integer"));
-  }
-  return out;
-}
-
-// Per-modality means and the step's scalars, as the metrics file and the
-// coordinator record them.
-std::map<std::string, double> Losses(const LossReport& r) {
-  std::map<std::string, double> out;
-  for (size_t m = 0; m < r.count.size(); ++m) {
-    if (r.count[m] > 0) out[ModalityLabel(m)] = r.mean(m);
-  }
-  if (r.diffusion_count > 0) out["diffusion_mse"] = r.diffusion_mse();
-  return out;
-}
-
-std::map<std::string, double> Scalars(const StepRecord& r) {
-  std::map<std::string, double> out = {{"objective", r.loss.objective()}, {"lr", r.lr},
-                                       {"grad_norm", r.grad_norm},
-                                       {"tokens_per_s", r.tokens_per_second}};
-  if (r.mfu > 0) out["mfu"] = r.mfu;
-  for (size_t m = 0; m < r.loss.count.size(); ++m) {
-    if (r.loss.count[m] > 0) out[ModalityLabel(m) + "_tokens"] = r.loss.count[m];
   }
   return out;
 }
@@ -129,6 +106,11 @@ absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, 
   return g;
 }
 
+// A metrics line that cannot be written is reported, but does not stop training.
+void WarnIfFailed(const absl::Status& status) {
+  if (!status.ok()) std::cerr << "modamba-trainer: " << status.message() << std::endl;
+}
+
 // Fault injection for the tests: a real, abrupt death.
 void MaybeKillSelf(int rank, int64_t step) {
   if (rank == absl::GetFlag(FLAGS_fault_kill_rank) && step == absl::GetFlag(FLAGS_fault_kill_step)) {
@@ -146,9 +128,9 @@ absl::Status RunStandalone() {
     ASSIGN_OR_RETURN(store, OpenKvStore(address));
   }
   ASSIGN_OR_RETURN(Group g, MakeGroup(absl::GetFlag(FLAGS_device), rank, world, store.get()));
-  std::ofstream metrics;
+  std::unique_ptr<MetricsFile> metrics;
   if (rank == 0 && !absl::GetFlag(FLAGS_metrics_out).empty()) {
-    metrics.open(absl::GetFlag(FLAGS_metrics_out), std::ios::app);
+    ASSIGN_OR_RETURN(metrics, MetricsFile::Open(absl::GetFlag(FLAGS_metrics_out)));
   }
   TrainContext ctx;
   ctx.backend = g.backend.get();
@@ -157,15 +139,7 @@ absl::Status RunStandalone() {
   ctx.stop_after = absl::GetFlag(FLAGS_stop_after);
   ctx.on_step = [&](const StepRecord& r) {
     MaybeKillSelf(rank, r.step);
-    if (!metrics.is_open()) return;
-    nlohmann::json j = {{"step", r.step}, {"flops", r.flops}, {"loss", Losses(r.loss)},
-                        {"scalars", Scalars(r)}};
-    j["loss"]["objective"] = r.loss.objective();
-    if (r.evaluated) {
-      j["val"] = Losses(r.val);
-      j["val"]["objective"] = r.val.objective();
-    }
-    metrics << j.dump() << std::endl;
+    if (metrics) WarnIfFailed(metrics->Append(r));
   };
   absl::Status status = Train(config, ctx).status();
   if (absl::GetFlag(FLAGS_device) == "gpu") {
@@ -189,6 +163,13 @@ absl::Status RunUnderCoordinator() {
   // they write checkpoints into one directory beside their own.
   config.set_checkpoint_dir(run_dir + "/../trainer-checkpoints");
   RETURN_IF_ERROR(ResolveTrainConfig(&config, "job spec"));
+  // Rank 0 keeps the job's run directory readable by `modamba compare`
+  // (trainer/run_log.h); every generation appends to the same metrics.
+  std::unique_ptr<MetricsFile> metrics;
+  if (rank == 0) {
+    RETURN_IF_ERROR(WriteRunConfig(run_dir + "/..", config));
+    ASSIGN_OR_RETURN(metrics, MetricsFile::Open(run_dir + "/../metrics.jsonl"));
+  }
 
   absl::Status status = [&]() -> absl::Status {
     ASSIGN_OR_RETURN(Group g, MakeGroup(spec.device(), rank, world, client->kv()));
@@ -206,18 +187,19 @@ absl::Status RunUnderCoordinator() {
       MaybeKillSelf(rank, r.step);
       client->SetStep(r.step);
       if (rank != 0) return;
+      WarnIfFailed(metrics->Append(r));
       std::vector<v1::MetricPoint> points(1);
       points[0].set_kind("train");
       points[0].set_step(r.step);
       points[0].set_flops(r.flops);
-      for (const auto& [k, v] : Losses(r.loss)) (*points[0].mutable_losses())[k] = v;
-      for (const auto& [k, v] : Scalars(r)) (*points[0].mutable_scalars())[k] = v;
+      for (const auto& [k, v] : LossMetrics(r.loss)) (*points[0].mutable_losses())[k] = v;
+      for (const auto& [k, v] : StepScalars(r)) (*points[0].mutable_scalars())[k] = v;
       if (r.evaluated) {
         v1::MetricPoint& val = points.emplace_back();
         val.set_kind("val");
         val.set_step(r.step);
         val.set_flops(r.flops);
-        for (const auto& [k, v] : Losses(r.val)) (*val.mutable_losses())[k] = v;
+        for (const auto& [k, v] : LossMetrics(r.val)) (*val.mutable_losses())[k] = v;
         (*val.mutable_scalars())["objective"] = r.val.objective();
       }
       client->ReportMetrics(std::move(points));

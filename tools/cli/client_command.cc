@@ -6,6 +6,7 @@
 #include <iomanip>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -17,60 +18,33 @@
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "proto/service.grpc.pb.h"
+#include "tools/cli/flags.h"
+#include "tools/cli/progress.h"
 
 namespace modamba {
 namespace {
 
-constexpr char kUsage[] =
-    "usage: modamba <command> [flags]\n"
-    "  submit SPEC.textproto [--watch]\n"
-    "  status [JOB]\n"
-    "  watch JOB\n"
-    "  cancel JOB\n"
-    "  logs JOB [--worker=trainer-0] [--bytes=65536] [--follow]\n"
-    "  checkpoints JOB\n"
-    "flags: --coordinator=HOST:PORT  --token_file=FILE  --tls_ca=PEM\n";
-
 constexpr absl::Duration kCallTimeout = absl::Seconds(30);
-
-// "--name=value" flags and positional arguments.
-struct Args {
-  std::vector<std::string> positional;
-  std::map<std::string, std::string> flags;
-
-  std::string Flag(const std::string& name, const std::string& fallback = "") const {
-    auto it = flags.find(name);
-    return it == flags.end() ? fallback : it->second;
-  }
-};
-
-absl::StatusOr<Args> ParseArgs(int argc, char** argv, const std::vector<std::string>& known) {
-  Args args;
-  for (int i = 1; i < argc; ++i) {
-    const std::string arg = argv[i];
-    if (!absl::StartsWith(arg, "--")) {
-      args.positional.push_back(arg);
-      continue;
-    }
-    const size_t eq = arg.find('=');
-    const std::string name = arg.substr(2, eq == std::string::npos ? std::string::npos : eq - 2);
-    if (std::find(known.begin(), known.end(), name) == known.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("unknown flag --", name));
-    }
-    args.flags[name] = eq == std::string::npos ? "true" : arg.substr(eq + 1);
-  }
-  return args;
-}
 
 std::string EnvOr(const char* name, const std::string& fallback) {
   const char* value = std::getenv(name);
   return value != nullptr && *value != '\0' ? value : fallback;
 }
 
+// Every command's flags, and those of one.
+struct Args {
+  std::vector<std::string> positional;
+  std::string coordinator = EnvOr("MODAMBA_COORDINATOR", "127.0.0.1:7077");
+  std::string token_file = EnvOr("MODAMBA_TOKEN_FILE", "");
+  std::string tls_ca = EnvOr("MODAMBA_TLS_CA", "");
+  bool watch = false;             // submit
+  std::string worker = "trainer-0";  // logs
+  int64_t bytes = 65536;          // logs
+  bool follow = false;            // logs
+};
+
 absl::StatusOr<ClientOptions> OptionsFrom(const Args& args) {
-  return MakeClientOptions(args.Flag("coordinator", EnvOr("MODAMBA_COORDINATOR", "127.0.0.1:7077")),
-                           args.Flag("token_file", EnvOr("MODAMBA_TOKEN_FILE", "")),
-                           args.Flag("tls_ca", EnvOr("MODAMBA_TLS_CA", "")));
+  return MakeClientOptions(args.coordinator, args.token_file, args.tls_ca);
 }
 
 struct Stubs {
@@ -96,13 +70,6 @@ std::string WorkerStateName(v1::WorkerState state) {
 bool Finished(const v1::Job& job) {
   return job.state() == v1::JOB_SUCCEEDED || job.state() == v1::JOB_FAILED ||
          job.state() == v1::JOB_CANCELLED;
-}
-
-std::string Duration(double seconds) {
-  if (seconds < 0 || seconds > 1e8) return "--:--";
-  const int64_t s = static_cast<int64_t>(seconds + 0.5);
-  if (s >= 3600) return absl::StrFormat("%d:%02d:%02d", s / 3600, s / 60 % 60, s % 60);
-  return absl::StrFormat("%d:%02d", s / 60, s % 60);
 }
 
 absl::StatusOr<v1::Job> GetJob(const ClientOptions& options, v1::JobService::Stub* stub,
@@ -162,17 +129,13 @@ int Fail(const std::string& command, const absl::Status& status) {
 }
 
 int Submit(const ClientOptions& options, const Args& args) {
-  if (args.positional.size() != 1) {
-    std::cerr << "usage: modamba submit SPEC.textproto [--watch]\n";
-    return 2;
-  }
   auto text = ReadFile(args.positional[0]);
   if (!text.ok()) return Fail("submit", text.status());
   auto job = SubmitJobText(options, *text, args.positional[0]);
   if (!job.ok()) return Fail("submit", job.status());
   std::cout << "submitted " << job->id() << " (" << job->spec().name()
             << "): " << StateName(job->state()) << "\n";
-  if (args.Flag("watch") != "true") return 0;
+  if (!args.watch) return 0;
   auto watched = WatchJobToEnd(options, job->id(), std::cout, isatty(STDOUT_FILENO));
   if (!watched.ok()) return Fail("submit", watched.status());
   return watched->state() == v1::JOB_SUCCEEDED ? 0 : 1;
@@ -198,10 +161,6 @@ int Status(const ClientOptions& options, const Args& args) {
 }
 
 int Cancel(const ClientOptions& options, const Args& args) {
-  if (args.positional.size() != 1) {
-    std::cerr << "usage: modamba cancel JOB\n";
-    return 2;
-  }
   auto stubs = Connect(options);
   if (!stubs.ok()) return Fail("cancel", stubs.status());
   grpc::ClientContext context;
@@ -216,25 +175,15 @@ int Cancel(const ClientOptions& options, const Args& args) {
 }
 
 int Logs(const ClientOptions& options, const Args& args) {
-  if (args.positional.size() != 1) {
-    std::cerr << "usage: modamba logs JOB [--worker=trainer-0] [--bytes=N] [--follow]\n";
-    return 2;
-  }
-  int64_t bytes = 65536;
-  if (!absl::SimpleAtoi(args.Flag("bytes", "65536"), &bytes) || bytes <= 0) {
-    std::cerr << "modamba logs: --bytes must be a positive number\n";
-    return 2;
-  }
   auto stubs = Connect(options);
   if (!stubs.ok()) return Fail("logs", stubs.status());
-  const bool follow = args.Flag("follow") == "true";
-  int64_t offset = -bytes;
+  int64_t offset = -args.bytes;
   for (;;) {
     grpc::ClientContext context;
     PrepareContext(&context, options, kCallTimeout);
     v1::GetLogsRequest request;
     request.set_job_id(args.positional[0]);
-    request.set_worker(args.Flag("worker", "trainer-0"));
+    request.set_worker(args.worker);
     request.set_offset(offset);
     v1::GetLogsResponse response;
     absl::Status status = FromGrpc(stubs->jobs->GetLogs(&context, request, &response));
@@ -242,7 +191,7 @@ int Logs(const ClientOptions& options, const Args& args) {
     std::cout << response.data() << std::flush;
     offset = response.next_offset();
     if (offset < response.size()) continue;  // more than one answer's worth
-    if (!follow) return 0;
+    if (!args.follow) return 0;
     auto job = GetJob(options, stubs->jobs.get(), args.positional[0]);
     if (!job.ok()) return Fail("logs", job.status());
     if (Finished(*job) && !job->has_allocation()) return 0;
@@ -251,10 +200,6 @@ int Logs(const ClientOptions& options, const Args& args) {
 }
 
 int Checkpoints(const ClientOptions& options, const Args& args) {
-  if (args.positional.size() != 1) {
-    std::cerr << "usage: modamba checkpoints JOB\n";
-    return 2;
-  }
   auto stubs = Connect(options);
   if (!stubs.ok()) return Fail("checkpoints", stubs.status());
   grpc::ClientContext context;
@@ -280,56 +225,31 @@ int Checkpoints(const ClientOptions& options, const Args& args) {
 }
 
 int Watch(const ClientOptions& options, const Args& args) {
-  if (args.positional.size() != 1) {
-    std::cerr << "usage: modamba watch JOB\n";
-    return 2;
-  }
   auto job = WatchJobToEnd(options, args.positional[0], std::cout, isatty(STDOUT_FILENO));
   if (!job.ok()) return Fail("watch", job.status());
   return job->state() == v1::JOB_SUCCEEDED ? 0 : 1;
 }
 
-// One progress line: bar, percentage, step, ETA, losses.
+// A job's progress on the shared bar (a line every 5% when not a terminal).
 class Progress {
  public:
   Progress(std::ostream& out, bool terminal) : out_(out), terminal_(terminal) {}
 
   void Show(const v1::Job& job) {
-    const int64_t total = std::max<int64_t>(1, job.spec().train().steps());
-    const int64_t step = std::min(job.step(), total);
-    const absl::Time now = absl::Now();
-    if (job.state() == v1::JOB_RUNNING && step > 0 && first_step_ < 0) {
-      first_step_ = step;
-      first_time_ = now;
-    }
-    double eta = -1;
-    if (first_step_ >= 0 && step > first_step_) {
-      const double rate = (step - first_step_) / absl::ToDoubleSeconds(now - first_time_);
-      eta = (total - step) / rate;
-    }
-    constexpr int kWidth = 30;
-    const int filled = static_cast<int>(kWidth * step / total);
-    const std::string line =
-        absl::StrFormat("%s [%s%s] %3d%%  step %d/%d  ETA %s  %s%s", StateName(job.state()),
-                        std::string(filled, '#'), std::string(kWidth - filled, '.'),
-                        static_cast<int>(100 * step / total), step, total, Duration(eta),
-                        LossSummary(job.last_train()),
-                        job.restarts() > 0 ? absl::StrCat("  restarts ", job.restarts()) : "");
-    if (terminal_) {
-      // Redrawn in place; padded so a shorter line covers a longer one.
-      out_ << "\r" << line << std::string(std::max<int>(0, last_width_ - line.size()), ' ')
-           << std::flush;
-      last_width_ = line.size();
-    } else if (step - printed_step_ >= std::max<int64_t>(1, total / 20) || Finished(job) ||
-               job.state() != printed_state_) {
-      out_ << line << "\n" << std::flush;
-      printed_step_ = step;
-      printed_state_ = job.state();
-    }
+    if (!bar_) bar_.emplace(out_, terminal_, std::max<int64_t>(1, job.spec().train().steps() / 20));
+    cli::ProgressUpdate u;
+    u.state = StateName(job.state());
+    u.step = job.step();
+    u.total = job.spec().train().steps();
+    auto tps = job.last_train().scalars().find("tokens_per_s");
+    if (tps != job.last_train().scalars().end()) u.tokens_per_s = tps->second;
+    u.losses = {job.last_train().losses().begin(), job.last_train().losses().end()};
+    if (job.restarts() > 0) u.extra = absl::StrCat("restarts ", job.restarts());
+    bar_->Show(u);
   }
 
   void End(const v1::Job& job) {
-    if (terminal_) out_ << "\n";
+    if (bar_) bar_->Finish();
     out_ << job.id() << " " << StateName(job.state());
     if (!job.reason().empty()) out_ << ": " << job.reason();
     out_ << "\n";
@@ -341,22 +261,13 @@ class Progress {
  private:
   std::ostream& out_;
   const bool terminal_;
-  int64_t first_step_ = -1;
-  absl::Time first_time_;
-  int64_t printed_step_ = -1;
-  v1::JobState printed_state_ = v1::JOB_STATE_UNSPECIFIED;
-  int last_width_ = 0;
+  std::optional<cli::ProgressBar> bar_;
 };
 
 }  // namespace
 
 std::string LossSummary(const v1::MetricPoint& point) {
-  std::vector<std::string> parts;
-  for (const auto& [modality, loss] :
-       std::map<std::string, double>(point.losses().begin(), point.losses().end())) {
-    parts.push_back(absl::StrFormat("%s %.4f", modality, loss));
-  }
-  return absl::StrJoin(parts, ", ");
+  return cli::FormatLosses({point.losses().begin(), point.losses().end()});
 }
 
 absl::StatusOr<v1::Job> SubmitJobText(const ClientOptions& options, const std::string& spec_text,
@@ -404,33 +315,82 @@ absl::StatusOr<v1::Job> WatchJobToEnd(const ClientOptions& options, const std::s
   return job;
 }
 
+namespace {
+
+struct CommandInfo {
+  const char* name;
+  const char* usage;
+  const char* summary;
+  const char* example;
+  int positional;  // how many positional arguments: 1, or -1 for 0 or 1
+};
+
+constexpr CommandInfo kCommands[] = {
+    {"submit", "SPEC.textproto [flags]", "Submits a JobSpec to the coordinator.",
+     "modamba submit tools/experiments/specs/job.textproto --watch", 1},
+    {"status", "[JOB] [flags]", "Lists the jobs, or shows one job and its workers.",
+     "modamba status job-1", -1},
+    {"watch", "JOB [flags]", "Follows a job to its end: a progress bar with ETA and losses.",
+     "modamba watch job-1", 1},
+    {"cancel", "JOB [flags]", "Cancels a job.", "modamba cancel job-1", 1},
+    {"logs", "JOB [flags]", "Prints the tail of a worker's log.",
+     "modamba logs job-1 --worker=evaluator-0 --follow", 1},
+    {"checkpoints", "JOB [flags]", "Lists a job's checkpoints.", "modamba checkpoints job-1", 1},
+};
+
+}  // namespace
+
+std::vector<std::string> ClientCommands() {
+  std::vector<std::string> names;
+  for (const CommandInfo& c : kCommands) names.push_back(c.name);
+  return names;
+}
+
 bool IsClientCommand(const std::string& command) {
-  for (const char* c : {"submit", "status", "watch", "cancel", "logs", "checkpoints"}) {
-    if (command == c) return true;
+  for (const CommandInfo& c : kCommands) {
+    if (command == c.name) return true;
   }
   return false;
 }
 
 int RunClientCommand(int argc, char** argv) {
-  if (argc < 1 || !IsClientCommand(argv[0])) {
-    std::cerr << kUsage;
+  const std::string command = argc >= 1 ? argv[0] : "";
+  const CommandInfo* info = nullptr;
+  for (const CommandInfo& c : kCommands) {
+    if (command == c.name) info = &c;
+  }
+  if (info == nullptr) {
+    std::cerr << "modamba: " << cli::UnknownName("command", command, ClientCommands()).message()
+              << "\n";
     return 2;
   }
-  const std::string command = argv[0];
-  auto args = ParseArgs(
-      argc, argv, {"coordinator", "token_file", "tls_ca", "watch", "worker", "bytes", "follow"});
-  if (!args.ok()) {
-    std::cerr << "modamba " << command << ": " << args.status().message() << "\n" << kUsage;
-    return 2;
+  Args args;
+  cli::FlagSet flags(absl::StrCat("modamba ", command), info->usage, info->summary, info->example);
+  flags.String("coordinator", &args.coordinator, "HOST:PORT",
+               "the coordinator's gRPC address ($MODAMBA_COORDINATOR)");
+  flags.String("token_file", &args.token_file, "FILE",
+               "file holding the bearer token ($MODAMBA_TOKEN_FILE; else $MODAMBA_TOKEN)");
+  flags.String("tls_ca", &args.tls_ca, "PEM", "gRPC over TLS, trusting this CA ($MODAMBA_TLS_CA)");
+  if (command == "submit") flags.Bool("watch", &args.watch, "follow the job to its end");
+  if (command == "logs") {
+    flags.String("worker", &args.worker, "NAME", "trainer-R or evaluator-R");
+    flags.Int("bytes", &args.bytes, "how many bytes of the log's tail");
+    flags.Bool("follow", &args.follow, "keep printing until the job's workers end");
   }
-  auto options = OptionsFrom(*args);
+  if (std::optional<int> exit = flags.Parse(argc, argv, 1, &args.positional)) return *exit;
+  const size_t n = args.positional.size();
+  if (info->positional == 1 ? n != 1 : n > 1) {
+    return flags.UsageError(absl::StrCat(n == 0 ? "missing" : "too many", " arguments"));
+  }
+  if (args.bytes <= 0) return flags.UsageError("--bytes must be positive");
+  auto options = OptionsFrom(args);
   if (!options.ok()) return Fail(command, options.status());
-  if (command == "submit") return Submit(*options, *args);
-  if (command == "status") return Status(*options, *args);
-  if (command == "watch") return Watch(*options, *args);
-  if (command == "cancel") return Cancel(*options, *args);
-  if (command == "logs") return Logs(*options, *args);
-  return Checkpoints(*options, *args);
+  if (command == "submit") return Submit(*options, args);
+  if (command == "status") return Status(*options, args);
+  if (command == "watch") return Watch(*options, args);
+  if (command == "cancel") return Cancel(*options, args);
+  if (command == "logs") return Logs(*options, args);
+  return Checkpoints(*options, args);
 }
 
 }  // namespace modamba

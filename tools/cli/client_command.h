@@ -11,12 +11,13 @@
 // Flags of every command: --coordinator=HOST:PORT (default $MODAMBA_COORDINATOR,
 // else 127.0.0.1:7077), --token_file=FILE (default $MODAMBA_TOKEN_FILE, else
 // the token in $MODAMBA_TOKEN), --tls_ca=PEM (gRPC over TLS, trusting PEM).
-// Flags are parsed here ("--name=value"), not through absl flags.
+// They follow the convention of tools/cli/flags.h (--help on every command).
 #ifndef MODAMBA_TOOLS_CLI_CLIENT_COMMAND_H_
 #define MODAMBA_TOOLS_CLI_CLIENT_COMMAND_H_
 
 #include <ostream>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "coordinator/client.h"
@@ -24,8 +25,9 @@
 
 namespace modamba {
 
-// Whether `command` is one of the commands above.
+// Whether `command` is one of the commands above; their names.
 bool IsClientCommand(const std::string& command);
+std::vector<std::string> ClientCommands();
 
 // Runs one command; argv[0] is the command's name ("submit", ...). Prints to
 // stdout, errors to stderr; returns the process exit code (0: success; 1: an

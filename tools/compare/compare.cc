@@ -4,6 +4,7 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -15,6 +16,8 @@
 #include "core/data/manifest.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "tools/cli/artifacts.h"
+#include "tools/cli/flags.h"
 #include "tools/compare/plot.h"
 
 namespace modamba {
@@ -61,11 +64,62 @@ const EvalPoint& Best(const std::vector<EvalPoint>& curve, const std::string& me
   return *best;
 }
 
+// The FLOPs-to-match table of one (setting, scale) group.
+void AppendTable(const std::vector<Run>& dense,
+                 const std::map<std::string, std::vector<Run>, VariantOrder>& variants,
+                 const std::vector<std::pair<std::string, std::string>>& metrics, std::string* md_out) {
+  std::string& md = *md_out;
+  absl::StrAppend(&md, "| variant | seeds |");
+  for (const auto& m : metrics) absl::StrAppend(&md, " ", m.second, " |");
+  absl::StrAppend(&md, "\n|---|---|", std::string(metrics.size() * 4, '-'), "\n");
+  for (size_t i = 0; i < metrics.size(); ++i) md.replace(md.size() - 1 - 4 * (metrics.size() - i), 4, "---|");
+  for (const auto& [variant, runs] : variants) {
+    absl::StrAppend(&md, "| ", variant, " | ", runs.size(), " |");
+    for (const auto& [metric, name] : metrics) {
+      double target = 0, dense_flops = 0, dense_total = 0;
+      for (const Run& d : dense) {
+        const EvalPoint& best = Best(d.val, metric);
+        target += best.loss.at(metric) / dense.size();
+        dense_flops += best.flops / dense.size();
+        dense_total += d.val.back().flops / dense.size();
+      }
+      if (variant == "dense") {
+        absl::StrAppendFormat(&md, " best %.4f at %.0f%% |", target, 100 * dense_flops / dense_total);
+        continue;
+      }
+      std::vector<double> fractions;
+      for (const Run& r : runs) {
+        auto f = FlopsToReach(r.val, metric, target);
+        if (f) fractions.push_back(*f / dense_flops);
+      }
+      if (fractions.size() < runs.size()) {
+        absl::StrAppendFormat(&md, " not reached (best %.4f vs %.4f) |",
+                              Best(runs.front().val, metric).loss.at(metric), target);
+        continue;
+      }
+      double mean = 0;
+      for (double f : fractions) mean += f / fractions.size();
+      auto [lo, hi] = std::minmax_element(fractions.begin(), fractions.end());
+      if (fractions.size() > 1) {
+        absl::StrAppendFormat(&md, " %.1f%% [%.1f, %.1f] |", 100 * mean, 100 * *lo, 100 * *hi);
+      } else {
+        absl::StrAppendFormat(&md, " %.1f%% |", 100 * mean);
+      }
+    }
+    absl::StrAppend(&md, "\n");
+  }
+}
+
 }  // namespace
 
 absl::StatusOr<Run> LoadRun(const std::string& dir) {
   Run run;
   run.dir = dir;
+  if (!FileExists(dir + "/config.textproto")) {
+    return absl::NotFoundError(absl::StrCat(
+        dir, ": not a run directory (no config.textproto; `modamba train`, a coordinator job's "
+             "RUN_ROOT/<job>/ and tools/experiments/run.sh write one beside metrics.jsonl)"));
+  }
   ASSIGN_OR_RETURN(run.config, LoadTrainConfig(dir + "/config.textproto"));
   run.setting = "text";
   if (!run.config.dataset_dir().empty()) {
@@ -84,9 +138,12 @@ absl::StatusOr<Run> LoadRun(const std::string& dir) {
     if (j.is_discarded() || !j.contains("step") || !j.contains("flops")) {
       return absl::DataLossError(absl::StrCat(path, ":", line_no, ": not a metrics line"));
     }
+    const int64_t step = j["step"].get<int64_t>();
+    // A resumed run repeats the steps after its checkpoint: the later lines win.
+    while (!run.val.empty() && run.val.back().step >= step) run.val.pop_back();
     if (!j.contains("val")) continue;
     EvalPoint p;
-    p.step = j["step"].get<int64_t>();
+    p.step = step;
     p.flops = j["flops"].get<double>();
     for (const auto& [metric, name] : Metrics()) {
       if (j["val"].contains(metric)) p.loss[metric] = j["val"][metric].get<double>();
@@ -115,7 +172,8 @@ std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const st
 }
 
 absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
-                                    const std::string& out_dir) {
+                                    const std::string& out_dir,
+                                    std::vector<std::pair<std::string, std::string>>* charts) {
   // setting/scale -> variant -> runs (seeds)
   std::map<std::string, std::map<std::string, std::vector<Run>, VariantOrder>> groups;
   for (const std::string& dir : run_dirs) {
@@ -132,53 +190,17 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       "it was reached (100% when the curve still falls at the end).\n";
   for (auto& [key, variants] : groups) {
     auto dense_it = variants.find("dense");
-    if (dense_it == variants.end()) {
-      absl::StrAppend(&md, "\n## ", key, "\n\nNo dense run to compare against.\n");
-      continue;
-    }
-    const std::vector<Run>& dense = dense_it->second;
+    const bool has_dense = dense_it != variants.end();
+    const std::vector<Run>& baseline = has_dense ? dense_it->second : variants.begin()->second;
     std::vector<std::pair<std::string, std::string>> metrics;
     for (const auto& m : Metrics()) {
-      if (dense.front().val.back().loss.count(m.first)) metrics.push_back(m);
+      if (baseline.front().val.back().loss.count(m.first)) metrics.push_back(m);
     }
-    absl::StrAppend(&md, "\n## ", key, "\n\n| variant | seeds |");
-    for (const auto& m : metrics) absl::StrAppend(&md, " ", m.second, " |");
-    absl::StrAppend(&md, "\n|---|---|", std::string(metrics.size() * 4, '-'), "\n");
-    for (size_t i = 0; i < metrics.size(); ++i) md.replace(md.size() - 1 - 4 * (metrics.size() - i), 4, "---|");
-    for (auto& [variant, runs] : variants) {
-      absl::StrAppend(&md, "| ", variant, " | ", runs.size(), " |");
-      for (const auto& [metric, name] : metrics) {
-        double target = 0, dense_flops = 0, dense_total = 0;
-        for (const Run& d : dense) {
-          const EvalPoint& best = Best(d.val, metric);
-          target += best.loss.at(metric) / dense.size();
-          dense_flops += best.flops / dense.size();
-          dense_total += d.val.back().flops / dense.size();
-        }
-        if (variant == "dense") {
-          absl::StrAppendFormat(&md, " best %.4f at %.0f%% |", target, 100 * dense_flops / dense_total);
-          continue;
-        }
-        std::vector<double> fractions;
-        for (const Run& r : runs) {
-          auto f = FlopsToReach(r.val, metric, target);
-          if (f) fractions.push_back(*f / dense_flops);
-        }
-        if (fractions.size() < runs.size()) {
-          absl::StrAppendFormat(&md, " not reached (best %.4f vs %.4f) |",
-                                Best(runs.front().val, metric).loss.at(metric), target);
-          continue;
-        }
-        double mean = 0;
-        for (double f : fractions) mean += f / fractions.size();
-        auto [lo, hi] = std::minmax_element(fractions.begin(), fractions.end());
-        if (fractions.size() > 1) {
-          absl::StrAppendFormat(&md, " %.1f%% [%.1f, %.1f] |", 100 * mean, 100 * *lo, 100 * *hi);
-        } else {
-          absl::StrAppendFormat(&md, " %.1f%% |", 100 * mean);
-        }
-      }
-      absl::StrAppend(&md, "\n");
+    absl::StrAppend(&md, "\n## ", key, "\n\n");
+    if (!has_dense) {
+      absl::StrAppend(&md, "No dense run to compare against: the validation curves only.\n");
+    } else {
+      AppendTable(dense_it->second, variants, metrics, &md);
     }
     // One chart per metric: every variant's mean curve with its seed band.
     for (const auto& [metric, name] : metrics) {
@@ -187,7 +209,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       chart.x_label = "training FLOPs";
       chart.y_label = "validation loss";
       chart.log_x = true;
-      chart.reference_label = "dense best";
+      if (has_dense) chart.reference_label = "dense best";
       int color = 0;
       for (auto& [variant, runs] : variants) {
         plot::Series s;
@@ -215,7 +237,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
         chart.series.push_back(std::move(s));
       }
       for (plot::Series& s : chart.series) {
-        if (s.label == "dense") continue;
+        if (s.label == "dense" || !has_dense) continue;
         std::vector<EvalPoint> mean_curve;
         for (size_t i = 0; i < s.x.size(); ++i) mean_curve.push_back({0, s.x[i], {{metric, s.y[i]}}});
         if (auto f = FlopsToReach(mean_curve, metric, chart.reference_y)) {
@@ -228,6 +250,10 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       RETURN_IF_ERROR(WriteFileAtomic(stem + ".svg", plot::RenderSvg(chart)));
       RETURN_IF_ERROR(plot::WritePng(chart, stem + ".png"));
       absl::StrAppend(&md, "\n![", chart.title, "](", stem.substr(out_dir.size() + 1), ".png)\n");
+      if (charts != nullptr) {
+        charts->push_back({stem + ".png", chart.title});
+        charts->push_back({stem + ".svg", chart.title});
+      }
     }
   }
   RETURN_IF_ERROR(WriteFileAtomic(out_dir + "/results.md", md));
@@ -237,27 +263,25 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
 int RunCompareCommand(int argc, char** argv) {
   std::vector<std::string> runs;
   std::string out;
-  for (int i = 1; i < argc; ++i) {
-    absl::string_view a = argv[i];
-    if (absl::ConsumePrefix(&a, "--out=")) {
-      out = std::string(a);
-    } else if (absl::StartsWith(a, "--")) {
-      std::cerr << "modamba compare: unknown flag " << a << "\n";
-      return 2;
-    } else {
-      runs.emplace_back(a);
-    }
-  }
-  if (runs.empty() || out.empty()) {
-    std::cerr << "usage: modamba compare RUN_DIR... --out=DIR\n";
-    return 2;
-  }
-  auto md = Compare(runs, out);
+  cli::FlagSet flags(
+      "modamba compare", "RUN_DIR... --out=DIR",
+      "Tables and charts of the training FLOPs each variant needs to reach the dense run's best "
+      "validation loss. A RUN_DIR is what `modamba train`, a coordinator job (RUN_ROOT/<job>) or "
+      "tools/experiments/run.sh writes: config.textproto and metrics.jsonl.",
+      "modamba compare runs/dense runs/mom --out=compare");
+  flags.String("out", &out, "DIR", "where results.md and the charts go (required)");
+  if (std::optional<int> exit = flags.Parse(argc, argv, 1, &runs)) return *exit;
+  if (runs.empty()) return flags.UsageError("no run directory given");
+  if (out.empty()) return flags.UsageError("--out is required");
+  std::vector<std::pair<std::string, std::string>> charts;
+  auto md = Compare(runs, out, &charts);
   if (!md.ok()) {
     std::cerr << "modamba compare: " << md.status().message() << "\n";
     return 1;
   }
-  std::cout << *md;
+  std::cout << *md << "\n";
+  cli::PrintArtifact(std::cout, out + "/results.md", "the FLOPs-to-match tables (Markdown)");
+  for (const auto& [path, title] : charts) cli::PrintArtifact(std::cout, path, "chart: " + title);
   return 0;
 }
 

@@ -3,7 +3,9 @@
 // the style of the Mixture-of-Mamba paper's tables.
 //
 // A run is a directory with config.textproto (its TrainConfig) and
-// metrics.jsonl (the trainer's --metrics_out). Runs are grouped by setting
+// metrics.jsonl (trainer/run_log.h): what `modamba train`, a coordinator job
+// (RUN_ROOT/<job>/) and tools/experiments/run.sh write. Repeated steps (a
+// resumed run) count once, from their latest line. Runs are grouped by setting
 // (the dataset manifest's), scale (d_model x n_layer) and variant (which
 // projections are routed: dense, MoM or a single-projection ablation); runs
 // of a group differ only in seed.
@@ -53,9 +55,12 @@ std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const st
                                    double target);
 
 // Writes results.md and one PNG + SVG chart per (setting, scale, metric) into
-// out_dir; returns the Markdown.
-absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
-                                    const std::string& out_dir);
+// out_dir (a group without a dense run gets its curves, without a table);
+// returns the Markdown. `charts` (optional) receives each chart file's path
+// and title.
+absl::StatusOr<std::string> Compare(
+    const std::vector<std::string>& run_dirs, const std::string& out_dir,
+    std::vector<std::pair<std::string, std::string>>* charts = nullptr);
 
 // The command: argv[0] = "compare", then run directories and --out=DIR.
 int RunCompareCommand(int argc, char** argv);

@@ -1,18 +1,15 @@
 #include "tools/data/data_command.h"
 
 #include <cstdlib>
-#include <functional>
 #include <iostream>
-#include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "absl/status/status.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/data/builder.h"
 #include "core/data/decode.h"
@@ -21,6 +18,8 @@
 #include "core/data/reader.h"
 #include "core/data/verify.h"
 #include "core/file_util.h"
+#include "tools/cli/artifacts.h"
+#include "tools/cli/flags.h"
 
 namespace modamba {
 namespace {
@@ -28,72 +27,7 @@ namespace {
 using data::DatasetManifest;
 
 constexpr char kUsage[] =
-    "usage:\n"
-    "  modamba data build [--raw=DIR] --out=DIR [--setting=all|chameleon|transfusion|trimodal]\n"
-    "      [--seq_len=1024] [--seed=1234] [--image_codes=512] [--speech_units=256]\n"
-    "      [--kmeans_iterations=25] [--image_kmeans_patches=200000]\n"
-    "      [--speech_kmeans_frames=100000] [--shard_sequences=1024]\n"
-    "      [--limit_{mnist,fsdd,cathy,text}_{train,val}=N]   (slices, for quick trials)\n"
-    "  modamba data inspect DIR [--split=val] [--sample=0] [--decode_dir=DIR]\n"
-    "      [--griffin_lim_iterations=32] [--verify [--raw=DIR]]\n"
-    "DIR of inspect is one setting's directory, e.g. OUT/chameleon. The raw directory\n"
-    "defaults to $MODAMBA_DATA_DIR, else ../shared/data beside the repository.\n";
-
-// --name=value flags (a bare --name sets a boolean) and positional arguments.
-class Flags {
- public:
-  explicit Flags(std::string command) : command_(std::move(command)) {}
-
-  void String(const std::string& name, std::string* target) {
-    setters_[name] = [target](absl::string_view v) {
-      *target = std::string(v);
-      return true;
-    };
-  }
-  template <typename T>
-  void Number(const std::string& name, T* target) {
-    setters_[name] = [target](absl::string_view v) { return absl::SimpleAtoi(v, target); };
-  }
-  void Bool(const std::string& name, bool* target) {
-    bools_.insert({name, target});
-    setters_[name] = [target](absl::string_view v) { return absl::SimpleAtob(v, target); };
-  }
-
-  absl::Status Parse(int argc, char** argv, int first, std::vector<std::string>* positional) {
-    for (int i = first; i < argc; ++i) {
-      absl::string_view arg = argv[i];
-      if (!absl::ConsumePrefix(&arg, "--")) {
-        positional->emplace_back(arg);
-        continue;
-      }
-      const size_t eq = arg.find('=');
-      const std::string name(arg.substr(0, eq));
-      auto it = setters_.find(name);
-      if (it == setters_.end()) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("unknown flag --", name, " for 'data ", command_, "'"));
-      }
-      if (eq == absl::string_view::npos) {
-        auto b = bools_.find(name);
-        if (b == bools_.end()) {
-          return absl::InvalidArgumentError(absl::StrCat("flag --", name, " needs a value (--", name, "=...)"));
-        }
-        *b->second = true;
-        continue;
-      }
-      if (!it->second(arg.substr(eq + 1))) {
-        return absl::InvalidArgumentError(
-            absl::StrCat("bad value '", arg.substr(eq + 1), "' for flag --", name));
-      }
-    }
-    return absl::OkStatus();
-  }
-
- private:
-  std::string command_;
-  std::map<std::string, std::function<bool(absl::string_view)>> setters_;
-  std::map<std::string, bool*> bools_;
-};
+    "usage: modamba data build|inspect [flags]   (modamba data build --help lists the flags)\n";
 
 std::string FormatManifest(const DatasetManifest& m) {
   std::string out = absl::StrFormat(
@@ -151,42 +85,41 @@ int Fail(const absl::Status& status) {
   return 1;
 }
 
-int Usage(const absl::Status& status) {
-  std::cerr << "modamba data: " << status.message() << "\n" << kUsage;
-  return 2;
-}
-
 int Build(int argc, char** argv) {
   data::BuildOptions o;
   std::string raw, settings = "all";
-  Flags flags("build");
-  flags.String("raw", &raw);
-  flags.String("out", &o.out_dir);
-  flags.String("setting", &settings);
-  flags.Number("seq_len", &o.seq_len);
-  flags.Number("seed", &o.seed);
-  flags.Number("image_codes", &o.image_codes);
-  flags.Number("speech_units", &o.speech_units);
-  flags.Number("kmeans_iterations", &o.kmeans_iterations);
-  flags.Number("image_kmeans_patches", &o.image_kmeans_patches);
-  flags.Number("speech_kmeans_frames", &o.speech_kmeans_frames);
-  flags.Number("shard_sequences", &o.shard_sequences);
+  cli::FlagSet flags(
+      "modamba data build", "--out=DIR [flags]",
+      "Trains the tokenizers and packs the raw data into checksummed shards, one directory per "
+      "setting (core/data/README.md).",
+      "modamba data build --out=data --setting=trimodal --limit_mnist_train=2000");
+  flags.String("raw", &raw, "DIR", "raw data ($MODAMBA_DATA_DIR, else ../shared/data)");
+  flags.String("out", &o.out_dir, "DIR", "where the settings' directories go (required)");
+  flags.String("setting", &settings, "all|chameleon|transfusion|trimodal", "which settings");
+  flags.Int("seq_len", &o.seq_len, "tokens per packed sequence");
+  flags.Int("seed", &o.seed, "seed of every random choice");
+  flags.Int("image_codes", &o.image_codes, "VQ codebook size for image patches");
+  flags.Int("speech_units", &o.speech_units, "k-means units of log-mel speech frames");
+  flags.Int("kmeans_iterations", &o.kmeans_iterations, "k-means iterations of both tokenizers");
+  flags.Int("image_kmeans_patches", &o.image_kmeans_patches, "patches the image codebook trains on");
+  flags.Int("speech_kmeans_frames", &o.speech_kmeans_frames, "frames the speech units train on");
+  flags.Int("shard_sequences", &o.shard_sequences, "sequences per shard file");
   for (int s = 0; s < data::kNumSplits; ++s) {
     const std::string split = data::SplitName(s);
-    flags.Number("limit_mnist_" + split, &o.selection.mnist[s]);
-    flags.Number("limit_fsdd_" + split, &o.selection.fsdd[s]);
-    flags.Number("limit_cathy_" + split, &o.selection.cathy[s]);
-    flags.Number("limit_text_" + split, &o.selection.text_bytes[s]);
+    flags.Int("limit_mnist_" + split, &o.selection.mnist[s],
+              "use only the first N MNIST images of " + split + " (-1: all)");
+    flags.Int("limit_fsdd_" + split, &o.selection.fsdd[s],
+              "use only the first N FSDD recordings of " + split + " (-1: all)");
+    flags.Int("limit_cathy_" + split, &o.selection.cathy[s],
+              "use only the first N cathy recordings of " + split + " (-1: all)");
+    flags.Int("limit_text_" + split, &o.selection.text_bytes[s],
+              "use only the first N bytes of " + split + " text (-1: all)");
   }
-  std::vector<std::string> positional;
-  if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
-  if (!positional.empty()) {
-    return Usage(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[0], "'")));
-  }
-  if (o.out_dir.empty()) return Usage(absl::InvalidArgumentError("--out=DIR is required"));
+  if (std::optional<int> exit = flags.Parse(argc, argv, 2, nullptr)) return *exit;
+  if (o.out_dir.empty()) return flags.UsageError("--out=DIR is required");
   o.out_dir = UserPath(o.out_dir);
   absl::StatusOr<std::vector<data::Setting>> parsed = data::ParseSettings(settings);
-  if (!parsed.ok()) return Usage(parsed.status());
+  if (!parsed.ok()) return flags.UsageError(parsed.status().message());
   o.settings = *parsed;
   absl::StatusOr<std::string> raw_dir = data::FindRawDataDir(UserPath(raw));
   if (!raw_dir.ok()) return Fail(raw_dir.status());
@@ -199,6 +132,11 @@ int Build(int argc, char** argv) {
     std::cout << o.out_dir << "/" << m.setting << "\n" << FormatManifest(m);
   }
   std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
+  for (const DatasetManifest& m : *manifests) {
+    cli::PrintArtifact(std::cout, absl::StrCat(o.out_dir, "/", m.setting),
+                       absl::StrCat("the ", m.setting, " dataset (manifest.json, tokenizers, ",
+                                    m.splits.size(), " splits of packed shards)"));
+  }
   return 0;
 }
 
@@ -207,20 +145,20 @@ int Inspect(int argc, char** argv) {
   int64_t sample = 0;
   int griffin_lim_iterations = 32;
   bool verify = false;
-  Flags flags("inspect");
-  flags.String("dir", &dir);
-  flags.String("split", &split);
-  flags.Number("sample", &sample);
-  flags.String("decode_dir", &decode_dir);
-  flags.Number("griffin_lim_iterations", &griffin_lim_iterations);
-  flags.Bool("verify", &verify);
-  flags.String("raw", &raw);
+  cli::FlagSet flags("modamba data inspect", "DIR [flags]",
+                     "Prints a setting's manifest and decodes one packed sequence; DIR is one "
+                     "setting's directory (OUT/chameleon).",
+                     "modamba data inspect data/trimodal --sample=3 --decode_dir=/tmp/seq");
+  flags.String("split", &split, "train|val", "which split's shards");
+  flags.Int("sample", &sample, "which sequence of the split");
+  flags.String("decode_dir", &decode_dir, "DIR", "writes the sequence's images (PNG) and speech (WAV) here");
+  flags.Int("griffin_lim_iterations", &griffin_lim_iterations, "phase iterations of the speech decoder");
+  flags.Bool("verify", &verify, "checks every shard's checksums and the held-out leak check");
+  flags.String("raw", &raw, "DIR", "raw data for --verify ($MODAMBA_DATA_DIR, else ../shared/data)");
   std::vector<std::string> positional;
-  if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
-  if (dir.empty() && positional.size() == 1) dir = positional[0];
-  if (dir.empty() || positional.size() > 1) {
-    return Usage(absl::InvalidArgumentError("inspect needs exactly one dataset directory"));
-  }
+  if (std::optional<int> exit = flags.Parse(argc, argv, 2, &positional)) return *exit;
+  if (positional.size() != 1) return flags.UsageError("inspect needs exactly one dataset directory");
+  dir = positional[0];
   dir = UserPath(dir);
   decode_dir = UserPath(decode_dir);
   absl::StatusOr<DatasetManifest> manifest = data::ReadDatasetManifest(dir);
@@ -275,8 +213,11 @@ int RunDataCommand(int argc, char** argv) {
     std::cout << kUsage;
     return 0;
   }
-  return Usage(absl::InvalidArgumentError(
-      sub.empty() ? "missing subcommand" : absl::StrCat("unknown subcommand '", sub, "'")));
+  std::cerr << "modamba data: "
+            << (sub.empty() ? "missing subcommand (build or inspect)"
+                            : cli::UnknownName("subcommand", sub, {"build", "inspect"}).message())
+            << "\n" << kUsage;
+  return 2;
 }
 
 }  // namespace modamba

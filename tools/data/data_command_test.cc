@@ -22,8 +22,9 @@ int RunData(std::vector<std::string> args) {
 
 TEST(DataCommandTest, UsageErrorsNameTheProblem) {
   ::testing::internal::CaptureStderr();
-  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--sequence_length=5"}), 2);
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("unknown flag --sequence_length"),
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--seq_length=5"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find(
+                "unknown flag '--seq_length'; did you mean '--seq_len'?"),
             std::string::npos);
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunData({"build", "--seq_len=5"}), 2);
@@ -31,7 +32,7 @@ TEST(DataCommandTest, UsageErrorsNameTheProblem) {
             std::string::npos);
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--seq_len=many"}), 2);
-  EXPECT_NE(::testing::internal::GetCapturedStderr().find("bad value 'many' for flag --seq_len"),
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("--seq_len=many: expected N"),
             std::string::npos);
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--setting=dalle"}), 2);
@@ -40,6 +41,10 @@ TEST(DataCommandTest, UsageErrorsNameTheProblem) {
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunData({"frobnicate"}), 2);
   EXPECT_NE(::testing::internal::GetCapturedStderr().find("unknown subcommand 'frobnicate'"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"biuld"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("did you mean 'build'?"),
             std::string::npos);
   ::testing::internal::CaptureStderr();
   EXPECT_EQ(RunData({"inspect"}), 2);
@@ -65,6 +70,7 @@ TEST(DataCommandTest, BuildsAndInspectsASlice) {
             0);
   const std::string built = ::testing::internal::GetCapturedStdout();
   EXPECT_NE(built.find("setting trimodal: seq_len 512, vocab 311"), std::string::npos) << built;
+  EXPECT_NE(built.find("wrote " + out + "/trimodal ("), std::string::npos) << built;
 
   // Decode val sequences until one holds speech: PNGs and WAVs appear.
   const std::string decoded = out + "/decoded";
