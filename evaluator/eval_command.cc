@@ -195,7 +195,8 @@ int RunEvalCommand(int argc, char** argv) {
                      "from prompts judged by classifiers (evaluator/README.md).",
                      "modamba eval --checkpoint=runs/tiny --out=metrics.json");
   flags.String("checkpoint", &c.checkpoint, "DIR",
-               "a step-NNNNNNNN/ checkpoint or a run directory (its newest) (required)");
+               "a step-NNNNNNNN/ checkpoint or a run directory (its newest)");
+  flags.Require("checkpoint");
   flags.Bool("all", &c.all, "every checkpoint of the run directory, in step order");
   flags.String("out", &c.out, "FILE", "writes the metrics (JSON) here instead of stdout");
   flags.String("out_dir", &o.output_dir, "DIR", "writes the generated image grid and WAVs here");
@@ -211,7 +212,6 @@ int RunEvalCommand(int argc, char** argv) {
   flags.String("device", &c.device, "cpu|gpu", "where the model runs");
   sampling.Declare(&flags);
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
-  if (c.checkpoint.empty()) return flags.UsageError("--checkpoint is required");
   if (o.val.batch_size < 1 || o.samples_per_digit < 1) {
     return flags.UsageError("--val_batch and --samples_per_digit must be positive");
   }
@@ -231,18 +231,17 @@ int RunGenerateCommand(int argc, char** argv) {
                      "modamba generate --checkpoint=runs/tiny --prompt=\"ROMEO:\" --modality=text "
                      "--out=romeo.txt");
   flags.String("checkpoint", &c.checkpoint, "DIR",
-               "a step-NNNNNNNN/ checkpoint or a run directory (its newest) (required)");
+               "a step-NNNNNNNN/ checkpoint or a run directory (its newest)");
   flags.String("prompt", &c.prompt, "TEXT", "a caption, a transcript or the text to continue");
-  flags.String("modality", &c.modality, "image|speech|text", "what to generate (required)");
-  flags.String("out", &c.out, "FILE", "the PNG, WAV or text file (required)");
+  flags.String("modality", &c.modality, "image|speech|text", "what to generate");
+  flags.String("out", &c.out, "FILE", "the PNG, WAV or text file");
   flags.String("dataset_dir", &c.dataset_dir, "DIR", "the tokenizers' dataset (default: the checkpoint's)");
   flags.Int("max_tokens", &max_tokens, "most speech units or text bytes (0: the default)");
   flags.Int("griffin_lim_iterations", &c.griffin_lim_iterations, "phase iterations of the speech decoder");
   flags.String("device", &c.device, "cpu|gpu", "where the model runs");
   sampling.Declare(&flags);
+  for (const char* name : {"checkpoint", "modality", "out"}) flags.Require(name);
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
-  if (c.checkpoint.empty()) return flags.UsageError("--checkpoint is required");
-  if (c.out.empty()) return flags.UsageError("--out is required");
   if (c.modality != "image" && c.modality != "speech" && c.modality != "text") {
     return flags.UsageError("--modality must be image, speech or text");
   }

@@ -111,13 +111,13 @@ int RunTrainCommand(int argc, char** argv, std::ostream& out, bool terminal) {
                      "directory with checkpoints resumes from its newest.",
                      "modamba train --config=tools/configs/shakespeare_tiny.textproto "
                      "--checkpoint_dir=runs/tiny --steps=100");
-  flags.String("config", &f.config, "FILE", "a TrainConfig textproto (proto/config.proto) (required)");
+  flags.String("config", &f.config, "FILE", "a TrainConfig textproto (proto/config.proto)");
+  flags.Require("config");
   flags.String("checkpoint_dir", &f.run_dir, "DIR",
                "the run directory (default: the config's checkpoint_dir, else runs/<config name>)");
   flags.Int("steps", &f.steps, "training steps, overriding the config's (0: the config's)");
   flags.String("device", &f.device, "gpu|cpu", "where to train (gpu when this machine has one)");
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
-  if (f.config.empty()) return flags.UsageError("--config is required");
   if (f.device != "gpu" && f.device != "cpu") return flags.UsageError("--device: gpu or cpu");
   if (f.steps < 0) return flags.UsageError("--steps: must not be negative");
   absl::Status status = Train(f, out, terminal);

@@ -86,6 +86,21 @@ TEST(FlagSetTest, RefusesWithTheNearestName) {
   EXPECT_TRUE(absl::StrContains(p.err, "(one of: --steps --checkpoint)")) << p.err;
 }
 
+TEST(FlagSetTest, RequiredFlags) {
+  std::string out;
+  FlagSet flags("modamba thing", "--out=FILE", "Does a thing.", "modamba thing --out=x");
+  flags.String("out", &out, "FILE", "where it goes");
+  flags.Require("out");
+  Parsed p = Parse(&flags, {}, nullptr);
+  EXPECT_EQ(p.exit, 2);
+  EXPECT_TRUE(absl::StrContains(p.err, "--out=FILE is required")) << p.err;
+  p = Parse(&flags, {"--help"}, nullptr);
+  EXPECT_TRUE(absl::StrContains(p.out, "--out=FILE  where it goes (required)\n")) << p.out;
+  p = Parse(&flags, {"--out=x"}, nullptr);
+  EXPECT_FALSE(p.exit.has_value());
+  EXPECT_EQ(out, "x");
+}
+
 TEST(NearestTest, EditDistance) {
   EXPECT_EQ(EditDistance("train", "trian"), 2);
   EXPECT_EQ(EditDistance("", "abc"), 3);

@@ -47,6 +47,12 @@ void FlagSet::Bool(const std::string& name, bool* target, const std::string& hel
        [target](absl::string_view v) { return absl::SimpleAtob(v, target); }});
 }
 
+void FlagSet::Require(const std::string& name) {
+  for (Flag& f : flags_) {
+    if (f.name == name) f.required = true;
+  }
+}
+
 std::string FlagSet::Help() const {
   std::string out = absl::StrCat("usage: ", command_, " ", usage_, "\n", summary_, "\n");
   if (!flags_.empty()) out.append("\nflags:\n");
@@ -62,8 +68,10 @@ std::string FlagSet::Help() const {
     // A head longer than the column gets its help on the next line.
     const std::string pad = head.size() <= width ? std::string(width - head.size(), ' ')
                                                  : absl::StrCat("\n", std::string(width + 2, ' '));
-    absl::StrAppend(&out, "  ", head, pad, "  ", flags_[i].help, " (default: ",
-                    flags_[i].default_text, ")\n");
+    absl::StrAppend(&out, "  ", head, pad, "  ", flags_[i].help,
+                    flags_[i].required ? " (required)"
+                                       : absl::StrCat(" (default: ", flags_[i].default_text, ")"),
+                    "\n");
   }
   absl::StrAppend(&out, "\nexample:\n  ", example_, "\n");
   return out;
@@ -79,6 +87,7 @@ std::optional<int> FlagSet::Parse(int argc, char** argv, int first,
                                   std::vector<std::string>* positional) {
   std::vector<std::string> names;
   for (const Flag& f : flags_) names.push_back(f.name);
+  std::vector<bool> given(flags_.size(), false);
   for (int i = first; i < argc; ++i) {
     absl::string_view arg = argv[i];
     if (arg == "--help" || arg == "-h" || arg == "-help") {
@@ -101,6 +110,7 @@ std::optional<int> FlagSet::Parse(int argc, char** argv, int first,
       for (const std::string& n : names) dashed.push_back("--" + n);
       return UsageError(UnknownName("flag", absl::StrCat("--", name), dashed).message());
     }
+    given[it - flags_.begin()] = true;
     if (eq == absl::string_view::npos) {
       if (!it->is_bool) {
         return UsageError(absl::StrCat("--", name, " needs a value (--", name, "=", it->value, ")"));
@@ -111,6 +121,11 @@ std::optional<int> FlagSet::Parse(int argc, char** argv, int first,
     const absl::string_view value = arg.substr(eq + 1);
     if (!it->set(value)) {
       return UsageError(absl::StrCat("--", name, "=", value, ": expected ", it->value));
+    }
+  }
+  for (size_t i = 0; i < flags_.size(); ++i) {
+    if (flags_[i].required && !given[i]) {
+      return UsageError(absl::StrCat("--", flags_[i].name, "=", flags_[i].value, " is required"));
     }
   }
   return std::nullopt;

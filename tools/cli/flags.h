@@ -44,6 +44,8 @@ class FlagSet {
   }
   void Double(const std::string& name, double* target, const std::string& help);
   void Bool(const std::string& name, bool* target, const std::string& help);
+  // A flag that must be given: --help says "(required)", Parse refuses its absence.
+  void Require(const std::string& name);
 
   // Parses argv[first..]: flags into their targets, the rest into
   // `positional` (null: positional arguments are an error). Returns nullopt
@@ -64,6 +66,7 @@ class FlagSet {
     std::string name, value, help, default_text;
     bool is_bool = false;
     std::function<bool(absl::string_view)> set;
+    bool required = false;
   };
   void Add(Flag flag);
 

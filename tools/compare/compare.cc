@@ -269,10 +269,10 @@ int RunCompareCommand(int argc, char** argv) {
       "validation loss. A RUN_DIR is what `modamba train`, a coordinator job (RUN_ROOT/<job>) or "
       "tools/experiments/run.sh writes: config.textproto and metrics.jsonl.",
       "modamba compare runs/dense runs/mom --out=compare");
-  flags.String("out", &out, "DIR", "where results.md and the charts go (required)");
+  flags.String("out", &out, "DIR", "where results.md and the charts go");
+  flags.Require("out");
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, &runs)) return *exit;
   if (runs.empty()) return flags.UsageError("no run directory given");
-  if (out.empty()) return flags.UsageError("--out is required");
   std::vector<std::pair<std::string, std::string>> charts;
   auto md = Compare(runs, out, &charts);
   if (!md.ok()) {

@@ -182,7 +182,10 @@ void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
     y_lo = std::min(y_lo, chart.reference_y);
     y_hi = std::max(y_hi, chart.reference_y);
   }
-  if (!(x_lo < x_hi)) x_hi = x_lo + 1;
+  if (!(x_lo < x_hi)) {  // one x: centred
+    x_lo -= 0.5;
+    x_hi += 0.5;
+  }
   if (!(y_lo < y_hi)) y_hi = y_lo + 1;
   const double pad = 0.05 * (y_hi - y_lo);
   y_lo -= pad;
@@ -231,6 +234,11 @@ void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
     }
     for (size_t i = 0; i + 1 < s.x.size(); ++i) {
       canvas->Line(px(s.x[i]), py(s.y[i]), px(s.x[i + 1]), py(s.y[i + 1]), s.rgb, 2, s.dashed);
+    }
+    if (s.x.size() == 1) {  // a lone point has no segment: a cross
+      const double cx = px(s.x[0]), cy = py(s.y[0]);
+      canvas->Line(cx - 4, cy - 4, cx + 4, cy + 4, s.rgb, 2, false);
+      canvas->Line(cx - 4, cy + 4, cx + 4, cy - 4, s.rgb, 2, false);
     }
     if (s.marker_x >= 0) {
       const double mx = px(s.marker_x), my = py(s.marker_y);

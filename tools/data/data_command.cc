@@ -94,7 +94,8 @@ int Build(int argc, char** argv) {
       "setting (core/data/README.md).",
       "modamba data build --out=data --setting=trimodal --limit_mnist_train=2000");
   flags.String("raw", &raw, "DIR", "raw data ($MODAMBA_DATA_DIR, else ../shared/data)");
-  flags.String("out", &o.out_dir, "DIR", "where the settings' directories go (required)");
+  flags.String("out", &o.out_dir, "DIR", "where the settings' directories go");
+  flags.Require("out");
   flags.String("setting", &settings, "all|chameleon|transfusion|trimodal", "which settings");
   flags.Int("seq_len", &o.seq_len, "tokens per packed sequence");
   flags.Int("seed", &o.seed, "seed of every random choice");
@@ -116,7 +117,6 @@ int Build(int argc, char** argv) {
               "use only the first N bytes of " + split + " text (-1: all)");
   }
   if (std::optional<int> exit = flags.Parse(argc, argv, 2, nullptr)) return *exit;
-  if (o.out_dir.empty()) return flags.UsageError("--out=DIR is required");
   o.out_dir = UserPath(o.out_dir);
   absl::StatusOr<std::vector<data::Setting>> parsed = data::ParseSettings(settings);
   if (!parsed.ok()) return flags.UsageError(parsed.status().message());

@@ -136,12 +136,12 @@ int RunExportCommand(int argc, char** argv) {
                      "modality ids as one safetensors file (tools/export/README.md).",
                      "modamba export --checkpoint=runs/tiny --out=tiny.safetensors --dtype=bf16");
   flags.String("checkpoint", &checkpoint, "DIR",
-               "a step-NNNNNNNN/ checkpoint or a run directory (its newest) (required)");
-  flags.String("out", &out, "FILE", "the safetensors file (required)");
+               "a step-NNNNNNNN/ checkpoint or a run directory (its newest)");
+  flags.String("out", &out, "FILE", "the safetensors file");
+  flags.Require("checkpoint");
+  flags.Require("out");
   flags.String("dtype", &dtype, "f32|bf16", "the tensors' type");
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
-  if (checkpoint.empty()) return flags.UsageError("--checkpoint is required");
-  if (out.empty()) return flags.UsageError("--out is required");
   if (dtype != "f32" && dtype != "bf16") return flags.UsageError("--dtype: f32 or bf16");
   absl::StatusOr<ExportResult> r =
       ExportCheckpoint(checkpoint, out, dtype == "bf16" ? DType::kBF16 : DType::kF32);
