@@ -2,12 +2,14 @@
 // modamba-evaluator) on a small tri-modal dataset: a job finishes with its
 // checkpoints verified, delivered to the evaluator and evaluated, and a trainer rank killed with kill -9 is
 // restarted from the newest checkpoint and ends at the same final loss as an
-// undisturbed run, bit for bit.
+// undisturbed run, bit for bit. The jobs' directories are run directories
+// that `modamba compare` reads (trainer/run_log.h).
 #include <signal.h>
 
 #include "absl/strings/str_cat.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
+#include "tools/compare/compare.h"
 #include "trainer/synthetic_dataset.h"
 
 namespace modamba {
@@ -72,6 +74,14 @@ TEST_F(RealWorkersTest, JobFinishesAndEveryCheckpointReachesTheEvaluator) {
     for (const char* m : {"text", "image", "speech"}) EXPECT_TRUE(p.losses().count(m)) << m;
   }
   EXPECT_EQ(val, 4);
+  // The job's directory is a run directory `modamba compare` reads.
+  auto run = LoadRun(cluster_->run_root() + "/" + job->id());
+  ASSERT_TRUE(run.ok()) << run.status();
+  EXPECT_EQ(run->setting, "trimodal");
+  EXPECT_EQ(run->variant, "MoM");
+  ASSERT_EQ(run->val.size(), 4u);
+  EXPECT_EQ(run->val.back().step, 40);
+  EXPECT_TRUE(run->val.back().loss.count("speech"));
 }
 
 TEST_F(RealWorkersTest, KilledRankResumesAndEndsAtTheSameLoss) {
@@ -101,6 +111,16 @@ TEST_F(RealWorkersTest, KilledRankResumesAndEndsAtTheSameLoss) {
   ASSERT_FALSE(calm_done->last_train().losses().empty());
   for (const auto& [modality, loss] : calm_done->last_train().losses()) {
     EXPECT_EQ(hit_done->last_train().losses().at(modality), loss) << modality;
+  }
+  // Both generations appended to the job's metrics; the repeated steps count
+  // once, so the restarted run reads like the calm one.
+  auto calm_run = LoadRun(cluster_->run_root() + "/" + calm->id());
+  auto hit_run = LoadRun(cluster_->run_root() + "/" + hit->id());
+  ASSERT_TRUE(calm_run.ok() && hit_run.ok()) << hit_run.status();
+  ASSERT_EQ(hit_run->val.size(), calm_run->val.size());
+  for (size_t i = 0; i < calm_run->val.size(); ++i) {
+    EXPECT_EQ(hit_run->val[i].step, calm_run->val[i].step);
+    EXPECT_EQ(hit_run->val[i].loss, calm_run->val[i].loss) << hit_run->val[i].step;
   }
 }
 
