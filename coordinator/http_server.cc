@@ -323,8 +323,27 @@ class HttpServer::Impl {
       if (parts.size() == 2 && parts[1] == "metrics" && get) {
         auto metrics = manager_->Metrics(id, IntParam(query, "after", 0),
                                          static_cast<int>(IntParam(query, "limit", 0)));
-        return metrics.ok() ? JsonResponse(request, *metrics)
-                            : ErrorResponse(request, metrics.status());
+        if (!metrics.ok()) return ErrorResponse(request, metrics.status());
+        // The WAVs are served one by one (below); the points name them.
+        for (v1::MetricPoint& p : *metrics->mutable_points()) {
+          for (auto& [name, wav] : *p.mutable_speech_wav()) wav.clear();
+        }
+        return JsonResponse(request, *metrics);
+      }
+      int64_t seq = 0;
+      if (parts.size() == 4 && parts[1] == "speech" && get && absl::SimpleAtoi(parts[2], &seq) &&
+          absl::EndsWith(parts[3], ".wav")) {
+        auto metrics = manager_->Metrics(id, seq - 1, 1);
+        if (!metrics.ok()) return ErrorResponse(request, metrics.status());
+        const std::string name = parts[3].substr(0, parts[3].size() - 4);
+        if (metrics->points_size() == 1 && metrics->points(0).seq() == seq) {
+          auto wav = metrics->points(0).speech_wav().find(name);
+          if (wav != metrics->points(0).speech_wav().end()) {
+            return MakeResponse(request, http::status::ok, "audio/wav", wav->second);
+          }
+        }
+        return ErrorResponse(request, absl::NotFoundError(absl::StrCat(
+                                          "job ", id, " has no speech '", name, "' at seq ", seq)));
       }
       if (parts.size() == 2 && parts[1] == "checkpoints" && get) {
         auto checkpoints = manager_->Checkpoints(id);

@@ -166,6 +166,21 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
     if (!point.image_grid_png().empty() && point.kind() != "eval") {
       return absl::InvalidArgumentError("points.image_grid_png: only eval points carry images");
     }
+    if (!point.speech_wav().empty() && point.kind() != "eval") {
+      return absl::InvalidArgumentError("points.speech_wav: only eval points carry speech");
+    }
+    size_t wav_bytes = 0;
+    for (const auto& [name, wav] : point.speech_wav()) {
+      if (name.empty() || name.size() > kMaxMetricNameBytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("points.speech_wav: names must have 1 to ", kMaxMetricNameBytes, " bytes"));
+      }
+      wav_bytes += wav.size();
+    }
+    if (wav_bytes > kMaxSpeechWavBytes) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("points.speech_wav: larger than ", kMaxSpeechWavBytes, " bytes"));
+    }
   }
   absl::MutexLock lock(&mu_);
   JobEntry* job = nullptr;

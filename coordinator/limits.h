@@ -12,6 +12,8 @@ inline constexpr int kMaxMetricEntries = 64;
 inline constexpr int kMaxMetricNameBytes = 64;
 // An eval point's grid of generated digits (a PNG of 10 rows of small images).
 inline constexpr size_t kMaxImageGridBytes = 256 << 10;
+// An eval point's generated speech: all its WAVs together.
+inline constexpr size_t kMaxSpeechWavBytes = 1 << 20;
 
 }  // namespace modamba
 

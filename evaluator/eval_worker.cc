@@ -93,11 +93,20 @@ v1::MetricPoint EvalPoint(const EvalReport& report, const v1::CheckpointInfo& ch
       (*point.mutable_losses())[name.substr(4, name.size() - 7)] = value;
     }
   }
-  // The generated digits travel with the point, for the dashboard's grid.
+  // The generated digits and speech travel with the point, for the
+  // dashboard's grid and players (speech_<digit>.wav, as many as fit).
+  size_t wav_bytes = 0;
   for (const std::string& file : report.files) {
-    if (!absl::EndsWith(file, "images.png")) continue;
-    absl::StatusOr<std::string> png = ReadFile(file);
-    if (png.ok() && png->size() <= kMaxImageGridBytes) point.set_image_grid_png(*png);
+    const std::string name = fs::path(file).filename().string();
+    absl::StatusOr<std::string> bytes = ReadFile(file);
+    if (!bytes.ok()) continue;
+    if (name == "images.png" && bytes->size() <= kMaxImageGridBytes) {
+      point.set_image_grid_png(*bytes);
+    } else if (absl::StartsWith(name, "speech_") && absl::EndsWith(name, ".wav") &&
+               wav_bytes + bytes->size() <= kMaxSpeechWavBytes) {
+      wav_bytes += bytes->size();
+      (*point.mutable_speech_wav())[name.substr(7, name.size() - 11)] = *std::move(bytes);
+    }
   }
   return point;
 }

@@ -212,11 +212,13 @@ TEST(FlattenCheckpoint, MovesRankFilesUp) {
 namespace modamba::eval {
 namespace {
 
-TEST(EvalPoint, CarriesTheDigitGridAndThePerModalityLosses) {
+TEST(EvalPoint, CarriesTheDigitGridTheSpeechAndThePerModalityLosses) {
   const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/grid");
   ASSERT_TRUE(MakeDirs(dir).ok());
   const std::string png = std::string("\x89PNG\r\n\x1a\n", 8) + "pixels";
   ASSERT_TRUE(WriteFileAtomic(dir + "/images.png", png).ok());
+  const std::string wav = std::string("RIFF\0\0\0\0WAVE", 12);
+  ASSERT_TRUE(WriteFileAtomic(dir + "/speech_7.wav", wav).ok());
   EvalReport report;
   report.metrics = {{"val/image_ce", 1.5}, {"image/accuracy", 0.9}};
   report.files = {dir + "/speech_7.wav", dir + "/images.png"};
@@ -229,6 +231,8 @@ TEST(EvalPoint, CarriesTheDigitGridAndThePerModalityLosses) {
   EXPECT_EQ(point.losses().at("image"), 1.5);
   EXPECT_EQ(point.scalars().at("image/accuracy"), 0.9);
   EXPECT_EQ(point.image_grid_png(), png);
+  ASSERT_EQ(point.speech_wav().size(), 1u);
+  EXPECT_EQ(point.speech_wav().at("7"), wav);
 }
 
 }  // namespace

@@ -1,8 +1,15 @@
 // The dashboard in headless Chromium: the page loads from the coordinator,
-// lists the job and draws its loss curves. The DOM is checked and a
-// screenshot is kept under $TEST_UNDECLARED_OUTPUTS_DIR.
+// lists the job and draws its loss curves with nice ticks and the legend
+// inside the plot, shows the evaluator's image grids and plays its speech
+// (WAV served by the coordinator). The DOM is checked, and a screenshot,
+// kept under $TEST_UNDECLARED_OUTPUTS_DIR, is checked for drawn curves.
+#include <png.h>
+
+#include <cmath>
 #include <cstdlib>
+#include <regex>
 #include <string>
+#include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
@@ -27,6 +34,53 @@ int RunChromium(const std::string& profile, const std::string& what, const std::
                    " --virtual-time-budget=8000 --user-data-dir=",
                    profile, " ", what, " '", url, "' > ", out, " 2>", out, ".stderr");
   return system(command.c_str());
+}
+
+struct Box {
+  double x = 0, y = 0, w = 0, h = 0;
+};
+
+// The first <rect class="CLASS" x= y= width= height=> in `svg`.
+bool FindBox(const std::string& svg, const std::string& cls, Box* box) {
+  std::smatch m;
+  const std::regex re("<rect class=\"" + cls +
+                      "\" x=\"([-0-9.]+)\" y=\"([-0-9.]+)\" width=\"([-0-9.]+)\" height=\"([-0-9.]+)\"");
+  if (!std::regex_search(svg, m, re)) return false;
+  *box = {std::stod(m[1]), std::stod(m[2]), std::stod(m[3]), std::stod(m[4])};
+  return true;
+}
+
+// The <svg id="ID" ...>...</svg> element of the DOM.
+std::string Chart(const std::string& dom, const std::string& id) {
+  const size_t begin = dom.find("<svg id=\"" + id + "\"");
+  if (begin == std::string::npos) return "";
+  return dom.substr(begin, dom.find("</svg>", begin) - begin);
+}
+
+// The y axis' tick labels (right-aligned ticks), top to bottom.
+std::vector<std::string> YTicks(const std::string& svg) {
+  std::vector<std::string> ticks;
+  const std::regex re("text-anchor=\"end\" class=\"tick\">([^<]*)<");
+  for (std::sregex_iterator it(svg.begin(), svg.end(), re), end; it != end; ++it) {
+    ticks.push_back((*it)[1]);
+  }
+  return ticks;
+}
+
+// Pixels of the screenshot close to `rgb`.
+int CountColour(const std::string& png_path, uint32_t rgb) {
+  png_image image{};
+  image.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_file(&image, png_path.c_str())) return -1;
+  image.format = PNG_FORMAT_RGB;
+  std::vector<uint8_t> pixels(PNG_IMAGE_SIZE(image));
+  if (!png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr)) return -1;
+  int n = 0;
+  for (size_t i = 0; i + 2 < pixels.size(); i += 3) {
+    n += std::abs(pixels[i] - int(rgb >> 16)) < 24 && std::abs(pixels[i + 1] - int(rgb >> 8 & 255)) < 24 &&
+         std::abs(pixels[i + 2] - int(rgb & 255)) < 24;
+  }
+  return n;
 }
 
 TEST(DashboardTest, ShowsTheJobAndDrawsItsLossCurves) {
@@ -61,6 +115,38 @@ TEST(DashboardTest, ShowsTheJobAndDrawsItsLossCurves) {
   EXPECT_TRUE(absl::StrContains(dom, "<path d=\"M")) << "no curve was drawn";
   EXPECT_FALSE(absl::StrContains(dom, "HTTP 401"));
 
+  for (const char* id : {"chart-loss-step", "chart-loss-flops", "chart-eval"}) {
+    const std::string svg = Chart(dom, id);
+    // The legend lies inside the plot area.
+    Box area, legend;
+    ASSERT_TRUE(FindBox(svg, "plot-area", &area)) << id << ": " << svg;
+    ASSERT_TRUE(FindBox(svg, "legend-box", &legend)) << id << ": " << svg;
+    EXPECT_GE(legend.x, area.x) << id;
+    EXPECT_GE(legend.y, area.y) << id;
+    EXPECT_LE(legend.x + legend.w, area.x + area.w) << id;
+    EXPECT_LE(legend.y + legend.h, area.y + area.h) << id;
+    EXPECT_GT(legend.w, 20) << id;
+    // Ticks step by 1, 2, 2.5 or 5 times a power of ten, labelled exactly.
+    const std::vector<std::string> ticks = YTicks(svg);
+    ASSERT_GE(ticks.size(), 3u) << id << ": " << svg;
+    const double step = std::stod(ticks[1]) - std::stod(ticks[0]);
+    const double mantissa = step / std::pow(10, std::floor(std::log10(step)));
+    EXPECT_TRUE(std::fabs(mantissa - 1) < 1e-6 || std::fabs(mantissa - 2) < 1e-6 ||
+                std::fabs(mantissa - 2.5) < 1e-6 || std::fabs(mantissa - 5) < 1e-6)
+        << id << ": step " << step;
+    for (size_t i = 0; i < ticks.size(); ++i) {
+      EXPECT_LE(ticks[i].size(), 5u) << id << ": " << ticks[i];
+      EXPECT_NEAR(std::stod(ticks[i]), std::stod(ticks[0]) + i * step, step * 1e-6) << id;
+    }
+  }
+  // The evaluator's image grid, and its speech in a player that loaded it.
+  EXPECT_TRUE(absl::StrContains(dom, "<img src=\"data:image/png;base64,")) << dom;
+  std::smatch audio;
+  ASSERT_TRUE(std::regex_search(dom, audio, std::regex("<audio[^>]*>"))) << dom;
+  EXPECT_TRUE(absl::StrContains(audio.str(), "/speech/")) << audio.str();
+  EXPECT_TRUE(absl::StrContains(audio.str(), "data-duration=\"0.40\"")) << audio.str();
+  EXPECT_TRUE(absl::StrContains(dom, "seven · 0.40 s")) << dom;
+
   const char* outputs = std::getenv("TEST_UNDECLARED_OUTPUTS_DIR");
   const std::string png =
       absl::StrCat(outputs != nullptr ? outputs : cluster.root().c_str(), "/dashboard.png");
@@ -72,6 +158,8 @@ TEST(DashboardTest, ShowsTheJobAndDrawsItsLossCurves) {
   ASSERT_TRUE(image.ok()) << image.status();
   EXPECT_EQ(image->substr(0, 8), "\x89PNG\r\n\x1a\n");
   EXPECT_GT(image->size(), 20000u);
+  // The text curves (and their legend swatches) are on screen.
+  EXPECT_GT(CountColour(png, 0x1f77b4), 300);
 }
 
 }  // namespace

@@ -12,7 +12,8 @@
 // block of bytes); rank 0 reports the metrics.
 //
 // Evaluator: takes checkpoints from the coordinator, downloads them, reports
-// an eval metric computed from the downloaded state, and logs the sha256 of
+// an eval metric computed from the downloaded state (with a small image grid
+// and a spoken "7": a tone, as the real evaluator's samples travel), and logs the sha256 of
 // every downloaded file to RUN_DIR/downloads.txt (trainers log theirs to
 // RUN_DIR/uploads.txt) so tests can compare.
 //
@@ -38,6 +39,8 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "core/data/audio.h"
+#include "core/data/png_io.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
@@ -198,6 +201,23 @@ absl::Status RunTrainer(WorkerClient* client, const v1::RegisterResponse& regist
   return absl::OkStatus();
 }
 
+// The samples an eval point carries: a 4x2 grid of grey levels of x, and a
+// 0.4 s tone whose pitch follows x.
+absl::Status AddSamples(const std::string& run_dir, double x, v1::MetricPoint* point) {
+  std::vector<uint8_t> pixels(16 * 8);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((i * 37 + 100 * x)) % 256;
+  RETURN_IF_ERROR(data::WriteGrayPng(run_dir + "/grid.png", 16, 8, pixels.data()));
+  ASSIGN_OR_RETURN(std::string png, ReadFile(run_dir + "/grid.png"));
+  point->set_image_grid_png(png);
+  data::Audio audio;
+  audio.sample_rate = 8000;
+  for (int i = 0; i < 3200; ++i) audio.samples.push_back(0.3f * std::sin(i * (0.2 + 0.1 * x)));
+  RETURN_IF_ERROR(data::WriteWavFile(run_dir + "/speech.wav", audio));
+  ASSIGN_OR_RETURN(std::string wav, ReadFile(run_dir + "/speech.wav"));
+  (*point->mutable_speech_wav())["7"] = wav;
+  return absl::OkStatus();
+}
+
 absl::Status RunEvaluator(WorkerClient* client, const std::string& run_dir) {
   int64_t finished = -1;
   for (;;) {
@@ -224,6 +244,7 @@ absl::Status RunEvaluator(WorkerClient* client, const std::string& run_dir) {
     point.set_checkpoint_step(checkpoint.step());
     for (const auto& [name, value] : Losses(x)) (*point.mutable_losses())[name] = value + 0.2;
     (*point.mutable_scalars())["digit_accuracy"] = 1.0 - 0.1 * x;
+    RETURN_IF_ERROR(AddSamples(run_dir, x, &point));
     client->ReportMetrics({point});
     std::filesystem::remove_all(dir);
     finished = checkpoint.step();
