@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The one CLI convention, on the built `modamba` binary: every command's
+# --help prints a usage line, every flag with its default and an example;
+# a misspelt command or subcommand and an unknown flag are refused (exit 2)
+# with the nearest valid name.
+set -euo pipefail
+modamba=$(realpath "$1")
+fail() { echo "FAIL: $*" >&2; exit 1; }
+
+for command in demo "coordinator start" train submit status watch cancel logs checkpoints \
+               eval generate export "data build" "data inspect" compare; do
+  # shellcheck disable=SC2086
+  help=$("$modamba" $command --help) || fail "$command --help exited $?"
+  grep -q "^usage: modamba $command " <<< "$help" || fail "$command --help: no usage line: $help"
+  grep -q "^example:" <<< "$help" || fail "$command --help: no example"
+  flags=$(grep -c '^  --' <<< "$help" || true)
+  defaults=$(grep -cE '\((default: .*|required)\)$' <<< "$help" || true)
+  [ "$flags" -ge 1 ] && [ "$flags" -eq "$defaults" ] || fail "$command --help: $flags flags, $defaults with a default"
+done
+
+refused() {  # refused "EXPECTED" ARGS...: exit 2 and EXPECTED on stderr
+  local expected=$1; shift
+  set +e; "$modamba" "$@" > /dev/null 2> err.txt; code=$?; set -e
+  [ "$code" -eq 2 ] || fail "$*: exit $code, expected 2"
+  grep -qF -- "$expected" err.txt || fail "$*: stderr lacks \"$expected\": $(cat err.txt)"
+}
+cd "${TEST_TMPDIR:-/tmp}"
+refused "unknown command 'trian'; did you mean 'train'?" trian --config=x
+refused "unknown command 'staus'; did you mean 'status'?" staus
+refused "unknown subcommand 'biuld'; did you mean 'build'?" data biuld
+refused "unknown subcommand 'strat'; did you mean 'start'?" coordinator strat
+refused "unknown flag '--chekpoint'; did you mean '--checkpoint'?" export --chekpoint=run --out=x
+refused "unknown flag '--stpes'; did you mean '--steps'?" train --config=x --stpes=3
+refused "unknown flag '--wacth'; did you mean '--watch'?" submit spec --wacth
+refused "unknown flag '--modalty'; did you mean '--modality'?" generate --modalty=text
+refused "--out=DIR is required" compare runs/a
+refused "--dtype: f32 or bf16" export --checkpoint=run --out=x --dtype=f16
+echo PASS
