@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
+#include "coordinator/limits.h"
 #include "core/file_util.h"
 #include "gtest/gtest.h"
 
@@ -357,6 +358,28 @@ TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
   EXPECT_EQ(
       manager_->KvGet(Ref(job->id(), v1::ROLE_TRAINER, 1, 7), "id", absl::Now()).status().code(),
       absl::StatusCode::kAborted);
+}
+
+TEST_F(JobManagerTest, OnlyEvalPointsCarrySpeechAndWithinTheLimit) {
+  auto job = manager_->Submit(Spec(1, 0), "spec");
+  ASSERT_TRUE(job.ok());
+  const v1::WorkerRef trainer = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
+  ASSERT_TRUE(Register(trainer).ok());
+  v1::ReportMetricsRequest metrics;
+  *metrics.mutable_worker() = trainer;
+  v1::MetricPoint* point = metrics.add_points();
+  point->set_kind("train");
+  (*point->mutable_speech_wav())["7"] = "RIFF";
+  absl::Status status = manager_->ReportMetrics(metrics);
+  EXPECT_TRUE(absl::IsInvalidArgument(status) && absl::StrContains(status.message(), "speech_wav"))
+      << status;
+  point->set_kind("eval");
+  (*point->mutable_speech_wav())["7"] = std::string(kMaxSpeechWavBytes + 1, 'x');
+  status = manager_->ReportMetrics(metrics);
+  EXPECT_TRUE(absl::StrContains(status.message(), "larger than")) << status;
+  (*point->mutable_speech_wav())["7"] = "RIFF";
+  EXPECT_TRUE(manager_->ReportMetrics(metrics).ok());
+  EXPECT_EQ(manager_->Metrics(job->id(), 0, 0)->points(0).speech_wav().at("7"), "RIFF");
 }
 
 TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
