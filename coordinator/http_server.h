@@ -7,7 +7,8 @@
 //   POST /api/jobs                       body: a JobSpec textproto -> Job
 //   GET  /api/jobs/{id}                  Job
 //   POST /api/jobs/{id}/cancel           Job
-//   GET  /api/jobs/{id}/metrics?after=S&limit=N   GetMetricsResponse
+//   GET  /api/jobs/{id}/metrics?after=S&limit=N   GetMetricsResponse (speech_wav: names only)
+//   GET  /api/jobs/{id}/speech/{seq}/{digit}.wav  audio/wav: an eval point's generated speech
 //   GET  /api/jobs/{id}/checkpoints      ListCheckpointsResponse
 //   GET  /api/workers?job=ID             ListWorkersResponse
 //

@@ -18,8 +18,9 @@
 //     speech: a transcript ("seven"), FILE a WAV; text: FILE gets the prompt
 //     and its continuation.
 //
-// Flags are --name=value (--name alone means true). Both return 0 on
-// success, 1 on an error (printed to stderr), 2 on a usage error.
+// Flags follow tools/cli/flags.h (--help lists them with their defaults).
+// Both end with one "wrote PATH (SIZE): WHAT" line per file written and return
+// 0 on success, 1 on an error (printed to stderr), 2 on a usage error.
 #ifndef MODAMBA_EVALUATOR_EVAL_COMMAND_H_
 #define MODAMBA_EVALUATOR_EVAL_COMMAND_H_
 
