@@ -3,17 +3,13 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <iomanip>
 #include <iostream>
-#include <map>
 #include <optional>
 #include <vector>
 
 #include "absl/strings/match.h"
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "absl/time/clock.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
