@@ -58,6 +58,7 @@ void ProgressBar::Show(const ProgressUpdate& u) {
     out_ << "\r" << line << std::string(last_width_ > line.size() ? last_width_ - line.size() : 0, ' ')
          << std::flush;
     last_width_ = line.size();
+    last_line_ = line;
     drawn_ = true;
     return;
   }
@@ -70,11 +71,10 @@ void ProgressBar::Show(const ProgressUpdate& u) {
 }
 
 void ProgressBar::Note(const std::string& line) {
-  if (terminal_ && drawn_) {
+  if (terminal_ && drawn_) {  // the note takes the bar's line; the bar goes below it
     out_ << "\r" << line << std::string(last_width_ > line.size() ? last_width_ - line.size() : 0, ' ')
-         << "\n" << std::flush;
-    last_width_ = 0;
-    drawn_ = false;
+         << "\n" << last_line_ << std::flush;
+    last_width_ = last_line_.size();
     return;
   }
   out_ << line << "\n" << std::flush;

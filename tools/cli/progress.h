@@ -47,6 +47,7 @@ class ProgressBar {
   int64_t printed_step_ = -1;
   std::string printed_state_;
   size_t last_width_ = 0;
+  std::string last_line_;  // the bar as last drawn (a terminal)
   bool drawn_ = false;
 };
 
