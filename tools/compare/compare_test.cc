@@ -72,6 +72,34 @@ TEST(Compare, TargetIsTheDenseRunsBestLossWhenItOverfits) {
   EXPECT_NE(md->find("| MoM | 1 | 66.7% |"), std::string::npos) << *md;
 }
 
+TEST(Compare, AResumedRunsRepeatedStepsCountOnce) {
+  const std::string dir = WriteRun("resumed", true, 1, 4.0);
+  // Interrupted after step 4, resumed from the checkpoint of step 2: steps 3
+  // and 4 come again, and their later lines are the run's.
+  auto lines = ReadFile(dir + "/metrics.jsonl");
+  ASSERT_TRUE(lines.ok());
+  ASSERT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl",
+                              *lines + "{\"step\":3,\"flops\":300,\"val\":{\"text\":1.5}}\n"
+                                       "{\"step\":4,\"flops\":400,\"val\":{\"text\":0.5}}\n")
+                  .ok());
+  auto run = LoadRun(dir);
+  ASSERT_TRUE(run.ok()) << run.status();
+  ASSERT_EQ(run->val.size(), 4u);
+  EXPECT_EQ(run->val[2].step, 3);
+  EXPECT_EQ(run->val[2].loss.at("text"), 1.5);
+  EXPECT_EQ(run->val[3].loss.at("text"), 0.5);
+}
+
+TEST(Compare, NamesWhatARunDirectoryNeeds) {
+  const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/not_a_run");
+  ASSERT_TRUE(MakeDirs(dir).ok());
+  auto run = LoadRun(dir);
+  ASSERT_FALSE(run.ok());
+  EXPECT_NE(run.status().message().find("not a run directory (no config.textproto"),
+            std::string::npos)
+      << run.status();
+}
+
 TEST(Compare, MissingMetricsNamesTheFile) {
   const std::string dir = WriteRun("broken", false, 1, 4.0);
   ASSERT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl", "{not json\n").ok());
