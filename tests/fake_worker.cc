@@ -206,7 +206,7 @@ absl::Status RunTrainer(WorkerClient* client, const v1::RegisterResponse& regist
 absl::Status AddSamples(const std::string& run_dir, double x, v1::MetricPoint* point) {
   std::vector<uint8_t> pixels(16 * 8);
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>((i * 37 + 100 * x)) % 256;
-  RETURN_IF_ERROR(data::WriteGrayPng(run_dir + "/grid.png", 16, 8, pixels.data()));
+  RETURN_IF_ERROR(data::WritePng(run_dir + "/grid.png", 16, 8, 1, pixels.data()));
   ASSIGN_OR_RETURN(std::string png, ReadFile(run_dir + "/grid.png"));
   point->set_image_grid_png(png);
   data::Audio audio;
