@@ -81,7 +81,7 @@ e2=$(date +%s)
 counts=$(grep -E '[0-9]+ passed, [0-9]+ failed' "$test_log" | tail -1 | cut -d' ' -f2-)
 
 echo "demo: exit $demo_rc after $((e - s)) s; first training step after $(( ${first_step:-$e} - s )) s"
-echo "      $(grep -E 'job .* (SUCCEEDED|FAILED)' "$demo_log" | tail -1 | cut -d' ' -f2-)"
+echo "      $(grep -E '^[0-9]+ job-[0-9]+ [A-Z]+$' "$demo_log" | tail -1 | cut -d' ' -f2-)"
 echo "test: exit $test_rc after $((e2 - s2)) s: ${counts:-no count line}"
 echo "logs: $demo_log, $test_log"
 [ "$demo_rc" -eq 0 ] && [ "$test_rc" -eq 0 ]
