@@ -47,9 +47,11 @@ class TextTokenizer {
 std::unique_ptr<TextTokenizer> MakeByteTokenizer();
 
 // A Hugging Face tokenizer.json with a BPE model (merges as "a b" strings or
-// [a, b] lists, optional ignore_merges), a ByteLevel pre-tokenizer (or none),
-// no normalizer, a ByteLevel or no decoder and post-processor, and added
-// tokens. Anything else is refused with an error naming the file and field.
+// [a, b] lists, optional ignore_merges) whose vocabulary holds all 256 bytes,
+// a ByteLevel pre-tokenizer, no normalizer, a ByteLevel or no decoder and
+// post-processor, and added tokens (matched in the text first, longest at the
+// leftmost position, as Hugging Face does). Anything else is refused with an
+// error naming the file and the field.
 absl::StatusOr<std::unique_ptr<TextTokenizer>> LoadTextTokenizer(
     const std::string& tokenizer_json_path);
 
