@@ -1,13 +1,15 @@
 // Byte-level BPE speed: trains a tokenizer on a text (tinyshakespeare by
 // default) or loads a tokenizer.json, then encodes the text on 1..N threads
 // and prints a table. The first pass starts with an empty word cache; the
-// warm figure is the median of the passes after it.
+// warm figures are the median of the passes after it (per wall second, and
+// per CPU second of the encoding threads).
 //
 //   bazel run -c opt //core/data:bpe_bench -- --vocab_sizes=8192,32768
 //   bazel run -c opt //core/data:bpe_bench -- --tokenizer=DIR/tokenizer.json
 //   bazel run -c opt //core/data:bpe_bench -- --vocab_sizes=8192 --save_dir=DIR --ids_out=IDS
 #include <algorithm>
 #include <stdlib.h>
+#include <time.h>
 
 #include <chrono>
 #include <cstdio>
@@ -46,33 +48,65 @@ double Seconds(std::chrono::steady_clock::time_point since) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - since).count();
 }
 
-// Contiguous chunks of `text` cut after newlines, one per thread.
-std::vector<std::string_view> Chunks(const std::string& text, int n) {
-  std::vector<std::string_view> chunks;
-  size_t start = 0;
-  for (int k = 1; k <= n; ++k) {
-    size_t end = k == n ? text.size() : text.find('\n', text.size() * k / n);
-    end = end == std::string::npos ? text.size() : std::min(text.size(), end + 1);
-    chunks.emplace_back(text.data() + start, end - start);
-    start = end;
-  }
-  return chunks;
+double ThreadCpuSeconds() {
+  timespec t;
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+  return t.tv_sec + t.tv_nsec * 1e-9;
 }
 
-// Seconds of one pass of `threads` threads, each encoding its chunk.
-double EncodePass(const TextTokenizer& tok, const std::vector<std::string_view>& chunks,
-                  int64_t* tokens) {
-  std::vector<std::vector<int32_t>> ids(chunks.size());
-  const auto start = std::chrono::steady_clock::now();
+struct Pass {
+  double wall = 0;  // of the slowest thread
+  double cpu = 0;   // of all threads
+  bool operator<(const Pass& o) const { return wall < o.wall; }
+};
+
+// Documents of consecutive lines, each closed once it reaches 4096 bytes, as
+// tools/data/bpe_reference.mjs cuts them; dealt out to `n` threads in
+// contiguous runs.
+std::vector<std::vector<std::string_view>> Documents(const std::string& text, int n) {
+  std::vector<std::string_view> docs;
+  for (size_t start = 0; start < text.size();) {
+    size_t end = text.find('\n', start + 4095);
+    end = end == std::string::npos ? text.size() : end + 1;
+    docs.emplace_back(text.data() + start, end - start);
+    start = end;
+  }
+  std::vector<std::vector<std::string_view>> out(n);
+  for (size_t d = 0; d < docs.size(); ++d) out[d * n / docs.size()].push_back(docs[d]);
+  return out;
+}
+
+// One thread per run of documents encodes them `passes` times (each thread
+// keeps its word cache across passes, as a builder's worker does).
+std::vector<Pass> EncodePasses(const TextTokenizer& tok,
+                               const std::vector<std::vector<std::string_view>>& chunks,
+                               int passes, int64_t* tokens) {
+  std::vector<std::vector<Pass>> times(chunks.size(), std::vector<Pass>(passes));
+  std::vector<int64_t> counts(chunks.size());
   std::vector<std::thread> workers;
   for (size_t k = 0; k < chunks.size(); ++k) {
-    workers.emplace_back([&, k] { Check(tok.Encode(chunks[k], &ids[k])); });
+    workers.emplace_back([&, k] {
+      for (int p = 0; p < passes; ++p) {
+        std::vector<int32_t> ids;
+        const double cpu = ThreadCpuSeconds();
+        const auto start = std::chrono::steady_clock::now();
+        for (const std::string_view doc : chunks[k]) Check(tok.Encode(doc, &ids));
+        times[k][p] = {Seconds(start), ThreadCpuSeconds() - cpu};
+        counts[k] = ids.size();
+      }
+    });
   }
   for (std::thread& w : workers) w.join();
-  const double s = Seconds(start);
+  std::vector<Pass> out(passes);
+  for (int p = 0; p < passes; ++p) {
+    for (const auto& t : times) {
+      out[p].wall = std::max(out[p].wall, t[p].wall);
+      out[p].cpu += t[p].cpu;
+    }
+  }
   *tokens = 0;
-  for (const auto& v : ids) *tokens += v.size();
-  return s;
+  for (const int64_t c : counts) *tokens += c;
+  return out;
 }
 
 // Benches the tokenizer.json at `path`, loading a fresh copy per thread count
@@ -86,19 +120,18 @@ void Bench(const std::string& name, double train_s, const std::string& path,
   for (const std::string& t : absl::GetFlag(FLAGS_threads)) {
     const int threads = std::stoi(t);
     const std::unique_ptr<TextTokenizer> tok = LoadTextTokenizer(path).value();
-    const std::vector<std::string_view> chunks = Chunks(text, threads);
+    const std::vector<std::vector<std::string_view>> chunks = Documents(text, threads);
     int64_t tokens = 0;
-    const double cold = EncodePass(*tok, chunks, &tokens);
-    std::vector<double> warm;
-    for (int p = 0; p < absl::GetFlag(FLAGS_passes); ++p) {
-      warm.push_back(EncodePass(*tok, chunks, &tokens));
-    }
+    std::vector<Pass> passes = EncodePasses(*tok, chunks, absl::GetFlag(FLAGS_passes) + 1, &tokens);
+    const Pass cold = passes[0];
+    std::vector<Pass> warm(passes.begin() + 1, passes.end());
     std::sort(warm.begin(), warm.end());
-    const double w = warm[warm.size() / 2];
-    std::printf("| %s | %d | %s | %d | %lld | %.2f | %.2f | %.2f | %.1f |\n", name.c_str(),
+    const Pass w = warm[warm.size() / 2];
+    std::printf("| %s | %d | %s | %d | %lld | %.2f | %.2f | %.2f | %.1f | %.2f |\n", name.c_str(),
                 tok->vocab_size(), train_s > 0 ? absl::StrFormat("%.2f", train_s).c_str() : "-",
                 threads, static_cast<long long>(tokens), text.size() / static_cast<double>(tokens),
-                tokens / cold / 1e6, tokens / w / 1e6, text.size() / w / 1e6);
+                tokens / cold.wall / 1e6, tokens / w.wall / 1e6, text.size() / w.wall / 1e6,
+                tokens / w.cpu / 1e6);
   }
   if (!absl::GetFlag(FLAGS_ids_out).empty()) {
     Check(WriteFileAtomic(absl::GetFlag(FLAGS_ids_out), absl::StrJoin(ids, " ") + "\n"));
@@ -111,8 +144,14 @@ int Main() {
   const std::string text = ReadFile(path).value();
   std::printf("text: %s, %zu bytes; encode: Mtokens/s of the first (cold cache) and the median warm pass\n\n",
               path.c_str(), text.size());
-  std::printf("| tokenizer | vocab | train s | threads | tokens | bytes/token | cold Mtok/s | warm Mtok/s | warm MB/s |\n");
-  std::printf("|---|---|---|---|---|---|---|---|---|\n");
+  const double cpu = ThreadCpuSeconds();
+  int64_t pieces = 0;
+  Check(PreTokenize(text, [&](std::string_view) { ++pieces; }));
+  std::printf("pre-tokenizer alone: %lld pieces, %.1f MB/CPU-s\n\n", static_cast<long long>(pieces),
+              text.size() / (ThreadCpuSeconds() - cpu) / 1e6);
+  std::printf("| tokenizer | vocab | train s | threads | tokens | bytes/token | cold Mtok/s | warm Mtok/s "
+              "| warm MB/s | warm Mtok/CPU-s |\n");
+  std::printf("|---|---|---|---|---|---|---|---|---|---|\n");
   const std::string load = absl::GetFlag(FLAGS_tokenizer);
   if (!load.empty()) {
     Bench("loaded", 0, load, text);

@@ -4,13 +4,12 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
+#include <atomic>
 #include <queue>
 
 #include "absl/container/flat_hash_map.h"
-#include "absl/hash/hash.h"
+#include "absl/container/inlined_vector.h"
 #include "absl/strings/str_cat.h"
-#include "absl/synchronization/mutex.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
@@ -292,6 +291,11 @@ struct BpeModel {
   std::string unk_token;           // kept for Save; unused, every byte has a token
 };
 
+uint64_t NextSerial() {
+  static std::atomic<uint64_t> next{1};
+  return next++;
+}
+
 class BpeTokenizer : public TextTokenizer {
  public:
   explicit BpeTokenizer(BpeModel model) : m_(std::move(model)) {
@@ -417,20 +421,16 @@ class BpeTokenizer : public TextTokenizer {
         return;
       }
     }
-    CacheShard& shard = cache_[absl::HashOf(piece) % kCacheShards];
-    {
-      absl::ReaderMutexLock lock(&shard.mu);
-      const auto it = shard.words.find(piece);
-      if (it != shard.words.end()) {
-        ids->insert(ids->end(), it->second.begin(), it->second.end());
-        return;
-      }
+    WordCache& cache = ThreadCache();
+    const auto it = cache.words.find(piece);
+    if (it != cache.words.end()) {
+      ids->insert(ids->end(), it->second.begin(), it->second.end());
+      return;
     }
     const size_t begin = ids->size();
     MergePiece(piece, ids);
-    absl::MutexLock lock(&shard.mu);
-    if (shard.words.size() < kCacheWordsPerShard) {
-      shard.words.try_emplace(std::string(piece), ids->begin() + begin, ids->end());
+    if (cache.words.size() < kCacheWords) {
+      cache.words.try_emplace(std::string(piece), ids->begin() + begin, ids->end());
     }
   }
 
@@ -523,20 +523,28 @@ class BpeTokenizer : public TextTokenizer {
     return j.dump(1) + "\n";
   }
 
-  static constexpr int kCacheShards = 64;
-  static constexpr size_t kCacheWordsPerShard = 2048;
-  struct CacheShard {
-    absl::Mutex mu;
-    absl::flat_hash_map<std::string, std::vector<int32_t>> words ABSL_GUARDED_BY(mu);
+  // Pieces already merged. Each thread keeps its own (no locks on the hot
+  // path), for one tokenizer at a time: using another one empties it. A full
+  // cache stops taking pieces; the frequent ones come early.
+  static constexpr size_t kCacheWords = 1 << 17;
+  struct WordCache {
+    uint64_t owner = 0;
+    absl::flat_hash_map<std::string, absl::InlinedVector<int32_t, 4>> words;
   };
+  WordCache& ThreadCache() const {
+    thread_local WordCache cache;
+    if (cache.owner != serial_) {
+      cache.words.clear();
+      cache.owner = serial_;
+    }
+    return cache;
+  }
 
   const BpeModel m_;
   std::vector<AddedToken> added_by_length_;
   absl::flat_hash_map<std::string, int32_t> ids_by_bytes_;  // for ignore_merges
   absl::flat_hash_map<uint64_t, Merge> merges_;
-  // Pieces already merged, in shards so that threads encoding at once rarely
-  // wait for each other; a full shard stops taking new pieces.
-  mutable std::array<CacheShard, kCacheShards> cache_;
+  const uint64_t serial_ = NextSerial();  // names this tokenizer's caches
 };
 
 // ---------------------------------------------------------------------------

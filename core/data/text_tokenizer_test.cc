@@ -2,6 +2,7 @@
 
 #include <functional>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -137,6 +138,53 @@ TEST(BpeTokenizerTest, LongPiecesRoundTrip) {
                                   std::string(3000, 'e') + "\n"}) {
     EXPECT_EQ(tok->Decode(EncodeOrDie(*tok, text)), text);
   }
+}
+
+std::unique_ptr<TextTokenizer> LoadEdited(const std::string& name,
+                                          const std::function<void(nlohmann::json&)>& edit) {
+  nlohmann::json j = nlohmann::json::parse(ReadFile(kReferenceTokenizer).value());
+  edit(j);
+  const std::string path = testing::ScratchDir(name) + "/tokenizer.json";
+  EXPECT_TRUE(WriteFileAtomic(path, j.dump()).ok());
+  return LoadTextTokenizer(path).value();
+}
+
+TEST(BpeTokenizerTest, IgnoreMergesTakesWholePiecesFromTheVocabulary) {
+  const auto no_merges = [](nlohmann::json& j) { j["model"]["merges"] = nlohmann::json::array(); };
+  const auto bytes = LoadEdited("no_merges", no_merges);
+  const auto whole = LoadEdited("ignore_merges", [&](nlohmann::json& j) {
+    no_merges(j);
+    j["model"]["ignore_merges"] = true;
+  });
+  const int32_t th = nlohmann::json::parse(ReadFile(kReferenceTokenizer).value())["model"]["vocab"]["th"];
+  EXPECT_THAT(EncodeOrDie(*whole, "th"), ElementsAre(th));
+  EXPECT_EQ(EncodeOrDie(*bytes, "th").size(), 2u);
+}
+
+// Threads share a tokenizer; a thread that switches tokenizers gets each
+// one's own ids (the word caches are per thread and per tokenizer).
+TEST(BpeTokenizerTest, ThreadsAndSwitchingTokenizers) {
+  const auto full = LoadTextTokenizer(kReferenceTokenizer).value();
+  const auto short_merges = LoadEdited("short", [](nlohmann::json& j) {
+    j["model"]["merges"].erase(j["model"]["merges"].begin() + 20, j["model"]["merges"].end());
+  });
+  const std::string text = ReadFile(kTestText).value();
+  const std::vector<int32_t> want = ReferenceIds(kReferenceIds);
+  const std::vector<int32_t> want_short = EncodeOrDie(*short_merges, text);
+  ASSERT_NE(want_short, want);
+  std::vector<std::thread> threads;
+  std::vector<int> ok(4, 0);
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 20; ++round) {
+        std::vector<int32_t> a, b;
+        ok[t] += full->Encode(text, &a).ok() && short_merges->Encode(text, &b).ok() &&
+                 a == want && b == want_short;
+      }
+    });
+  }
+  for (std::thread& t : threads) t.join();
+  EXPECT_THAT(ok, ElementsAre(20, 20, 20, 20));
 }
 
 // Each edit of the reference file, and the field its error must name.

@@ -33,16 +33,37 @@ function jsIds(tok, text) {
   return tok.encode(text, {add_special_tokens: false}).ids;
 }
 
-// Median seconds of `passes` calls after one warm-up call.
+// The median call of `passes` after one warm-up call: wall seconds and CPU
+// seconds of the process (the Rust library encodes on a worker thread).
 async function time(f, passes = 5) {
   await f();
   const s = [];
   for (let p = 0; p < passes; ++p) {
     const t = process.hrtime.bigint();
+    const c = process.cpuUsage();
     await f();
-    s.push(Number(process.hrtime.bigint() - t) / 1e9);
+    const used = process.cpuUsage(c);
+    s.push({wall: Number(process.hrtime.bigint() - t) / 1e9, cpu: (used.user + used.system) / 1e6});
   }
-  return s.sort((a, b) => a - b)[Math.floor(passes / 2)];
+  return s.sort((a, b) => a.wall - b.wall)[Math.floor(passes / 2)];
+}
+
+// Consecutive lines, each document closed once it reaches 4096 bytes (as
+// core/data/bpe_bench.cc cuts them).
+function documents(text) {
+  const docs = [];
+  let doc = '', bytes = 0;
+  for (const line of text.split(/(?<=\n)/)) {
+    doc += line;
+    bytes += Buffer.byteLength(line, 'utf8');
+    if (bytes >= 4096) {
+      docs.push(doc);
+      doc = '';
+      bytes = 0;
+    }
+  }
+  if (doc) docs.push(doc);
+  return docs;
 }
 
 async function encode(tokenizerPath, textPath, idsOut, ours) {
@@ -55,10 +76,21 @@ async function encode(tokenizerPath, textPath, idsOut, ours) {
   const same = (x, y) => x.length === y.length && x.every((v, i) => v === y[i]);
   if (!same(a, b)) throw new Error('the two reference libraries disagree');
   const mb = Buffer.byteLength(text, 'utf8') / 1e6;
-  for (const [name, f] of [['tokenizers 0.23.2 (Rust)', () => rustIds(r, text)],
-                           ['@huggingface/tokenizers 0.2.0 (JS)', () => jsIds(j, text)]]) {
-    const s = await time(f);
-    console.log(`| ${name} | ${a.length} | ${(a.length / s / 1e6).toFixed(2)} Mtok/s | ${(mb / s).toFixed(1)} MB/s |`);
+  const docs = documents(text);
+  let docTokens = 0;
+  for (const d of docs) docTokens += (await rustIds(r, d)).length;
+  const rustDocs = async () => { for (const d of docs) await rustIds(r, d); };
+  const jsDocs = () => { for (const d of docs) jsIds(j, d); };
+  console.log('| library | input | tokens | warm Mtok/s | warm MB/s | warm Mtok/CPU-s |');
+  console.log('|---|---|---|---|---|---|');
+  for (const [name, input, tokens, f] of [
+           ['tokenizers 0.23.2 (Rust)', 'one string', a.length, () => rustIds(r, text)],
+           ['tokenizers 0.23.2 (Rust)', `${docs.length} documents`, docTokens, rustDocs],
+           ['@huggingface/tokenizers 0.2.0 (JS)', 'one string', a.length, () => jsIds(j, text)],
+           ['@huggingface/tokenizers 0.2.0 (JS)', `${docs.length} documents`, docTokens, jsDocs]]) {
+    const {wall, cpu} = await time(f);
+    console.log(`| ${name} | ${input} | ${tokens} | ${(tokens / wall / 1e6).toFixed(2)} | ` +
+                `${(mb / wall).toFixed(2)} | ${(tokens / cpu / 1e6).toFixed(2)} |`);
   }
   if (idsOut) {
     const sha = crypto.createHash('sha256').update(fs.readFileSync(tokenizerPath)).digest('hex');
