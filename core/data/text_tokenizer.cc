@@ -310,38 +310,18 @@ class BpeTokenizer : public TextTokenizer {
       }
     }
     // Longest first, so the match found at a position is the longest.
-    added_by_length_ = m_.added;
-    std::stable_sort(added_by_length_.begin(), added_by_length_.end(),
-                     [](const AddedToken& x, const AddedToken& y) {
-                       return x.content.size() > y.content.size();
-                     });
+    for (const AddedToken& t : m_.added) added_by_length_[t.normalized].push_back(t);
+    for (std::vector<AddedToken>& tokens : added_by_length_) {
+      std::stable_sort(tokens.begin(), tokens.end(), [](const AddedToken& x, const AddedToken& y) {
+        return x.content.size() > y.content.size();
+      });
+    }
   }
 
   absl::Status Encode(std::string_view utf8,
                       std::vector<int32_t>* ids) const override {
     const size_t base = ids->size();
-    int64_t bad = -1;
-    size_t segment_start = 0;
-    const auto encode_segment = [&](size_t end) {
-      if (end > segment_start) {
-        bad = EncodeSegment(utf8.substr(segment_start, end - segment_start), ids);
-        if (bad >= 0) bad += segment_start;
-      }
-    };
-    if (!added_by_length_.empty()) {
-      for (size_t i = 0; i < utf8.size() && bad < 0;) {
-        const AddedToken* token = AddedAt(utf8, i);
-        if (token == nullptr) {
-          ++i;
-          continue;
-        }
-        encode_segment(i);
-        ids->push_back(token->id);
-        i += token->content.size();
-        segment_start = i;
-      }
-    }
-    if (bad < 0) encode_segment(utf8.size());
+    const int64_t bad = EncodeAdded(utf8, /*normalized=*/false, ids);
     if (bad >= 0) {
       ids->resize(base);
       return InvalidUtf8Error(bad);
@@ -381,11 +361,38 @@ class BpeTokenizer : public TextTokenizer {
     return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
   }
 
-  const AddedToken* AddedAt(std::string_view text, size_t i) const {
-    for (const AddedToken& t : added_by_length_) {
-      if (text.compare(i, t.content.size(), t.content) == 0) return &t;
+  // Encodes `text`, first cutting out the added tokens of one kind: as in
+  // Hugging Face, those with normalized=false are matched first, then those
+  // with normalized=true in the text between them (without a normalizer the
+  // two texts are the same). Returns the offset of invalid UTF-8, or -1.
+  int64_t EncodeAdded(std::string_view text, bool normalized, std::vector<int32_t>* ids) const {
+    const std::vector<AddedToken>& tokens = added_by_length_[normalized];
+    size_t start = 0;
+    const auto rest = [&](size_t end) -> int64_t {
+      if (end == start) return -1;
+      const std::string_view part = text.substr(start, end - start);
+      const int64_t bad = normalized ? EncodeSegment(part, ids) : EncodeAdded(part, true, ids);
+      return bad < 0 ? bad : bad + start;
+    };
+    for (size_t i = 0; i < text.size() && !tokens.empty();) {
+      const AddedToken* token = nullptr;
+      for (const AddedToken& t : tokens) {  // longest first
+        if (text.compare(i, t.content.size(), t.content) == 0) {
+          token = &t;
+          break;
+        }
+      }
+      if (token == nullptr) {
+        ++i;
+        continue;
+      }
+      const int64_t bad = rest(i);
+      if (bad >= 0) return bad;
+      ids->push_back(token->id);
+      i += token->content.size();
+      start = i;
     }
-    return nullptr;
+    return rest(text.size());
   }
 
   // Encodes the text between added tokens; returns the offset of invalid
@@ -541,7 +548,7 @@ class BpeTokenizer : public TextTokenizer {
   }
 
   const BpeModel m_;
-  std::vector<AddedToken> added_by_length_;
+  std::array<std::vector<AddedToken>, 2> added_by_length_;  // [normalized]
   absl::flat_hash_map<std::string, int32_t> ids_by_bytes_;  // for ignore_merges
   absl::flat_hash_map<uint64_t, Merge> merges_;
   const uint64_t serial_ = NextSerial();  // names this tokenizer's caches

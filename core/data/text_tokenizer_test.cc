@@ -161,6 +161,20 @@ TEST(BpeTokenizerTest, IgnoreMergesTakesWholePiecesFromTheVocabulary) {
   EXPECT_EQ(EncodeOrDie(*bytes, "th").size(), 2u);
 }
 
+// Hugging Face tokenizers 0.23.2 cuts out added tokens with normalized=false
+// before those with normalized=true: with "zz" (false) and "yzz" (true) it
+// encodes "ayzzc" as "ay", "zz", "c" (tokenizers.js 0.2.0 differs: "a", "yzz", "c").
+TEST(BpeTokenizerTest, UnnormalizedAddedTokensAreCutOutFirst) {
+  const auto tok = LoadEdited("two_kinds", [](nlohmann::json& j) {
+    j["added_tokens"].push_back({{"id", 408}, {"content", "zz"}, {"normalized", false}, {"special", true}});
+    j["added_tokens"].push_back({{"id", 409}, {"content", "yzz"}, {"normalized", true}, {"special", false}});
+  });
+  // The ids tokenizers 0.23.2 gives.
+  EXPECT_THAT(EncodeOrDie(*tok, "ayzzc"), ElementsAre(171, 408, 46));
+  EXPECT_THAT(EncodeOrDie(*tok, " yzz"), ElementsAre(113, 67, 408));
+  EXPECT_THAT(EncodeOrDie(*tok, "[[note]]yzz"), ElementsAre(407, 67, 408));
+}
+
 // Threads share a tokenizer; a thread that switches tokenizers gets each
 // one's own ids (the word caches are per thread and per tokenizer).
 TEST(BpeTokenizerTest, ThreadsAndSwitchingTokenizers) {
