@@ -557,6 +557,12 @@ class BpeTokenizer : public TextTokenizer {
 // ---------------------------------------------------------------------------
 // Reading tokenizer.json.
 
+// The "type" of a component, or its JSON when it has no string type.
+std::string TypeOf(const nlohmann::json& j) {
+  if (j.is_object() && j.contains("type") && j["type"].is_string()) return j["type"].get<std::string>();
+  return j.dump();
+}
+
 // Errors name the file and the field.
 class JsonReader {
  public:
@@ -572,8 +578,8 @@ class JsonReader {
                       const std::string& field, const nlohmann::json& allowed) const {
     const auto it = object.find(key);
     if (it == object.end() || it->is_null() || *it == allowed) return absl::OkStatus();
-    return Error(field, absl::StrCat("unsupported value ", it->dump(), " (only ",
-                                     allowed.dump(), " or null)"));
+    return Error(field, absl::StrCat("unsupported value ", it->dump(), " (only null",
+                                     allowed.is_null() ? "" : " or " + allowed.dump(), ")"));
   }
 
   absl::StatusOr<bool> Bool(const nlohmann::json& object, const std::string& key,
@@ -590,9 +596,8 @@ class JsonReader {
                                                   const std::string& key) const {
     const auto it = root.find(key);
     if (it == root.end() || it->is_null()) return nullptr;
-    if (!it->is_object() || it->value("type", "") != "ByteLevel") {
-      return Error(key, absl::StrCat("only ByteLevel or null is supported, not ",
-                                     it->is_object() ? it->value("type", "?") : it->dump()));
+    if (TypeOf(*it) != "ByteLevel") {
+      return Error(key, absl::StrCat("only ByteLevel or null is supported, not ", TypeOf(*it)));
     }
     return &*it;
   }
@@ -608,14 +613,15 @@ absl::StatusOr<std::unique_ptr<TextTokenizer>> ParseTokenizerJson(
   if (root.is_discarded() || !root.is_object()) return r.Error("(file)", "not a JSON object");
   RETURN_IF_ERROR(r.Expect(root, "normalizer", "normalizer", nullptr));
   ASSIGN_OR_RETURN(const nlohmann::json* pre, r.ByteLevel(root, "pre_tokenizer"));
-  ASSIGN_OR_RETURN(const nlohmann::json* decoder, r.ByteLevel(root, "decoder"));
+  // Decoding gives the tokens' bytes; the ByteLevel post-processor only moves
+  // offsets. Other kinds would change the text or the ids.
+  RETURN_IF_ERROR(r.ByteLevel(root, "decoder").status());
   RETURN_IF_ERROR(r.ByteLevel(root, "post_processor").status());
-  (void)decoder;  // A ByteLevel decoder or none: both give the token bytes.
   const auto model_it = root.find("model");
   if (model_it == root.end() || !model_it->is_object()) return r.Error("model", "missing");
   const nlohmann::json& model = *model_it;
-  if (model.value("type", "BPE") != "BPE") {
-    return r.Error("model.type", absl::StrCat("only BPE is supported, not ", model["type"].dump()));
+  if (model.contains("type") && TypeOf(model) != "BPE") {
+    return r.Error("model.type", absl::StrCat("only BPE is supported, not ", TypeOf(model)));
   }
   RETURN_IF_ERROR(r.Expect(model, "dropout", "model.dropout", nullptr));
   RETURN_IF_ERROR(r.Expect(model, "continuing_subword_prefix", "model.continuing_subword_prefix", ""));
