@@ -175,6 +175,21 @@ TEST(BpeTokenizerTest, UnnormalizedAddedTokensAreCutOutFirst) {
   EXPECT_THAT(EncodeOrDie(*tok, "[[note]]yzz"), ElementsAre(407, 67, 408));
 }
 
+// add_prefix_space puts a space before each stretch of text between added
+// tokens that lacks one (as tokenizers 0.23.2 does).
+TEST(BpeTokenizerTest, AddPrefixSpacePerSegment) {
+  const auto plain = LoadTextTokenizer(kReferenceTokenizer).value();
+  const auto prefixed = LoadEdited("prefix", [](nlohmann::json& j) {
+    j["pre_tokenizer"]["add_prefix_space"] = true;
+  });
+  std::vector<int32_t> want = EncodeOrDie(*plain, " a");
+  want.push_back(406);
+  for (const int32_t id : EncodeOrDie(*plain, " b c")) want.push_back(id);
+  EXPECT_EQ(EncodeOrDie(*prefixed, "a<|endoftext|> b c"), want);
+  EXPECT_EQ(EncodeOrDie(*prefixed, "a<|endoftext|>b c"), want);
+  EXPECT_EQ(prefixed->Decode(EncodeOrDie(*prefixed, "x")), " x");
+}
+
 // Threads share a tokenizer; a thread that switches tokenizers gets each
 // one's own ids (the word caches are per thread and per tokenizer).
 TEST(BpeTokenizerTest, ThreadsAndSwitchingTokenizers) {
