@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <array>
 #include <atomic>
-#include <queue>
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/inlined_vector.h"
@@ -357,6 +356,37 @@ class BpeTokenizer : public TextTokenizer {
     int32_t rank;
     int32_t result;
   };
+  // MergePiece's state: the piece's symbols as a linked list, and the merges
+  // that may apply.
+  struct Symbol {
+    int32_t id;  // -1 once merged into the symbol on its left
+    int32_t prev, next;
+  };
+  struct Candidate {
+    int32_t rank, pos, result;
+    bool operator>(const Candidate& o) const {
+      return rank != o.rank ? rank > o.rank : pos > o.pos;
+    }
+  };
+
+  // Pieces already merged. Each thread keeps its own (no locks on the hot
+  // path), for one tokenizer at a time: using another one empties it. A full
+  // cache stops taking pieces; the frequent ones come early.
+  static constexpr size_t kCacheWords = 1 << 17;
+  struct WordCache {
+    uint64_t owner = 0;
+    absl::flat_hash_map<std::string, absl::InlinedVector<int32_t, 4>> words;
+    std::vector<Symbol> symbols;  // MergePiece's scratch space
+    std::vector<Candidate> heap;
+  };
+  WordCache& ThreadCache() const {
+    thread_local WordCache cache;
+    if (cache.owner != serial_) {
+      cache.words.clear();
+      cache.owner = serial_;
+    }
+    return cache;
+  }
   static uint64_t PairKey(int32_t a, int32_t b) {
     return (static_cast<uint64_t>(a) << 32) | static_cast<uint32_t>(b);
   }
@@ -435,7 +465,7 @@ class BpeTokenizer : public TextTokenizer {
       return;
     }
     const size_t begin = ids->size();
-    MergePiece(piece, ids);
+    MergePiece(piece, cache, ids);
     if (cache.words.size() < kCacheWords) {
       cache.words.try_emplace(std::string(piece), ids->begin() + begin, ids->end());
     }
@@ -444,33 +474,28 @@ class BpeTokenizer : public TextTokenizer {
   // Applies the merges to one piece: always the adjacent pair of lowest rank,
   // the leftmost among equals, as Hugging Face's BPE does. A heap keeps long
   // pieces (runs of digits or spaces) at n log n.
-  void MergePiece(absl::string_view piece, std::vector<int32_t>* ids) const {
-    struct Symbol {
-      int32_t id;  // -1 once merged into the symbol on its left
-      int32_t prev, next;
-    };
-    struct Candidate {
-      int32_t rank, pos, result;
-      bool operator>(const Candidate& o) const {
-        return rank != o.rank ? rank > o.rank : pos > o.pos;
-      }
-    };
+  void MergePiece(absl::string_view piece, WordCache& scratch, std::vector<int32_t>* ids) const {
     const int32_t n = piece.size();
-    std::vector<Symbol> symbols(n);
-    std::priority_queue<Candidate, std::vector<Candidate>, std::greater<Candidate>> heap;
+    std::vector<Symbol>& symbols = scratch.symbols;
+    std::vector<Candidate>& heap = scratch.heap;  // a min-heap by (rank, pos)
+    symbols.resize(n);
+    heap.clear();
     const auto push = [&](int32_t pos) {
       const int32_t next = symbols[pos].next;
       if (next < 0) return;
       const auto it = merges_.find(PairKey(symbols[pos].id, symbols[next].id));
-      if (it != merges_.end()) heap.push({it->second.rank, pos, it->second.result});
+      if (it == merges_.end()) return;
+      heap.push_back({it->second.rank, pos, it->second.result});
+      std::push_heap(heap.begin(), heap.end(), std::greater<Candidate>());
     };
     for (int32_t i = 0; i < n; ++i) {
       symbols[i] = {m_.byte_ids[static_cast<uint8_t>(piece[i])], i - 1, i + 1 < n ? i + 1 : -1};
     }
     for (int32_t i = 0; i + 1 < n; ++i) push(i);
     while (!heap.empty()) {
-      const Candidate top = heap.top();
-      heap.pop();
+      std::pop_heap(heap.begin(), heap.end(), std::greater<Candidate>());
+      const Candidate top = heap.back();
+      heap.pop_back();
       Symbol& left = symbols[top.pos];
       if (left.id < 0 || left.next < 0) continue;
       const auto it = merges_.find(PairKey(left.id, symbols[left.next].id));
@@ -530,22 +555,6 @@ class BpeTokenizer : public TextTokenizer {
     return j.dump(1) + "\n";
   }
 
-  // Pieces already merged. Each thread keeps its own (no locks on the hot
-  // path), for one tokenizer at a time: using another one empties it. A full
-  // cache stops taking pieces; the frequent ones come early.
-  static constexpr size_t kCacheWords = 1 << 17;
-  struct WordCache {
-    uint64_t owner = 0;
-    absl::flat_hash_map<std::string, absl::InlinedVector<int32_t, 4>> words;
-  };
-  WordCache& ThreadCache() const {
-    thread_local WordCache cache;
-    if (cache.owner != serial_) {
-      cache.words.clear();
-      cache.owner = serial_;
-    }
-    return cache;
-  }
 
   const BpeModel m_;
   std::array<std::vector<AddedToken>, 2> added_by_length_;  // [normalized]

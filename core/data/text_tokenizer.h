@@ -28,7 +28,8 @@ class TextTokenizer {
   virtual ~TextTokenizer() = default;
   // Appends the ids of `utf8`. Invalid UTF-8 is an InvalidArgument error that
   // names the byte offset ("invalid UTF-8 at byte 17"; callers add the file
-  // and line) and appends nothing. Thread-safe.
+  // and line) and appends nothing. Thread-safe; BPE keeps a word cache per
+  // thread, so long-lived worker threads encode fastest.
   virtual absl::Status Encode(std::string_view utf8,
                               std::vector<int32_t>* ids) const = 0;
   // The bytes the ids stand for: Decode(Encode(s)) == s for valid UTF-8 (BPE
