@@ -309,7 +309,10 @@ class BpeTokenizer : public TextTokenizer {
       }
     }
     // Longest first, so the match found at a position is the longest.
-    for (const AddedToken& t : m_.added) added_by_length_[t.normalized].push_back(t);
+    for (const AddedToken& t : m_.added) {
+      added_by_length_[t.normalized].push_back(t);
+      added_first_bytes_[t.normalized][static_cast<uint8_t>(t.content[0])] = true;
+    }
     for (std::vector<AddedToken>& tokens : added_by_length_) {
       std::stable_sort(tokens.begin(), tokens.end(), [](const AddedToken& x, const AddedToken& y) {
         return x.content.size() > y.content.size();
@@ -406,6 +409,10 @@ class BpeTokenizer : public TextTokenizer {
     };
     for (size_t i = 0; i < text.size() && !tokens.empty();) {
       const AddedToken* token = nullptr;
+      if (!added_first_bytes_[normalized][static_cast<uint8_t>(text[i])]) {
+        ++i;
+        continue;
+      }
       for (const AddedToken& t : tokens) {  // longest first
         if (text.compare(i, t.content.size(), t.content) == 0) {
           token = &t;
@@ -558,6 +565,7 @@ class BpeTokenizer : public TextTokenizer {
 
   const BpeModel m_;
   std::array<std::vector<AddedToken>, 2> added_by_length_;  // [normalized]
+  std::array<std::array<bool, 256>, 2> added_first_bytes_{};  // [normalized][byte]
   absl::flat_hash_map<std::string, int32_t> ids_by_bytes_;  // for ignore_merges
   absl::flat_hash_map<uint64_t, Merge> merges_;
   const uint64_t serial_ = NextSerial();  // names this tokenizer's caches
