@@ -56,6 +56,8 @@ TEST(PreTokenizeTest, SplitsAsTheGpt2Pattern) {
   // it), numbers of other scripts, NBSP as whitespace, emoji as punctuation.
   EXPECT_THAT(Pieces("café e\xCC\x81 ٣Ⅻ½ x\xC2\xA0y 🌊!"),
               ElementsAre("café", " e", "\xCC\x81", " ٣Ⅻ½", " x", "\xC2\xA0", "y", " 🌊!"));
+  // U+0085 is White_Space, as in tokenizers 0.23.2 (not in JavaScript's \s).
+  EXPECT_THAT(Pieces("\xC2\x85'd"), ElementsAre("\xC2\x85", "'d"));
   EXPECT_THAT(Pieces(""), ElementsAre());
 }
 
