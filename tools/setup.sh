@@ -15,6 +15,7 @@ PACKAGES=(
   libcairo2-dev libfontconfig-dev fonts-dejavu-core  # PNG charts and their text (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
   python3-torch     # opens `modamba export` files in PyTorch (tools/export/export_test)
+  libicu-dev        # Unicode classes of the BPE pre-tokenizer (core/data/text_tokenizer.cc)
 )
 
 missing=()
