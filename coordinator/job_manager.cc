@@ -404,7 +404,7 @@ void JobManager::StopWorkerLocked(JobEntry* job, Worker* worker, const std::stri
 
 void JobManager::EndJobLocked(JobEntry* job, v1::JobState state, const std::string& why) {
   job->job.set_state(state);
-  if (!why.empty()) job->job.set_reason(why);
+  job->job.set_reason(why);  // a success after restarts keeps no restart's text
   job->job.set_end_time_ms(NowMs());
   job->restart_pending = false;
   LOG(INFO) << job->job.id() << " " << v1::JobState_Name(state) << (why.empty() ? "" : ": ") << why;

@@ -383,6 +383,13 @@ absl::Status JobManager::Done(const v1::DoneRequest& request) {
   if (worker->info.state() == v1::WORKER_SUCCEEDED) return absl::OkStatus();
   if (request.ok()) {
     OnWorkerSucceededLocked(job, worker);
+  } else if (request.permanent()) {
+    const std::string why = absl::StrCat(WorkerName(request.worker()), " reported failure: ",
+                                         request.message().substr(0, 1024));
+    worker->info.set_state(v1::WORKER_FAILED);
+    worker->info.set_reason(why);
+    TouchWorkerLocked(job, worker);
+    EndJobLocked(job, v1::JOB_FAILED, absl::StrCat(why, " (not retried: a restart would repeat it)"));
   } else {
     OnWorkerFailedLocked(job, worker,
                          absl::StrCat("reported failure: ", request.message().substr(0, 1024)));

@@ -469,13 +469,14 @@ absl::StatusOr<v1::AwaitCheckpointResponse> WorkerClient::AwaitCheckpoint(int64_
   return response;
 }
 
-absl::Status WorkerClient::Done(bool ok, const std::string& message) {
+absl::Status WorkerClient::Done(bool ok, const std::string& message, bool permanent) {
   absl::Status flushed = FlushMetrics(options_.retry_for);
   if (!flushed.ok()) LOG(WARNING) << flushed;
   v1::DoneRequest request;
   *request.mutable_worker() = options_.ref;
   request.set_ok(ok);
   request.set_message(message);
+  request.set_permanent(permanent);
   v1::DoneResponse response;
   return Call(kCallTimeout, [&](grpc::ClientContext* context) {
     return worker_->Done(context, request, &response);
