@@ -1,0 +1,137 @@
+// Faults the real trainer must survive or report under the coordinator:
+// diverging training (lr 10, no clipping), local checkpoint copies on a
+// long job, and every stored checkpoint corrupt when a rank dies.
+#include <signal.h>
+
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "core/checkpoint.h"
+#include "core/file_util.h"
+#include "gtest/gtest.h"
+#include "tests/cluster.h"
+#include "trainer/synthetic_dataset.h"
+
+namespace modamba {
+namespace {
+
+class RealFaultsTest : public ClusterTest {
+ protected:
+  ClusterOptions Options() override {
+    ClusterOptions options;
+    options.trainer_binary = "trainer/modamba-trainer";
+    options.evaluator_binary = "evaluator/modamba-evaluator";
+    options.heartbeat_timeout = absl::Seconds(10);
+    return options;
+  }
+  void SetUp() override {
+    ClusterTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
+  }
+
+  static std::string Spec(const std::string& name, int steps, const std::string& optimizer,
+                          const std::string& extra = "max_restarts: 2") {
+    return absl::StrCat(R"pb(
+      world_size: 2
+      dataset_dir: "tri"
+      checkpoint_every_steps: 5
+      keep_last_checkpoints: 2
+      )pb", extra, R"pb(
+      train {
+        model { d_model: 16 n_layer: 2 vocab_size: 1031 d_state: 4 n_modalities: 3
+                route_in: true route_x: true route_dt: true route_out: true }
+        optimizer { )pb", optimizer, R"pb( }
+        steps: )pb", steps, R"pb( batch_size: 4 seq_len: 48 seed: 3
+      }
+      name: ")pb", name, "\"\n");
+  }
+
+  std::string JobDir(const v1::Job& job) { return cluster_->run_root() + "/" + job.id(); }
+};
+
+TEST_F(RealFaultsTest, DivergingTrainingFailsNamingTheStepAndIsNotRetried) {
+  auto job = cluster_->Submit(Spec("diverge", 60, "lr: 10 grad_clip: 0 warmup_steps: 0"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(120));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_FAILED) << done->reason();
+  EXPECT_EQ(done->restarts(), 0) << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(), "reported failure: step ")) << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(), "non-finite loss") ||
+              absl::StrContains(done->reason(), "gradient norm"))
+      << done->reason();
+}
+
+TEST_F(RealFaultsTest, LocalCopiesFollowRetentionAndResumeDownloadsAreRemoved) {
+  auto job = cluster_->Submit(Spec("long", 40, "lr: 3e-3 warmup_steps: 3"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto running = cluster_->WaitJob(job->id(), [](const v1::Job& j) {
+    return j.latest_checkpoint_step() >= 10 && j.step() >= 12;
+  }, absl::Seconds(120));
+  ASSERT_TRUE(running.ok()) << running.status();
+  for (const v1::WorkerInfo& w : running->workers()) {
+    if (w.ref().role() == v1::ROLE_TRAINER && w.ref().rank() == 1) {
+      ASSERT_EQ(kill(static_cast<pid_t>(w.pid()), SIGKILL), 0);
+    }
+  }
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(180));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_GE(done->restarts(), 1);
+  EXPECT_EQ(done->reason(), "");  // a success keeps no restart's text
+  // 8 checkpoints were written; 2 are kept, here as in the store.
+  EXPECT_EQ(CheckpointSteps(JobDir(*job) + "/trainer-checkpoints"),
+            (std::vector<int64_t>{35, 40}));
+  for (int rank : {0, 1}) {
+    const std::string resume = absl::StrCat(JobDir(*job), "/trainer-", rank, "/resume");
+    EXPECT_TRUE(CheckpointSteps(resume).empty()) << resume;
+  }
+}
+
+TEST_F(RealFaultsTest, EveryStoredCheckpointCorruptMeansAFreshStart) {
+  // Each corrupt checkpoint costs a restart when its download fails.
+  auto job = cluster_->Submit(Spec("corrupt", 30, "lr: 3e-3 warmup_steps: 3", "max_restarts: 6"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto running = cluster_->WaitJob(job->id(), [](const v1::Job& j) {
+    return j.latest_checkpoint_step() >= 10 && j.step() >= 12;
+  }, absl::Seconds(120));
+  ASSERT_TRUE(running.ok()) << running.status();
+  // Freeze both ranks, flip a byte of every stored shard, then kill a rank.
+  std::vector<pid_t> ranks;
+  for (const v1::WorkerInfo& w : running->workers()) {
+    if (w.ref().role() == v1::ROLE_TRAINER) ranks.push_back(static_cast<pid_t>(w.pid()));
+  }
+  ASSERT_EQ(ranks.size(), 2u);
+  for (pid_t pid : ranks) ASSERT_EQ(kill(pid, SIGSTOP), 0);
+  int corrupted = 0;
+  for (const auto& entry : std::filesystem::recursive_directory_iterator(
+           cluster_->checkpoint_root() + "/" + job->id())) {
+    if (!absl::EndsWith(entry.path().string(), ".safetensors")) continue;
+    std::string bytes = ReadFile(entry.path().string()).value_or("");
+    ASSERT_FALSE(bytes.empty()) << entry.path();
+    bytes[bytes.size() / 2] ^= 1;
+    ASSERT_TRUE(WriteFileAtomic(entry.path().string(), bytes).ok());
+    ++corrupted;
+  }
+  EXPECT_GE(corrupted, 4);
+  ASSERT_EQ(kill(ranks[1], SIGKILL), 0);
+  ASSERT_EQ(kill(ranks[0], SIGCONT), 0);
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(180));
+  ASSERT_TRUE(done.ok()) << done.status();
+  // Training started again from step 1 (a second train point for it), not
+  // from the trainers' local copies.
+  auto metrics = cluster_->Metrics(job->id());
+  ASSERT_TRUE(metrics.ok());
+  int first_steps = 0;
+  for (const v1::MetricPoint& p : *metrics) first_steps += p.kind() == "train" && p.step() == 1;
+  EXPECT_GE(first_steps, 2);
+  EXPECT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+}
+
+}  // namespace
+}  // namespace modamba
