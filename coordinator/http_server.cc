@@ -275,7 +275,12 @@ class HttpServer::Impl {
     const bool get = request.method() == http::verb::get;
     const bool post = request.method() == http::verb::post;
 
-    if (path == "/healthz") return MakeResponse(request, http::status::ok, "text/plain", "ok\n");
+    if (path == "/healthz") {
+      const std::string degraded = manager_->Degraded();
+      if (degraded.empty()) return MakeResponse(request, http::status::ok, "text/plain", "ok\n");
+      return MakeResponse(request, http::status::service_unavailable, "text/plain",
+                          "degraded: " + degraded + "\n");
+    }
     auto header = request.find(http::field::authorization);
     const bool authorized = header != request.end()
                                 ? auth_->MatchesHeader(absl::string_view(header->value().data(),

@@ -189,6 +189,11 @@ void JobManager::TickLocked() {
                      [this](const ProcessHandle& p) { return launcher_->Poll(p).has_value(); }),
       dying_.end());
   ScheduleLocked();
+  if (!db_error_.empty() && dirty_jobs_.empty()) {
+    // Degraded with nothing queued: rewriting the jobs' rows tells when the
+    // database can be written again.
+    dirty_jobs_.insert(order_.begin(), order_.end());
+  }
   FlushLocked().IgnoreError();  // logged inside; retried at the next flush
 }
 
@@ -437,13 +442,20 @@ absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const st
   google::protobuf::TextFormat::PrintToString(job->job.spec(), &text);
   RETURN_IF_ERROR(MakeDirs(job_dir + "/logs"));
   RETURN_IF_ERROR(WriteFileAtomic(job_dir + "/job_spec.textproto", text));
-  ++next_job_number_;
   const std::string id = job->job.id();
   order_.push_back(id);
   JobEntry* entry = job.get();
   jobs_[id] = std::move(job);
   TouchJobLocked(entry);
-  RETURN_IF_ERROR(FlushLocked());
+  if (absl::Status written = FlushLocked(); !written.ok()) {
+    // Not stored, so not accepted: nothing of it may run or be listed.
+    dirty_jobs_.erase(id);
+    order_.pop_back();
+    jobs_.erase(id);
+    RemoveTree(job_dir).IgnoreError();
+    return written;
+  }
+  ++next_job_number_;
   LOG(INFO) << "submitted " << id << " (" << entry->job.spec().name() << ")";
   ScheduleLocked();
   FlushLocked().IgnoreError();
@@ -466,7 +478,15 @@ std::vector<v1::Job> JobManager::ListJobs() const {
 absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(JobEntry * job, JobOrError(job_id));
-  if (!IsTerminal(job->job.state())) EndJobLocked(job, v1::JOB_CANCELLED, "cancelled by the user");
+  if (!IsTerminal(job->job.state())) {
+    // Stored before any worker is stopped: a cancel that the database did
+    // not take would come back as RUNNING after a restart.
+    WriteBatch batch;
+    batch.jobs.push_back(job->job);
+    batch.jobs.back().set_state(v1::JOB_CANCELLED);
+    if (absl::Status written = db_->Write(batch); !written.ok()) return DegradedLocked(written);
+    EndJobLocked(job, v1::JOB_CANCELLED, "cancelled by the user");
+  }
   RETURN_IF_ERROR(FlushLocked());
   return JobWithWorkersLocked(*job);
 }
@@ -525,6 +545,11 @@ absl::StatusOr<std::vector<v1::CheckpointInfo>> JobManager::Checkpoints(
   return checkpoints;
 }
 
+std::string JobManager::Degraded() const {
+  absl::MutexLock lock(&mu_);
+  return db_error_;
+}
+
 absl::StatusOr<std::string> JobManager::LogPath(const std::string& job_id,
                                                 const std::string& worker) const {
   absl::MutexLock lock(&mu_);
@@ -580,6 +605,13 @@ void JobManager::TouchCheckpointLocked(JobEntry* job, int64_t step) {
   changed_.SignalAll();
 }
 
+absl::Status JobManager::DegradedLocked(const absl::Status& write_error) {
+  const std::string error = absl::StrCat("cannot write the database: ", write_error.message());
+  if (error != db_error_) LOG(ERROR) << error << "; the coordinator is degraded";
+  db_error_ = error;
+  return absl::UnavailableError(absl::StrCat("coordinator degraded: ", error));
+}
+
 absl::Status JobManager::FlushLocked() {
   WriteBatch batch = pending_;
   for (const std::string& id : dirty_jobs_) batch.jobs.push_back(jobs_.at(id)->job);
@@ -591,12 +623,11 @@ absl::Status JobManager::FlushLocked() {
   for (const auto& [job_id, step] : dirty_checkpoints_) {
     batch.checkpoints.push_back(jobs_.at(job_id)->checkpoints.at(step));
   }
+  if (batch.empty()) return absl::OkStatus();  // proves nothing about the database
   absl::Status status = db_->Write(batch);
-  if (!status.ok()) {
-    // Everything stays queued for the next flush.
-    LOG(ERROR) << "cannot write the coordinator's database: " << status;
-    return status;
-  }
+  if (!status.ok()) return DegradedLocked(status);  // everything stays queued
+  if (!db_error_.empty()) LOG(INFO) << "the database can be written again";
+  db_error_.clear();
   dirty_jobs_.clear();
   dirty_workers_.clear();
   dirty_checkpoints_.clear();

@@ -96,6 +96,10 @@ class JobManager {
                                                  int limit) const;
   std::vector<v1::WorkerInfo> Workers(const std::string& job_id) const;
   absl::StatusOr<std::vector<v1::CheckpointInfo>> Checkpoints(const std::string& job_id) const;
+  // "" when healthy; else why the coordinator is degraded (its database
+  // cannot be written: "cannot write the database: sqlite: database or disk
+  // is full (No space left on device)").
+  std::string Degraded() const;
   // The log file of worker `worker` ("trainer-0", "evaluator-1").
   absl::StatusOr<std::string> LogPath(const std::string& job_id, const std::string& worker) const;
 
@@ -171,8 +175,15 @@ class JobManager {
   void TouchJobLocked(JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchWorkerLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchCheckpointLocked(JobEntry* job, int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes what was queued since the last flush, in one transaction.
+  // Writes what was queued since the last flush, in one transaction. On an
+  // error everything stays queued and the coordinator is degraded (Health)
+  // until a flush succeeds. Users' requests fail on it; workers' calls do
+  // not (their jobs go on, and what they changed is written once the
+  // database can be written again).
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a failed write (the coordinator is degraded) and returns the
+  // error users see.
+  absl::Status DegradedLocked(const absl::Status& write_error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ManagerOptions options_;
   Db* const db_;
@@ -194,6 +205,7 @@ class JobManager {
   std::set<std::pair<std::string, int64_t>> dirty_checkpoints_ ABSL_GUARDED_BY(mu_);
   WriteBatch pending_ ABSL_GUARDED_BY(mu_);
   std::string worker_address_ ABSL_GUARDED_BY(mu_);  // set by Start
+  std::string db_error_ ABSL_GUARDED_BY(mu_);        // the last flush's error; "" when it worked
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread supervisor_;

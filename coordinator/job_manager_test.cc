@@ -3,6 +3,7 @@
 #include "coordinator/job_manager.h"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <map>
 #include <set>
@@ -12,6 +13,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
 #include "core/file_util.h"
+#include "core/small_fs.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -72,7 +74,8 @@ class JobManagerTest : public ::testing::Test {
     root_ = absl::StrCat(getenv("TEST_TMPDIR"), "/jm-",
                          ::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_TRUE(MakeDirs(root_ + "/data/ds").ok());
-    auto db = Db::Open(root_ + "/state.db");
+    if (db_path_.empty()) db_path_ = root_ + "/state.db";
+    auto db = Db::Open(db_path_);
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
     auto store = CheckpointStore::Open(root_ + "/checkpoints");
@@ -155,6 +158,7 @@ class JobManagerTest : public ::testing::Test {
   }
 
   std::string root_;
+  std::string db_path_;  // default root_/state.db
   ManagerOptions options_;
   std::unique_ptr<Db> db_;
   std::unique_ptr<CheckpointStore> store_;
@@ -400,6 +404,70 @@ TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   auto third = manager_->Submit(Spec(1, 0), "spec");
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->id(), "job-3");
+}
+
+// The database on a small real filesystem that the test fills up.
+class JobManagerDiskTest : public JobManagerTest {
+ protected:
+  void SetUp() override {
+    disk_ = absl::StrCat(getenv("TEST_TMPDIR"), "/small-db");
+    absl::Status mounted = MountSmallFilesystem(disk_, 256 << 10);
+    if (!mounted.ok()) GTEST_SKIP() << mounted;
+    db_path_ = disk_ + "/state.db";
+    JobManagerTest::SetUp();
+  }
+  std::string disk_;
+};
+
+TEST_F(JobManagerDiskTest, AFullDatabaseRefusesUsersDegradesAndSparesTheJobs) {
+  auto running = manager_->Submit(Spec(1, 0), "spec");
+  ASSERT_TRUE(running.ok()) << running.status();
+  const v1::WorkerRef trainer = Ref(running->id(), v1::ROLE_TRAINER, 0, 0);
+  ASSERT_TRUE(Register(trainer).ok());
+  ASSERT_TRUE(FillFilesystem(disk_ + "/filler").ok());
+
+  // A submission that cannot be stored is refused, and leaves nothing.
+  auto refused = manager_->Submit(Spec(1, 0), "spec");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "No space left on device"))
+      << refused.status();
+  EXPECT_EQ(manager_->ListJobs().size(), 1u);
+  EXPECT_FALSE(FileExists(options_.run_root + "/job-2"));
+  EXPECT_TRUE(absl::StrContains(manager_->Degraded(), "No space left on device"))
+      << manager_->Degraded();
+  // So is a cancel: it would not survive a restart.
+  EXPECT_FALSE(manager_->Cancel(running->id()).ok());
+
+  // The running job's worker is not failed by it: its calls succeed.
+  v1::ReportMetricsRequest metrics;
+  *metrics.mutable_worker() = trainer;
+  for (int step = 1; step <= 200; ++step) {
+    v1::MetricPoint* point = metrics.add_points();
+    point->set_kind("train");
+    point->set_step(step);
+    (*point->mutable_scalars())["padding"] = step;
+  }
+  EXPECT_TRUE(manager_->ReportMetrics(metrics).ok());
+  EXPECT_FALSE(manager_->Degraded().empty());
+  EXPECT_EQ(manager_->GetJob(running->id())->state(), v1::JOB_RUNNING);
+
+  // Space again: what was queued is written, and it survives a restart.
+  ASSERT_EQ(unlink((disk_ + "/filler").c_str()), 0);
+  for (int i = 0; i < 1000 && !manager_->Degraded().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(manager_->Degraded(), "");
+  manager_.reset();
+  db_.reset();
+  auto db = Db::Open(db_path_);
+  ASSERT_TRUE(db.ok()) << db.status();
+  db_ = std::move(*db);
+  StartManager();
+  EXPECT_EQ(manager_->Metrics(running->id(), 0, 0)->points_size(), 200);
+  auto next = manager_->Submit(Spec(1, 0), "spec");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->id(), "job-2");
 }
 
 }  // namespace

@@ -104,7 +104,7 @@ absl::StatusOr<v1::RegisterResponse> JobManager::Register(const v1::RegisterRequ
   worker->last_seen = absl::Now();
   worker->info.set_last_heartbeat_ms(NowMs());
   TouchWorkerLocked(job, worker);
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
 
   v1::RegisterResponse response;
   *response.mutable_spec() = job->job.spec();
@@ -187,7 +187,8 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
     job->metrics.push_back(std::move(point));
   }
   TouchJobLocked(job);
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::CheckUpload(const v1::WorkerRef& ref, int64_t step) const {
@@ -239,7 +240,7 @@ absl::StatusOr<v1::CheckpointFile> JobManager::PublishUpload(const v1::WorkerRef
     *checkpoint.add_files() = file;
   }
   TouchCheckpointLocked(job, step);
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return file;
 }
 
@@ -299,7 +300,7 @@ absl::StatusOr<v1::ReportCheckpointResponse> JobManager::ReportCheckpoint(
   }
   TouchCheckpointLocked(job, request.step());
   *response.mutable_checkpoint() = checkpoint;
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return response;
 }
 
@@ -352,7 +353,7 @@ absl::StatusOr<v1::AwaitCheckpointResponse> JobManager::AwaitCheckpoint(
     worker->claimed_step = -1;
     ApplyRetentionLocked(job);
   }
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   v1::AwaitCheckpointResponse response;
   for (;;) {
     // The worker may have been stopped or replaced while this call waited.
@@ -394,7 +395,8 @@ absl::Status JobManager::Done(const v1::DoneRequest& request) {
     OnWorkerFailedLocked(job, worker,
                          absl::StrCat("reported failure: ", request.message().substr(0, 1024)));
   }
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::CheckpointInfo> JobManager::ServableCheckpoint(const std::string& job_id,
@@ -444,7 +446,8 @@ absl::Status JobManager::KvSet(const v1::WorkerRef& ref, const std::string& key,
   kv_[ns][key] = value;
   pending_.kv.push_back({{ns, key}, value});
   changed_.SignalAll();
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> JobManager::KvGet(const v1::WorkerRef& ref, const std::string& key,
@@ -482,7 +485,7 @@ absl::StatusOr<int64_t> JobManager::KvAdd(const v1::WorkerRef& ref, const std::s
   stored = absl::StrCat(value);
   pending_.kv.push_back({{ns, key}, stored});
   changed_.SignalAll();
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return value;
 }
 

@@ -4,7 +4,6 @@
 #include <cmath>
 #include <cerrno>
 #include <cstdio>
-#include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -156,8 +155,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       manifest.set_world_size(world);
       RETURN_IF_ERROR(WriteCheckpointManifest(tmp, manifest));
       if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
-        return absl::InternalError(absl::StrCat(dir, ": could not move the checkpoint into place: ",
-                                                std::strerror(errno)));
+        return IoError(absl::StrCat(dir, ": could not move the checkpoint into place"), errno);
       }
       if (log) *log << "checkpoint " << dir << "\n";
     }

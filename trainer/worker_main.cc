@@ -10,6 +10,7 @@
 // protocol): registers, resumes from the checkpoint the coordinator names,
 // meets its group through the coordinator's store, reports metrics (rank 0)
 // and uploads its own checkpoint files, and stops when asked.
+#include <cerrno>
 #include <unistd.h>
 
 #include <csignal>
@@ -238,7 +239,7 @@ absl::Status RunUnderCoordinator() {
         const std::string link = mine + "/" + name;
         ::unlink(link.c_str());
         if (::link((dir + "/" + name).c_str(), link.c_str()) != 0) {
-          return absl::InternalError(absl::StrCat(link, ": cannot link the checkpoint file"));
+          return IoError(absl::StrCat(link, ": cannot link the checkpoint file"), errno);
         }
       }
       absl::Status uploaded = client->UploadCheckpoint(step, manifest.flops(), mine).status();
