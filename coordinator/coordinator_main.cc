@@ -8,6 +8,7 @@
 // Restarting it with the same --db and ports re-adopts the running workers.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
 #include <thread>
@@ -53,6 +54,10 @@ ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(int, gpus, 0, "GPUs of this host that jobs may use (0..N-1)");
 ABSL_FLAG(int, cpu_slots, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
           "CPU workers this host runs at once");
+ABSL_FLAG(double, worker_memory_gib, 0,
+          "host memory one CPU worker may use; jobs estimated to need more are refused "
+          "(default: the host's memory / --cpu_slots)");
+ABSL_FLAG(double, gpu_memory_gib, 80, "device memory of one GPU, for the same check on GPU jobs");
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(30),
           "a worker silent this long is declared lost");
 ABSL_FLAG(absl::Duration, register_timeout, absl::Minutes(5),
@@ -146,6 +151,13 @@ absl::Status Run() {
   options.spec_context.has_evaluator_binary = !options.evaluator_binary.empty();
   options.spec_context.gpus = absl::GetFlag(FLAGS_gpus);
   options.spec_context.cpu_slots = absl::GetFlag(FLAGS_cpu_slots);
+  const double host_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  const double worker_gib = absl::GetFlag(FLAGS_worker_memory_gib);
+  options.spec_context.worker_memory_bytes = static_cast<int64_t>(
+      worker_gib > 0 ? worker_gib * 1073741824.0
+                     : host_bytes / std::max(1, options.spec_context.cpu_slots));
+  options.spec_context.gpu_memory_bytes =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_gpu_memory_gib) * 1073741824.0);
   options.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
   options.register_timeout = absl::GetFlag(FLAGS_register_timeout);
   options.stop_grace = absl::GetFlag(FLAGS_stop_grace);
