@@ -5,6 +5,7 @@
 
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/job_manager_internal.h"
@@ -17,6 +18,7 @@ namespace modamba {
 
 using internal::HostName;
 using internal::IsTerminal;
+using internal::kOomKilled;
 using internal::NowMs;
 using internal::WorkerName;
 
@@ -148,9 +150,9 @@ void JobManager::TickLocked() {
       for (size_t i = 0; i < list->size(); ++i) {
         Worker* worker = &(*list)[i];
         if (worker->gone) continue;
-        if (std::optional<int> code = launcher_->Poll(worker->handle())) {
+        if (std::optional<ProcessExit> exit = launcher_->Poll(worker->handle())) {
           worker->gone = true;
-          OnExitLocked(job, worker, *code);
+          OnExitLocked(job, worker, *exit);
           continue;
         }
         const v1::WorkerState state = worker->info.state();
@@ -321,16 +323,16 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
             << " as pid " << handle->pid;
 }
 
-void JobManager::OnExitLocked(JobEntry* job, Worker* worker, int code) {
-  worker->info.set_exit_code(code);
+void JobManager::OnExitLocked(JobEntry* job, Worker* worker, const ProcessExit& exit) {
+  worker->info.set_exit_code(exit.code);
   worker->kill_at = absl::InfiniteFuture();
   switch (worker->info.state()) {
     case v1::WORKER_STARTING:
     case v1::WORKER_RUNNING:
-      if (code == 0) {
+      if (exit.code == 0) {
         OnWorkerSucceededLocked(job, worker);
       } else {
-        OnWorkerFailedLocked(job, worker, internal::DescribeExit(code));
+        OnWorkerFailedLocked(job, worker, internal::DescribeExit(exit));
       }
       break;
     case v1::WORKER_STOPPING:
@@ -363,10 +365,24 @@ void JobManager::OnWorkerFailedLocked(JobEntry* job, Worker* worker, const std::
   TouchWorkerLocked(job, worker);
   if (IsTerminal(job->job.state())) return;
   const std::string event = absl::StrCat(name, " ", why);
+  // What the worker says itself, its exit code or running out of memory,
+  // repeating word for word, is deterministic: another try would end the
+  // same way. (Other signals and timeouts come from outside.)
+  const bool deterministic = absl::StartsWith(why, "reported failure") ||
+                             absl::StartsWith(why, "exited with code") ||
+                             absl::StartsWith(why, kOomKilled);
+  const std::string signature = event.substr(0, event.find(" (peak RSS"));
+  const bool repeated = deterministic && signature == job->last_failure;
+  job->last_failure = deterministic ? signature : "";
   if (job->job.restarts() >= job->job.spec().max_restarts()) {
     EndJobLocked(job, v1::JOB_FAILED,
                  absl::StrCat(event, "; no restarts left (max_restarts ",
                               job->job.spec().max_restarts(), ")"));
+    return;
+  }
+  if (repeated) {
+    EndJobLocked(job, v1::JOB_FAILED,
+                 absl::StrCat(event, "; the same failure twice in a row: not retried"));
     return;
   }
   job->job.set_restarts(job->job.restarts() + 1);

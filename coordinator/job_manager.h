@@ -159,7 +159,8 @@ class JobManager {
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LaunchTrainersLocked(JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LaunchWorkerLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnExitLocked(JobEntry* job, Worker* worker, int code) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnExitLocked(JobEntry* job, Worker* worker, const ProcessExit& exit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerFailedLocked(JobEntry* job, Worker* worker, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerSucceededLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -34,11 +34,13 @@ class FakeLauncher : public Launcher {
     signalled_.insert(process.pid);
     if (!exited_.count(process.pid)) exited_[process.pid] = kill ? 128 + SIGKILL : 128 + SIGTERM;
   }
-  std::optional<int> Poll(const ProcessHandle& process) override {
+  std::optional<ProcessExit> Poll(const ProcessHandle& process) override {
     absl::MutexLock lock(&mu_);
     auto it = exited_.find(process.pid);
     if (it == exited_.end()) return std::nullopt;
-    return it->second;
+    ProcessExit exit;
+    exit.code = it->second;
+    return exit;
   }
   void Exit(int64_t pid, int code) {
     absl::MutexLock lock(&mu_);

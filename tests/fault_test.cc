@@ -52,8 +52,7 @@ TEST_F(FaultTest, KilledTrainerRestartsFromTheNewestCheckpoint) {
   ASSERT_EQ(hit_job->state(), v1::JOB_SUCCEEDED) << hit_job->reason();
   EXPECT_EQ(hit_job->restarts(), 1);
   EXPECT_EQ(hit_job->generation(), 1);
-  EXPECT_TRUE(absl::StrContains(hit_job->reason(), "trainer-1 was killed by signal 9"))
-      << hit_job->reason();
+  EXPECT_EQ(hit_job->reason(), "");  // a success keeps no restart's text
 
   // Same final step, same final per-modality losses, bit for bit.
   EXPECT_EQ(hit_job->step(), 40);
@@ -81,9 +80,11 @@ TEST_F(FaultTest, ARankThatAlwaysCrashesFailsTheJobAfterMaxRestarts) {
   auto done = cluster_->WaitFinished(job->id());
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), v1::JOB_FAILED);
-  EXPECT_EQ(done->restarts(), 2);
+  // The same exit code twice is deterministic: the second restart is not tried.
+  EXPECT_EQ(done->restarts(), 1);
   EXPECT_TRUE(absl::StrContains(done->reason(), "trainer-0 exited with code 3")) << done->reason();
-  EXPECT_TRUE(absl::StrContains(done->reason(), "no restarts left")) << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(), "the same failure twice in a row: not retried"))
+      << done->reason();
   auto released = cluster_->WaitJob(
       job->id(), [](const v1::Job& j) { return !j.has_allocation(); }, absl::Seconds(15));
   ASSERT_TRUE(released.ok()) << released.status();
@@ -100,7 +101,8 @@ TEST_F(FaultTest, AHungRankIsFoundByItsHeartbeatAndReplaced) {
   ASSERT_TRUE(done.ok()) << done.status();
   EXPECT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
   EXPECT_EQ(done->restarts(), 1);
-  EXPECT_TRUE(absl::StrContains(done->reason(), "trainer-1 sent no heartbeat")) << done->reason();
+  EXPECT_EQ(done->reason(), "");  // a success keeps no restart's text; the log does
+  EXPECT_TRUE(absl::StrContains(cluster_->Logs(), "trainer-1 generation 0 sent no heartbeat"));
   EXPECT_EQ(done->step(), 30);
 }
 

@@ -1,9 +1,16 @@
 // Faults the real trainer must survive or report under the coordinator:
 // diverging training (lr 10, no clipping), local checkpoint copies on a
-// long job, and every stored checkpoint corrupt when a rank dies.
+// long job, every stored checkpoint corrupt when a rank dies, and a rank
+// the kernel kills for memory (in a memory cgroup of the test's own).
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -131,6 +138,86 @@ TEST_F(RealFaultsTest, EveryStoredCheckpointCorruptMeansAFreshStart) {
   for (const v1::MetricPoint& p : *metrics) first_steps += p.kind() == "train" && p.step() == 1;
   EXPECT_GE(first_steps, 2);
   EXPECT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+}
+
+// The test process, and so the coordinator and the workers it starts, in a
+// memory cgroup of its own (cgroup v1), limited to `bytes`; left and removed
+// by the destructor. UNAVAILABLE where cgroups cannot be made.
+class MemoryLimit {
+ public:
+  static absl::StatusOr<std::unique_ptr<MemoryLimit>> Enter(int64_t bytes) {
+    const std::string root = "/sys/fs/cgroup/memory";
+    const std::string dir = absl::StrCat(root, "/modamba-test-", getpid());
+    if (mkdir(dir.c_str(), 0755) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot make ", dir, ": ", std::strerror(errno)));
+    }
+    std::unique_ptr<MemoryLimit> limit(new MemoryLimit(root, dir));
+    for (const char* file : {"memory.limit_in_bytes", "memory.memsw.limit_in_bytes"}) {
+      const std::string path = absl::StrCat(dir, "/", file);
+      if (FileExists(path) && !Write(path, absl::StrCat(bytes))) {
+        return absl::UnavailableError(absl::StrCat("cannot write ", path));
+      }
+    }
+    if (!Write(dir + "/cgroup.procs", absl::StrCat(getpid()))) {
+      return absl::UnavailableError(absl::StrCat("cannot enter ", dir));
+    }
+    return limit;
+  }
+  ~MemoryLimit() {
+    Write(root_ + "/cgroup.procs", absl::StrCat(getpid()));
+    rmdir(dir_.c_str());
+  }
+
+ private:
+  MemoryLimit(std::string root, std::string dir) : root_(std::move(root)), dir_(std::move(dir)) {}
+  static bool Write(const std::string& path, const std::string& text) {
+    std::ofstream out(path);
+    out << text;
+    out.flush();
+    return static_cast<bool>(out);
+  }
+  std::string root_, dir_;
+};
+
+class RealOomTest : public RealFaultsTest {
+ protected:
+  void SetUp() override {
+    auto limit = MemoryLimit::Enter(int64_t{384} << 20);
+    if (!limit.ok()) GTEST_SKIP() << limit.status();
+    limit_ = std::move(*limit);
+    RealFaultsTest::SetUp();
+  }
+  void TearDown() override {
+    RealFaultsTest::TearDown();
+    cluster_.reset();  // its processes end inside the cgroup
+    limit_.reset();
+  }
+  std::unique_ptr<MemoryLimit> limit_;
+};
+
+TEST_F(RealOomTest, AWorkerKilledForMemoryIsReportedAsSuchAndNotRetriedForever) {
+  // About 0.9 GiB of activations for one rank: more than the cgroup allows.
+  auto job = cluster_->Submit(absl::StrCat(R"pb(
+    world_size: 1
+    dataset_dir: "tri"
+    max_restarts: 5
+    train {
+      model { d_model: 16 n_layer: 2 vocab_size: 1031 d_state: 4 n_modalities: 3 }
+      optimizer { lr: 3e-3 }
+      steps: 5 batch_size: 1024 seq_len: 48 seed: 3
+    }
+    name: "hungry"
+  )pb"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(120));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_FAILED) << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(),
+                                "trainer-0 was killed by the kernel's OOM killer: out of memory "
+                                "(peak RSS "))
+      << done->reason();
+  EXPECT_TRUE(absl::StrContains(done->reason(), "the same failure twice in a row")) << done->reason();
+  EXPECT_EQ(done->restarts(), 1);
 }
 
 }  // namespace
