@@ -3,6 +3,8 @@
 // job_manager_workers.cc.
 #include "coordinator/job_manager.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
 #include "absl/strings/match.h"
@@ -271,6 +273,14 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
 
   absl::Status made = MakeDirs(run_dir);
   if (made.ok()) made = MakeDirs(job_dir + "/logs");
+  const std::string token_file = run_dir + "/worker.token";
+  if (made.ok()) {
+    v1::WorkerRef identity = ref;
+    identity.clear_generation();
+    const mode_t old_mask = umask(077);  // readable by the worker's user only
+    made = WriteFileAtomic(token_file, options_.worker_token(identity) + "\n");
+    umask(old_mask);
+  }
   const int world = trainer ? spec.world_size() : spec.n_evaluators();
   ProcessSpec process;
   process.argv = {trainer ? options_.trainer_binary : options_.evaluator_binary,
@@ -278,7 +288,7 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
                   absl::StrCat("--rank=", ref.rank()),
                   absl::StrCat("--world_size=", world),
                   "--coordinator=" + worker_address_,
-                  "--token_file=" + options_.worker_token_file,
+                  "--token_file=" + token_file,
                   "--run_dir=" + run_dir};
   process.env = {{"MODAMBA_JOB_ID", job->job.id()},
                  {"MODAMBA_ROLE", trainer ? "trainer" : "evaluator"},
@@ -286,7 +296,7 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
                  {"MODAMBA_WORLD_SIZE", absl::StrCat(world)},
                  {"MODAMBA_GENERATION", absl::StrCat(ref.generation())},
                  {"MODAMBA_COORDINATOR", worker_address_},
-                 {"MODAMBA_TOKEN_FILE", options_.worker_token_file},
+                 {"MODAMBA_TOKEN_FILE", token_file},
                  {"MODAMBA_TLS_CA", options_.worker_tls_ca_file},
                  {"MODAMBA_JOB_SPEC", spec_path},
                  {"MODAMBA_RUN_DIR", run_dir},
@@ -443,7 +453,8 @@ bool JobManager::TrainersDoneLocked(const JobEntry& job) const {
   return true;
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const std::string& source) {
+absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const std::string& source,
+                                           const std::string& owner) {
   ASSIGN_OR_RETURN(v1::JobSpec spec, ParseJobSpec(spec_text, source));
   RETURN_IF_ERROR(ResolveJobSpec(&spec, options_.spec_context, source));
   absl::MutexLock lock(&mu_);
@@ -453,6 +464,7 @@ absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const st
   job->job.set_state(v1::JOB_PENDING);
   job->job.set_submit_time_ms(NowMs());
   job->job.set_latest_checkpoint_step(-1);
+  job->job.set_owner(owner);
   const std::string job_dir = absl::StrCat(options_.run_root, "/", job->job.id());
   std::string text;
   google::protobuf::TextFormat::PrintToString(job->job.spec(), &text);
@@ -491,9 +503,13 @@ std::vector<v1::Job> JobManager::ListJobs() const {
   return jobs;
 }
 
-absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id, const std::string& user) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(JobEntry * job, JobOrError(job_id));
+  if (!job->job.owner().empty() && job->job.owner() != user) {
+    return absl::PermissionDeniedError(absl::StrCat(job_id, " belongs to ", job->job.owner(),
+                                                    ": only they may cancel it"));
+  }
   if (!IsTerminal(job->job.state())) {
     // Stored before any worker is stopped: a cancel that the database did
     // not take would come back as RUNNING after a restart.

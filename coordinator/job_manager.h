@@ -19,6 +19,7 @@
 #define MODAMBA_COORDINATOR_JOB_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -48,8 +49,10 @@ struct ManagerOptions {
   std::string run_root;
   std::string trainer_binary;
   std::string evaluator_binary;
-  // The token file workers read and, with TLS, the root certificate they trust.
-  std::string worker_token_file;
+  // Each worker's own token (coordinator/auth.h), written at launch into a
+  // file of its run directory (mode 0600); with TLS, the root certificate
+  // workers trust.
+  std::function<std::string(const v1::WorkerRef&)> worker_token;
   std::string worker_tls_ca_file;
   SpecContext spec_context;
   absl::Duration heartbeat_timeout = absl::Seconds(30);
@@ -78,10 +81,14 @@ class JobManager {
 
   // --- Users -------------------------------------------------------------
 
-  absl::StatusOr<v1::Job> Submit(absl::string_view spec_text, const std::string& source);
+  // `owner`: the submitting user, the only one who may cancel the job.
+  absl::StatusOr<v1::Job> Submit(absl::string_view spec_text, const std::string& source,
+                                 const std::string& owner);
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
   std::vector<v1::Job> ListJobs() const;
-  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  // PERMISSION_DENIED unless `user` owns the job (jobs without an owner:
+  // anyone).
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id, const std::string& user);
 
   struct JobSnapshot {
     v1::Job job;

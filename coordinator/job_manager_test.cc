@@ -3,6 +3,7 @@
 #include "coordinator/job_manager.h"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <map>
@@ -86,7 +87,9 @@ class JobManagerTest : public ::testing::Test {
     options_.run_root = root_ + "/run";
     options_.trainer_binary = "trainer";
     options_.evaluator_binary = "evaluator";
-    options_.worker_token_file = root_ + "/token";
+    options_.worker_token = [](const v1::WorkerRef& ref) {
+      return absl::StrCat("token-of-", ref.job_id(), "-", ref.role(), "-", ref.rank());
+    };
     options_.spec_context.data_root = root_ + "/data";
     options_.spec_context.has_evaluator_binary = true;
     options_.spec_context.cpu_slots = 8;
@@ -169,7 +172,7 @@ class JobManagerTest : public ::testing::Test {
 };
 
 TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
-  auto job = manager_->Submit(Spec(2, 1), "spec");
+  auto job = manager_->Submit(Spec(2, 1), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::JOB_RUNNING);
   const std::vector<ProcessSpec> started = launcher_.started();
@@ -185,6 +188,14 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
   EXPECT_EQ(started[0].log_path, options_.run_root + "/job-1/logs/trainer-0.log");
   EXPECT_EQ(started[0].unset_env, std::vector<std::string>{"MODAMBA_TOKEN"});
   EXPECT_TRUE(FileExists(options_.run_root + "/job-1/job_spec.textproto"));
+  // Each worker gets a token of its own, in a file only its user can read.
+  const std::string token_file = options_.run_root + "/job-1/trainer-1/worker.token";
+  EXPECT_EQ(started[1].argv[5], "--token_file=" + token_file);
+  EXPECT_EQ(Env(started[1], "MODAMBA_TOKEN_FILE"), token_file);
+  EXPECT_EQ(ReadFile(token_file).value_or(""), absl::StrCat("token-of-job-1-", v1::ROLE_TRAINER, "-1\n"));
+  struct stat st;
+  ASSERT_EQ(stat(token_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
 
   // Registration answers with the resolved spec; unknown ranks are refused.
   auto registered = Register(Ref(job->id(), v1::ROLE_TRAINER, 0, 0));
@@ -197,10 +208,24 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
-  auto job = manager_->Submit(Spec(2, 1, "device: \"gpu\""), "spec");
+TEST_F(JobManagerTest, OnlyTheOwnerCancelsAJob) {
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
-  auto second = manager_->Submit(Spec(1, 0, "device: \"gpu\""), "spec");
+  EXPECT_EQ(job->owner(), "alice");
+  auto refused = manager_->Cancel(job->id(), "bob");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "belongs to alice")) << refused.status();
+  EXPECT_EQ(manager_->GetJob(job->id())->state(), v1::JOB_RUNNING);
+  auto cancelled = manager_->Cancel(job->id(), "alice");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::JOB_CANCELLED);
+}
+
+TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
+  auto job = manager_->Submit(Spec(2, 1, "device: \"gpu\""), "spec", "alice");
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto second = manager_->Submit(Spec(1, 0, "device: \"gpu\""), "spec", "alice");
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->state(), v1::JOB_PENDING);  // all 3 GPUs are taken
   const std::vector<ProcessSpec> started = launcher_.started();
@@ -210,14 +235,14 @@ TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
   EXPECT_EQ(Env(started[2], "CUDA_VISIBLE_DEVICES"), "2");
   EXPECT_EQ(job->workers(2).gpus(0), 2);
   // Cancelled, its GPUs go to the job that waited.
-  ASSERT_TRUE(manager_->Cancel(job->id()).ok());
+  ASSERT_TRUE(manager_->Cancel(job->id(), "alice").ok());
   v1::Job next =
       WaitJob(second->id(), [](const v1::Job& j) { return j.state() == v1::JOB_RUNNING; });
   EXPECT_EQ(next.allocation().gpus_size(), 1);
 }
 
 TEST_F(JobManagerTest, ADeadRankRestartsTheGroupFromTheNewestCheckpoint) {
-  auto job = manager_->Submit(Spec(2, 0), "spec");
+  auto job = manager_->Submit(Spec(2, 0), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->id();
   const v1::WorkerRef rank0 = Ref(id, v1::ROLE_TRAINER, 0, 0),
@@ -260,7 +285,7 @@ TEST_F(JobManagerTest, ADeadRankRestartsTheGroupFromTheNewestCheckpoint) {
 }
 
 TEST_F(JobManagerTest, RestartsAreBoundedThenTheJobFails) {
-  auto job = manager_->Submit(Spec(1, 0, "max_restarts: 1"), "spec");
+  auto job = manager_->Submit(Spec(1, 0, "max_restarts: 1"), "spec", "alice");
   ASSERT_TRUE(job.ok());
   launcher_.Exit(job->workers(0).pid(), 3);
   v1::Job once = WaitJob(job->id(), [](const v1::Job& j) {
@@ -276,7 +301,7 @@ TEST_F(JobManagerTest, RestartsAreBoundedThenTheJobFails) {
 }
 
 TEST_F(JobManagerTest, EvaluatorsShareCheckpointsAndRetentionSparesTheirs) {
-  auto job = manager_->Submit(Spec(1, 2, "keep_last_checkpoints: 1"), "spec");
+  auto job = manager_->Submit(Spec(1, 2, "keep_last_checkpoints: 1"), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const std::string id = job->id();
   const v1::WorkerRef trainer = Ref(id, v1::ROLE_TRAINER, 0, 0);
@@ -341,7 +366,7 @@ TEST_F(JobManagerTest, EvaluatorsShareCheckpointsAndRetentionSparesTheirs) {
 }
 
 TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
-  auto job = manager_->Submit(Spec(2, 0), "spec");
+  auto job = manager_->Submit(Spec(2, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const v1::WorkerRef rank0 = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
   const v1::WorkerRef rank1 = Ref(job->id(), v1::ROLE_TRAINER, 1, 0);
@@ -366,7 +391,7 @@ TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
 }
 
 TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
-  auto job = manager_->Submit(Spec(1, 0), "spec");
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const v1::WorkerRef trainer = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
   ASSERT_TRUE(Register(trainer).ok());
@@ -381,7 +406,7 @@ TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   ASSERT_TRUE(manager_->ReportMetrics(metrics).ok());
   ASSERT_TRUE(Checkpoint(trainer, 10).ok());
   ASSERT_TRUE(manager_->KvSet(trainer, "k", "v").ok());
-  auto second = manager_->Submit(Spec(1, 0), "spec");
+  auto second = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(second.ok());
 
   manager_.reset();
@@ -403,7 +428,7 @@ TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   *beat.mutable_worker() = trainer;
   EXPECT_FALSE(manager_->Heartbeat(beat)->stop());
   EXPECT_EQ(launcher_.started().size(), 2u);
-  auto third = manager_->Submit(Spec(1, 0), "spec");
+  auto third = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->id(), "job-3");
 }
@@ -422,14 +447,14 @@ class JobManagerDiskTest : public JobManagerTest {
 };
 
 TEST_F(JobManagerDiskTest, AFullDatabaseRefusesUsersDegradesAndSparesTheJobs) {
-  auto running = manager_->Submit(Spec(1, 0), "spec");
+  auto running = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(running.ok()) << running.status();
   const v1::WorkerRef trainer = Ref(running->id(), v1::ROLE_TRAINER, 0, 0);
   ASSERT_TRUE(Register(trainer).ok());
   ASSERT_TRUE(FillFilesystem(disk_ + "/filler").ok());
 
   // A submission that cannot be stored is refused, and leaves nothing.
-  auto refused = manager_->Submit(Spec(1, 0), "spec");
+  auto refused = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_FALSE(refused.ok());
   EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
   EXPECT_TRUE(absl::StrContains(refused.status().message(), "No space left on device"))
@@ -439,7 +464,7 @@ TEST_F(JobManagerDiskTest, AFullDatabaseRefusesUsersDegradesAndSparesTheJobs) {
   EXPECT_TRUE(absl::StrContains(manager_->Degraded(), "No space left on device"))
       << manager_->Degraded();
   // So is a cancel: it would not survive a restart.
-  EXPECT_FALSE(manager_->Cancel(running->id()).ok());
+  EXPECT_FALSE(manager_->Cancel(running->id(), "alice").ok());
 
   // The running job's worker is not failed by it: its calls succeed.
   v1::ReportMetricsRequest metrics;
@@ -467,7 +492,7 @@ TEST_F(JobManagerDiskTest, AFullDatabaseRefusesUsersDegradesAndSparesTheJobs) {
   db_ = std::move(*db);
   StartManager();
   EXPECT_EQ(manager_->Metrics(running->id(), 0, 0)->points_size(), 200);
-  auto next = manager_->Submit(Spec(1, 0), "spec");
+  auto next = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(next.ok()) << next.status();
   EXPECT_EQ(next->id(), "job-2");
 }

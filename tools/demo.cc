@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,7 +10,6 @@
 #include <fstream>
 #include <iostream>
 #include <map>
-#include <random>
 #include <thread>
 
 #include "absl/strings/match.h"
@@ -19,6 +17,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/strip.h"
+#include "coordinator/auth.h"
 #include "coordinator/client.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
@@ -75,16 +74,6 @@ bool Reachable(const ClientOptions& options) {
   PrepareContext(&context, options, absl::Seconds(2));
   v1::ListJobsResponse response;
   return stub->ListJobs(&context, v1::ListJobsRequest(), &response).ok();
-}
-
-absl::Status EnsureToken(const std::string& path) {
-  if (FileExists(path)) return absl::OkStatus();
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&token, "%08x", rd());
-  RETURN_IF_ERROR(WriteFileAtomic(path, token + "\n"));
-  chmod(path.c_str(), 0600);
-  return absl::OkStatus();
 }
 
 // Starts the coordinator in its own session, so it outlives the demo.
@@ -171,8 +160,9 @@ absl::Status Demo(const DemoFlags& f) {
       return absl::InternalError("the dataset build failed");
     }
   }
-  const std::string token_file = f.dir + "/token";
-  RETURN_IF_ERROR(EnsureToken(token_file));
+  // Where `modamba status`, `watch` and `logs` find it without being told.
+  const std::string token_file = DefaultTokenPath();
+  RETURN_IF_ERROR(LoadOrCreateToken(token_file).status());
   ASSIGN_OR_RETURN(ClientOptions options, MakeClientOptions(f.coordinator, token_file, ""));
   if (Reachable(options)) {
     std::cout << "using the coordinator at " << f.coordinator << std::endl;
