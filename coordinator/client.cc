@@ -48,6 +48,7 @@ void PrepareContext(grpc::ClientContext* context, const ClientOptions& options,
   context->AddMetadata("authorization", "Bearer " + options.token);
   if (timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    context->set_wait_for_ready(options.wait_for_ready);
   }
 }
 

@@ -18,6 +18,10 @@ struct ClientOptions {
   std::string address;  // HOST:PORT of the coordinator's gRPC server
   std::string token;
   std::string tls_ca_file;  // PEM root certificate; empty: plain TCP
+  // A call with a deadline waits for the coordinator (the channel reconnects
+  // with a backoff of 0.1 to 1 s) until its deadline, instead of failing at
+  // the first refused connection. The CLI's choice; workers retry themselves.
+  bool wait_for_ready = false;
 };
 
 // Options from their usual sources: `token_file`, else $MODAMBA_TOKEN, else

@@ -442,6 +442,12 @@ void JobManager::EndJobLocked(JobEntry* job, v1::JobState state, const std::stri
   for (std::vector<Worker>* list : {&job->trainers, &job->evaluators}) {
     for (Worker& worker : *list) StopWorkerLocked(job, &worker, "the job ended");
   }
+  // An ended job meets no one again: its rendezvous keys go, in memory and on disk.
+  const std::string prefix = job->job.id() + "/";
+  for (auto it = kv_.lower_bound(prefix); it != kv_.end() && absl::StartsWith(it->first, prefix);) {
+    pending_.drop_kv_namespaces.push_back(it->first);
+    it = kv_.erase(it);
+  }
   TouchJobLocked(job);
 }
 

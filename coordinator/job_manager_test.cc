@@ -390,6 +390,15 @@ TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
       absl::StatusCode::kAborted);
 }
 
+TEST_F(JobManagerTest, AnEndedJobsRendezvousKeysAreDeleted) {
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(manager_->KvSet(Ref(job->id(), v1::ROLE_TRAINER, 0, 0), "addr", "a").ok());
+  ASSERT_EQ(db_->Load()->kv.count(job->id() + "/trainer/g0"), 1u);
+  ASSERT_TRUE(manager_->Cancel(job->id(), "alice").ok());
+  EXPECT_EQ(db_->Load()->kv.count(job->id() + "/trainer/g0"), 0u);
+}
+
 TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());

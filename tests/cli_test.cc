@@ -5,10 +5,12 @@
 #include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/file_util.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
@@ -81,6 +83,18 @@ TEST_F(CliTest, CancelAndErrors) {
   EXPECT_EQ(Run({"frobnicate"}, &out), 2);
   ASSERT_TRUE(WriteFileAtomic(cluster_->root() + "/bad.textproto", "world_size: 0").ok());
   EXPECT_EQ(Run({"submit", cluster_->root() + "/bad.textproto"}, &out), 1);
+}
+
+TEST_F(CliTest, ACoordinatorThatIsAwayIsWaitedFor) {
+  ASSERT_TRUE(cluster_->KillCoordinator().ok());
+  std::thread restart([&] {
+    absl::SleepFor(absl::Seconds(2));
+    EXPECT_TRUE(cluster_->RestartCoordinator().ok());
+  });
+  std::string out;
+  const int code = Run({"status"}, &out);
+  restart.join();
+  EXPECT_EQ(code, 0) << out;
 }
 
 // A coordinator started without a token: it writes one where the CLI looks,

@@ -68,9 +68,13 @@ std::string EnvOr(const char* name, const std::string& fallback) {
 }
 
 absl::StatusOr<ClientOptions> OptionsFrom(const Args& args) {
-  return MakeClientOptions(args.Flag("coordinator", EnvOr("MODAMBA_COORDINATOR", "127.0.0.1:7077")),
-                           args.Flag("token_file", EnvOr("MODAMBA_TOKEN_FILE", "")),
-                           args.Flag("tls_ca", EnvOr("MODAMBA_TLS_CA", "")));
+  ASSIGN_OR_RETURN(
+      ClientOptions options,
+      MakeClientOptions(args.Flag("coordinator", EnvOr("MODAMBA_COORDINATOR", "127.0.0.1:7077")),
+                        args.Flag("token_file", EnvOr("MODAMBA_TOKEN_FILE", "")),
+                        args.Flag("tls_ca", EnvOr("MODAMBA_TLS_CA", ""))));
+  options.wait_for_ready = true;  // a coordinator that is (re)starting is waited for
+  return options;
 }
 
 struct Stubs {
