@@ -103,6 +103,7 @@ absl::Status Cluster::Launch(int grpc_port, int http_port) {
       "--register_timeout=30s",
   };
   if (!options_.default_token_file) args.push_back("--token_file=" + root_ + "/token");
+  if (!options_.db_dir.empty()) args.push_back("--db=" + options_.db_dir + "/coordinator.db");
   if (!options_.more_users.empty()) args.push_back("--users_file=" + root_ + "/users");
   if (!options_.tls_cert.empty()) {
     args.push_back("--tls_cert=" + options_.tls_cert);

@@ -32,6 +32,8 @@ struct ClusterOptions {
   int gpus = 0;
   absl::Duration heartbeat_timeout = absl::Seconds(3);
   absl::Duration stop_grace = absl::Seconds(2);
+  // The database's directory (default: the run root).
+  std::string db_dir;
   // Users besides the cluster's own (name -> token), in a --users_file.
   std::map<std::string, std::string> more_users;
   // No --token_file: the coordinator finds (or writes) its user's token in
