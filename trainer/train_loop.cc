@@ -82,6 +82,29 @@ absl::Status NonfiniteError(const std::string& message) {
   return status;
 }
 
+// "" for a sound step; else what was not finite, naming the step: the
+// reduced loss, the gradient norm (Fsdp::Step then skipped the update) or,
+// as a backstop, the parameters and moments after an applied update.
+absl::StatusOr<std::string> NonfiniteEvent(int64_t step, const LossReport& loss,
+                                           const OptimizerStepInfo& info, Fsdp* fsdp) {
+  if (!std::isfinite(loss.objective())) {
+    return absl::StrFormat("step %d: non-finite loss (%s)", step, Describe(loss));
+  }
+  if (!std::isfinite(info.grad_norm)) {
+    return absl::StrFormat("step %d: non-finite gradient norm (%g; loss %.4f)", step,
+                           info.grad_norm, loss.objective());
+  }
+  if (!info.applied) {
+    return absl::StrFormat("step %d: gradient norm %g overflows float32 when squared (loss %.4f)",
+                           step, info.grad_norm, loss.objective());
+  }
+  ASSIGN_OR_RETURN(bool finite, fsdp->StateFinite());
+  if (finite) return std::string();
+  return absl::StrFormat(
+      "step %d: the update made parameters or AdamW moments non-finite (gradient norm %g)", step,
+      info.grad_norm);
+}
+
 }  // namespace
 
 std::string ModalityLabel(int m) {
@@ -172,6 +195,17 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
   const int64_t last_step =
       ctx.stop_after > 0 ? std::min<int64_t>(ctx.stop_after, c.steps()) : c.steps();
   int nonfinite_steps = 0;
+  // What ends every step that counts, a skipped one too.
+  auto end_step = [&](int64_t step) -> absl::Status {
+    if (ctx.should_stop && ctx.should_stop()) {
+      return absl::CancelledError(absl::StrCat("stopped on request after step ", step));
+    }
+    const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
+    if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
+      RETURN_IF_ERROR(checkpoint(step));
+    }
+    return absl::OkStatus();
+  };
   for (int64_t step = first_step; step <= last_step; ++step) {
     auto start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(std::vector<Batch> micro, source->NextStep());
@@ -193,45 +227,25 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     StepRecord rec;
     rec.step = step;
     ASSIGN_OR_RETURN(rec.loss, SumOverRanks(comm, be, local, c.model()));
-    flops += flops_per_token * tokens_per_step;
-    // Every rank sees the same reduced loss, norm and state check, so all
-    // take the same branch below.
-    std::string event;
-    if (!info.applied) {
-      if (!std::isfinite(rec.loss.objective())) {
-        event = absl::StrFormat("step %d: non-finite loss (%s)", step, Describe(rec.loss));
-      } else if (!std::isfinite(info.grad_norm)) {
-        event = absl::StrFormat("step %d: non-finite gradient norm (%g; loss %.4f)", step,
-                                info.grad_norm, rec.loss.objective());
-      } else {
-        event = absl::StrFormat("step %d: gradient norm %g overflows float32 when squared (loss %.4f)",
-                                step, info.grad_norm, rec.loss.objective());
-      }
-    } else {
-      // The backstop: an update that overflows despite a bounded norm.
-      ASSIGN_OR_RETURN(bool finite, fsdp->StateFinite());
-      if (!finite) {
-        event = absl::StrFormat(
-            "step %d: the update made parameters or AdamW moments non-finite (gradient norm %g)",
-            step, info.grad_norm);
-      }
-    }
-    if (!event.empty()) {
+    ASSIGN_OR_RETURN(std::string nonfinite, NonfiniteEvent(step, rec.loss, info, fsdp.get()));
+    if (!nonfinite.empty()) {
+      // Every rank sees the same reduced loss, norm and state check, so all
+      // take this branch together.
       if (c.on_nonfinite() == "fail") {
-        return NonfiniteError(absl::StrCat(event, "; on_nonfinite: fail"));
+        return NonfiniteError(absl::StrCat(nonfinite, "; on_nonfinite: fail"));
       }
       if (++nonfinite_steps > c.max_nonfinite_steps()) {
-        return NonfiniteError(absl::StrCat(event, "; more than max_nonfinite_steps (",
+        return NonfiniteError(absl::StrCat(nonfinite, "; more than max_nonfinite_steps (",
                                            c.max_nonfinite_steps(), ") non-finite steps"));
       }
       if (c.on_nonfinite() == "skip_step" && info.applied) {
-        return NonfiniteError(absl::StrCat(event, "; on_nonfinite: skip_step cannot undo it"));
+        return NonfiniteError(absl::StrCat(nonfinite, "; on_nonfinite: skip_step cannot undo it"));
       }
       std::string action = "step skipped";
       if (c.on_nonfinite() == "rollback") {
         if (rollback_to.empty()) {
           return NonfiniteError(
-              absl::StrCat(event, "; on_nonfinite: rollback, but this run has no checkpoint yet"));
+              absl::StrCat(nonfinite, "; on_nonfinite: rollback, but this run has no checkpoint yet"));
         }
         ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(rollback_to));
         RETURN_IF_ERROR(fsdp->LoadShards(rollback_to));
@@ -239,53 +253,50 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
         step = manifest.step();
         flops = manifest.flops();
         action = absl::StrCat("rolled back to step ", step);
+      } else {
+        flops += flops_per_token * tokens_per_step;
       }
       if (log) {
-        *log << absl::StrFormat("%s; %s (%d of max_nonfinite_steps %d)\n", event, action,
+        *log << absl::StrFormat("%s; %s (%d of max_nonfinite_steps %d)\n", nonfinite, action,
                                 nonfinite_steps, c.max_nonfinite_steps());
       }
-      if (c.on_nonfinite() == "rollback") continue;
-    } else {
-      be->Synchronize();
-      const double seconds =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-      rec.lr = info.lr;
-      rec.grad_norm = info.grad_norm;
-      rec.tokens_per_second = tokens_per_step / seconds;
-      if (be->device() == Device::kCuda) {
-        rec.mfu = flops_per_token * tokens_per_step / seconds / (kPeakFlopsPerGpu * world);
-      }
-      rec.flops = flops;
-      if (c.eval_every() > 0 && (step % c.eval_every() == 0 || step == c.steps())) {
-        ASSIGN_OR_RETURN(std::vector<Batch> val, source->Validation());
-        LossReport v{std::vector<double>(c.model().n_modalities(), 0.0),
-                     std::vector<int64_t>(c.model().n_modalities(), 0)};
-        for (const Batch& b : val) {
-          ASSIGN_OR_RETURN(LossReport r, model->Evaluate(b));
-          v.Add(r);
-        }
-        ASSIGN_OR_RETURN(rec.val, SumOverRanks(comm, be, v, c.model()));
-        rec.evaluated = true;
-      }
-      if (log && (step % c.log_every() == 0 || step == last_step || rec.evaluated)) {
-        *log << absl::StrFormat("step %5d/%d | loss %s | lr %.2e | grad norm %.3f | %8.0f tok/s",
-                                step, c.steps(), Describe(rec.loss), rec.lr, rec.grad_norm,
-                                rec.tokens_per_second);
-        if (rec.mfu > 0) *log << absl::StrFormat(" | MFU %.1f%%", 100 * rec.mfu);
-        *log << absl::StrFormat(" | %.3e FLOPs", rec.flops);
-        if (rec.evaluated) *log << " | val " << Describe(rec.val);
-        *log << std::endl;
-      }
-      records.push_back(rec);
-      if (ctx.on_step) ctx.on_step(rec);
+      if (c.on_nonfinite() == "skip_step") RETURN_IF_ERROR(end_step(step));
+      continue;
     }
-    if (ctx.should_stop && ctx.should_stop()) {
-      return absl::CancelledError(absl::StrCat("stopped on request after step ", step));
+    be->Synchronize();
+    const double seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    flops += flops_per_token * tokens_per_step;
+    rec.lr = info.lr;
+    rec.grad_norm = info.grad_norm;
+    rec.tokens_per_second = tokens_per_step / seconds;
+    if (be->device() == Device::kCuda) {
+      rec.mfu = flops_per_token * tokens_per_step / seconds / (kPeakFlopsPerGpu * world);
     }
-    const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
-    if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
-      RETURN_IF_ERROR(checkpoint(step));
+    rec.flops = flops;
+    if (c.eval_every() > 0 && (step % c.eval_every() == 0 || step == c.steps())) {
+      ASSIGN_OR_RETURN(std::vector<Batch> val, source->Validation());
+      LossReport v{std::vector<double>(c.model().n_modalities(), 0.0),
+                   std::vector<int64_t>(c.model().n_modalities(), 0)};
+      for (const Batch& b : val) {
+        ASSIGN_OR_RETURN(LossReport r, model->Evaluate(b));
+        v.Add(r);
+      }
+      ASSIGN_OR_RETURN(rec.val, SumOverRanks(comm, be, v, c.model()));
+      rec.evaluated = true;
     }
+    if (log && (step % c.log_every() == 0 || step == last_step || rec.evaluated)) {
+      *log << absl::StrFormat("step %5d/%d | loss %s | lr %.2e | grad norm %.3f | %8.0f tok/s",
+                              step, c.steps(), Describe(rec.loss), rec.lr, rec.grad_norm,
+                              rec.tokens_per_second);
+      if (rec.mfu > 0) *log << absl::StrFormat(" | MFU %.1f%%", 100 * rec.mfu);
+      *log << absl::StrFormat(" | %.3e FLOPs", rec.flops);
+      if (rec.evaluated) *log << " | val " << Describe(rec.val);
+      *log << std::endl;
+    }
+    records.push_back(rec);
+    if (ctx.on_step) ctx.on_step(rec);
+    RETURN_IF_ERROR(end_step(step));
   }
   return records;
 }
