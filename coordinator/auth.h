@@ -1,15 +1,26 @@
-// The shared bearer token that every gRPC call and every HTTP request (but
-// /healthz) must present: gRPC as the metadata "authorization: Bearer T",
-// HTTP as the header "Authorization: Bearer T" or, for a browser opening the
-// dashboard, the query parameter "token=T".
+// Who may call the coordinator. Every gRPC call and every HTTP request (but
+// /healthz) presents a bearer token: gRPC as the metadata "authorization:
+// Bearer T", HTTP as the header "Authorization: Bearer T" or, for a browser
+// opening the dashboard, the query parameter "token=T".
+//
+// The model: local users on one host. Each user holds a token in a file only
+// they can read (mode 0600; by default ~/.config/modamba/token, which the
+// coordinator writes for the user who starts it). A user may read every job
+// and submit jobs, but cancel only their own. Workers never hold a user's
+// token: each worker gets, at launch, a token of its own job and rank
+// (derived from a secret the coordinator keeps), and may speak only for that
+// worker and read only that job's checkpoints.
 #ifndef MODAMBA_COORDINATOR_AUTH_H_
 #define MODAMBA_COORDINATOR_AUTH_H_
 
+#include <map>
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/strings/string_view.h"
 #include "grpcpp/server_context.h"
+#include "proto/job.pb.h"
 
 namespace modamba {
 
@@ -17,22 +28,51 @@ namespace modamba {
 // when neither is set. Surrounding whitespace is dropped.
 absl::StatusOr<std::string> LoadToken(const std::string& token_file);
 
+// Where a user's token lives unless told otherwise:
+// $XDG_CONFIG_HOME/modamba/token, else $HOME/.config/modamba/token.
+std::string DefaultTokenPath();
+
+// The token in `path`; when the file does not exist, a new one written there
+// (directory mode 0700, file mode 0600).
+absl::StatusOr<std::string> LoadOrCreateToken(const std::string& path);
+
 // 32 random bytes, hex encoded.
 std::string NewToken();
 
+// Who a call speaks for: a user (by name), or one worker (job, role, rank).
+struct Caller {
+  std::string user;
+  v1::WorkerRef worker;  // set for workers (generation 0)
+  bool is_worker() const { return user.empty(); }
+};
+
 class TokenAuth {
  public:
-  explicit TokenAuth(const std::string& token);
+  // `users`: name -> token. `worker_secret` keys the workers' tokens.
+  TokenAuth(const std::map<std::string, std::string>& users, std::string worker_secret);
 
-  // Compares in constant time (over digests, so not even the length leaks).
-  bool Matches(absl::string_view presented) const;
+  // The token of worker (job, role, rank): "worker.JOB.ROLE.RANK.MAC".
+  std::string WorkerToken(const v1::WorkerRef& ref) const;
+
+  // UNAUTHENTICATED unless `presented` is a user's or a worker's token.
+  // Compared in constant time, over digests (the length does not leak).
+  absl::StatusOr<Caller> Identify(absl::string_view presented) const;
   // `header` is an Authorization value: "Bearer T".
-  bool MatchesHeader(absl::string_view header) const;
-  // UNAUTHENTICATED unless the call carries the token.
-  grpc::Status Check(const grpc::ServerContextBase& context) const;
+  absl::StatusOr<Caller> IdentifyHeader(absl::string_view header) const;
+
+  // A call's caller: UNAUTHENTICATED without a valid token.
+  grpc::Status Check(const grpc::ServerContextBase& context, Caller* caller) const;
+  // Users only (JobService, HTTP): PERMISSION_DENIED for a worker.
+  grpc::Status CheckUser(const grpc::ServerContextBase& context, std::string* user) const;
+  // Only worker `ref` itself (its job, role and rank).
+  grpc::Status CheckWorker(const grpc::ServerContextBase& context, const v1::WorkerRef& ref) const;
+  // A user, or a worker of job `job_id` (checkpoint downloads and lists).
+  grpc::Status CheckJobReader(const grpc::ServerContextBase& context,
+                              const std::string& job_id) const;
 
  private:
-  std::string digest_;
+  std::vector<std::pair<std::string, std::string>> user_digests_;  // name, sha256 of the token
+  std::string worker_secret_;
 };
 
 }  // namespace modamba

@@ -1,5 +1,6 @@
 #include "coordinator/checkpoint_store.h"
 
+#include <cerrno>
 #include <unistd.h>
 
 #include <filesystem>
@@ -73,7 +74,7 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Writer>> CheckpointStore::NewWri
       absl::StrFormat("%s/.tmp/%016x%016x", root_, absl::Uniform<uint64_t>(random),
                       absl::Uniform<uint64_t>(random));
   FILE* file = fopen(temp.c_str(), "wb");
-  if (file == nullptr) return absl::InternalError(absl::StrCat("cannot create ", temp));
+  if (file == nullptr) return IoError(absl::StrCat("cannot create ", temp), errno);
   return std::unique_ptr<Writer>(
       new Writer(temp, PathOf(job_id, step, expected.path()), expected, file));
 }
@@ -97,7 +98,7 @@ absl::Status CheckpointStore::Writer::Append(absl::string_view bytes) {
                                             "': more bytes than the announced ", expected_.size()));
   }
   if (fwrite(bytes.data(), 1, bytes.size(), file_) != bytes.size()) {
-    return absl::InternalError(absl::StrCat("cannot write ", temp_path_));
+    return IoError(absl::StrCat("cannot write ", temp_path_), errno);
   }
   hash_.Update(bytes);
   written_ += bytes.size();
@@ -107,9 +108,10 @@ absl::Status CheckpointStore::Writer::Append(absl::string_view bytes) {
 absl::StatusOr<v1::CheckpointFile> CheckpointStore::Writer::Finish() {
   if (file_ == nullptr) return absl::FailedPreconditionError("upload already finished");
   const bool flushed = fflush(file_) == 0 && fsync(fileno(file_)) == 0;
+  const int err = errno;
   fclose(file_);
   file_ = nullptr;
-  if (!flushed) return absl::InternalError(absl::StrCat("cannot write ", temp_path_));
+  if (!flushed) return IoError(absl::StrCat("cannot write ", temp_path_), err);
   if (written_ != expected_.size()) {
     return absl::DataLossError(absl::StrCat("checkpoint file '", expected_.path(), "': got ",
                                             written_, " bytes, announced ", expected_.size()));
@@ -128,7 +130,7 @@ absl::Status CheckpointStore::Writer::Publish() {
   if (!finished_ || published_) return absl::FailedPreconditionError("upload not finished");
   RETURN_IF_ERROR(MakeDirs(fs::path(final_path_).parent_path().string()));
   if (rename(temp_path_.c_str(), final_path_.c_str()) != 0) {
-    return absl::InternalError(absl::StrCat("cannot rename into ", final_path_));
+    return IoError(absl::StrCat("cannot rename into ", final_path_), errno);
   }
   published_ = true;
   return absl::OkStatus();

@@ -4,8 +4,10 @@
 #include <filesystem>
 #include <vector>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "core/small_fs.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -124,6 +126,40 @@ TEST_F(CheckpointStoreTest, OpeningClearsTemporariesOfACrash) {
     ++left;
   }
   EXPECT_EQ(left, 0);
+}
+
+}  // namespace
+}  // namespace modamba
+
+namespace modamba {
+namespace {
+
+// A full disk: the upload fails with the operating system's words and
+// leaves nothing behind.
+TEST(CheckpointStoreDiskTest, AFullDiskIsNamedAndLeavesNothing) {
+  const std::string root = absl::StrCat(getenv("TEST_TMPDIR"), "/small-store");
+  absl::Status mounted = MountSmallFilesystem(root, 64 << 10);
+  if (!mounted.ok()) GTEST_SKIP() << mounted;
+  auto store = CheckpointStore::Open(root);
+  ASSERT_TRUE(store.ok()) << store.status();
+  const std::string data(256 << 10, 'w');
+  v1::CheckpointFile file;
+  file.set_path("rank-0/model.safetensors");
+  file.set_size(data.size());
+  file.set_sha256(Sha256Hex(data));
+  auto writer = (*store)->NewWriter("job-1", 10, file);
+  ASSERT_TRUE(writer.ok()) << writer.status();
+  absl::Status status;
+  for (size_t at = 0; at < data.size() && status.ok(); at += 4096) {
+    status = (*writer)->Append(absl::string_view(data).substr(at, 4096));
+  }
+  if (status.ok()) status = (*writer)->Finish().status();
+  ASSERT_FALSE(status.ok());
+  EXPECT_EQ(status.code(), absl::StatusCode::kResourceExhausted) << status;
+  EXPECT_TRUE(absl::StrContains(status.message(), "No space left on device")) << status;
+  writer->reset();
+  EXPECT_FALSE(FileExists((*store)->PathOf("job-1", 10, file.path())));
+  EXPECT_TRUE(std::filesystem::is_empty(root + "/.tmp"));
 }
 
 }  // namespace

@@ -1,5 +1,7 @@
 #include "coordinator/client.h"
 
+#include <cstdlib>
+
 #include "absl/strings/str_cat.h"
 #include "coordinator/auth.h"
 #include "core/file_util.h"
@@ -15,7 +17,11 @@ absl::StatusOr<ClientOptions> MakeClientOptions(const std::string& address,
                                                 const std::string& tls_ca_file) {
   ClientOptions options;
   options.address = address;
-  ASSIGN_OR_RETURN(options.token, LoadToken(token_file));
+  const bool fallback = token_file.empty() && std::getenv("MODAMBA_TOKEN") == nullptr;
+  if (fallback && !FileExists(DefaultTokenPath())) {
+    return absl::NotFoundError(absl::StrCat("no token: ", TokenLookup()));
+  }
+  ASSIGN_OR_RETURN(options.token, LoadToken(fallback ? DefaultTokenPath() : token_file));
   options.tls_ca_file = tls_ca_file;
   return options;
 }
@@ -42,12 +48,23 @@ void PrepareContext(grpc::ClientContext* context, const ClientOptions& options,
   context->AddMetadata("authorization", "Bearer " + options.token);
   if (timeout != absl::InfiniteDuration()) {
     context->set_deadline(absl::ToChronoTime(absl::Now() + timeout));
+    context->set_wait_for_ready(options.wait_for_ready);
   }
+}
+
+std::string TokenLookup() {
+  return absl::StrCat("clients read it from --token_file, $MODAMBA_TOKEN_FILE or $MODAMBA_TOKEN, "
+                      "else from ", DefaultTokenPath(),
+                      ", where the coordinator writes the token of the user who starts it");
 }
 
 absl::Status FromGrpc(const grpc::Status& status) {
   if (status.ok()) return absl::OkStatus();
-  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), status.error_message());
+  std::string message = status.error_message();
+  if (status.error_code() == grpc::StatusCode::UNAUTHENTICATED) {
+    absl::StrAppend(&message, "; ", TokenLookup());
+  }
+  return absl::Status(static_cast<absl::StatusCode>(status.error_code()), message);
 }
 
 }  // namespace modamba

@@ -18,9 +18,14 @@ struct ClientOptions {
   std::string address;  // HOST:PORT of the coordinator's gRPC server
   std::string token;
   std::string tls_ca_file;  // PEM root certificate; empty: plain TCP
+  // A call with a deadline waits for the coordinator (the channel reconnects
+  // with a backoff of 0.1 to 1 s) until its deadline, instead of failing at
+  // the first refused connection. The CLI's choice; workers retry themselves.
+  bool wait_for_ready = false;
 };
 
-// Options from their usual sources: `token_file` (else $MODAMBA_TOKEN).
+// Options from their usual sources: `token_file`, else $MODAMBA_TOKEN, else
+// the default token file (coordinator/auth.h) when it exists.
 absl::StatusOr<ClientOptions> MakeClientOptions(const std::string& address,
                                                 const std::string& token_file,
                                                 const std::string& tls_ca_file);
@@ -31,7 +36,11 @@ absl::StatusOr<std::shared_ptr<grpc::Channel>> MakeChannel(const ClientOptions& 
 void PrepareContext(grpc::ClientContext* context, const ClientOptions& options,
                     absl::Duration timeout);
 
+// UNAUTHENTICATED also says where clients look for the token.
 absl::Status FromGrpc(const grpc::Status& status);
+
+// Where clients look for the token, in order (for error messages).
+std::string TokenLookup();
 
 }  // namespace modamba
 

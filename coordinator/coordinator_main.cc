@@ -8,15 +8,19 @@
 // Restarting it with the same --db and ports re-adopts the running workers.
 #include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <filesystem>
+#include <map>
 #include <thread>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "coordinator/auth.h"
 #include "coordinator/checkpoint_store.h"
@@ -46,13 +50,20 @@ ABSL_FLAG(std::string, data_root, "", "job specs' dataset_dir must lie inside th
 ABSL_FLAG(std::string, trainer_binary, "", "the trainer worker program");
 ABSL_FLAG(std::string, evaluator_binary, "", "the evaluator worker program (jobs with evaluators)");
 ABSL_FLAG(std::string, token_file, "",
-          "file holding the bearer token; else $MODAMBA_TOKEN; else a new token is written to "
-          "RUN_ROOT/token");
+          "the token of the user who starts the coordinator; created (mode 0600) when missing; "
+          "default: $MODAMBA_TOKEN, else ~/.config/modamba/token, where the CLI looks");
+ABSL_FLAG(std::string, user, "", "that user's name (default: $USER)");
+ABSL_FLAG(std::string, users_file, "",
+          "more users sharing this coordinator: \"NAME TOKEN\" lines; the file must be mode 0600");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate: serve gRPC over TLS (with --tls_key)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key of --tls_cert");
 ABSL_FLAG(int, gpus, 0, "GPUs of this host that jobs may use (0..N-1)");
 ABSL_FLAG(int, cpu_slots, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())),
           "CPU workers this host runs at once");
+ABSL_FLAG(double, worker_memory_gib, 0,
+          "host memory one CPU worker may use; jobs estimated to need more are refused "
+          "(default: the host's memory / --cpu_slots)");
+ABSL_FLAG(double, gpu_memory_gib, 80, "device memory of one GPU, for the same check on GPU jobs");
 ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(30),
           "a worker silent this long is declared lost");
 ABSL_FLAG(absl::Duration, register_timeout, absl::Minutes(5),
@@ -67,32 +78,41 @@ std::string HostPort(const std::string& host, int port) {
                                       : absl::StrCat(host, ":", port);
 }
 
-// The token and the file workers read it from.
-absl::Status SetUpToken(const std::string& run_root, std::string* token, std::string* token_file) {
-  absl::StatusOr<std::string> loaded = LoadToken(absl::GetFlag(FLAGS_token_file));
-  if (loaded.ok()) {
-    *token = *loaded;
-    if (!absl::GetFlag(FLAGS_token_file).empty()) {
-      *token_file = absl::GetFlag(FLAGS_token_file);
-      return absl::OkStatus();
-    }
-  } else if (absl::IsNotFound(loaded.status())) {
-    // A restarted coordinator keeps the token its workers already hold.
-    *token_file = run_root + "/token";
-    if (FileExists(*token_file)) {
-      ASSIGN_OR_RETURN(*token, LoadToken(*token_file));
-      return absl::OkStatus();
-    }
-    *token = NewToken();
-    LOG(INFO) << "no token given: a new one is in " << *token_file;
+// The users and their tokens: the one who starts the coordinator, and those
+// of --users_file.
+absl::StatusOr<std::map<std::string, std::string>> SetUpUsers() {
+  std::string name = absl::GetFlag(FLAGS_user);
+  if (name.empty()) name = std::getenv("USER") != nullptr ? std::getenv("USER") : "local";
+  std::string token;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    ASSIGN_OR_RETURN(token, LoadOrCreateToken(absl::GetFlag(FLAGS_token_file)));
+  } else if (std::getenv("MODAMBA_TOKEN") != nullptr) {
+    ASSIGN_OR_RETURN(token, LoadToken(""));
   } else {
-    return loaded.status();
+    ASSIGN_OR_RETURN(token, LoadOrCreateToken(DefaultTokenPath()));
+    LOG(INFO) << "user " << name << ": token in " << DefaultTokenPath();
   }
-  *token_file = run_root + "/token";
-  const mode_t old_mask = umask(077);  // the token file is readable by its owner only
-  absl::Status written = WriteFileAtomic(*token_file, *token + "\n");
-  umask(old_mask);
-  return written;
+  std::map<std::string, std::string> users = {{name, token}};
+  const std::string users_file = absl::GetFlag(FLAGS_users_file);
+  if (users_file.empty()) return users;
+  struct stat st;
+  if (stat(users_file.c_str(), &st) != 0 || (st.st_mode & 077) != 0) {
+    return absl::PermissionDeniedError(
+        absl::StrCat(users_file, ": must exist and be readable by its owner only (mode 0600)"));
+  }
+  ASSIGN_OR_RETURN(std::string text, ReadFile(users_file));
+  int line_number = 0;
+  for (absl::string_view line : absl::StrSplit(text, '\n')) {
+    ++line_number;
+    line = absl::StripAsciiWhitespace(line);
+    if (line.empty() || line[0] == '#') continue;
+    std::vector<std::string> fields = absl::StrSplit(line, ' ', absl::SkipEmpty());
+    if (fields.size() != 2 || !users.emplace(fields[0], fields[1]).second) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          users_file, ":", line_number, ": want \"NAME TOKEN\", each name once"));
+    }
+  }
+  return users;
 }
 
 // Workers may change directory: every path they are given is absolute.
@@ -110,9 +130,11 @@ absl::Status Run() {
     return absl::InvalidArgumentError("--run_root is required");
   const std::string run_root = Absolute(absl::GetFlag(FLAGS_run_root));
   RETURN_IF_ERROR(MakeDirs(run_root));
-  std::string token, token_file;
-  RETURN_IF_ERROR(SetUpToken(run_root, &token, &token_file));
-  const TokenAuth auth(token);
+  ASSIGN_OR_RETURN(auto users, SetUpUsers());
+  // Workers' tokens are derived from it: a restarted coordinator keeps it,
+  // so the workers it adopts keep theirs.
+  ASSIGN_OR_RETURN(std::string worker_secret, LoadOrCreateToken(run_root + "/worker.secret"));
+  const TokenAuth auth(users, worker_secret);
 
   const std::string db_path =
       absl::GetFlag(FLAGS_db).empty() ? run_root + "/coordinator.db" : absl::GetFlag(FLAGS_db);
@@ -140,12 +162,19 @@ absl::Status Run() {
   options.run_root = run_root;
   options.trainer_binary = Program(absl::GetFlag(FLAGS_trainer_binary));
   options.evaluator_binary = Program(absl::GetFlag(FLAGS_evaluator_binary));
-  options.worker_token_file = Absolute(token_file);
+  options.worker_token = [&auth](const v1::WorkerRef& ref) { return auth.WorkerToken(ref); };
   options.worker_tls_ca_file = tls ? Absolute(absl::GetFlag(FLAGS_tls_cert)) : "";
   options.spec_context.data_root = absl::GetFlag(FLAGS_data_root);
   options.spec_context.has_evaluator_binary = !options.evaluator_binary.empty();
   options.spec_context.gpus = absl::GetFlag(FLAGS_gpus);
   options.spec_context.cpu_slots = absl::GetFlag(FLAGS_cpu_slots);
+  const double host_bytes = static_cast<double>(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGESIZE);
+  const double worker_gib = absl::GetFlag(FLAGS_worker_memory_gib);
+  options.spec_context.worker_memory_bytes = static_cast<int64_t>(
+      worker_gib > 0 ? worker_gib * 1073741824.0
+                     : host_bytes / std::max(1, options.spec_context.cpu_slots));
+  options.spec_context.gpu_memory_bytes =
+      static_cast<int64_t>(absl::GetFlag(FLAGS_gpu_memory_gib) * 1073741824.0);
   options.heartbeat_timeout = absl::GetFlag(FLAGS_heartbeat_timeout);
   options.register_timeout = absl::GetFlag(FLAGS_register_timeout);
   options.stop_grace = absl::GetFlag(FLAGS_stop_grace);

@@ -2,6 +2,9 @@
 
 #include <sqlite3.h>
 
+#include <cerrno>
+#include <cstring>
+
 #include "absl/strings/str_cat.h"
 #include "core/status_macros.h"
 
@@ -19,6 +22,16 @@ constexpr const char* kSchema[] = {
     "CREATE TABLE IF NOT EXISTS kv (namespace TEXT NOT NULL, key BLOB NOT NULL, "
     "value BLOB NOT NULL, PRIMARY KEY (namespace, key))",
 };
+
+// SQLite's message, and the operating system's for an I/O error ("database
+// or disk is full (No space left on device)").
+absl::Status SqliteError(sqlite3* db) {
+  std::string message = absl::StrCat("sqlite: ", sqlite3_errmsg(db));
+  // SQLite's own VFS reports a full disk as SQLITE_FULL and keeps no errno.
+  const int err = sqlite3_errcode(db) == SQLITE_FULL ? ENOSPC : sqlite3_system_errno(db);
+  if (err != 0) absl::StrAppend(&message, " (", std::strerror(err), ")");
+  return absl::InternalError(message);
+}
 
 // A prepared statement, finalized on scope exit.
 class Statement {
@@ -47,8 +60,7 @@ class Statement {
     const int rc = sqlite3_step(stmt_);
     sqlite3_reset(stmt_);
     sqlite3_clear_bindings(stmt_);
-    if (rc != SQLITE_DONE)
-      return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    if (rc != SQLITE_DONE) return SqliteError(db_);
     return absl::OkStatus();
   }
   // Steps a query: true while there is a row.
@@ -56,7 +68,7 @@ class Statement {
     const int rc = sqlite3_step(stmt_);
     if (rc == SQLITE_ROW) return true;
     if (rc == SQLITE_DONE) return false;
-    return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db_)));
+    return SqliteError(db_);
   }
   std::string Blob(int column) const {
     const void* data = sqlite3_column_blob(stmt_, column);
@@ -70,7 +82,7 @@ class Statement {
 
 absl::StatusOr<Statement*> Prepare(sqlite3* db, const char* sql, std::unique_ptr<Statement>* out) {
   *out = std::make_unique<Statement>(db, sql);
-  if (!(*out)->ok()) return absl::InternalError(absl::StrCat("sqlite: ", sqlite3_errmsg(db)));
+  if (!(*out)->ok()) return SqliteError(db);
   return out->get();
 }
 
@@ -115,9 +127,8 @@ Db::~Db() { sqlite3_close(db_); }
 absl::Status Db::Exec(const char* sql) {
   char* error = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &error) != SQLITE_OK) {
-    std::string message = error != nullptr ? error : sqlite3_errmsg(db_);
     sqlite3_free(error);
-    return absl::InternalError(absl::StrCat("sqlite: ", message));
+    return SqliteError(db_);
   }
   return absl::OkStatus();
 }

@@ -27,10 +27,11 @@ absl::Time Deadline(const grpc::ServerContext& context, int64_t wait_ms, absl::D
   return std::min(deadline, absl::FromChrono(client));
 }
 
-#define CHECK_TOKEN(context)                       \
-  do {                                             \
-    grpc::Status _auth = auth_->Check(*(context)); \
-    if (!_auth.ok()) return _auth;                 \
+// Returns from the handler unless `check` (an auth_ call) passes.
+#define CHECK_AUTH(check)            \
+  do {                               \
+    grpc::Status _auth = (check);    \
+    if (!_auth.ok()) return _auth;   \
   } while (0)
 
 }  // namespace
@@ -44,9 +45,10 @@ grpc::Status ToGrpc(const absl::Status& status) {
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
                                        const v1::SubmitJobRequest* request, v1::Job* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   const std::string source = request->source().empty() ? "spec" : request->source().substr(0, 256);
-  absl::StatusOr<v1::Job> job = manager_->Submit(request->spec_textproto(), source);
+  absl::StatusOr<v1::Job> job = manager_->Submit(request->spec_textproto(), source, user);
   if (!job.ok()) return ToGrpc(job.status());
   *response = std::move(*job);
   return grpc::Status::OK;
@@ -54,7 +56,8 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* context,
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJobRequest* request,
                                     v1::Job* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   absl::StatusOr<v1::Job> job = manager_->GetJob(request->job_id());
   if (!job.ok()) return ToGrpc(job.status());
   *response = std::move(*job);
@@ -63,15 +66,17 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* context, const v1::GetJ
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* context, const v1::ListJobsRequest*,
                                       v1::ListJobsResponse* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   for (v1::Job& job : manager_->ListJobs()) *response->add_jobs() = std::move(job);
   return grpc::Status::OK;
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
                                        const v1::CancelJobRequest* request, v1::Job* response) {
-  CHECK_TOKEN(context);
-  absl::StatusOr<v1::Job> job = manager_->Cancel(request->job_id());
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
+  absl::StatusOr<v1::Job> job = manager_->Cancel(request->job_id(), user);
   if (!job.ok()) return ToGrpc(job.status());
   *response = std::move(*job);
   return grpc::Status::OK;
@@ -80,7 +85,8 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
                                       const v1::WatchJobRequest* request,
                                       grpc::ServerWriter<v1::JobEvent>* writer) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   int64_t seen_version = -1;
   int64_t after_seq = request->metrics_after_seq();
   while (!context->IsCancelled()) {
@@ -107,7 +113,8 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* context,
                                         const v1::GetMetricsRequest* request,
                                         v1::GetMetricsResponse* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   auto metrics = manager_->Metrics(request->job_id(), request->after_seq(), request->limit());
   if (!metrics.ok()) return ToGrpc(metrics.status());
   *response = std::move(*metrics);
@@ -117,7 +124,8 @@ grpc::Status JobServiceImpl::GetMetrics(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
                                          const v1::ListWorkersRequest* request,
                                          v1::ListWorkersResponse* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   for (v1::WorkerInfo& w : manager_->Workers(request->job_id()))
     *response->add_workers() = std::move(w);
   return grpc::Status::OK;
@@ -126,7 +134,8 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* context,
 grpc::Status JobServiceImpl::GetLogs(grpc::ServerContext* context,
                                      const v1::GetLogsRequest* request,
                                      v1::GetLogsResponse* response) {
-  CHECK_TOKEN(context);
+  std::string user;
+  CHECK_AUTH(auth_->CheckUser(*context, &user));
   absl::StatusOr<std::string> path = manager_->LogPath(request->job_id(), request->worker());
   if (!path.ok()) return ToGrpc(path.status());
   std::unique_ptr<FILE, int (*)(FILE*)> file(fopen(path->c_str(), "rb"), fclose);
@@ -151,7 +160,7 @@ grpc::Status JobServiceImpl::GetLogs(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* context,
                                          const v1::RegisterRequest* request,
                                          v1::RegisterResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto result = manager_->Register(*request);
   if (!result.ok()) return ToGrpc(result.status());
   *response = std::move(*result);
@@ -161,7 +170,7 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
                                           const v1::HeartbeatRequest* request,
                                           v1::HeartbeatResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto result = manager_->Heartbeat(*request);
   if (!result.ok()) return ToGrpc(result.status());
   *response = std::move(*result);
@@ -170,13 +179,13 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* context,
 
 grpc::Status WorkerServiceImpl::KvSet(grpc::ServerContext* context, const v1::KvSetRequest* request,
                                       v1::KvSetResponse*) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   return ToGrpc(manager_->KvSet(request->worker(), request->key(), request->value()));
 }
 
 grpc::Status WorkerServiceImpl::KvGet(grpc::ServerContext* context, const v1::KvGetRequest* request,
                                       v1::KvGetResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto value = manager_->KvGet(request->worker(), request->key(),
                                Deadline(*context, request->timeout_ms(), kMaxKvWait));
   if (!value.ok()) return ToGrpc(value.status());
@@ -186,7 +195,7 @@ grpc::Status WorkerServiceImpl::KvGet(grpc::ServerContext* context, const v1::Kv
 
 grpc::Status WorkerServiceImpl::KvAdd(grpc::ServerContext* context, const v1::KvAddRequest* request,
                                       v1::KvAddResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto value = manager_->KvAdd(request->worker(), request->key(), request->delta());
   if (!value.ok()) return ToGrpc(value.status());
   response->set_value(*value);
@@ -196,7 +205,7 @@ grpc::Status WorkerServiceImpl::KvAdd(grpc::ServerContext* context, const v1::Kv
 grpc::Status WorkerServiceImpl::KvCheck(grpc::ServerContext* context,
                                         const v1::KvCheckRequest* request,
                                         v1::KvCheckResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto all_set = manager_->KvCheck(
       request->worker(), std::vector<std::string>(request->keys().begin(), request->keys().end()));
   if (!all_set.ok()) return ToGrpc(all_set.status());
@@ -207,14 +216,14 @@ grpc::Status WorkerServiceImpl::KvCheck(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::ReportMetrics(grpc::ServerContext* context,
                                               const v1::ReportMetricsRequest* request,
                                               v1::ReportMetricsResponse*) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   return ToGrpc(manager_->ReportMetrics(*request));
 }
 
 grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
                                                  const v1::ReportCheckpointRequest* request,
                                                  v1::ReportCheckpointResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto result = manager_->ReportCheckpoint(*request);
   if (!result.ok()) return ToGrpc(result.status());
   *response = std::move(*result);
@@ -224,7 +233,7 @@ grpc::Status WorkerServiceImpl::ReportCheckpoint(grpc::ServerContext* context,
 grpc::Status WorkerServiceImpl::AwaitCheckpoint(grpc::ServerContext* context,
                                                 const v1::AwaitCheckpointRequest* request,
                                                 v1::AwaitCheckpointResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   auto result = manager_->AwaitCheckpoint(
       *request, Deadline(*context, request->wait_ms(), kMaxAwaitCheckpoint));
   if (!result.ok()) return ToGrpc(result.status());
@@ -234,7 +243,7 @@ grpc::Status WorkerServiceImpl::AwaitCheckpoint(grpc::ServerContext* context,
 
 grpc::Status WorkerServiceImpl::Done(grpc::ServerContext* context, const v1::DoneRequest* request,
                                      v1::DoneResponse*) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckWorker(*context, request->worker()));
   return ToGrpc(manager_->Done(*request));
 }
 
@@ -243,13 +252,15 @@ grpc::Status WorkerServiceImpl::Done(grpc::ServerContext* context, const v1::Don
 grpc::Status CheckpointServiceImpl::Upload(grpc::ServerContext* context,
                                            grpc::ServerReader<v1::UploadChunk>* reader,
                                            v1::UploadResponse* response) {
-  CHECK_TOKEN(context);
+  Caller caller;
+  CHECK_AUTH(auth_->Check(*context, &caller));  // before anything is read
   v1::UploadChunk chunk;
   if (!reader->Read(&chunk) || !chunk.has_header()) {
     return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
                         "the first message of an upload must be its header");
   }
   const v1::UploadHeader header = chunk.header();
+  CHECK_AUTH(auth_->CheckWorker(*context, header.worker()));
   absl::Status allowed = manager_->CheckUpload(header.worker(), header.step());
   if (!allowed.ok()) return ToGrpc(allowed);
   auto writer = store_->NewWriter(header.worker().job_id(), header.step(), header.file());
@@ -270,7 +281,7 @@ grpc::Status CheckpointServiceImpl::Upload(grpc::ServerContext* context,
 grpc::Status CheckpointServiceImpl::Download(grpc::ServerContext* context,
                                              const v1::DownloadRequest* request,
                                              grpc::ServerWriter<v1::DownloadChunk>* writer) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckJobReader(*context, request->job_id()));
   auto checkpoint = manager_->ServableCheckpoint(request->job_id(), request->step());
   if (!checkpoint.ok()) return ToGrpc(checkpoint.status());
   v1::CheckpointInfo selected = *checkpoint;
@@ -327,7 +338,7 @@ grpc::Status CheckpointServiceImpl::Download(grpc::ServerContext* context,
 grpc::Status CheckpointServiceImpl::List(grpc::ServerContext* context,
                                          const v1::ListCheckpointsRequest* request,
                                          v1::ListCheckpointsResponse* response) {
-  CHECK_TOKEN(context);
+  CHECK_AUTH(auth_->CheckJobReader(*context, request->job_id()));
   auto checkpoints = manager_->Checkpoints(request->job_id());
   if (!checkpoints.ok()) return ToGrpc(checkpoints.status());
   for (v1::CheckpointInfo& c : *checkpoints) *response->add_checkpoints() = std::move(c);

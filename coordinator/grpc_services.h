@@ -1,7 +1,9 @@
 // The gRPC faces of the job manager: JobService (users), WorkerService
 // (workers) and CheckpointService (checkpoint files). Every call is checked
-// for the bearer token first; blocking calls wait at most a bounded time and
-// never past the client's deadline.
+// first for who it speaks for (coordinator/auth.h): JobService takes users
+// only, a worker call or upload only the worker it names, a checkpoint
+// download a user or a worker of that job. Blocking calls wait at most a
+// bounded time and never past the client's deadline.
 #ifndef MODAMBA_COORDINATOR_GRPC_SERVICES_H_
 #define MODAMBA_COORDINATOR_GRPC_SERVICES_H_
 

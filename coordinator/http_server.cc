@@ -275,17 +275,24 @@ class HttpServer::Impl {
     const bool get = request.method() == http::verb::get;
     const bool post = request.method() == http::verb::post;
 
-    if (path == "/healthz") return MakeResponse(request, http::status::ok, "text/plain", "ok\n");
+    if (path == "/healthz") {
+      const std::string degraded = manager_->Degraded();
+      if (degraded.empty()) return MakeResponse(request, http::status::ok, "text/plain", "ok\n");
+      return MakeResponse(request, http::status::service_unavailable, "text/plain",
+                          "degraded: " + degraded + "\n");
+    }
     auto header = request.find(http::field::authorization);
-    const bool authorized = header != request.end()
-                                ? auth_->MatchesHeader(absl::string_view(header->value().data(),
-                                                                         header->value().size()))
-                                : auth_->Matches(QueryParam(query, "token"));
-    if (!authorized) {
+    absl::StatusOr<Caller> caller =
+        header != request.end()
+            ? auth_->IdentifyHeader(absl::string_view(header->value().data(), header->value().size()))
+            : auth_->Identify(QueryParam(query, "token"));
+    // Users only: a worker's token opens nothing here.
+    if (!caller.ok() || caller->is_worker()) {
       return ErrorResponse(
           request, absl::UnauthenticatedError("missing or wrong bearer token (header "
                                               "\"Authorization: Bearer ...\" or ?token=...)"));
     }
+    const std::string& user = caller->user;
     if (!get && !post) {
       return ErrorResponse(request, absl::InvalidArgumentError("only GET and POST are served"));
     }
@@ -294,7 +301,7 @@ class HttpServer::Impl {
     }
     if (path == "/api/jobs") {
       if (post) {
-        auto job = manager_->Submit(request.body(), "http request");
+        auto job = manager_->Submit(request.body(), "http request", user);
         return job.ok() ? JsonResponse(request, *job) : ErrorResponse(request, job.status());
       }
       v1::ListJobsResponse response;
@@ -317,7 +324,7 @@ class HttpServer::Impl {
         return job.ok() ? JsonResponse(request, *job) : ErrorResponse(request, job.status());
       }
       if (parts.size() == 2 && parts[1] == "cancel" && post) {
-        auto job = manager_->Cancel(id);
+        auto job = manager_->Cancel(id, user);
         return job.ok() ? JsonResponse(request, *job) : ErrorResponse(request, job.status());
       }
       if (parts.size() == 2 && parts[1] == "metrics" && get) {

@@ -1,7 +1,9 @@
 // The HTTP face of the job manager: a JSON status API and the dashboard,
 // served with Boost.Beast, one thread per connection (bounded).
 //
-//   GET  /healthz                        "ok" (the only path without a token)
+//   GET  /healthz                        "ok", or 503 "degraded: WHY" while the
+//                                        database cannot be written (the only
+//                                        path without a token)
 //   GET  /                               the dashboard
 //   GET  /api/jobs                       ListJobsResponse
 //   POST /api/jobs                       body: a JobSpec textproto -> Job

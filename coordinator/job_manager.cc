@@ -3,8 +3,11 @@
 // job_manager_workers.cc.
 #include "coordinator/job_manager.h"
 
+#include <sys/stat.h>
+
 #include <algorithm>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/job_manager_internal.h"
@@ -17,6 +20,7 @@ namespace modamba {
 
 using internal::HostName;
 using internal::IsTerminal;
+using internal::kOomKilled;
 using internal::NowMs;
 using internal::WorkerName;
 
@@ -148,9 +152,9 @@ void JobManager::TickLocked() {
       for (size_t i = 0; i < list->size(); ++i) {
         Worker* worker = &(*list)[i];
         if (worker->gone) continue;
-        if (std::optional<int> code = launcher_->Poll(worker->handle())) {
+        if (std::optional<ProcessExit> exit = launcher_->Poll(worker->handle())) {
           worker->gone = true;
-          OnExitLocked(job, worker, *code);
+          OnExitLocked(job, worker, *exit);
           continue;
         }
         const v1::WorkerState state = worker->info.state();
@@ -189,6 +193,11 @@ void JobManager::TickLocked() {
                      [this](const ProcessHandle& p) { return launcher_->Poll(p).has_value(); }),
       dying_.end());
   ScheduleLocked();
+  if (!db_error_.empty() && dirty_jobs_.empty()) {
+    // Degraded with nothing queued: rewriting the jobs' rows tells when the
+    // database can be written again.
+    dirty_jobs_.insert(order_.begin(), order_.end());
+  }
   FlushLocked().IgnoreError();  // logged inside; retried at the next flush
 }
 
@@ -264,6 +273,14 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
 
   absl::Status made = MakeDirs(run_dir);
   if (made.ok()) made = MakeDirs(job_dir + "/logs");
+  const std::string token_file = run_dir + "/worker.token";
+  if (made.ok()) {
+    v1::WorkerRef identity = ref;
+    identity.clear_generation();
+    const mode_t old_mask = umask(077);  // readable by the worker's user only
+    made = WriteFileAtomic(token_file, options_.worker_token(identity) + "\n");
+    umask(old_mask);
+  }
   const int world = trainer ? spec.world_size() : spec.n_evaluators();
   ProcessSpec process;
   process.argv = {trainer ? options_.trainer_binary : options_.evaluator_binary,
@@ -271,7 +288,7 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
                   absl::StrCat("--rank=", ref.rank()),
                   absl::StrCat("--world_size=", world),
                   "--coordinator=" + worker_address_,
-                  "--token_file=" + options_.worker_token_file,
+                  "--token_file=" + token_file,
                   "--run_dir=" + run_dir};
   process.env = {{"MODAMBA_JOB_ID", job->job.id()},
                  {"MODAMBA_ROLE", trainer ? "trainer" : "evaluator"},
@@ -279,7 +296,7 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
                  {"MODAMBA_WORLD_SIZE", absl::StrCat(world)},
                  {"MODAMBA_GENERATION", absl::StrCat(ref.generation())},
                  {"MODAMBA_COORDINATOR", worker_address_},
-                 {"MODAMBA_TOKEN_FILE", options_.worker_token_file},
+                 {"MODAMBA_TOKEN_FILE", token_file},
                  {"MODAMBA_TLS_CA", options_.worker_tls_ca_file},
                  {"MODAMBA_JOB_SPEC", spec_path},
                  {"MODAMBA_RUN_DIR", run_dir},
@@ -316,16 +333,16 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
             << " as pid " << handle->pid;
 }
 
-void JobManager::OnExitLocked(JobEntry* job, Worker* worker, int code) {
-  worker->info.set_exit_code(code);
+void JobManager::OnExitLocked(JobEntry* job, Worker* worker, const ProcessExit& exit) {
+  worker->info.set_exit_code(exit.code);
   worker->kill_at = absl::InfiniteFuture();
   switch (worker->info.state()) {
     case v1::WORKER_STARTING:
     case v1::WORKER_RUNNING:
-      if (code == 0) {
+      if (exit.code == 0) {
         OnWorkerSucceededLocked(job, worker);
       } else {
-        OnWorkerFailedLocked(job, worker, internal::DescribeExit(code));
+        OnWorkerFailedLocked(job, worker, internal::DescribeExit(exit));
       }
       break;
     case v1::WORKER_STOPPING:
@@ -358,10 +375,24 @@ void JobManager::OnWorkerFailedLocked(JobEntry* job, Worker* worker, const std::
   TouchWorkerLocked(job, worker);
   if (IsTerminal(job->job.state())) return;
   const std::string event = absl::StrCat(name, " ", why);
+  // What the worker says itself, its exit code or running out of memory,
+  // repeating word for word, is deterministic: another try would end the
+  // same way. (Other signals and timeouts come from outside.)
+  const bool deterministic = absl::StartsWith(why, "reported failure") ||
+                             absl::StartsWith(why, "exited with code") ||
+                             absl::StartsWith(why, kOomKilled);
+  const std::string signature = event.substr(0, event.find(" (peak RSS"));
+  const bool repeated = deterministic && signature == job->last_failure;
+  job->last_failure = deterministic ? signature : "";
   if (job->job.restarts() >= job->job.spec().max_restarts()) {
     EndJobLocked(job, v1::JOB_FAILED,
                  absl::StrCat(event, "; no restarts left (max_restarts ",
                               job->job.spec().max_restarts(), ")"));
+    return;
+  }
+  if (repeated) {
+    EndJobLocked(job, v1::JOB_FAILED,
+                 absl::StrCat(event, "; the same failure twice in a row: not retried"));
     return;
   }
   job->job.set_restarts(job->job.restarts() + 1);
@@ -404,12 +435,18 @@ void JobManager::StopWorkerLocked(JobEntry* job, Worker* worker, const std::stri
 
 void JobManager::EndJobLocked(JobEntry* job, v1::JobState state, const std::string& why) {
   job->job.set_state(state);
-  if (!why.empty()) job->job.set_reason(why);
+  job->job.set_reason(why);  // a success after restarts keeps no restart's text
   job->job.set_end_time_ms(NowMs());
   job->restart_pending = false;
   LOG(INFO) << job->job.id() << " " << v1::JobState_Name(state) << (why.empty() ? "" : ": ") << why;
   for (std::vector<Worker>* list : {&job->trainers, &job->evaluators}) {
     for (Worker& worker : *list) StopWorkerLocked(job, &worker, "the job ended");
+  }
+  // An ended job meets no one again: its rendezvous keys go, in memory and on disk.
+  const std::string prefix = job->job.id() + "/";
+  for (auto it = kv_.lower_bound(prefix); it != kv_.end() && absl::StartsWith(it->first, prefix);) {
+    pending_.drop_kv_namespaces.push_back(it->first);
+    it = kv_.erase(it);
   }
   TouchJobLocked(job);
 }
@@ -422,7 +459,8 @@ bool JobManager::TrainersDoneLocked(const JobEntry& job) const {
   return true;
 }
 
-absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const std::string& source) {
+absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const std::string& source,
+                                           const std::string& owner) {
   ASSIGN_OR_RETURN(v1::JobSpec spec, ParseJobSpec(spec_text, source));
   RETURN_IF_ERROR(ResolveJobSpec(&spec, options_.spec_context, source));
   absl::MutexLock lock(&mu_);
@@ -432,18 +470,26 @@ absl::StatusOr<v1::Job> JobManager::Submit(absl::string_view spec_text, const st
   job->job.set_state(v1::JOB_PENDING);
   job->job.set_submit_time_ms(NowMs());
   job->job.set_latest_checkpoint_step(-1);
+  job->job.set_owner(owner);
   const std::string job_dir = absl::StrCat(options_.run_root, "/", job->job.id());
   std::string text;
   google::protobuf::TextFormat::PrintToString(job->job.spec(), &text);
   RETURN_IF_ERROR(MakeDirs(job_dir + "/logs"));
   RETURN_IF_ERROR(WriteFileAtomic(job_dir + "/job_spec.textproto", text));
-  ++next_job_number_;
   const std::string id = job->job.id();
   order_.push_back(id);
   JobEntry* entry = job.get();
   jobs_[id] = std::move(job);
   TouchJobLocked(entry);
-  RETURN_IF_ERROR(FlushLocked());
+  if (absl::Status written = FlushLocked(); !written.ok()) {
+    // Not stored, so not accepted: nothing of it may run or be listed.
+    dirty_jobs_.erase(id);
+    order_.pop_back();
+    jobs_.erase(id);
+    RemoveTree(job_dir).IgnoreError();
+    return written;
+  }
+  ++next_job_number_;
   LOG(INFO) << "submitted " << id << " (" << entry->job.spec().name() << ")";
   ScheduleLocked();
   FlushLocked().IgnoreError();
@@ -463,10 +509,22 @@ std::vector<v1::Job> JobManager::ListJobs() const {
   return jobs;
 }
 
-absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id) {
+absl::StatusOr<v1::Job> JobManager::Cancel(const std::string& job_id, const std::string& user) {
   absl::MutexLock lock(&mu_);
   ASSIGN_OR_RETURN(JobEntry * job, JobOrError(job_id));
-  if (!IsTerminal(job->job.state())) EndJobLocked(job, v1::JOB_CANCELLED, "cancelled by the user");
+  if (!job->job.owner().empty() && job->job.owner() != user) {
+    return absl::PermissionDeniedError(absl::StrCat(job_id, " belongs to ", job->job.owner(),
+                                                    ": only they may cancel it"));
+  }
+  if (!IsTerminal(job->job.state())) {
+    // Stored before any worker is stopped: a cancel that the database did
+    // not take would come back as RUNNING after a restart.
+    WriteBatch batch;
+    batch.jobs.push_back(job->job);
+    batch.jobs.back().set_state(v1::JOB_CANCELLED);
+    if (absl::Status written = db_->Write(batch); !written.ok()) return DegradedLocked(written);
+    EndJobLocked(job, v1::JOB_CANCELLED, "cancelled by the user");
+  }
   RETURN_IF_ERROR(FlushLocked());
   return JobWithWorkersLocked(*job);
 }
@@ -525,6 +583,11 @@ absl::StatusOr<std::vector<v1::CheckpointInfo>> JobManager::Checkpoints(
   return checkpoints;
 }
 
+std::string JobManager::Degraded() const {
+  absl::MutexLock lock(&mu_);
+  return db_error_;
+}
+
 absl::StatusOr<std::string> JobManager::LogPath(const std::string& job_id,
                                                 const std::string& worker) const {
   absl::MutexLock lock(&mu_);
@@ -580,6 +643,13 @@ void JobManager::TouchCheckpointLocked(JobEntry* job, int64_t step) {
   changed_.SignalAll();
 }
 
+absl::Status JobManager::DegradedLocked(const absl::Status& write_error) {
+  const std::string error = absl::StrCat("cannot write the database: ", write_error.message());
+  if (error != db_error_) LOG(ERROR) << error << "; the coordinator is degraded";
+  db_error_ = error;
+  return absl::UnavailableError(absl::StrCat("coordinator degraded: ", error));
+}
+
 absl::Status JobManager::FlushLocked() {
   WriteBatch batch = pending_;
   for (const std::string& id : dirty_jobs_) batch.jobs.push_back(jobs_.at(id)->job);
@@ -591,12 +661,11 @@ absl::Status JobManager::FlushLocked() {
   for (const auto& [job_id, step] : dirty_checkpoints_) {
     batch.checkpoints.push_back(jobs_.at(job_id)->checkpoints.at(step));
   }
+  if (batch.empty()) return absl::OkStatus();  // proves nothing about the database
   absl::Status status = db_->Write(batch);
-  if (!status.ok()) {
-    // Everything stays queued for the next flush.
-    LOG(ERROR) << "cannot write the coordinator's database: " << status;
-    return status;
-  }
+  if (!status.ok()) return DegradedLocked(status);  // everything stays queued
+  if (!db_error_.empty()) LOG(INFO) << "the database can be written again";
+  db_error_.clear();
   dirty_jobs_.clear();
   dirty_workers_.clear();
   dirty_checkpoints_.clear();

@@ -19,6 +19,7 @@
 #define MODAMBA_COORDINATOR_JOB_MANAGER_H_
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <set>
@@ -48,8 +49,10 @@ struct ManagerOptions {
   std::string run_root;
   std::string trainer_binary;
   std::string evaluator_binary;
-  // The token file workers read and, with TLS, the root certificate they trust.
-  std::string worker_token_file;
+  // Each worker's own token (coordinator/auth.h), written at launch into a
+  // file of its run directory (mode 0600); with TLS, the root certificate
+  // workers trust.
+  std::function<std::string(const v1::WorkerRef&)> worker_token;
   std::string worker_tls_ca_file;
   SpecContext spec_context;
   absl::Duration heartbeat_timeout = absl::Seconds(30);
@@ -78,10 +81,14 @@ class JobManager {
 
   // --- Users -------------------------------------------------------------
 
-  absl::StatusOr<v1::Job> Submit(absl::string_view spec_text, const std::string& source);
+  // `owner`: the submitting user, the only one who may cancel the job.
+  absl::StatusOr<v1::Job> Submit(absl::string_view spec_text, const std::string& source,
+                                 const std::string& owner);
   absl::StatusOr<v1::Job> GetJob(const std::string& job_id) const;
   std::vector<v1::Job> ListJobs() const;
-  absl::StatusOr<v1::Job> Cancel(const std::string& job_id);
+  // PERMISSION_DENIED unless `user` owns the job (jobs without an owner:
+  // anyone).
+  absl::StatusOr<v1::Job> Cancel(const std::string& job_id, const std::string& user);
 
   struct JobSnapshot {
     v1::Job job;
@@ -96,6 +103,10 @@ class JobManager {
                                                  int limit) const;
   std::vector<v1::WorkerInfo> Workers(const std::string& job_id) const;
   absl::StatusOr<std::vector<v1::CheckpointInfo>> Checkpoints(const std::string& job_id) const;
+  // "" when healthy; else why the coordinator is degraded (its database
+  // cannot be written: "cannot write the database: sqlite: database or disk
+  // is full (No space left on device)").
+  std::string Degraded() const;
   // The log file of worker `worker` ("trainer-0", "evaluator-1").
   absl::StatusOr<std::string> LogPath(const std::string& job_id, const std::string& worker) const;
 
@@ -155,7 +166,8 @@ class JobManager {
   void ScheduleLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LaunchTrainersLocked(JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void LaunchWorkerLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void OnExitLocked(JobEntry* job, Worker* worker, int code) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void OnExitLocked(JobEntry* job, Worker* worker, const ProcessExit& exit)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerFailedLocked(JobEntry* job, Worker* worker, const std::string& why)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void OnWorkerSucceededLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -171,8 +183,15 @@ class JobManager {
   void TouchJobLocked(JobEntry* job) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchWorkerLocked(JobEntry* job, Worker* worker) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void TouchCheckpointLocked(JobEntry* job, int64_t step) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Writes what was queued since the last flush, in one transaction.
+  // Writes what was queued since the last flush, in one transaction. On an
+  // error everything stays queued and the coordinator is degraded (Health)
+  // until a flush succeeds. Users' requests fail on it; workers' calls do
+  // not (their jobs go on, and what they changed is written once the
+  // database can be written again).
   absl::Status FlushLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Records a failed write (the coordinator is degraded) and returns the
+  // error users see.
+  absl::Status DegradedLocked(const absl::Status& write_error) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   const ManagerOptions options_;
   Db* const db_;
@@ -194,6 +213,7 @@ class JobManager {
   std::set<std::pair<std::string, int64_t>> dirty_checkpoints_ ABSL_GUARDED_BY(mu_);
   WriteBatch pending_ ABSL_GUARDED_BY(mu_);
   std::string worker_address_ ABSL_GUARDED_BY(mu_);  // set by Start
+  std::string db_error_ ABSL_GUARDED_BY(mu_);        // the last flush's error; "" when it worked
   bool started_ ABSL_GUARDED_BY(mu_) = false;
   bool stopping_ ABSL_GUARDED_BY(mu_) = false;
   std::thread supervisor_;

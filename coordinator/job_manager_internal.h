@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/time/clock.h"
 #include "coordinator/job_manager.h"
 
@@ -36,6 +37,8 @@ struct JobManager::JobEntry {
   int64_t version = 0;
   // The old generation is being stopped; the new one starts when it is gone.
   bool restart_pending = false;
+  // The last deterministic failure (job_manager.cc), to stop a second repeat.
+  std::string last_failure;
 };
 
 namespace internal {
@@ -56,10 +59,19 @@ inline std::string HostName() {
   return name;
 }
 
-inline std::string DescribeExit(int code) {
+inline constexpr char kOomKilled[] = "was killed by the kernel's OOM killer: out of memory";
+
+inline std::string DescribeExit(const ProcessExit& exit) {
+  const int code = exit.code;
   if (code < 0) return "ended while the coordinator was away (exit code unknown)";
-  if (code > 128)
-    return absl::StrCat("was killed by signal ", code - 128, " (", strsignal(code - 128), ")");
+  const std::string rss =
+      exit.peak_rss_bytes > 0 ? absl::StrFormat("peak RSS %.2f GiB", exit.peak_rss_bytes / 1073741824.0)
+                              : "peak RSS unknown";
+  if (exit.oom_killed) return absl::StrCat(kOomKilled, " (", rss, ")");
+  if (code > 128) {
+    return absl::StrCat("was killed by signal ", code - 128, " (", strsignal(code - 128), "; ", rss,
+                        ")");
+  }
   return absl::StrCat("exited with code ", code);
 }
 

@@ -3,6 +3,8 @@
 #include "coordinator/job_manager.h"
 
 #include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <map>
 #include <set>
@@ -13,6 +15,7 @@
 #include "absl/time/clock.h"
 #include "coordinator/limits.h"
 #include "core/file_util.h"
+#include "core/small_fs.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -33,11 +36,13 @@ class FakeLauncher : public Launcher {
     signalled_.insert(process.pid);
     if (!exited_.count(process.pid)) exited_[process.pid] = kill ? 128 + SIGKILL : 128 + SIGTERM;
   }
-  std::optional<int> Poll(const ProcessHandle& process) override {
+  std::optional<ProcessExit> Poll(const ProcessHandle& process) override {
     absl::MutexLock lock(&mu_);
     auto it = exited_.find(process.pid);
     if (it == exited_.end()) return std::nullopt;
-    return it->second;
+    ProcessExit exit;
+    exit.code = it->second;
+    return exit;
   }
   void Exit(int64_t pid, int code) {
     absl::MutexLock lock(&mu_);
@@ -73,7 +78,8 @@ class JobManagerTest : public ::testing::Test {
     root_ = absl::StrCat(getenv("TEST_TMPDIR"), "/jm-",
                          ::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_TRUE(MakeDirs(root_ + "/data/ds").ok());
-    auto db = Db::Open(root_ + "/state.db");
+    if (db_path_.empty()) db_path_ = root_ + "/state.db";
+    auto db = Db::Open(db_path_);
     ASSERT_TRUE(db.ok()) << db.status();
     db_ = std::move(*db);
     auto store = CheckpointStore::Open(root_ + "/checkpoints");
@@ -82,7 +88,9 @@ class JobManagerTest : public ::testing::Test {
     options_.run_root = root_ + "/run";
     options_.trainer_binary = "trainer";
     options_.evaluator_binary = "evaluator";
-    options_.worker_token_file = root_ + "/token";
+    options_.worker_token = [](const v1::WorkerRef& ref) {
+      return absl::StrCat("token-of-", ref.job_id(), "-", ref.role(), "-", ref.rank());
+    };
     options_.spec_context.data_root = root_ + "/data";
     options_.spec_context.has_evaluator_binary = true;
     options_.spec_context.cpu_slots = 8;
@@ -156,6 +164,7 @@ class JobManagerTest : public ::testing::Test {
   }
 
   std::string root_;
+  std::string db_path_;  // default root_/state.db
   ManagerOptions options_;
   std::unique_ptr<Db> db_;
   std::unique_ptr<CheckpointStore> store_;
@@ -164,7 +173,7 @@ class JobManagerTest : public ::testing::Test {
 };
 
 TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
-  auto job = manager_->Submit(Spec(2, 1), "spec");
+  auto job = manager_->Submit(Spec(2, 1), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
   EXPECT_EQ(job->state(), v1::JOB_RUNNING);
   const std::vector<ProcessSpec> started = launcher_.started();
@@ -180,6 +189,14 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
   EXPECT_EQ(started[0].log_path, options_.run_root + "/job-1/logs/trainer-0.log");
   EXPECT_EQ(started[0].unset_env, std::vector<std::string>{"MODAMBA_TOKEN"});
   EXPECT_TRUE(FileExists(options_.run_root + "/job-1/job_spec.textproto"));
+  // Each worker gets a token of its own, in a file only its user can read.
+  const std::string token_file = options_.run_root + "/job-1/trainer-1/worker.token";
+  EXPECT_EQ(started[1].argv[5], "--token_file=" + token_file);
+  EXPECT_EQ(Env(started[1], "MODAMBA_TOKEN_FILE"), token_file);
+  EXPECT_EQ(ReadFile(token_file).value_or(""), absl::StrCat("token-of-job-1-", v1::ROLE_TRAINER, "-1\n"));
+  struct stat st;
+  ASSERT_EQ(stat(token_file.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600);
 
   // Registration answers with the resolved spec; unknown ranks are refused.
   auto registered = Register(Ref(job->id(), v1::ROLE_TRAINER, 0, 0));
@@ -192,10 +209,24 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
             absl::StatusCode::kNotFound);
 }
 
-TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
-  auto job = manager_->Submit(Spec(2, 1, "device: \"gpu\""), "spec");
+TEST_F(JobManagerTest, OnlyTheOwnerCancelsAJob) {
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
-  auto second = manager_->Submit(Spec(1, 0, "device: \"gpu\""), "spec");
+  EXPECT_EQ(job->owner(), "alice");
+  auto refused = manager_->Cancel(job->id(), "bob");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "belongs to alice")) << refused.status();
+  EXPECT_EQ(manager_->GetJob(job->id())->state(), v1::JOB_RUNNING);
+  auto cancelled = manager_->Cancel(job->id(), "alice");
+  ASSERT_TRUE(cancelled.ok()) << cancelled.status();
+  EXPECT_EQ(cancelled->state(), v1::JOB_CANCELLED);
+}
+
+TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
+  auto job = manager_->Submit(Spec(2, 1, "device: \"gpu\""), "spec", "alice");
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto second = manager_->Submit(Spec(1, 0, "device: \"gpu\""), "spec", "alice");
   ASSERT_TRUE(second.ok());
   EXPECT_EQ(second->state(), v1::JOB_PENDING);  // all 3 GPUs are taken
   const std::vector<ProcessSpec> started = launcher_.started();
@@ -205,14 +236,14 @@ TEST_F(JobManagerTest, GpuWorkersEachSeeTheirOwnGpu) {
   EXPECT_EQ(Env(started[2], "CUDA_VISIBLE_DEVICES"), "2");
   EXPECT_EQ(job->workers(2).gpus(0), 2);
   // Cancelled, its GPUs go to the job that waited.
-  ASSERT_TRUE(manager_->Cancel(job->id()).ok());
+  ASSERT_TRUE(manager_->Cancel(job->id(), "alice").ok());
   v1::Job next =
       WaitJob(second->id(), [](const v1::Job& j) { return j.state() == v1::JOB_RUNNING; });
   EXPECT_EQ(next.allocation().gpus_size(), 1);
 }
 
 TEST_F(JobManagerTest, ADeadRankRestartsTheGroupFromTheNewestCheckpoint) {
-  auto job = manager_->Submit(Spec(2, 0), "spec");
+  auto job = manager_->Submit(Spec(2, 0), "spec", "alice");
   ASSERT_TRUE(job.ok()) << job.status();
   const std::string id = job->id();
   const v1::WorkerRef rank0 = Ref(id, v1::ROLE_TRAINER, 0, 0),
@@ -255,7 +286,7 @@ TEST_F(JobManagerTest, ADeadRankRestartsTheGroupFromTheNewestCheckpoint) {
 }
 
 TEST_F(JobManagerTest, RestartsAreBoundedThenTheJobFails) {
-  auto job = manager_->Submit(Spec(1, 0, "max_restarts: 1"), "spec");
+  auto job = manager_->Submit(Spec(1, 0, "max_restarts: 1"), "spec", "alice");
   ASSERT_TRUE(job.ok());
   launcher_.Exit(job->workers(0).pid(), 3);
   v1::Job once = WaitJob(job->id(), [](const v1::Job& j) {
@@ -271,7 +302,7 @@ TEST_F(JobManagerTest, RestartsAreBoundedThenTheJobFails) {
 }
 
 TEST_F(JobManagerTest, EvaluatorsShareCheckpointsAndRetentionSparesTheirs) {
-  auto job = manager_->Submit(Spec(1, 2, "keep_last_checkpoints: 1"), "spec");
+  auto job = manager_->Submit(Spec(1, 2, "keep_last_checkpoints: 1"), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const std::string id = job->id();
   const v1::WorkerRef trainer = Ref(id, v1::ROLE_TRAINER, 0, 0);
@@ -336,7 +367,7 @@ TEST_F(JobManagerTest, EvaluatorsShareCheckpointsAndRetentionSparesTheirs) {
 }
 
 TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
-  auto job = manager_->Submit(Spec(2, 0), "spec");
+  auto job = manager_->Submit(Spec(2, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const v1::WorkerRef rank0 = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
   const v1::WorkerRef rank1 = Ref(job->id(), v1::ROLE_TRAINER, 1, 0);
@@ -361,7 +392,7 @@ TEST_F(JobManagerTest, TheRendezvousStoreIsScopedToTheGeneration) {
 }
 
 TEST_F(JobManagerTest, OnlyEvalPointsCarrySpeechAndWithinTheLimit) {
-  auto job = manager_->Submit(Spec(1, 0), "spec");
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const v1::WorkerRef trainer = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
   ASSERT_TRUE(Register(trainer).ok());
@@ -382,8 +413,17 @@ TEST_F(JobManagerTest, OnlyEvalPointsCarrySpeechAndWithinTheLimit) {
   EXPECT_EQ(manager_->Metrics(job->id(), 0, 0)->points(0).speech_wav().at("7"), "RIFF");
 }
 
+TEST_F(JobManagerTest, AnEndedJobsRendezvousKeysAreDeleted) {
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_TRUE(job.ok());
+  ASSERT_TRUE(manager_->KvSet(Ref(job->id(), v1::ROLE_TRAINER, 0, 0), "addr", "a").ok());
+  ASSERT_EQ(db_->Load()->kv.count(job->id() + "/trainer/g0"), 1u);
+  ASSERT_TRUE(manager_->Cancel(job->id(), "alice").ok());
+  EXPECT_EQ(db_->Load()->kv.count(job->id() + "/trainer/g0"), 0u);
+}
+
 TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
-  auto job = manager_->Submit(Spec(1, 0), "spec");
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());
   const v1::WorkerRef trainer = Ref(job->id(), v1::ROLE_TRAINER, 0, 0);
   ASSERT_TRUE(Register(trainer).ok());
@@ -398,7 +438,7 @@ TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   ASSERT_TRUE(manager_->ReportMetrics(metrics).ok());
   ASSERT_TRUE(Checkpoint(trainer, 10).ok());
   ASSERT_TRUE(manager_->KvSet(trainer, "k", "v").ok());
-  auto second = manager_->Submit(Spec(1, 0), "spec");
+  auto second = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(second.ok());
 
   manager_.reset();
@@ -420,9 +460,73 @@ TEST_F(JobManagerTest, ARestartedManagerRemembersEverything) {
   *beat.mutable_worker() = trainer;
   EXPECT_FALSE(manager_->Heartbeat(beat)->stop());
   EXPECT_EQ(launcher_.started().size(), 2u);
-  auto third = manager_->Submit(Spec(1, 0), "spec");
+  auto third = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(third.ok());
   EXPECT_EQ(third->id(), "job-3");
+}
+
+// The database on a small real filesystem that the test fills up.
+class JobManagerDiskTest : public JobManagerTest {
+ protected:
+  void SetUp() override {
+    disk_ = absl::StrCat(getenv("TEST_TMPDIR"), "/small-db");
+    absl::Status mounted = MountSmallFilesystem(disk_, 256 << 10);
+    if (!mounted.ok()) GTEST_SKIP() << mounted;
+    db_path_ = disk_ + "/state.db";
+    JobManagerTest::SetUp();
+  }
+  std::string disk_;
+};
+
+TEST_F(JobManagerDiskTest, AFullDatabaseRefusesUsersDegradesAndSparesTheJobs) {
+  auto running = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_TRUE(running.ok()) << running.status();
+  const v1::WorkerRef trainer = Ref(running->id(), v1::ROLE_TRAINER, 0, 0);
+  ASSERT_TRUE(Register(trainer).ok());
+  ASSERT_TRUE(FillFilesystem(disk_ + "/filler").ok());
+
+  // A submission that cannot be stored is refused, and leaves nothing.
+  auto refused = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kUnavailable) << refused.status();
+  EXPECT_TRUE(absl::StrContains(refused.status().message(), "No space left on device"))
+      << refused.status();
+  EXPECT_EQ(manager_->ListJobs().size(), 1u);
+  EXPECT_FALSE(FileExists(options_.run_root + "/job-2"));
+  EXPECT_TRUE(absl::StrContains(manager_->Degraded(), "No space left on device"))
+      << manager_->Degraded();
+  // So is a cancel: it would not survive a restart.
+  EXPECT_FALSE(manager_->Cancel(running->id(), "alice").ok());
+
+  // The running job's worker is not failed by it: its calls succeed.
+  v1::ReportMetricsRequest metrics;
+  *metrics.mutable_worker() = trainer;
+  for (int step = 1; step <= 200; ++step) {
+    v1::MetricPoint* point = metrics.add_points();
+    point->set_kind("train");
+    point->set_step(step);
+    (*point->mutable_scalars())["padding"] = step;
+  }
+  EXPECT_TRUE(manager_->ReportMetrics(metrics).ok());
+  EXPECT_FALSE(manager_->Degraded().empty());
+  EXPECT_EQ(manager_->GetJob(running->id())->state(), v1::JOB_RUNNING);
+
+  // Space again: what was queued is written, and it survives a restart.
+  ASSERT_EQ(unlink((disk_ + "/filler").c_str()), 0);
+  for (int i = 0; i < 1000 && !manager_->Degraded().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(manager_->Degraded(), "");
+  manager_.reset();
+  db_.reset();
+  auto db = Db::Open(db_path_);
+  ASSERT_TRUE(db.ok()) << db.status();
+  db_ = std::move(*db);
+  StartManager();
+  EXPECT_EQ(manager_->Metrics(running->id(), 0, 0)->points_size(), 200);
+  auto next = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_TRUE(next.ok()) << next.status();
+  EXPECT_EQ(next->id(), "job-2");
 }
 
 }  // namespace

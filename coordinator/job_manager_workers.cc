@@ -104,7 +104,7 @@ absl::StatusOr<v1::RegisterResponse> JobManager::Register(const v1::RegisterRequ
   worker->last_seen = absl::Now();
   worker->info.set_last_heartbeat_ms(NowMs());
   TouchWorkerLocked(job, worker);
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
 
   v1::RegisterResponse response;
   *response.mutable_spec() = job->job.spec();
@@ -202,7 +202,8 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
     job->metrics.push_back(std::move(point));
   }
   TouchJobLocked(job);
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::Status JobManager::CheckUpload(const v1::WorkerRef& ref, int64_t step) const {
@@ -254,7 +255,7 @@ absl::StatusOr<v1::CheckpointFile> JobManager::PublishUpload(const v1::WorkerRef
     *checkpoint.add_files() = file;
   }
   TouchCheckpointLocked(job, step);
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return file;
 }
 
@@ -314,7 +315,7 @@ absl::StatusOr<v1::ReportCheckpointResponse> JobManager::ReportCheckpoint(
   }
   TouchCheckpointLocked(job, request.step());
   *response.mutable_checkpoint() = checkpoint;
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return response;
 }
 
@@ -367,7 +368,7 @@ absl::StatusOr<v1::AwaitCheckpointResponse> JobManager::AwaitCheckpoint(
     worker->claimed_step = -1;
     ApplyRetentionLocked(job);
   }
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   v1::AwaitCheckpointResponse response;
   for (;;) {
     // The worker may have been stopped or replaced while this call waited.
@@ -398,11 +399,19 @@ absl::Status JobManager::Done(const v1::DoneRequest& request) {
   if (worker->info.state() == v1::WORKER_SUCCEEDED) return absl::OkStatus();
   if (request.ok()) {
     OnWorkerSucceededLocked(job, worker);
+  } else if (request.permanent()) {
+    const std::string why = absl::StrCat(WorkerName(request.worker()), " reported failure: ",
+                                         request.message().substr(0, 1024));
+    worker->info.set_state(v1::WORKER_FAILED);
+    worker->info.set_reason(why);
+    TouchWorkerLocked(job, worker);
+    EndJobLocked(job, v1::JOB_FAILED, absl::StrCat(why, " (not retried: a restart would repeat it)"));
   } else {
     OnWorkerFailedLocked(job, worker,
                          absl::StrCat("reported failure: ", request.message().substr(0, 1024)));
   }
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::StatusOr<v1::CheckpointInfo> JobManager::ServableCheckpoint(const std::string& job_id,
@@ -452,7 +461,8 @@ absl::Status JobManager::KvSet(const v1::WorkerRef& ref, const std::string& key,
   kv_[ns][key] = value;
   pending_.kv.push_back({{ns, key}, value});
   changed_.SignalAll();
-  return FlushLocked();
+  FlushLocked().IgnoreError();  // degraded at worst
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> JobManager::KvGet(const v1::WorkerRef& ref, const std::string& key,
@@ -490,7 +500,7 @@ absl::StatusOr<int64_t> JobManager::KvAdd(const v1::WorkerRef& ref, const std::s
   stored = absl::StrCat(value);
   pending_.kv.push_back({{ns, key}, stored});
   changed_.SignalAll();
-  RETURN_IF_ERROR(FlushLocked());
+  FlushLocked().IgnoreError();  // degraded at worst
   return value;
 }
 

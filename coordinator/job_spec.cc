@@ -2,14 +2,20 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdlib>
 
 #include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "core/config.h"
+#include "core/data/manifest.h"
+#include "core/file_util.h"
+#include "core/flops.h"
 #include "core/status_macros.h"
+#include "trainer/batch_source.h"
 
 namespace modamba {
 namespace {
@@ -64,6 +70,8 @@ bool ValidName(absl::string_view name) {
   }
   return true;
 }
+
+std::string GiB(int64_t bytes) { return absl::StrFormat("%.2f GiB", bytes / 1073741824.0); }
 
 }  // namespace
 
@@ -135,7 +143,57 @@ absl::Status ResolveJobSpec(v1::JobSpec* spec, const SpecContext& context,
                    InsideDataRoot(source, "dataset_dir", spec->dataset_dir(), context.data_root,
                                   /*want_dir=*/true));
   spec->set_dataset_dir(dataset_dir);
+  // Packed shards: the spec must fit them, or it could never run.
+  if (FileExists(absl::StrCat(dataset_dir, "/", data::kManifestFile))) {
+    ASSIGN_OR_RETURN(data::DatasetManifest manifest, data::ReadDatasetManifest(dataset_dir));
+    v1::TrainConfig train = spec->train();
+    train.set_dataset_dir(dataset_dir);
+    RETURN_IF_ERROR(CheckDatasetFits(train, manifest, absl::StrCat(source, ": train.")));
+  }
+
+  const int64_t budget = gpu ? context.gpu_memory_bytes : context.worker_memory_bytes;
+  const MemoryEstimate need = EstimateTrainerMemory(*spec);
+  if (budget > 0 && need.total() > budget) {
+    return FieldError(
+        source, "train.batch_size",
+        absl::StrCat("a trainer rank needs about ", need.Describe(), "; ",
+                     gpu ? "a GPU has " : "a CPU worker may use ", GiB(budget),
+                     gpu ? " (--gpu_memory_gib)" : " (--worker_memory_gib)",
+                     ": lower batch_size or seq_len, raise world_size or grad_accum_steps"));
+  }
   return absl::OkStatus();
+}
+
+MemoryEstimate EstimateTrainerMemory(const v1::JobSpec& spec) {
+  const v1::TrainConfig& t = spec.train();
+  const v1::ModelConfig& m = t.model();
+  const int64_t params = TotalParams(m);
+  const int64_t ranks = std::max(1, spec.world_size());
+  const int64_t d_inner = int64_t{m.expand()} * m.d_model();
+  const int64_t embed_head = int64_t{m.vocab_size()} * m.d_model() * (m.tie_embeddings() ? 1 : 2);
+  const int64_t largest_bucket = std::max(embed_head, (params - embed_head) / std::max(1, m.n_layer()));
+  const int64_t tokens =
+      int64_t{t.batch_size()} / (ranks * std::max(1, t.grad_accum_steps())) * t.seq_len();
+  // Per token: each layer keeps xz, u, y, the dt/B/C projections and its
+  // residual input; the head's logits, their gradient and softmax. Measured
+  // on the CPU trainer (4 layers, d_model 64, vocab 256): a peak RSS of 0.26,
+  // 0.45 and 1.17 GiB at 8, 64 and 256 x 256 tokens; this gives 0.28, 0.48
+  // and 1.16.
+  const int64_t per_token = int64_t{m.n_layer()} * (4 * d_inner + m.dt_rank() + 2 * m.d_state() +
+                                                    3 * m.d_model()) +
+                            3 * int64_t{m.vocab_size()};
+  MemoryEstimate e;
+  e.state = 16 * ((params + ranks - 1) / ranks);
+  e.gathered = ranks > 1 ? 16 * largest_bucket : 0;
+  e.activations = 4 * tokens * per_token;
+  e.runtime = int64_t{256} << 20;
+  return e;
+}
+
+std::string MemoryEstimate::Describe() const {
+  return absl::StrCat(GiB(total()), " (parameters, gradients and AdamW moments ", GiB(state),
+                      ", gathered layers ", GiB(gathered), ", activations ", GiB(activations),
+                      ", runtime ", GiB(runtime), ")");
 }
 
 int WorkersOf(const v1::JobSpec& spec) { return spec.world_size() + spec.n_evaluators(); }

@@ -4,6 +4,7 @@
 #ifndef MODAMBA_COORDINATOR_JOB_SPEC_H_
 #define MODAMBA_COORDINATOR_JOB_SPEC_H_
 
+#include <cstdint>
 #include <string>
 
 #include "absl/status/status.h"
@@ -22,7 +23,23 @@ struct SpecContext {
   bool has_evaluator_binary = false;
   int gpus = 0;  // the host's totals: a job that can never fit is refused
   int cpu_slots = 0;
+  // Memory one worker may use: host memory per CPU slot, and device memory
+  // per GPU; a job whose estimate exceeds it is refused. 0: not checked.
+  int64_t worker_memory_bytes = 0;
+  int64_t gpu_memory_bytes = 0;
 };
+
+// What one trainer rank of a resolved spec needs, estimated from the
+// model's size and the tokens of one micro-batch (f32 throughout):
+struct MemoryEstimate {
+  int64_t state = 0;        // its shards of parameters, gradients, AdamW m and v
+  int64_t gathered = 0;     // the largest bucket gathered twice (prefetch), values and grads
+  int64_t activations = 0;  // what the backward keeps, plus the head's logits
+  int64_t runtime = 0;      // the process itself: code, collectives, data reader
+  int64_t total() const { return state + gathered + activations + runtime; }
+  std::string Describe() const;
+};
+MemoryEstimate EstimateTrainerMemory(const v1::JobSpec& spec);
 
 // Parses the text format; unknown fields and syntax errors name
 // "source:line:column".

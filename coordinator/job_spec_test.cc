@@ -7,6 +7,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
+#include "trainer/synthetic_dataset.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -108,6 +109,39 @@ TEST_F(JobSpecTest, NamesAreShortAndPlain) {
         absl::StrCat("name: \"", name, "\" world_size: 1 dataset_dir: \"shards\"\n", kTrain));
     EXPECT_TRUE(absl::StrContains(spec.status().message(), "name")) << name;
   }
+}
+
+TEST_F(JobSpecTest, AJobThatCannotFitInMemoryIsRefusedWithTheEstimate) {
+  context_.worker_memory_bytes = int64_t{4} << 30;
+  const std::string huge = "name: \"a\" world_size: 2 dataset_dir: \"shards\"\n"
+                           "train { steps: 100 batch_size: 1048576 seq_len: 48 model { d_model: 16"
+                           " n_layer: 2 vocab_size: 1031 } optimizer { lr: 0.001 } }\n";
+  auto spec = Resolve(huge);
+  ASSERT_FALSE(spec.ok());
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "train.batch_size: a trainer rank needs about"))
+      << spec.status();
+  EXPECT_TRUE(absl::StrContains(spec.status().message(), "a CPU worker may use 4.00 GiB"))
+      << spec.status();
+  // The same model at a sane batch fits.
+  std::string small = huge;
+  small.replace(small.find("1048576"), 7, "8");
+  EXPECT_TRUE(Resolve(small).ok());
+}
+
+TEST_F(JobSpecTest, ASpecThatDoesNotFitTheDatasetIsRefused) {
+  ASSERT_TRUE(WriteSyntheticDataset(root_ + "/data/tri", "trimodal", 48, 16, 2).ok());
+  const std::string spec = "name: \"a\" world_size: 1 dataset_dir: \"tri\"\n"
+                           "train { steps: 10 batch_size: 2 seq_len: 32 model { d_model: 8"
+                           " n_layer: 1 vocab_size: 1031 n_modalities: 3 } optimizer { lr: 0.001 } }\n";
+  auto refused = Resolve(spec);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_TRUE(absl::StrContains(refused.status().message(),
+                                "job.textproto: train.seq_len: 32 but the shards in"))
+      << refused.status();
+  std::string fitting = spec;
+  fitting.replace(fitting.find("seq_len: 32"), 11, "seq_len: 48");
+  auto accepted = Resolve(fitting);
+  EXPECT_TRUE(accepted.ok()) << accepted.status();
 }
 
 TEST_F(JobSpecTest, SyntaxErrorsNameTheLine) {

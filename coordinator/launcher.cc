@@ -5,6 +5,7 @@
 #include <signal.h>
 #include <spawn.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
@@ -13,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "core/file_util.h"
 
 extern char** environ;
@@ -104,6 +106,7 @@ absl::StatusOr<ProcessHandle> LocalLauncher::Start(const ProcessSpec& spec) {
   }
   ProcessHandle handle;
   handle.pid = pid;
+  oom_kills_at_start_[pid] = OomKillCount();
   bool zombie = false;  // a worker that failed at once is still the one started
   handle.start_ticks = StatStartTicks(pid, &zombie);
   return handle;
@@ -117,19 +120,38 @@ void LocalLauncher::Stop(const ProcessHandle& process, bool kill_now) {
   }
 }
 
-std::optional<int> LocalLauncher::Poll(const ProcessHandle& process) {
-  if (process.pid <= 0) return -1;
+int64_t OomKillCount() {
+  auto vmstat = ReadFile("/proc/vmstat");
+  if (!vmstat.ok()) return -1;
+  for (absl::string_view line : absl::StrSplit(*vmstat, '\n')) {
+    int64_t count;
+    if (absl::ConsumePrefix(&line, "oom_kill ") && absl::SimpleAtoi(line, &count)) return count;
+  }
+  return -1;
+}
+
+std::optional<ProcessExit> LocalLauncher::Poll(const ProcessHandle& process) {
+  if (process.pid <= 0) return ProcessExit();
   int status = 0;
-  const pid_t r = waitpid(static_cast<pid_t>(process.pid), &status, WNOHANG);
+  struct rusage usage = {};
+  const pid_t r = wait4(static_cast<pid_t>(process.pid), &status, WNOHANG, &usage);
   if (r == process.pid) {
-    if (WIFEXITED(status)) return WEXITSTATUS(status);
-    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
-    return std::nullopt;
+    if (!WIFEXITED(status) && !WIFSIGNALED(status)) return std::nullopt;
+    ProcessExit exit;
+    exit.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    exit.peak_rss_bytes = int64_t{usage.ru_maxrss} * 1024;  // Linux reports KiB
+    auto start = oom_kills_at_start_.find(process.pid);
+    if (start != oom_kills_at_start_.end()) {
+      exit.oom_killed = exit.code == 128 + SIGKILL && start->second >= 0 &&
+                        OomKillCount() > start->second;
+      oom_kills_at_start_.erase(start);
+    }
+    return exit;
   }
   if (r == 0) return std::nullopt;
   // Not our child (adopted after a coordinator restart): it has ended when
   // its pid is gone or belongs to another process now.
-  return SameProcess(process) ? std::nullopt : std::optional<int>(-1);
+  return SameProcess(process) ? std::nullopt : std::optional<ProcessExit>(ProcessExit());
 }
 
 }  // namespace modamba

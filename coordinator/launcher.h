@@ -8,6 +8,7 @@
 #define MODAMBA_COORDINATOR_LAUNCHER_H_
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <utility>
@@ -26,6 +27,13 @@ struct ProcessSpec {
   std::string log_path;  // stdout and stderr are appended here
 };
 
+// How a process ended.
+struct ProcessExit {
+  int code = -1;                // 128 + N when killed by signal N; -1: unknown (not our child)
+  int64_t peak_rss_bytes = -1;  // -1: unknown
+  bool oom_killed = false;      // SIGKILL while the kernel's OOM killer ran
+};
+
 struct ProcessHandle {
   int64_t pid = 0;
   int64_t start_ticks = 0;  // /proc/PID/stat start time; 0: unknown
@@ -37,17 +45,25 @@ class Launcher {
   virtual absl::StatusOr<ProcessHandle> Start(const ProcessSpec& spec) = 0;
   // SIGTERM (kill = false) or SIGKILL to the process's group, if it still runs.
   virtual void Stop(const ProcessHandle& process, bool kill) = 0;
-  // The exit code once the process has ended (128 + N when killed by signal N;
-  // -1 when it was not our child, so its code is unknown); nullopt while it runs.
-  virtual std::optional<int> Poll(const ProcessHandle& process) = 0;
+  // How the process ended, once it has; nullopt while it runs.
+  virtual std::optional<ProcessExit> Poll(const ProcessHandle& process) = 0;
 };
 
 class LocalLauncher : public Launcher {
  public:
   absl::StatusOr<ProcessHandle> Start(const ProcessSpec& spec) override;
   void Stop(const ProcessHandle& process, bool kill) override;
-  std::optional<int> Poll(const ProcessHandle& process) override;
+  std::optional<ProcessExit> Poll(const ProcessHandle& process) override;
+
+ private:
+  // The kernel's count of OOM kills (/proc/vmstat oom_kill) when each child
+  // started: a child killed by SIGKILL after it grew was the OOM killer's.
+  std::map<int64_t, int64_t> oom_kills_at_start_;
 };
+
+// The kernel's count of processes the OOM killer has killed since boot; -1
+// when the kernel does not say.
+int64_t OomKillCount();
 
 // The start time of process `pid` in clock ticks since boot; 0 when it does not exist.
 int64_t ProcessStartTicks(int64_t pid);

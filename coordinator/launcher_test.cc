@@ -17,7 +17,7 @@ std::string Temp(const char* name) { return absl::StrCat(getenv("TEST_TMPDIR"), 
 // Polls until the process ends; its exit code.
 int WaitExit(Launcher* launcher, const ProcessHandle& process) {
   for (int i = 0; i < 500; ++i) {
-    if (std::optional<int> code = launcher->Poll(process)) return *code;
+    if (std::optional<ProcessExit> exit = launcher->Poll(process)) return exit->code;
     absl::SleepFor(absl::Milliseconds(10));
   }
   return -999;
@@ -75,9 +75,9 @@ TEST(LauncherTest, RecognisesProcessesItDidNotStart) {
   EXPECT_FALSE(launcher.Poll(self).has_value());
   // The same pid with another start time is a recycled pid: gone, and never signalled.
   ProcessHandle recycled{getpid(), self.start_ticks + 1};
-  EXPECT_EQ(launcher.Poll(recycled), -1);
+  EXPECT_EQ(launcher.Poll(recycled)->code, -1);
   launcher.Stop(recycled, /*kill=*/true);  // must not kill this test
-  EXPECT_EQ(launcher.Poll(ProcessHandle{0, 0}), -1);
+  EXPECT_EQ(launcher.Poll(ProcessHandle{0, 0})->code, -1);
 }
 
 TEST(LauncherTest, AMissingProgramIsAnError) {

@@ -1,5 +1,6 @@
 #include "coordinator/worker_client.h"
 
+#include <cerrno>
 #include <unistd.h>
 
 #include <algorithm>
@@ -303,7 +304,7 @@ absl::Status WorkerClient::UploadFile(int64_t step, const std::string& local,
     *header->mutable_file() = file;
     bool open = writer->Write(chunk);
     std::unique_ptr<FILE, int (*)(FILE*)> in(fopen(local.c_str(), "rb"), fclose);
-    if (in == nullptr) return absl::NotFoundError(absl::StrCat("cannot read ", local));
+    if (in == nullptr) return IoError(absl::StrCat("cannot read ", local), errno);
     while (open) {
       const size_t n = fread(buffer.data(), 1, buffer.size(), in.get());
       if (n == 0) break;
@@ -395,9 +396,10 @@ absl::Status WorkerClient::DownloadCheckpoint(const v1::CheckpointInfo& checkpoi
     auto finish_file = [&]() -> absl::Status {
       if (out == nullptr) return absl::OkStatus();
       const bool flushed = fclose(out) == 0;
+      const int err = errno;
       out = nullptr;
       const std::string sha = hash->HexDigest();
-      if (!flushed) return absl::InternalError(absl::StrCat("cannot write ", temp));
+      if (!flushed) return IoError(absl::StrCat("cannot write ", temp), err);
       if (written != current.size() || sha != expected[current.path()].sha256()) {
         return absl::DataLossError(
             absl::StrCat("downloaded '", current.path(), "' does not match its sha256"));
@@ -405,7 +407,7 @@ absl::Status WorkerClient::DownloadCheckpoint(const v1::CheckpointInfo& checkpoi
       const std::string target = absl::StrCat(dir, "/", current.path());
       RETURN_IF_ERROR(MakeDirs(fs::path(target).parent_path().string()));
       if (rename(temp.c_str(), target.c_str()) != 0) {
-        return absl::InternalError(absl::StrCat("cannot rename into ", target));
+        return IoError(absl::StrCat("cannot rename into ", target), errno);
       }
       received.insert(current.path());
       return absl::OkStatus();
@@ -422,12 +424,12 @@ absl::Status WorkerClient::DownloadCheckpoint(const v1::CheckpointInfo& checkpoi
           break;
         }
         out = fopen(temp.c_str(), "wb");
-        if (out == nullptr) failed = absl::InternalError(absl::StrCat("cannot create ", temp));
+        if (out == nullptr) failed = IoError(absl::StrCat("cannot create ", temp), errno);
         hash = std::make_unique<Sha256>();
         written = 0;
       } else if (out != nullptr) {
         if (fwrite(chunk.data().data(), 1, chunk.data().size(), out) != chunk.data().size()) {
-          failed = absl::InternalError(absl::StrCat("cannot write ", temp));
+          failed = IoError(absl::StrCat("cannot write ", temp), errno);
         }
         hash->Update(chunk.data());
         written += chunk.data().size();
@@ -469,13 +471,14 @@ absl::StatusOr<v1::AwaitCheckpointResponse> WorkerClient::AwaitCheckpoint(int64_
   return response;
 }
 
-absl::Status WorkerClient::Done(bool ok, const std::string& message) {
+absl::Status WorkerClient::Done(bool ok, const std::string& message, bool permanent) {
   absl::Status flushed = FlushMetrics(options_.retry_for);
   if (!flushed.ok()) LOG(WARNING) << flushed;
   v1::DoneRequest request;
   *request.mutable_worker() = options_.ref;
   request.set_ok(ok);
   request.set_message(message);
+  request.set_permanent(permanent);
   v1::DoneResponse response;
   return Call(kCallTimeout, [&](grpc::ClientContext* context) {
     return worker_->Done(context, request, &response);

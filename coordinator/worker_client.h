@@ -83,8 +83,9 @@ class WorkerClient {
   absl::StatusOr<v1::AwaitCheckpointResponse> AwaitCheckpoint(int64_t finished_step,
                                                               absl::Duration wait);
 
-  // Delivers the queued metrics, then reports the end of this worker.
-  absl::Status Done(bool ok, const std::string& message);
+  // Delivers the queued metrics, then reports the end of this worker;
+  // `permanent`: a failure a restart would repeat (DoneRequest.permanent).
+  absl::Status Done(bool ok, const std::string& message, bool permanent = false);
 
   // The rendezvous store of this worker's group, valid as long as the client.
   KvStore* kv() { return kv_.get(); }

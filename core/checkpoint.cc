@@ -32,18 +32,32 @@ std::string CheckpointPath(const std::string& root, int64_t step) {
   return absl::StrFormat("%s/%s%08d", root, kPrefix, step);
 }
 
-absl::StatusOr<std::string> LatestCheckpoint(const std::string& root) {
+std::vector<int64_t> CheckpointSteps(const std::string& root) {
+  std::vector<int64_t> steps;
   DIR* d = opendir(root.c_str());
-  if (d == nullptr) return std::string();
-  int64_t best = -1;
+  if (d == nullptr) return steps;
   while (dirent* e = readdir(d)) {
     absl::string_view name = e->d_name;
     int64_t step;
     if (!absl::ConsumePrefix(&name, kPrefix) || !absl::SimpleAtoi(name, &step)) continue;
-    if (FileExists(CheckpointPath(root, step) + "/" + kManifest)) best = std::max(best, step);
+    if (FileExists(CheckpointPath(root, step) + "/" + kManifest)) steps.push_back(step);
   }
   closedir(d);
-  return best < 0 ? std::string() : CheckpointPath(root, best);
+  std::sort(steps.begin(), steps.end());
+  return steps;
+}
+
+absl::StatusOr<std::string> LatestCheckpoint(const std::string& root) {
+  std::vector<int64_t> steps = CheckpointSteps(root);
+  return steps.empty() ? std::string() : CheckpointPath(root, steps.back());
+}
+
+absl::Status PruneCheckpoints(const std::string& root, int keep) {
+  std::vector<int64_t> steps = CheckpointSteps(root);
+  for (size_t i = 0; i + keep < steps.size(); ++i) {
+    RETURN_IF_ERROR(RemoveTree(CheckpointPath(root, steps[i])));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::string> ResolveCheckpoint(const std::string& dir) {

@@ -126,6 +126,14 @@ absl::Status ResolveTrainConfig(v1::TrainConfig* c, const std::string& where) {
   if (c->eval_batches() == 0) c->set_eval_batches(4);
   RETURN_IF_ERROR(InRange(where, "eval_batches", c->eval_batches(), 1, 1 << 20));
   RETURN_IF_ERROR(InRange(where, "checkpoint_every", c->checkpoint_every(), 0, 1 << 30));
+  if (c->on_nonfinite().empty()) c->set_on_nonfinite("fail");
+  if (c->on_nonfinite() != "fail" && c->on_nonfinite() != "skip_step" &&
+      c->on_nonfinite() != "rollback") {
+    return FieldError(where, "on_nonfinite",
+                      absl::StrCat("'", c->on_nonfinite(), "' is not fail, skip_step or rollback"));
+  }
+  if (!c->has_max_nonfinite_steps()) c->set_max_nonfinite_steps(10);
+  RETURN_IF_ERROR(InRange(where, "max_nonfinite_steps", c->max_nonfinite_steps(), 0, 1 << 30));
   return absl::OkStatus();
 }
 

@@ -37,6 +37,8 @@ TEST(Config, ValidConfigGetsDefaults) {
   EXPECT_EQ(c->model().expand(), 2);
   EXPECT_EQ(c->model().dt_rank(), 4);  // ceil(64 / 16)
   EXPECT_FLOAT_EQ(c->optimizer().weight_decay(), 0.1f);
+  EXPECT_EQ(c->on_nonfinite(), "fail");
+  EXPECT_EQ(c->max_nonfinite_steps(), 10);
 }
 
 TEST(Config, UnknownFieldNamesTheFieldAndLine) {
@@ -72,6 +74,10 @@ TEST(Config, OutOfRangeValuesNameTheField) {
   ExpectError("model { d_model: 8 n_layer: 1 vocab_size: 4 }" +
                   std::string(" optimizer { lr: 1e-3 beta2: 1.5 } steps: 1 batch_size: 1 seq_len: 8"),
               "optimizer.beta2");
+  ExpectError("model { d_model: 8 n_layer: 1 vocab_size: 4 }" + tail + " on_nonfinite: \"ignore\"",
+              "on_nonfinite: 'ignore' is not fail, skip_step or rollback");
+  ExpectError("model { d_model: 8 n_layer: 1 vocab_size: 4 }" + tail + " max_nonfinite_steps: -1",
+              "max_nonfinite_steps");
 }
 
 TEST(Config, MissingFileNamesIt) {

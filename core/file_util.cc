@@ -76,6 +76,12 @@ bool FileExists(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0;
 }
 
+absl::Status IoError(absl::string_view what, int err) {
+  const std::string message = absl::StrCat(what, ": ", std::strerror(err));
+  if (err == ENOSPC || err == EDQUOT) return absl::ResourceExhaustedError(message);
+  return absl::InternalError(message);
+}
+
 absl::Status RemoveTree(const std::string& path) {
   if (!FileExists(path)) return absl::OkStatus();
   auto remove = [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); };

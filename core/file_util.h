@@ -17,6 +17,9 @@ absl::Status WriteFileAtomic(const std::string& path, absl::string_view contents
 // mkdir -p
 absl::Status MakeDirs(const std::string& path);
 bool FileExists(const std::string& path);
+// "WHAT: <strerror(err)>" (e.g. "cannot write F: No space left on device"):
+// RESOURCE_EXHAUSTED for a full disk or quota, else INTERNAL.
+absl::Status IoError(absl::string_view what, int err);
 // rm -r; a missing path is fine.
 absl::Status RemoveTree(const std::string& path);
 // Lowercase hex SHA-256 of a byte string / of a file's contents (core/sha256.h

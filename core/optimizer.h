@@ -27,6 +27,7 @@ struct AdamWTarget {
 struct OptimizerStepInfo {
   double lr = 0;
   double grad_norm = 0;  // before clipping
+  bool applied = true;   // false: the step was skipped (trainer/fsdp.h)
 };
 
 // The step every optimizer shares: learning rate from the schedule, clipping

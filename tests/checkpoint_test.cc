@@ -20,7 +20,9 @@ class CheckpointTest : public ClusterTest {
   grpc::Status Upload(const v1::WorkerRef& worker, int64_t step, const std::string& path,
                       const std::string& data, int64_t size, const std::string& sha256) {
     grpc::ClientContext context;
-    cluster_->Prepare(&context);
+    cluster_->PrepareAsWorker(&context, worker.job_id(),
+                              absl::StrCat(worker.role() == v1::ROLE_TRAINER ? "trainer-" : "evaluator-",
+                                           worker.rank()));
     v1::UploadResponse response;
     auto writer = cluster_->checkpoints()->Upload(&context, &response);
     v1::UploadChunk chunk;

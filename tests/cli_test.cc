@@ -1,10 +1,16 @@
 // The `modamba` client commands against a real coordinator.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
 #include <iostream>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/file_util.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
@@ -77,6 +83,64 @@ TEST_F(CliTest, CancelAndErrors) {
   EXPECT_EQ(Run({"frobnicate"}, &out), 2);
   ASSERT_TRUE(WriteFileAtomic(cluster_->root() + "/bad.textproto", "world_size: 0").ok());
   EXPECT_EQ(Run({"submit", cluster_->root() + "/bad.textproto"}, &out), 1);
+}
+
+TEST_F(CliTest, ACoordinatorThatIsAwayIsWaitedFor) {
+  ASSERT_TRUE(cluster_->KillCoordinator().ok());
+  std::thread restart([&] {
+    absl::SleepFor(absl::Seconds(2));
+    EXPECT_TRUE(cluster_->RestartCoordinator().ok());
+  });
+  std::string out;
+  const int code = Run({"status"}, &out);
+  restart.join();
+  EXPECT_EQ(code, 0) << out;
+}
+
+// A coordinator started without a token: it writes one where the CLI looks,
+// and the CLI finds it unasked.
+class TokenDiscoveryTest : public ClusterTest {
+ protected:
+  ClusterOptions Options() override {
+    home_ = std::string(getenv("TEST_TMPDIR")) + "/home";
+    setenv("HOME", home_.c_str(), 1);
+    for (const char* name : {"XDG_CONFIG_HOME", "MODAMBA_TOKEN", "MODAMBA_TOKEN_FILE"}) unsetenv(name);
+    ClusterOptions options;
+    options.default_token_file = true;
+    return options;
+  }
+  int Run(std::vector<std::string> args, std::string* err) {
+    args.push_back(absl::StrCat("--coordinator=127.0.0.1:", cluster_->grpc_port()));
+    std::vector<char*> argv;
+    for (std::string& a : args) argv.push_back(a.data());
+    std::ostringstream captured, ignored;
+    std::streambuf* old_err = std::cerr.rdbuf(captured.rdbuf());
+    std::streambuf* old_out = std::cout.rdbuf(ignored.rdbuf());
+    const int code = RunClientCommand(static_cast<int>(argv.size()), argv.data());
+    std::cerr.rdbuf(old_err);
+    std::cout.rdbuf(old_out);
+    *err = captured.str();
+    return code;
+  }
+  std::string home_;
+};
+
+TEST_F(TokenDiscoveryTest, TheCliFindsTheCoordinatorsTokenAndSaysWhereItLooked) {
+  const std::string path = home_ + "/.config/modamba/token";
+  struct stat st;
+  ASSERT_EQ(stat(path.c_str(), &st), 0) << path;
+  EXPECT_EQ(st.st_mode & 0777, 0600);
+  std::string err;
+  EXPECT_EQ(Run({"status"}, &err), 0) << err;
+
+  ASSERT_TRUE(WriteFileAtomic(path, "not-the-token\n").ok());
+  EXPECT_EQ(Run({"status"}, &err), 1);
+  EXPECT_TRUE(absl::StrContains(err, "wrong bearer token")) << err;
+  EXPECT_TRUE(absl::StrContains(err, path)) << err;
+  ASSERT_EQ(unlink(path.c_str()), 0);
+  EXPECT_EQ(Run({"status"}, &err), 1);
+  EXPECT_TRUE(absl::StrContains(err, "no token")) << err;
+  EXPECT_TRUE(absl::StrContains(err, path)) << err;
 }
 
 }  // namespace

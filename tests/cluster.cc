@@ -15,11 +15,13 @@
 #include <filesystem>
 
 #include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
+#include "coordinator/auth.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 
@@ -63,8 +65,18 @@ absl::StatusOr<std::unique_ptr<Cluster>> Cluster::Start(ClusterOptions options) 
   cluster->checkpoint_root_ = cluster->run_root_ + "/checkpoints";
   RETURN_IF_ERROR(MakeDirs(cluster->data_root_));
   RETURN_IF_ERROR(MakeDirs(cluster->run_root_));
-  cluster->token_ = absl::StrCat("test-token-", absl::Uniform<uint64_t>(absl::BitGen()));
-  RETURN_IF_ERROR(WriteFileAtomic(cluster->root_ + "/token", cluster->token_ + "\n"));
+  if (!cluster->options_.default_token_file) {
+    cluster->token_ = absl::StrCat("test-token-", absl::Uniform<uint64_t>(absl::BitGen()));
+    RETURN_IF_ERROR(WriteFileAtomic(cluster->root_ + "/token", cluster->token_ + "\n"));
+  }
+  if (!cluster->options_.more_users.empty()) {
+    std::string users;
+    for (const auto& [name, token] : cluster->options_.more_users) {
+      absl::StrAppend(&users, name, " ", token, "\n");
+    }
+    RETURN_IF_ERROR(WriteFileAtomic(cluster->root_ + "/users", users));
+    chmod((cluster->root_ + "/users").c_str(), 0600);
+  }
   RETURN_IF_ERROR(cluster->Launch(0, 0));
   return cluster;
 }
@@ -82,7 +94,6 @@ absl::Status Cluster::Launch(int grpc_port, int http_port) {
       "--port_file=" + port_file,
       "--run_root=" + run_root_,
       "--data_root=" + data_root_,
-      "--token_file=" + root_ + "/token",
       "--trainer_binary=" + RunfilePath(options_.trainer_binary),
       "--evaluator_binary=" + RunfilePath(options_.evaluator_binary),
       absl::StrCat("--cpu_slots=", options_.cpu_slots),
@@ -91,6 +102,9 @@ absl::Status Cluster::Launch(int grpc_port, int http_port) {
       "--stop_grace=" + absl::FormatDuration(options_.stop_grace),
       "--register_timeout=30s",
   };
+  if (!options_.default_token_file) args.push_back("--token_file=" + root_ + "/token");
+  if (!options_.db_dir.empty()) args.push_back("--db=" + options_.db_dir + "/coordinator.db");
+  if (!options_.more_users.empty()) args.push_back("--users_file=" + root_ + "/users");
   if (!options_.tls_cert.empty()) {
     args.push_back("--tls_cert=" + options_.tls_cert);
     args.push_back("--tls_key=" + options_.tls_key);
@@ -132,6 +146,9 @@ absl::Status Cluster::Launch(int grpc_port, int http_port) {
 }
 
 absl::Status Cluster::Connect() {
+  if (options_.default_token_file) {
+    ASSIGN_OR_RETURN(token_, LoadToken(DefaultTokenPath()));
+  }
   ClientOptions client;
   client.address = absl::StrCat("127.0.0.1:", grpc_port_);
   client.token = token_;
@@ -228,6 +245,14 @@ std::string Cluster::Spec(const std::string& name, const std::string& dataset, i
 
 void Cluster::Prepare(grpc::ClientContext* context, absl::Duration timeout) const {
   PrepareContext(context, client_, timeout);
+}
+
+void Cluster::PrepareAsWorker(grpc::ClientContext* context, const std::string& job_id,
+                              const std::string& worker) const {
+  ClientOptions as_worker = client_;
+  as_worker.token = std::string(absl::StripAsciiWhitespace(
+      ReadFile(absl::StrCat(run_root_, "/", job_id, "/", worker, "/worker.token")).value_or("")));
+  PrepareContext(context, as_worker, absl::Seconds(30));
 }
 
 absl::StatusOr<v1::Job> Cluster::Submit(const std::string& spec_text) {

@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <iostream>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -31,6 +32,13 @@ struct ClusterOptions {
   int gpus = 0;
   absl::Duration heartbeat_timeout = absl::Seconds(3);
   absl::Duration stop_grace = absl::Seconds(2);
+  // The database's directory (default: the run root).
+  std::string db_dir;
+  // Users besides the cluster's own (name -> token), in a --users_file.
+  std::map<std::string, std::string> more_users;
+  // No --token_file: the coordinator finds (or writes) its user's token in
+  // the default place (coordinator/auth.h), which token() then reads.
+  bool default_token_file = false;
   // PEM files: serve gRPC over TLS.
   std::string tls_cert;
   std::string tls_key;
@@ -66,8 +74,12 @@ class Cluster {
   v1::JobService::Stub* jobs() { return jobs_.get(); }
   v1::WorkerService::Stub* workers() { return workers_.get(); }
   v1::CheckpointService::Stub* checkpoints() { return checkpoints_.get(); }
-  // Adds the token and a deadline.
+  // Adds the user's token and a deadline.
   void Prepare(grpc::ClientContext* context, absl::Duration timeout = absl::Seconds(30)) const;
+  // Adds the token of `worker` ("trainer-0") of the job, as it was given at
+  // launch, and a deadline: the test speaks as that worker.
+  void PrepareAsWorker(grpc::ClientContext* context, const std::string& job_id,
+                       const std::string& worker) const;
   const ClientOptions& client_options() const { return client_; }
 
   absl::StatusOr<v1::Job> Submit(const std::string& spec_text);

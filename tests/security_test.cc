@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/random/random.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
@@ -134,6 +135,93 @@ TEST_F(SecurityTest, CallsWithoutTheTokenAreRefused) {
   ASSERT_TRUE(page.ok());
   EXPECT_EQ(page->status, 200);
   ExpectAliveAndEmpty();
+}
+
+TEST_F(SecurityTest, AWorkersTokenSpeaksOnlyForThatWorker) {
+  auto first = cluster_->Submit(Cluster::Spec("a", dataset_, 100000, 2, 0, 100000));
+  auto second = cluster_->Submit(Cluster::Spec("b", dataset_, 100000, 1, 0, 100000));
+  ASSERT_TRUE(first.ok() && second.ok()) << first.status() << second.status();
+  ASSERT_TRUE(cluster_->WaitJob(first->id(), [](const v1::Job& j) { return j.step() > 0; }).ok());
+  auto heartbeat = [&](const std::string& job, int rank) {
+    grpc::ClientContext context;
+    cluster_->PrepareAsWorker(&context, first->id(), "trainer-0");
+    v1::HeartbeatRequest request;
+    request.mutable_worker()->set_job_id(job);
+    request.mutable_worker()->set_role(v1::ROLE_TRAINER);
+    request.mutable_worker()->set_rank(rank);
+    v1::HeartbeatResponse response;
+    return cluster_->workers()->Heartbeat(&context, request, &response).error_code();
+  };
+  EXPECT_EQ(heartbeat(first->id(), 0), grpc::StatusCode::OK);
+  EXPECT_EQ(heartbeat(first->id(), 1), grpc::StatusCode::PERMISSION_DENIED);  // another rank
+  EXPECT_EQ(heartbeat(second->id(), 0), grpc::StatusCode::PERMISSION_DENIED);  // another job
+  {
+    // Not a user: no job service.
+    grpc::ClientContext context;
+    cluster_->PrepareAsWorker(&context, first->id(), "trainer-0");
+    v1::CancelJobRequest request;
+    request.set_job_id(second->id());
+    v1::Job job;
+    EXPECT_EQ(cluster_->jobs()->CancelJob(&context, request, &job).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  {
+    // Nor another job's checkpoints.
+    grpc::ClientContext context;
+    cluster_->PrepareAsWorker(&context, first->id(), "trainer-0");
+    v1::ListCheckpointsRequest request;
+    request.set_job_id(second->id());
+    v1::ListCheckpointsResponse response;
+    EXPECT_EQ(cluster_->checkpoints()->List(&context, request, &response).error_code(),
+              grpc::StatusCode::PERMISSION_DENIED);
+  }
+  // And a user's token does not make a worker.
+  grpc::ClientContext context;
+  cluster_->Prepare(&context);
+  v1::HeartbeatRequest request;
+  *request.mutable_worker() = first->workers(0).ref();
+  v1::HeartbeatResponse response;
+  EXPECT_EQ(cluster_->workers()->Heartbeat(&context, request, &response).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  // On HTTP a worker's token opens nothing.
+  const std::string token =
+      ReadFile(cluster_->run_root() + "/" + first->id() + "/trainer-0/worker.token").value_or("");
+  auto page = cluster_->Http("GET", "/api/jobs?token=" + std::string(absl::StripAsciiWhitespace(token)), false);
+  ASSERT_TRUE(page.ok());
+  EXPECT_EQ(page->status, 401);
+}
+
+class SharedCoordinatorTest : public ClusterTest {
+ protected:
+  ClusterOptions Options() override {
+    ClusterOptions options;
+    options.more_users = {{"bob", "bobs-token-0123456789"}};
+    return options;
+  }
+};
+
+TEST_F(SharedCoordinatorTest, UsersCancelOnlyTheirOwnJobs) {
+  const std::string dataset = cluster_->MakeDataset("ds", "step_ms=10\n");
+  auto mine = cluster_->Submit(Cluster::Spec("mine", dataset, 100000, 1, 0, 100000));
+  ASSERT_TRUE(mine.ok()) << mine.status();
+  auto cancel = [&](const std::string& token, const std::string& job_id) {
+    grpc::ClientContext context;
+    context.AddMetadata("authorization", "Bearer " + token);
+    v1::CancelJobRequest request;
+    request.set_job_id(job_id);
+    v1::Job job;
+    return cluster_->jobs()->CancelJob(&context, request, &job);
+  };
+  grpc::Status refused = cancel("bobs-token-0123456789", mine->id());
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(absl::StrContains(refused.error_message(), "only they may cancel it"))
+      << refused.error_message();
+  auto http = cluster_->Http("POST", "/api/jobs/" + mine->id() + "/cancel?token=bobs-token-0123456789",
+                             false);
+  ASSERT_TRUE(http.ok());
+  EXPECT_EQ(http->status, 403);
+  EXPECT_EQ(cluster_->GetJob(mine->id())->state(), v1::JOB_RUNNING);
+  EXPECT_TRUE(cancel(cluster_->token(), mine->id()).ok());
 }
 
 TEST_F(SecurityTest, InvalidSpecsAreRefusedNamingTheField) {

@@ -3,7 +3,6 @@
 #include <fcntl.h>
 #include <libgen.h>
 #include <signal.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -15,7 +14,6 @@
 #include <iostream>
 #include <map>
 #include <optional>
-#include <random>
 #include <thread>
 
 #include "absl/strings/ascii.h"
@@ -24,6 +22,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "coordinator/auth.h"
 #include "coordinator/client.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
@@ -73,16 +73,6 @@ bool Reachable(const ClientOptions& options) {
   PrepareContext(&context, options, absl::Seconds(2));
   v1::ListJobsResponse response;
   return stub->ListJobs(&context, v1::ListJobsRequest(), &response).ok();
-}
-
-absl::Status EnsureToken(const std::string& path) {
-  if (FileExists(path)) return absl::OkStatus();
-  std::random_device rd;
-  std::string token;
-  for (int i = 0; i < 4; ++i) absl::StrAppendFormat(&token, "%08x", rd());
-  RETURN_IF_ERROR(WriteFileAtomic(path, token + "\n"));
-  chmod(path.c_str(), 0600);
-  return absl::OkStatus();
 }
 
 std::string PidFile(const std::string& dir) { return dir + "/coordinator.pid"; }
@@ -226,8 +216,9 @@ absl::Status Demo(const DemoFlags& f) {
       return absl::InternalError("the dataset build failed");
     }
   }
-  const std::string token_file = f.dir + "/token";
-  RETURN_IF_ERROR(EnsureToken(token_file));
+  // Where `modamba status`, `watch` and `logs` find it without being told.
+  const std::string token_file = DefaultTokenPath();
+  RETURN_IF_ERROR(LoadOrCreateToken(token_file).status());
   ASSIGN_OR_RETURN(ClientOptions options, MakeClientOptions(f.coordinator, token_file, ""));
   RETURN_IF_ERROR(EnsureCoordinator(f, token_file, options));
   // Every worker of a GPU job takes a GPU: the evaluator comes along only when
@@ -291,9 +282,9 @@ int RunCoordinatorCommand(int argc, char** argv) {
   if (verb == "stop") {
     status = StopCoordinator(f);
   } else {
-    const std::string token_file = f.dir + "/token";
+    const std::string token_file = DefaultTokenPath();
     status = MakeDirs(f.dir);
-    if (status.ok()) status = EnsureToken(token_file);
+    if (status.ok()) status = LoadOrCreateToken(token_file).status();
     auto options = MakeClientOptions(f.coordinator, token_file, "");
     if (status.ok()) status = options.status();
     if (status.ok()) status = EnsureCoordinator(f, token_file, *options);

@@ -175,6 +175,26 @@ Batch ToModelBatch(const data::PackedBatch& p, const v1::ModelConfig& model, uin
   return b;
 }
 
+absl::Status CheckDatasetFits(const v1::TrainConfig& c, const data::DatasetManifest& m,
+                              const std::string& where) {
+  if (m.seq_len != c.seq_len()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "seq_len: ", c.seq_len(),
+                                                   " but the shards in ", c.dataset_dir(),
+                                                   " hold sequences of ", m.seq_len));
+  }
+  if (m.vocab.size() > c.model().vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "model.vocab_size: ",
+                                                   c.model().vocab_size(),
+                                                   " is smaller than the dataset's ", m.vocab.size()));
+  }
+  if (m.patch_dim != c.model().patch_dim()) {
+    return absl::InvalidArgumentError(absl::StrCat(where, "model.patch_dim: ",
+                                                   c.model().patch_dim(),
+                                                   " but the dataset's patches have ", m.patch_dim));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<std::unique_ptr<BatchSource>> OpenBatchSource(const v1::TrainConfig& c, int rank,
                                                              int world_size) {
   const int64_t per_rank = int64_t{world_size} * c.grad_accum_steps();
@@ -186,18 +206,7 @@ absl::StatusOr<std::unique_ptr<BatchSource>> OpenBatchSource(const v1::TrainConf
   if (!c.dataset_dir().empty()) {
     ASSIGN_OR_RETURN(auto reader, data::ShardReader::Open(c.dataset_dir(), "train", rank, world_size));
     const auto& m = reader->manifest();
-    if (m.seq_len != c.seq_len()) {
-      return absl::InvalidArgumentError(absl::StrCat("seq_len: ", c.seq_len(), " but the shards in ",
-                                                     c.dataset_dir(), " hold sequences of ", m.seq_len));
-    }
-    if (m.vocab.size() > c.model().vocab_size()) {
-      return absl::InvalidArgumentError(absl::StrCat("model.vocab_size: ", c.model().vocab_size(),
-                                                     " is smaller than the dataset's ", m.vocab.size()));
-    }
-    if (m.patch_dim != c.model().patch_dim()) {
-      return absl::InvalidArgumentError(absl::StrCat("model.patch_dim: ", c.model().patch_dim(),
-                                                     " but the dataset's patches have ", m.patch_dim));
-    }
+    RETURN_IF_ERROR(CheckDatasetFits(c, m, ""));
     if (m.num_modalities > c.model().n_modalities()) {
       return absl::InvalidArgumentError(absl::StrCat("model.n_modalities: ", c.model().n_modalities(),
                                                      " but the dataset has ", m.num_modalities));

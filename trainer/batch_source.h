@@ -31,6 +31,12 @@ class BatchSource {
 absl::StatusOr<std::unique_ptr<BatchSource>> OpenBatchSource(const v1::TrainConfig& config,
                                                              int rank, int world_size);
 
+// Whether packed shards described by `m` can feed `config` (seq_len, vocab,
+// patch_dim); errors name the field after `where`. The coordinator checks
+// it at submission, so a spec that could never run is refused, not retried.
+absl::Status CheckDatasetFits(const v1::TrainConfig& config, const data::DatasetManifest& m,
+                              const std::string& where);
+
 // A packed batch as the model's Batch: targets are the next tokens (masked by
 // the shard's loss mask and never across a document start); for Transfusion
 // each image (a run of patch positions) is noised at its own timestep, with

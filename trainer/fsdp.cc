@@ -166,18 +166,45 @@ absl::Status Fsdp::FinishReductions() {
   return absl::OkStatus();
 }
 
-absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) {
+absl::Status Fsdp::SumOverRanks(std::vector<double>* values) {
+  Backend* be = params_->backend();
+  const int64_t n = values->size();
+  Mat host{values->data(), DType::kF64, Device::kCpu, 1, n, n};
+  Tensor buffer = be->Empty(DType::kF64, {n});
+  be->Copy(host, buffer.mat());
+  RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(buffer)));
+  be->Copy(buffer.mat(), host);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<bool> Fsdp::StateFinite() {
+  std::vector<Mat> state;
+  for (const Bucket& bucket : buckets_) {
+    for (const Tensor* t : {&bucket.value, &bucket.m, &bucket.v}) state.push_back(t->mat());
+  }
+  std::vector<double> sq = {params_->backend()->SumSquares(state)};
+  RETURN_IF_ERROR(SumOverRanks(&sq));
+  return std::isfinite(sq[0]);
+}
+
+absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps, bool skip) {
   RETURN_IF_ERROR(FinishReductions());
   Backend* be = params_->backend();
-  // Global gradient norm: the shards partition every gradient (padding is 0).
-  Tensor sq_host(DType::kF64, {1});
+  // Global gradient norm (the shards partition every gradient; padding is
+  // 0), and whether any rank asks to skip, in one all-reduce.
   std::vector<Mat> grads;
   for (const Bucket& bucket : buckets_) grads.push_back(bucket.grad.mat());
-  sq_host.data<double>()[0] = be->SumSquares(grads);
-  Tensor sq = be->Empty(DType::kF64, {1});
-  be->Copy(sq_host.mat(), sq.mat());
-  RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(sq)));
-  be->Copy(sq.mat(), sq_host.mat());
+  std::vector<double> sums = {be->SumSquares(grads), skip ? 1.0 : 0.0};
+  RETURN_IF_ERROR(SumOverRanks(&sums));
+  const double grad_norm = std::sqrt(sums[0]);
+  if (sums[1] > 0 || !(grad_norm < kMaxGradNorm)) {
+    for (Bucket& bucket : buckets_) be->Fill(bucket.grad.mat(), 0);
+    OptimizerStepInfo info;
+    info.lr = LearningRate(optimizer_, step, total_steps);
+    info.grad_norm = grad_norm;
+    info.applied = false;
+    return info;
+  }
 
   // This rank's shard in runs of adjacent parameters that share a weight
   // decay (parameters lie back to back in a bucket): one update per run.
@@ -208,8 +235,7 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps) 
     }
     flush();
   }
-  OptimizerStepInfo info = ApplyAdamW(be, optimizer_, step, total_steps,
-                                      std::sqrt(sq_host.data<double>()[0]), &targets);
+  OptimizerStepInfo info = ApplyAdamW(be, optimizer_, step, total_steps, grad_norm, &targets);
   for (Bucket& bucket : buckets_) be->Fill(bucket.grad.mat(), 0);
   return info;
 }

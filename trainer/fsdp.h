@@ -24,6 +24,10 @@
 
 namespace modamba {
 
+// A gradient norm whose square overflows float32 (AdamW's second moment
+// would become infinite): treated as non-finite.
+inline constexpr double kMaxGradNorm = 1.8e19;
+
 class Fsdp : public BucketHooks {
  public:
   // `params` must hold identical values on every rank (same seed); their
@@ -38,8 +42,14 @@ class Fsdp : public BucketHooks {
 
   // Waits for the step's gradient reductions, then clips (by the global
   // norm) and applies AdamW to the local shards and zeroes their gradients.
-  // `step` is 1-based.
-  absl::StatusOr<OptimizerStepInfo> Step(int64_t step, int64_t total_steps);
+  // `step` is 1-based. When any rank passes `skip` (its loss is not
+  // finite), or the global norm is not finite, every rank only zeroes its
+  // gradients (info.applied is false): a non-finite gradient never reaches
+  // the parameters or the moments. So does a norm of kMaxGradNorm or more.
+  absl::StatusOr<OptimizerStepInfo> Step(int64_t step, int64_t total_steps, bool skip = false);
+  // Whether every rank's parameter and moment shards are finite (one
+  // all-reduce; every rank gets the same answer).
+  absl::StatusOr<bool> StateFinite();
 
   // Sharded checkpoint: this rank's shard file in `dir` (rank 0 also writes
   // layout.json, the bucket layout). `dir` must exist.
@@ -72,6 +82,8 @@ class Fsdp : public BucketHooks {
   absl::Status Gather(int b);
   void Release(int b);
   absl::Status FinishReductions();
+  // Sums `values` element-wise over the ranks.
+  absl::Status SumOverRanks(std::vector<double>* values);
   // Points the bucket's parameter gradients into its full gradient buffer,
   // which it creates (zeroed) first.
   void MakeFullGrad(Bucket& bucket);

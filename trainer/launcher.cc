@@ -13,6 +13,7 @@
 #include <map>
 #include <memory>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
@@ -91,6 +92,27 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
   }
   RETURN_IF_ERROR(MakeDirs(options.log_dir));
 
+  // Blocked before anything else starts: a thread (the TCP store's) or a
+  // child that began with them unblocked could take a SIGTERM meant for the
+  // launcher, which would then die of it without forwarding it. They are
+  // taken with sigtimedwait below; the caller's mask comes back on return.
+  sigset_t handled, saved;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGINT);
+  sigaddset(&handled, SIGTERM);
+  sigaddset(&handled, SIGCHLD);
+  pthread_sigmask(SIG_BLOCK, &handled, &saved);
+  absl::Cleanup restore_mask = [&saved] {
+    // Drop the SIGCHLDs still pending first.
+    sigset_t chld;
+    sigemptyset(&chld);
+    sigaddset(&chld, SIGCHLD);
+    const timespec zero = {0, 0};
+    while (sigtimedwait(&chld, nullptr, &zero) > 0) {
+    }
+    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  };
+
   std::unique_ptr<TcpStoreServer> server;
   std::string store;
   if (options.store == "tcp") {
@@ -107,13 +129,6 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     }
     store = resolved;
   }
-
-  sigset_t handled, saved;
-  sigemptyset(&handled);
-  sigaddset(&handled, SIGINT);
-  sigaddset(&handled, SIGTERM);
-  sigaddset(&handled, SIGCHLD);
-  pthread_sigmask(SIG_BLOCK, &handled, &saved);
 
   LaunchResult result;
   result.ranks.resize(options.nproc);
@@ -169,7 +184,6 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
     for (Rank& rank : ranks) {
       if (rank.running) waitpid(rank.pid, nullptr, 0);
     }
-    pthread_sigmask(SIG_SETMASK, &saved, nullptr);
     return start_error;
   }
   event(absl::StrCat("started ", options.nproc, " ranks of ", options.command[0], "; store ", store,
@@ -222,14 +236,6 @@ absl::StatusOr<LaunchResult> Launch(const LaunchOptions& options) {
       kill_at = absl::InfiniteFuture();
     }
   }
-  // Drop the SIGCHLDs still pending, then restore the caller's mask.
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  const timespec zero = {0, 0};
-  while (sigtimedwait(&chld, nullptr, &zero) > 0) {
-  }
-  pthread_sigmask(SIG_SETMASK, &saved, nullptr);
   return result;
 }
 

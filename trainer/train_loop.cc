@@ -1,6 +1,8 @@
 #include "trainer/train_loop.h"
 
 #include <chrono>
+#include <cmath>
+#include <cerrno>
 #include <cstdio>
 
 #include "absl/strings/str_cat.h"
@@ -72,6 +74,37 @@ std::string Describe(const LossReport& r) {
   return s;
 }
 
+constexpr char kNonfinitePayload[] = "modamba.dev/nonfinite";
+
+absl::Status NonfiniteError(const std::string& message) {
+  absl::Status status = absl::FailedPreconditionError(message);
+  status.SetPayload(kNonfinitePayload, absl::Cord());
+  return status;
+}
+
+// "" for a sound step; else what was not finite, naming the step: the
+// reduced loss, the gradient norm (Fsdp::Step then skipped the update) or,
+// as a backstop, the parameters and moments after an applied update.
+absl::StatusOr<std::string> NonfiniteEvent(int64_t step, const LossReport& loss,
+                                           const OptimizerStepInfo& info, Fsdp* fsdp) {
+  if (!std::isfinite(loss.objective())) {
+    return absl::StrFormat("step %d: non-finite loss (%s)", step, Describe(loss));
+  }
+  if (!std::isfinite(info.grad_norm)) {
+    return absl::StrFormat("step %d: non-finite gradient norm (%g; loss %.4f)", step,
+                           info.grad_norm, loss.objective());
+  }
+  if (!info.applied) {
+    return absl::StrFormat("step %d: gradient norm %g overflows float32 when squared (loss %.4f)",
+                           step, info.grad_norm, loss.objective());
+  }
+  ASSIGN_OR_RETURN(bool finite, fsdp->StateFinite());
+  if (finite) return std::string();
+  return absl::StrFormat(
+      "step %d: the update made parameters or AdamW moments non-finite (gradient norm %g)", step,
+      info.grad_norm);
+}
+
 }  // namespace
 
 std::string ModalityLabel(int m) {
@@ -105,9 +138,11 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
   int64_t first_step = 1;
   double flops = 0;
   std::string latest = ctx.resume_from;
-  if (latest.empty() && !c.checkpoint_dir().empty()) {
+  if (latest.empty() && ctx.resume_local && !c.checkpoint_dir().empty()) {
     ASSIGN_OR_RETURN(latest, LatestCheckpoint(c.checkpoint_dir()));
   }
+  // Where a rollback returns to: the newest checkpoint of this run on disk.
+  std::string rollback_to;
   if (!latest.empty()) {
     ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(latest));
     RETURN_IF_ERROR(VerifyCheckpoint(latest));
@@ -116,6 +151,11 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     first_step = manifest.step() + 1;
     flops = manifest.flops();
     if (log) *log << "resumed from " << latest << " at step " << manifest.step() << "\n";
+    if (ctx.remove_resume_copy) {
+      RETURN_IF_ERROR(RemoveTree(latest));
+    } else {
+      rollback_to = latest;
+    }
   }
 
   auto checkpoint = [&](int64_t step) -> absl::Status {
@@ -138,18 +178,34 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       manifest.set_world_size(world);
       RETURN_IF_ERROR(WriteCheckpointManifest(tmp, manifest));
       if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
-        return absl::InternalError(absl::StrCat(dir, ": could not move the checkpoint into place"));
+        return IoError(absl::StrCat(dir, ": could not move the checkpoint into place"), errno);
       }
       if (log) *log << "checkpoint " << dir << "\n";
     }
     RETURN_IF_ERROR(comm->Barrier());
     if (ctx.on_checkpoint) RETURN_IF_ERROR(ctx.on_checkpoint(dir, step));
+    rollback_to = dir;
+    if (rank == 0 && ctx.keep_checkpoints > 0) {
+      RETURN_IF_ERROR(PruneCheckpoints(c.checkpoint_dir(), ctx.keep_checkpoints));
+    }
     return absl::OkStatus();
   };
 
   std::vector<StepRecord> records;
   const int64_t last_step =
       ctx.stop_after > 0 ? std::min<int64_t>(ctx.stop_after, c.steps()) : c.steps();
+  int nonfinite_steps = 0;
+  // What ends every step that counts, a skipped one too.
+  auto end_step = [&](int64_t step) -> absl::Status {
+    if (ctx.should_stop && ctx.should_stop()) {
+      return absl::CancelledError(absl::StrCat("stopped on request after step ", step));
+    }
+    const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
+    if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
+      RETURN_IF_ERROR(checkpoint(step));
+    }
+    return absl::OkStatus();
+  };
   for (int64_t step = first_step; step <= last_step; ++step) {
     auto start = std::chrono::steady_clock::now();
     ASSIGN_OR_RETURN(std::vector<Batch> micro, source->NextStep());
@@ -166,10 +222,47 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       ASSIGN_OR_RETURN(LossReport r, model->ForwardBackward(b, denominators));
       local.Add(r);
     }
-    ASSIGN_OR_RETURN(OptimizerStepInfo info, fsdp->Step(step, c.steps()));
+    ASSIGN_OR_RETURN(OptimizerStepInfo info,
+                     fsdp->Step(step, c.steps(), !std::isfinite(local.objective())));
     StepRecord rec;
     rec.step = step;
     ASSIGN_OR_RETURN(rec.loss, SumOverRanks(comm, be, local, c.model()));
+    ASSIGN_OR_RETURN(std::string nonfinite, NonfiniteEvent(step, rec.loss, info, fsdp.get()));
+    if (!nonfinite.empty()) {
+      // Every rank sees the same reduced loss, norm and state check, so all
+      // take this branch together.
+      if (c.on_nonfinite() == "fail") {
+        return NonfiniteError(absl::StrCat(nonfinite, "; on_nonfinite: fail"));
+      }
+      if (++nonfinite_steps > c.max_nonfinite_steps()) {
+        return NonfiniteError(absl::StrCat(nonfinite, "; more than max_nonfinite_steps (",
+                                           c.max_nonfinite_steps(), ") non-finite steps"));
+      }
+      if (c.on_nonfinite() == "skip_step" && info.applied) {
+        return NonfiniteError(absl::StrCat(nonfinite, "; on_nonfinite: skip_step cannot undo it"));
+      }
+      std::string action = "step skipped";
+      if (c.on_nonfinite() == "rollback") {
+        if (rollback_to.empty()) {
+          return NonfiniteError(
+              absl::StrCat(nonfinite, "; on_nonfinite: rollback, but this run has no checkpoint yet"));
+        }
+        ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(rollback_to));
+        RETURN_IF_ERROR(fsdp->LoadShards(rollback_to));
+        // The data position stays: the batches that led here are not repeated.
+        step = manifest.step();
+        flops = manifest.flops();
+        action = absl::StrCat("rolled back to step ", step);
+      } else {
+        flops += flops_per_token * tokens_per_step;
+      }
+      if (log) {
+        *log << absl::StrFormat("%s; %s (%d of max_nonfinite_steps %d)\n", nonfinite, action,
+                                nonfinite_steps, c.max_nonfinite_steps());
+      }
+      if (c.on_nonfinite() == "skip_step") RETURN_IF_ERROR(end_step(step));
+      continue;
+    }
     be->Synchronize();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -203,15 +296,13 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     }
     records.push_back(rec);
     if (ctx.on_step) ctx.on_step(rec);
-    if (ctx.should_stop && ctx.should_stop()) {
-      return absl::CancelledError(absl::StrCat("stopped on request after step ", step));
-    }
-    const bool periodic = c.checkpoint_every() > 0 && step % c.checkpoint_every() == 0;
-    if (!c.checkpoint_dir().empty() && (periodic || step == last_step)) {
-      RETURN_IF_ERROR(checkpoint(step));
-    }
+    RETURN_IF_ERROR(end_step(step));
   }
   return records;
+}
+
+bool IsNonfiniteError(const absl::Status& status) {
+  return status.GetPayload(kNonfinitePayload).has_value();
 }
 
 absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir, Backend* be) {
@@ -230,6 +321,9 @@ absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir
   for (auto& [name, value] : values) {
     Param* p = model->mutable_params()->Find(name);
     if (p == nullptr) return absl::DataLossError(absl::StrCat(dir, ": unexpected tensor ", name));
+    if (!std::isfinite(be->SumSquares({value.mat()}))) {
+      return absl::DataLossError(absl::StrCat(dir, ": tensor ", name, " has non-finite values"));
+    }
     model->params().Set(p, value);
   }
   return model;

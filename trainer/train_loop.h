@@ -54,6 +54,15 @@ struct TrainContext {
   // config.checkpoint_dir (a worker under the coordinator resumes from the
   // checkpoint the coordinator names).
   std::string resume_from;
+  // Without resume_from: resume from the newest checkpoint under
+  // config.checkpoint_dir. A worker under the coordinator sets false, so it
+  // starts fresh unless the coordinator names a checkpoint.
+  bool resume_local = true;
+  // Delete resume_from once it is loaded (a downloaded copy).
+  bool remove_resume_copy = false;
+  // Keep only the newest this many checkpoints under config.checkpoint_dir
+  // (each pruned after on_checkpoint returns); 0 keeps all.
+  int keep_checkpoints = 0;
   // Polled after each step on every rank; true ends training early with
   // CANCELLED (the coordinator asked the worker to stop).
   std::function<bool()> should_stop;
@@ -69,8 +78,13 @@ struct TrainContext {
 absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& config,
                                               const TrainContext& context);
 
+// Whether Train failed on a non-finite loss, gradient norm or parameter
+// (config.on_nonfinite): the same run fails the same way again.
+bool IsNonfiniteError(const absl::Status& status);
+
 // Loads a checkpoint written by any number of ranks into a model with every
-// parameter resident on `backend` (evaluation, generation, export).
+// parameter resident on `backend` (evaluation, generation, export); a
+// non-finite parameter is DATA_LOSS naming it.
 absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& checkpoint_dir,
                                                           Backend* backend);
 

@@ -1,8 +1,10 @@
 #include "trainer/train_loop.h"
 
+#include <cmath>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 
 #include "core/checkpoint.h"
 #include "core/config.h"
@@ -91,6 +93,123 @@ TEST(TrainLoop, TruncatedCheckpointIsAClearError) {
   }
   // The checkpoint directory is left as it was for a person to inspect.
   EXPECT_TRUE(FileExists(CheckpointPath(dir, 3) + "/manifest.json"));
+}
+
+// lr 10 without clipping: the loss turns non-finite within a few steps.
+v1::TrainConfig Diverging(const std::string& text, const std::string& ckpt,
+                          const std::string& policy) {
+  v1::TrainConfig c = Config(text, ckpt, 40);
+  c.mutable_optimizer()->set_lr(10);
+  c.mutable_optimizer()->set_grad_clip(0);
+  c.mutable_optimizer()->set_warmup_steps(0);
+  c.set_checkpoint_every(1);
+  c.set_on_nonfinite(policy);
+  c.set_max_nonfinite_steps(3);
+  return c;
+}
+
+// Every checkpoint left on disk loads, and LoadTrainedModel checks that its
+// parameters are finite.
+void ExpectFiniteCheckpoints(const std::string& dir) {
+  auto be = NewCpuBackend();
+  for (int64_t step : CheckpointSteps(dir)) {
+    auto model = LoadTrainedModel(CheckpointPath(dir, step), be.get());
+    EXPECT_TRUE(model.ok()) << model.status();
+  }
+}
+
+TEST(TrainLoop, NonfiniteLossFailsNamingTheStepAndTheQuantity) {
+  const std::string dir = TmpDir("nonfinite_fail");
+  auto be = NewCpuBackend();
+  TrainContext ctx;
+  ctx.backend = be.get();
+  auto r = Train(Diverging(WriteCorpus(), dir, "fail"), ctx);
+  ASSERT_FALSE(r.ok());
+  EXPECT_TRUE(IsNonfiniteError(r.status())) << r.status();
+  const std::string message(r.status().message());
+  EXPECT_EQ(message.rfind("step ", 0), 0u) << message;
+  EXPECT_TRUE(message.find("non-finite loss") != std::string::npos ||
+              message.find("gradient norm") != std::string::npos)
+      << message;
+  EXPECT_NE(r.status().message().find("on_nonfinite: fail"), std::string::npos) << r.status();
+  ExpectFiniteCheckpoints(dir);
+}
+
+TEST(TrainLoop, SkipAndRollbackStopAtTheLimitAndNeverCheckpointNonfiniteState) {
+  for (const char* policy : {"skip_step", "rollback"}) {
+    const std::string dir = TmpDir(std::string("nonfinite_") + policy);
+    auto be = NewCpuBackend();
+    std::ostringstream log;
+    TrainContext ctx;
+    ctx.backend = be.get();
+    ctx.log = &log;
+    auto r = Train(Diverging(WriteCorpus(), dir, policy), ctx);
+    ASSERT_FALSE(r.ok()) << policy;
+    EXPECT_TRUE(IsNonfiniteError(r.status())) << r.status();
+    EXPECT_NE(r.status().message().find("max_nonfinite_steps (3)"), std::string::npos)
+        << r.status();
+    EXPECT_NE(log.str().find(std::string(policy) == "rollback" ? "rolled back to step"
+                                                                : "step skipped"),
+              std::string::npos)
+        << log.str();
+    ExpectFiniteCheckpoints(dir);
+  }
+}
+
+TEST(TrainLoop, EvaluationRefusesNonfiniteWeights) {
+  const std::string dir = TmpDir("nan_weights");
+  auto be = NewCpuBackend();
+  TrainContext ctx;
+  ctx.backend = be.get();
+  ASSERT_TRUE(Train(Config(WriteCorpus(), dir, 3), ctx).ok());
+  // Poison the first float of the shard's first tensor and re-seal the
+  // manifest, as a writer without the check would have.
+  const std::string ckpt = CheckpointPath(dir, 3);
+  const std::string shard = ckpt + "/shard-00000-of-00001.safetensors";
+  std::string bytes = *ReadFile(shard);
+  uint64_t header = 0;
+  std::memcpy(&header, bytes.data(), 8);
+  const float nan = std::nanf("");
+  std::memcpy(&bytes[8 + header], &nan, 4);
+  ASSERT_TRUE(WriteFileAtomic(shard, bytes).ok());
+  auto manifest = ReadManifest(ckpt);
+  ASSERT_TRUE(manifest.ok());
+  ASSERT_TRUE(WriteCheckpointManifest(ckpt, *manifest).ok());
+  auto model = LoadTrainedModel(ckpt, be.get());
+  ASSERT_FALSE(model.ok());
+  EXPECT_EQ(model.status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(model.status().message().find("non-finite"), std::string::npos) << model.status();
+}
+
+TEST(TrainLoop, KeepsOnlyTheNewestLocalCheckpointsAndDropsTheResumeCopy) {
+  const std::string text = WriteCorpus();
+  const std::string dir = TmpDir("retention");
+  auto be = NewCpuBackend();
+  TrainContext ctx;
+  ctx.backend = be.get();
+  ctx.keep_checkpoints = 2;
+  ctx.stop_after = 9;  // checkpoints at 3, 6 and 9
+  ASSERT_TRUE(Train(Config(text, dir, 12), ctx).ok());
+  EXPECT_EQ(CheckpointSteps(dir), (std::vector<int64_t>{6, 9}));
+
+  // A downloaded copy is loaded, then removed; nothing else under the
+  // checkpoint directory is resumed from.
+  const std::string copy = TmpDir("retention_copy") + "/step-00000009";
+  ASSERT_EQ(std::system(("cp -r " + CheckpointPath(dir, 9) + " " + copy).c_str()), 0);
+  ctx.stop_after = 0;
+  ctx.resume_local = false;
+  ctx.resume_from = copy;
+  ctx.remove_resume_copy = true;
+  auto rest = Train(Config(text, dir, 12), ctx);
+  ASSERT_TRUE(rest.ok()) << rest.status();
+  EXPECT_EQ(rest->front().step, 10);
+  EXPECT_FALSE(FileExists(copy));
+  EXPECT_EQ(CheckpointSteps(dir), (std::vector<int64_t>{9, 12}));
+
+  ctx.resume_from.clear();
+  auto fresh = Train(Config(text, dir, 3), ctx);
+  ASSERT_TRUE(fresh.ok()) << fresh.status();
+  EXPECT_EQ(fresh->front().step, 1);  // resume_local is off: the local copies are ignored
 }
 
 TEST(TrainLoop, MissingCorpusNamesTheFile) {

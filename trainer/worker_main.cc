@@ -10,6 +10,7 @@
 // protocol): registers, resumes from the checkpoint the coordinator names,
 // meets its group through the coordinator's store, reports metrics (rank 0)
 // and uploads its own checkpoint files, and stops when asked.
+#include <cerrno>
 #include <unistd.h>
 
 #include <csignal>
@@ -177,9 +178,13 @@ absl::Status RunUnderCoordinator() {
     ctx.backend = g.backend.get();
     ctx.comm = g.comm.get();
     ctx.log = &std::cout;
+    // Only what the coordinator names: its view of the checkpoints is the truth.
+    ctx.resume_local = false;
+    ctx.keep_checkpoints = spec.keep_last_checkpoints();
     if (reg.has_resume_checkpoint()) {
       const v1::CheckpointInfo& resume = reg.resume_checkpoint();
       ctx.resume_from = absl::StrFormat("%s/resume/step-%08d", run_dir, resume.step());
+      ctx.remove_resume_copy = true;
       RETURN_IF_ERROR(client->DownloadCheckpoint(resume, ctx.resume_from));
     }
     ctx.should_stop = [&] { return client->stop_requested(); };
@@ -216,7 +221,7 @@ absl::Status RunUnderCoordinator() {
         const std::string link = mine + "/" + name;
         ::unlink(link.c_str());
         if (::link((dir + "/" + name).c_str(), link.c_str()) != 0) {
-          return absl::InternalError(absl::StrCat(link, ": cannot link the checkpoint file"));
+          return IoError(absl::StrCat(link, ": cannot link the checkpoint file"), errno);
         }
       }
       absl::Status uploaded = client->UploadCheckpoint(step, manifest.flops(), mine).status();
@@ -227,7 +232,8 @@ absl::Status RunUnderCoordinator() {
     return Train(config, ctx).status();
   }();
   if (client->stop_requested()) return absl::OkStatus();  // told to stop: not a failure
-  absl::Status done = client->Done(status.ok(), status.ok() ? "" : std::string(status.message()));
+  absl::Status done = client->Done(status.ok(), status.ok() ? "" : std::string(status.message()),
+                                   IsNonfiniteError(status));
   return status.ok() ? done : status;
 }
 

@@ -40,7 +40,10 @@ struct Args {
 };
 
 absl::StatusOr<ClientOptions> OptionsFrom(const Args& args) {
-  return MakeClientOptions(args.coordinator, args.token_file, args.tls_ca);
+  ASSIGN_OR_RETURN(ClientOptions options,
+                   MakeClientOptions(args.coordinator, args.token_file, args.tls_ca));
+  options.wait_for_ready = true;  // a coordinator that is (re)starting is waited for
+  return options;
 }
 
 struct Stubs {
