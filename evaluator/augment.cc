@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "core/data/audio.h"
 #include "core/data/mnist.h"
 
 namespace modamba::eval {
@@ -107,23 +108,19 @@ std::vector<float> AugmentWaveform(const SpeechAugmentation& a, int sample_rate,
     // to a direct-to-reverberant ratio of 0-12 dB.
     const double rt60 = rng->Uniform(a.min_rt60, a.max_rt60);
     const int taps = std::max(2, static_cast<int>(rt60 * sample_rate));
-    std::vector<double> h(taps);
+    std::vector<float> h(taps);
     double tail = 0;
     for (int k = 1; k < taps; ++k) {
-      h[k] = rng->Normal(0, 1) * std::pow(10.0, -3.0 * k / taps);
-      tail += h[k] * h[k];
+      const double v = rng->Normal(0, 1) * std::pow(10.0, -3.0 * k / taps);
+      h[k] = static_cast<float>(v);
+      tail += v * v;
     }
     const double drr_db = rng->Uniform(0, 12);
     const double norm = std::sqrt(std::pow(10.0, -drr_db / 10) / tail);
     h[0] = 1;
-    for (int k = 1; k < taps; ++k) h[k] *= norm;
-    std::vector<float> wet(n, 0.f);
-    for (int64_t i = 0; i < n; ++i) {
-      double s = 0;
-      const int kmax = static_cast<int>(std::min<int64_t>(taps - 1, i));
-      for (int k = 0; k <= kmax; ++k) s += h[k] * out[i - k];
-      wet[i] = static_cast<float>(s);
-    }
+    for (int k = 1; k < taps; ++k) h[k] = static_cast<float>(h[k] * norm);
+    std::vector<float> wet = data::Convolve(out, h);
+    wet.resize(n);
     out.swap(wet);
   }
   const double gain = std::pow(10.0, rng->Uniform(a.min_gain_db, a.max_gain_db) / 20);
