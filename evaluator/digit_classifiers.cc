@@ -119,6 +119,78 @@ std::vector<int32_t> Digits(const std::vector<data::Recording>& recordings) {
   return out;
 }
 
+// Speech classifier inputs of recordings, computed once: each clean take,
+// `copies` augmented training versions of it (streams named by `seed` and
+// the take) and, for a test set, one augmented test version.
+struct SpeechSet {
+  int copies = 0;
+  std::vector<float> clean, augmented_copies, augmented_test;  // rows of SpeechInputDim
+  std::vector<int32_t> digits;
+};
+
+int SpeechInputSize() { return kSpeechFrames * data::MelConfig{}.n_mels + 1; }
+
+int SpeechCopies(const ClassifierTraining& o) {
+  return !o.augment ? 0 : o.speech_copies > 0 ? o.speech_copies : 6;
+}
+
+SpeechSet PrepareSpeech(const std::vector<data::Recording>& recordings, int copies, uint64_t seed,
+                        bool test) {
+  SpeechSet set;
+  set.copies = copies;
+  set.clean = RecordingInputs(recordings);
+  set.digits = Digits(recordings);
+  if (copies > 0) set.augmented_copies = AugmentedRecordingInputs(recordings, copies, seed, "speech_train");
+  if (test) set.augmented_test = AugmentedSpeechInputs(recordings, kAugmentedTestSeed);
+  return set;
+}
+
+// The rows of `set` for the takes `rows`.
+SpeechSet Select(const SpeechSet& set, const std::vector<size_t>& rows) {
+  const size_t dim = SpeechInputSize();
+  SpeechSet out;
+  out.copies = set.copies;
+  auto take = [dim](const std::vector<float>& from, size_t row, size_t count, std::vector<float>* to) {
+    if (!from.empty()) to->insert(to->end(), from.begin() + row * dim, from.begin() + (row + count) * dim);
+  };
+  for (size_t r : rows) {
+    take(set.clean, r, 1, &out.clean);
+    take(set.augmented_copies, r * set.copies, set.copies, &out.augmented_copies);
+    take(set.augmented_test, r, 1, &out.augmented_test);
+    out.digits.push_back(set.digits[r]);
+  }
+  return out;
+}
+
+// Trains on the clean takes and their augmented copies (SpecAugment masks
+// on the fly), then measures on the test set, clean and augmented.
+absl::StatusOr<TrainedClassifier> FitSpeech(const SpeechSet& train, const SpeechSet& test,
+                                            Backend* backend, const ClassifierTraining& options) {
+  const int n_mels = data::MelConfig{}.n_mels;
+  const int dim = SpeechInputSize();
+  std::vector<float> x = train.clean;
+  x.insert(x.end(), train.augmented_copies.begin(), train.augmented_copies.end());
+  std::vector<int32_t> y = train.digits;
+  for (int32_t d : train.digits) y.insert(y.end(), train.copies, d);
+  TrainedClassifier out;
+  ASSIGN_OR_RETURN(out.mlp, Mlp::Create({dim, {256, 128}, kDigitClasses}, backend, options.seed));
+  Standardise(x, dim, out.mlp.get());
+  ClassifierTraining o = options;
+  o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
+  const SpeechAugmentation a;
+  Augment augment;
+  if (options.augment) {
+    augment = [&a, n_mels](Rng* rng, float* input) {
+      MaskSpeechInput(a, kSpeechFrames, n_mels, rng, input);
+    };
+  }
+  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : (train.copies > 0 ? 8 : 25), o,
+      augment, test.clean, test.digits);
+  out.test_accuracy = Accuracy(out.mlp.get(), test.clean, test.digits);
+  out.augmented_test_accuracy = Accuracy(out.mlp.get(), test.augmented_test, test.digits);
+  return out;
+}
+
 struct Recipe {
   const char* name;
   const char* file;
@@ -325,37 +397,9 @@ absl::StatusOr<TrainedClassifier> TrainSpeechClassifier(
     Backend* backend, const ClassifierTraining& options) {
   const auto start = std::chrono::steady_clock::now();
   if (train.empty()) return absl::InvalidArgumentError("speech classifier: no training recordings");
-  TrainedClassifier out;
-  // The clean takes, then `copies` augmented versions of each.
-  std::vector<float> x = RecordingInputs(train);
-  std::vector<int32_t> y = Digits(train);
-  const int copies = !options.augment ? 0 : options.speech_copies > 0 ? options.speech_copies : 6;
-  if (copies > 0) {
-    const std::vector<float> more =
-        AugmentedRecordingInputs(train, copies, options.seed, "speech_train");
-    x.insert(x.end(), more.begin(), more.end());
-    for (const data::Recording& r : train) y.insert(y.end(), copies, r.digit);
-  }
-  const std::vector<float> test_x = RecordingInputs(test);
-  const std::vector<int32_t> test_y = Digits(test);
-  const int n_mels = data::MelConfig{}.n_mels;
-  const int dim = SpeechInputDim(n_mels);
-  ASSIGN_OR_RETURN(out.mlp, Mlp::Create({dim, {256, 128}, kDigitClasses}, backend, options.seed));
-  Standardise(x, dim, out.mlp.get());
-  ClassifierTraining o = options;
-  o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
-  const SpeechAugmentation a;
-  Augment augment;
-  if (options.augment) {
-    augment = [&a, n_mels](Rng* rng, float* input) {
-      MaskSpeechInput(a, kSpeechFrames, n_mels, rng, input);
-    };
-  }
-  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : (copies > 0 ? 8 : 25), o,
-      augment, test_x, test_y);
-  out.test_accuracy = Accuracy(out.mlp.get(), test_x, test_y);
-  out.augmented_test_accuracy =
-      Accuracy(out.mlp.get(), AugmentedSpeechInputs(test, kAugmentedTestSeed), test_y);
+  ASSIGN_OR_RETURN(TrainedClassifier out,
+                   FitSpeech(PrepareSpeech(train, SpeechCopies(options), options.seed, false),
+                             PrepareSpeech(test, 0, options.seed, true), backend, options));
   out.seconds = Seconds(start);
   return out;
 }
@@ -397,14 +441,20 @@ absl::StatusOr<std::vector<SpeakerFold>> LeaveOneSpeakerOut(
   if (speakers.size() < 2) {
     return absl::InvalidArgumentError("leave-one-speaker-out needs recordings of >= 2 speakers");
   }
+  // Every take's inputs once (streams are named by the take, so a fold sees
+  // what training on its takes alone would).
+  const SpeechSet all = PrepareSpeech(recordings, SpeechCopies(options), options.seed, true);
   std::vector<SpeakerFold> out;
   for (const std::string& speaker : speakers) {
-    std::vector<data::Recording> train, test;
-    for (const data::Recording& r : recordings) (SpeakerOf(r) == speaker ? test : train).push_back(r);
+    const auto start = std::chrono::steady_clock::now();
+    std::vector<size_t> train, test;
+    for (size_t i = 0; i < recordings.size(); ++i) {
+      (SpeakerOf(recordings[i]) == speaker ? test : train).push_back(i);
+    }
     ASSIGN_OR_RETURN(TrainedClassifier trained,
-                     TrainSpeechClassifier(train, test, backend, options));
+                     FitSpeech(Select(all, train), Select(all, test), backend, options));
     out.push_back({speaker, static_cast<int64_t>(test.size()), trained.test_accuracy,
-                   trained.augmented_test_accuracy, trained.seconds});
+                   trained.augmented_test_accuracy, Seconds(start)});
   }
   return out;
 }

@@ -18,6 +18,7 @@
 #include "core/data/png_io.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "evaluator/calibration.h"
 #include "evaluator/evaluate.h"
 #include "evaluator/recurrent.h"
 #include "evaluator/samples.h"
@@ -133,6 +134,7 @@ struct EvalCommand {
   EvalOptions options;
   std::string checkpoint, out, device;
   bool all = false;
+  bool judges = false;  // print the judges' calibration table
 };
 
 // Flag errors are usage errors.
@@ -142,7 +144,7 @@ absl::StatusOr<EvalCommand> ParseEval(int argc, char** argv) {
       {"out_dir", ""},      {"dataset_dir", ""},     {"raw", ""},
       {"classifier_dir", ""}, {"validation", "true"}, {"images", "true"},
       {"speech", "true"},   {"val_sequences", "16"}, {"val_batch", "4"},
-      {"samples_per_digit", "4"}, {"device", "cpu"}};
+      {"samples_per_digit", "4"}, {"device", "cpu"}, {"judges", "false"}};
   defaults.insert(SamplingDefaults().begin(), SamplingDefaults().end());
   ASSIGN_OR_RETURN(Flags f, Flags::Parse(argc, argv, defaults));
   RETURN_IF_ERROR(f.Required("checkpoint"));
@@ -151,6 +153,7 @@ absl::StatusOr<EvalCommand> ParseEval(int argc, char** argv) {
   c.out = f.Str("out");
   c.device = f.Str("device");
   ASSIGN_OR_RETURN(c.all, f.Bool("all"));
+  ASSIGN_OR_RETURN(c.judges, f.Bool("judges"));
   EvalOptions& o = c.options;
   o.dataset_dir = f.Str("dataset_dir");
   o.raw_dir = f.Str("raw");
@@ -176,6 +179,7 @@ absl::Status Eval(const EvalCommand& c) {
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(c.device));
   CheckpointEvaluator evaluator(c.options, backend.get());
   std::vector<std::string> reports;
+  std::string calibration;
   for (const std::string& ckpt : checkpoints) {
     EvalOptions per = c.options;
     if (c.all && !per.output_dir.empty()) {
@@ -186,14 +190,20 @@ absl::Status Eval(const EvalCommand& c) {
     evaluator.set_output_dir(per.output_dir);
     ASSIGN_OR_RETURN(EvalReport report, evaluator.Evaluate(ckpt));
     reports.push_back(report.ToJson());
+    if (c.judges) {
+      absl::StrAppend(&calibration, "step ", report.step, " (", ckpt, "):\n",
+                      CalibrationTable(report.metrics, report.judges));
+    }
   }
   const std::string json =
       c.all ? absl::StrCat("[\n", absl::StrJoin(reports, ",\n"), "\n]\n") : reports[0] + "\n";
   if (c.out.empty()) {
     std::fputs(json.c_str(), stdout);
-    return absl::OkStatus();
+  } else {
+    RETURN_IF_ERROR(WriteFileAtomic(c.out, json));
   }
-  return WriteFileAtomic(c.out, json);
+  std::fputs(calibration.c_str(), stdout);
+  return absl::OkStatus();
 }
 
 struct GenerateCommand {
