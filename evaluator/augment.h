@@ -21,7 +21,7 @@
 //   reverb:     convolution with a synthetic room impulse response: a direct
 //               path and exponentially decaying Gaussian noise (RT60 drawn)
 //   SpecAugment (Park et al. 2019): time and frequency bands of the
-//               classifier input set to the utterance's mean (training only)
+//               resampled log-mel frames set to their mean (training only)
 #ifndef MODAMBA_EVALUATOR_AUGMENT_H_
 #define MODAMBA_EVALUATOR_AUGMENT_H_
 
@@ -46,8 +46,8 @@ struct ImageAugmentation {
 void AugmentImage(const ImageAugmentation& a, Rng* rng, float* image);
 
 struct SpeechAugmentation {
-  double max_speed = 0.1;        // factor in [1 - s, 1 + s]
-  double max_pitch = 0.08;       // mel-axis warp factor in [1 - p, 1 + p]
+  double max_speed = 0.15;       // factor in [1 - s, 1 + s]
+  double max_pitch = 0.2;       // mel-axis warp factor in [1 - p, 1 + p]
   double min_gain_db = -12, max_gain_db = 6;
   double min_snr_db = 15, max_snr_db = 40;
   double noise_probability = 0.5;
@@ -62,8 +62,7 @@ std::vector<float> AugmentWaveform(const SpeechAugmentation& a, int sample_rate,
                                    const std::vector<float>& samples);
 // The pitch warp of log-mel frames [frames, n_mels], in place.
 void WarpMelAxis(const SpeechAugmentation& a, int n_mels, Rng* rng, std::vector<float>* log_mel);
-// SpecAugment masks on a speech classifier input (SpeechInput layout:
-// frames x n_mels, then the log duration), in place.
+// SpecAugment masks on log-mel frames [frames, n_mels], in place.
 void MaskSpeechInput(const SpeechAugmentation& a, int frames, int n_mels, Rng* rng, float* input);
 
 }  // namespace modamba::eval

@@ -4,9 +4,9 @@
 //           the image augmentations of evaluator/augment.h, measured on
 //           MNIST test, clean and augmented
 //   speech: FSDD spoken digits, log-mel frames (core/data/audio.h) -> the
-//           voiced part resampled to a fixed number of frames, plus its log
-//           duration -> MLP, trained on takes 5-49 and augmented copies of
-//           them (speed, pitch, loudness, noise, reverb; SpecAugment masks),
+//           voiced part resampled to a fixed number of frames, mean-removed
+//           cepstra of each, plus its log duration -> MLP, trained on takes 5-49 and augmented copies of
+//           them (speed, pitch, loudness, noise, reverb, SpecAugment masks),
 //           measured on takes 0-4, clean and augmented
 // Both are cached as safetensors, keyed by the sha256 of their training data
 // and the version of the recipe (LoadOrTrainJudge), with their accuracies in
@@ -37,9 +37,21 @@ std::vector<float> ImageInputs(const uint8_t* pixels, int64_t n);
 // Speech classifier input of one utterance's log-mel frames [frames, n_mels]:
 // the frames from the first to the last whose mean log-mel lies within
 // kVoicedRange nats of the loudest frame's, linearly resampled to
-// kSpeechFrames frames, then the log of the voiced frame count.
+// kSpeechFrames frames (ResampleVoiced); each band's mean over them removed
+// (a voice's or a microphone's fixed spectral tilt, and the loudness, drop
+// out) and each frame's first kSpeechCepstra orthonormal DCT-II coefficients
+// kept (a smooth spectral envelope: the pitch harmonics the narrow low bands
+// resolve, which differ between voices, drop out), then the log of the voiced
+// frame count (SpeechFeatures).
 inline constexpr float kVoicedRange = 6.f;
-int SpeechInputDim(int n_mels);
+inline constexpr int kSpeechCepstra = 16;
+int SpeechInputDim();
+struct VoicedFrames {
+  std::vector<float> grid;  // [kSpeechFrames, n_mels]
+  float log_frames = 0;     // log of the voiced frame count
+};
+VoicedFrames ResampleVoiced(const std::vector<float>& log_mel, int n_mels);
+std::vector<float> SpeechFeatures(const VoicedFrames& voiced, int n_mels);
 std::vector<float> SpeechInput(const std::vector<float>& log_mel, int n_mels);
 // SpeechInput of each utterance, concatenated.
 std::vector<float> SpeechInputs(const std::vector<std::vector<float>>& log_mels, int n_mels);

@@ -191,7 +191,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::SpeechRefer
   ref->lines["ref_augmented_accuracy"] =
       Accuracy(classifier, AugmentedSpeechInputs(test, kAugmentedTestSeed), labels32);
   const std::vector<int64_t> subset = PerDigitSubset(digits, options_.samples_per_digit);
-  const int dim = SpeechInputDim(n_mels);
+  const int dim = SpeechInputDim();
   const std::vector<int> subset_digits = LabelsOf(digits, subset);
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), subset_digits));
