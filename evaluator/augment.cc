@@ -65,20 +65,30 @@ void AugmentImage(const ImageAugmentation& a, Rng* rng, float* image) {
     ex[i] = rng->Normal(0, a.elastic_sigma);
     ey[i] = rng->Normal(0, a.elastic_sigma);
   }
-  auto elastic = [&](const std::vector<double>& f, int r, int c) {
-    const double u = r * (g - 1.0) / (kSide - 1), v = c * (g - 1.0) / (kSide - 1);
-    const int u0 = std::min(static_cast<int>(u), g - 2), v0 = std::min(static_cast<int>(v), g - 2);
-    const double fu = u - u0, fv = v - v0;
-    return (1 - fu) * ((1 - fv) * f[u0 * g + v0] + fv * f[u0 * g + v0 + 1]) +
-           fu * ((1 - fv) * f[(u0 + 1) * g + v0] + fv * f[(u0 + 1) * g + v0 + 1]);
-  };
+  // The grid's offsets at every pixel, bilinearly (the grid spans the image).
+  double dx[data::kImagePixels], dy[data::kImagePixels];
+  for (int r = 0; r < kSide; ++r) {
+    const double u = r * (g - 1.0) / (kSide - 1);
+    const int u0 = std::min(static_cast<int>(u), g - 2);
+    const double fu = u - u0;
+    for (int c = 0; c < kSide; ++c) {
+      const double v = c * (g - 1.0) / (kSide - 1);
+      const int v0 = std::min(static_cast<int>(v), g - 2);
+      const double fv = v - v0;
+      const int i00 = u0 * g + v0, i10 = i00 + g;
+      const double w00 = (1 - fu) * (1 - fv), w01 = (1 - fu) * fv, w10 = fu * (1 - fv),
+                   w11 = fu * fv;
+      dx[r * kSide + c] = w00 * ex[i00] + w01 * ex[i00 + 1] + w10 * ex[i10] + w11 * ex[i10 + 1];
+      dy[r * kSide + c] = w00 * ey[i00] + w01 * ey[i00 + 1] + w10 * ey[i10] + w11 * ey[i10 + 1];
+    }
+  }
   const double centre = (kSide - 1) / 2.0;
   float warped[data::kImagePixels];
   for (int r = 0; r < kSide; ++r) {
     for (int c = 0; c < kSide; ++c) {
       const double x = c - centre, y = r - centre;
-      const double src_c = centre + m00 * x + m01 * y + sx + elastic(ex, r, c);
-      const double src_r = centre + m10 * x + m11 * y + sy + elastic(ey, r, c);
+      const double src_c = centre + m00 * x + m01 * y + sx + dx[r * kSide + c];
+      const double src_r = centre + m10 * x + m11 * y + sy + dy[r * kSide + c];
       warped[r * kSide + c] = Sample(image, src_r, src_c);
     }
   }
@@ -90,7 +100,8 @@ void AugmentImage(const ImageAugmentation& a, Rng* rng, float* image) {
   const double gain = rng->Uniform(a.min_gain, 2 - a.min_gain);
   for (int i = 0; i < data::kImagePixels; ++i) {
     const double v = (1 - std::abs(w)) * warped[i] + std::abs(w) * morphed[i];
-    image[i] = static_cast<float>(std::min(1.0, gain * std::pow(std::max(0.0, v), gamma)));
+    // Most pixels are background: pow only where there is ink.
+    image[i] = v <= 0 ? 0.f : static_cast<float>(std::min(1.0, gain * std::pow(v, gamma)));
   }
 }
 

@@ -46,8 +46,8 @@ struct ImageAugmentation {
 void AugmentImage(const ImageAugmentation& a, Rng* rng, float* image);
 
 struct SpeechAugmentation {
-  double max_speed = 0.15;       // factor in [1 - s, 1 + s]
-  double max_pitch = 0.2;       // mel-axis warp factor in [1 - p, 1 + p]
+  double max_speed = 0.1;        // factor in [1 - s, 1 + s]
+  double max_pitch = 0.12;      // mel-axis warp factor in [1 - p, 1 + p]
   double min_gain_db = -12, max_gain_db = 6;
   double min_snr_db = 15, max_snr_db = 40;
   double noise_probability = 0.5;
