@@ -80,8 +80,8 @@ TEST(DigitWordCer, CountsCharacterEditsOverTheAskedWords) {
   EXPECT_EQ(DigitWordCer({3, 7}, {3, 7}), 0);
   // "nine" for "one": 2 edits (insert n, o -> i) over "one" + "seven".
   EXPECT_NEAR(DigitWordCer({9, 7}, {1, 7}), 2.0 / 8, 1e-12);
-  // "zero" for "four": 3 substitutions of 4.
-  EXPECT_NEAR(DigitWordCer({0}, {4}), 3.0 / 4, 1e-12);
+  // "three" for "two": t kept, w -> h, o -> r, two insertions: 4 of 3.
+  EXPECT_NEAR(DigitWordCer({3}, {2}), 4.0 / 3, 1e-12);
   EXPECT_EQ(DigitWordCer({}, {}), 0);
 }
 
