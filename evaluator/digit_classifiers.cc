@@ -174,7 +174,7 @@ absl::StatusOr<TrainedClassifier> FitSpeech(const SpeechSet& train, const Speech
   std::vector<int32_t> y = train.digits;
   for (int32_t d : train.digits) y.insert(y.end(), train.copies, d);
   TrainedClassifier out;
-  ASSIGN_OR_RETURN(out.mlp, Mlp::Create({dim, {256, 128}, kDigitClasses}, backend, options.seed));
+  ASSIGN_OR_RETURN(out.mlp, Mlp::Create({dim, {512, 256}, kDigitClasses}, backend, options.seed));
   Standardise(x, dim, out.mlp.get());
   ClassifierTraining o = options;
   o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
