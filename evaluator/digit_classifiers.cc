@@ -19,6 +19,7 @@
 #include "core/sha256.h"
 #include "core/status_macros.h"
 #include "evaluator/augment.h"
+#include "evaluator/frechet.h"
 #include "glog/logging.h"
 
 namespace modamba::eval {
@@ -487,6 +488,32 @@ std::string DefaultClassifierDir() {
   if (const char* dir = std::getenv("MODAMBA_CLASSIFIER_DIR"); dir != nullptr && *dir) return dir;
   const char* home = std::getenv("HOME");
   return absl::StrCat(home != nullptr ? home : ".", "/.cache/modamba/classifiers");
+}
+
+absl::StatusOr<double> TrainTestFrechet(JudgeKind kind, const Judge& judge) {
+  constexpr int64_t kMaxTrain = 10000;
+  std::vector<float> train, test;
+  if (kind == JudgeKind::kImage) {
+    const data::MnistSet& tr = judge.corpus.images[data::kTrain];
+    const data::MnistSet& te = judge.corpus.images[data::kVal];
+    train = ImageInputs(tr.pixels.data(), std::min(tr.count(), kMaxTrain));
+    test = ImageInputs(te.pixels.data(), te.count());
+  } else {
+    const auto& tr = judge.corpus.fsdd[data::kTrain];
+    train = RecordingInputs(std::vector<data::Recording>(
+        tr.begin(), tr.begin() + std::min<int64_t>(tr.size(), kMaxTrain)));
+    test = RecordingInputs(judge.corpus.fsdd[data::kVal]);
+  }
+  Mlp* mlp = judge.mlp.get();
+  auto stats = [mlp](const std::vector<float>& x) {
+    const int64_t n = x.size() / mlp->spec().input;
+    std::vector<float> features(static_cast<size_t>(n) * mlp->feature_dim());
+    mlp->Forward(x.data(), n, nullptr, features.data());
+    return ComputeFeatureStats(features.data(), n, mlp->feature_dim());
+  };
+  ASSIGN_OR_RETURN(FeatureStats a, stats(train));
+  ASSIGN_OR_RETURN(FeatureStats b, stats(test));
+  return FrechetDistance(a, b);
 }
 
 std::string JudgeDataSha256(JudgeKind kind, const data::RawCorpus& corpus) {

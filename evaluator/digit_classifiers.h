@@ -146,6 +146,11 @@ struct Judge {
   bool trained = false;  // trained by this call
 };
 
+// The FID floor of a judge: the Frechet distance (frechet.h) between its
+// features of (up to) 10,000 of its training items and of the whole held-out
+// split, what real data scores with many samples.
+absl::StatusOr<double> TrainTestFrechet(JudgeKind kind, const Judge& judge);
+
 // sha256 of what a judge of `kind` trains on in `corpus` (decoded pixels and
 // labels; recording ids, digits and samples).
 std::string JudgeDataSha256(JudgeKind kind, const data::RawCorpus& corpus);

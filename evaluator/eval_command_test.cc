@@ -88,6 +88,7 @@ TEST_F(CommandTest, JudgesPrintsTheirRealDataAccuracyBesideTheModelsScores) {
                                          "--out=" + out, "--classifier_dir=" + *classifiers_,
                                          "--samples_per_digit=1", "--validation=false", "--judges"});
   const std::string table = ::testing::internal::GetCapturedStdout();
+  std::printf("%s", table.c_str());
   ASSERT_EQ(rc, 0);
   nlohmann::json j = nlohmann::json::parse(*ReadFile(out));
   const auto& m = j["metrics"];

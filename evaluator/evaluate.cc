@@ -130,14 +130,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::ImageRefere
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), LabelsOf(labels, subset)));
   ref->lines["ref_real_frechet"] = real.frechet;
-  // The FID floor: (up to) 10,000 training images against the test set.
-  const data::MnistSet& train = judge->corpus.images[data::kTrain];
-  const int64_t n_train = std::min<int64_t>(train.count(), 10000);
-  ASSIGN_OR_RETURN(DigitScorer::Score floor,
-                   ref->scorer->Evaluate(ImageInputs(train.pixels.data(), n_train),
-                                         std::vector<int>(train.labels.begin(),
-                                                          train.labels.begin() + n_train)));
-  ref->lines["ref_train_test_frechet"] = floor.frechet;
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"], TrainTestFrechet(JudgeKind::kImage, *judge));
   if (tok.vq) {
     // MNIST test through the codebook: what a model that produced the
     // right codes would score.
@@ -196,13 +189,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::SpeechRefer
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), subset_digits));
   ref->lines["ref_real_frechet"] = real.frechet;
-  // The floor: the judge's training takes against the test takes.
-  const std::vector<data::Recording>& train = judge->corpus.fsdd[data::kTrain];
-  std::vector<int> train_digits;
-  for (const data::Recording& r : train) train_digits.push_back(r.digit);
-  ASSIGN_OR_RETURN(DigitScorer::Score floor,
-                   ref->scorer->Evaluate(RecordingInputs(train), train_digits));
-  ref->lines["ref_train_test_frechet"] = floor.frechet;
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"], TrainTestFrechet(JudgeKind::kSpeech, *judge));
   // Real test takes through the unit tokenizer: what a model that produced
   // the right units would score.
   std::vector<std::vector<float>> resynth;

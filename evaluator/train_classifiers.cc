@@ -80,11 +80,14 @@ absl::Status Run() {
   for (JudgeKind kind : {JudgeKind::kImage, JudgeKind::kSpeech}) {
     if (which != "both" && (which == "image") != (kind == JudgeKind::kImage)) continue;
     ASSIGN_OR_RETURN(Judge judge, TrainJudge(kind, out, raw, backend.get(), opts));
-    std::printf("%-6s judge: test accuracy %s, augmented test %s, trained in %s s on %s items -> %s\n",
-                judge.metadata["classifier"].c_str(), judge.metadata["test_accuracy"].c_str(),
-                judge.metadata["augmented_test_accuracy"].c_str(),
-                judge.metadata["train_seconds"].c_str(), judge.metadata["train_items"].c_str(),
-                judge.path.c_str());
+    ASSIGN_OR_RETURN(double floor, TrainTestFrechet(kind, judge));
+    std::printf(
+        "%-6s judge: test accuracy %s, augmented test %s, train vs test Frechet %.3f, trained in "
+        "%s s on %s items -> %s\n",
+        judge.metadata["classifier"].c_str(), judge.metadata["test_accuracy"].c_str(),
+        judge.metadata["augmented_test_accuracy"].c_str(), floor,
+        judge.metadata["train_seconds"].c_str(), judge.metadata["train_items"].c_str(),
+        judge.path.c_str());
   }
   return absl::OkStatus();
 }
