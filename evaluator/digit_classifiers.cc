@@ -143,7 +143,10 @@ SpeechSet PrepareSpeech(const std::vector<data::Recording>& recordings, int copi
   set.copies = copies;
   set.clean = RecordingInputs(recordings);
   set.digits = Digits(recordings);
-  if (copies > 0) set.augmented_copies = AugmentedRecordingInputs(recordings, copies, seed, "speech_train", true);
+  if (copies > 0) {
+    set.augmented_copies =
+        AugmentedRecordingInputs(recordings, copies, seed, "speech_train", /*masks=*/true);
+  }
   if (test) set.augmented_test = AugmentedSpeechInputs(recordings, kAugmentedTestSeed);
   return set;
 }
@@ -153,8 +156,10 @@ SpeechSet Select(const SpeechSet& set, const std::vector<size_t>& rows) {
   const size_t dim = SpeechInputDim();
   SpeechSet out;
   out.copies = set.copies;
-  auto take = [dim](const std::vector<float>& from, size_t row, size_t count, std::vector<float>* to) {
-    if (!from.empty()) to->insert(to->end(), from.begin() + row * dim, from.begin() + (row + count) * dim);
+  auto take = [dim](const std::vector<float>& from, size_t row, size_t count,
+                    std::vector<float>* to) {
+    if (from.empty()) return;
+    to->insert(to->end(), from.begin() + row * dim, from.begin() + (row + count) * dim);
   };
   for (size_t r : rows) {
     take(set.clean, r, 1, &out.clean);
@@ -370,7 +375,7 @@ std::vector<float> AugmentedImageInputs(const data::MnistSet& test, uint64_t see
 }
 
 std::vector<float> AugmentedSpeechInputs(const std::vector<data::Recording>& test, uint64_t seed) {
-  return AugmentedRecordingInputs(test, 1, seed, "speech_test", false);
+  return AugmentedRecordingInputs(test, 1, seed, "speech_test", /*masks=*/false);
 }
 
 double Accuracy(Mlp* mlp, const std::vector<float>& inputs, const std::vector<int32_t>& labels) {
@@ -389,7 +394,7 @@ absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& tra
   if (train.count() == 0) return absl::InvalidArgumentError("image classifier: no training images");
   TrainedClassifier out;
   ASSIGN_OR_RETURN(out.mlp,
-                   Mlp::Create({data::kImagePixels, {512, 256}, kDigitClasses}, backend, options.seed));
+                   Mlp::Create({data::kImagePixels, {1024, 512}, kDigitClasses}, backend, options.seed));
   const std::vector<float> x = ImageInputs(train.pixels.data(), train.count());
   const std::vector<float> test_x = ImageInputs(test.pixels.data(), test.count());
   const std::vector<int32_t> y(train.labels.begin(), train.labels.end());

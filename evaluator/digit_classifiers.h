@@ -5,9 +5,10 @@
 //           MNIST test, clean and augmented
 //   speech: FSDD spoken digits, log-mel frames (core/data/audio.h) -> the
 //           voiced part resampled to a fixed number of frames, mean-removed
-//           cepstra of each, plus its log duration -> MLP, trained on takes 5-49 and augmented copies of
-//           them (speed, pitch, loudness, noise, reverb, SpecAugment masks),
-//           measured on takes 0-4, clean and augmented
+//           cepstra of each, plus its log duration -> MLP, trained on takes
+//           5-49 and augmented copies of them (speed, pitch, loudness, noise,
+//           reverb, SpecAugment masks), measured on takes 0-4, clean and
+//           augmented; leave-one-speaker-out by LeaveOneSpeakerOut
 // Both are cached as safetensors, keyed by the sha256 of their training data
 // and the version of the recipe (LoadOrTrainJudge), with their accuracies in
 // the metadata.

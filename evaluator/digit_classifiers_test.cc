@@ -236,7 +236,8 @@ TEST(Judges, SpeechJudgeReachesItsThresholdsAndIsCached) {
   std::vector<int32_t> y;
   for (const auto& r : test) y.push_back(r.digit);
   const double accuracy = Accuracy(first->mlp.get(), x, y);
-  const double augmented = Accuracy(first->mlp.get(), AugmentedSpeechInputs(test, kAugmentedTestSeed), y);
+  const double augmented =
+      Accuracy(first->mlp.get(), AugmentedSpeechInputs(test, kAugmentedTestSeed), y);
   std::printf("FSDD judge: %.4f clean, %.4f augmented\n", accuracy, augmented);
   EXPECT_GE(accuracy, kSpeechCleanMin);
   EXPECT_GE(augmented, kSpeechAugmentedMin);

@@ -130,7 +130,8 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::ImageRefere
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), LabelsOf(labels, subset)));
   ref->lines["ref_real_frechet"] = real.frechet;
-  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"], TrainTestFrechet(JudgeKind::kImage, *judge));
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"],
+                   TrainTestFrechet(JudgeKind::kImage, *judge));
   if (tok.vq) {
     // MNIST test through the codebook: what a model that produced the
     // right codes would score.
@@ -189,7 +190,8 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::SpeechRefer
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), subset_digits));
   ref->lines["ref_real_frechet"] = real.frechet;
-  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"], TrainTestFrechet(JudgeKind::kSpeech, *judge));
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"],
+                   TrainTestFrechet(JudgeKind::kSpeech, *judge));
   // Real test takes through the unit tokenizer: what a model that produced
   // the right units would score.
   std::vector<std::vector<float>> resynth;

@@ -81,11 +81,21 @@ absl::Status Run() {
     if (which != "both" && (which == "image") != (kind == JudgeKind::kImage)) continue;
     ASSIGN_OR_RETURN(Judge judge, TrainJudge(kind, out, raw, backend.get(), opts));
     ASSIGN_OR_RETURN(double floor, TrainTestFrechet(kind, judge));
+    std::string cer;
+    if (kind == JudgeKind::kSpeech) {
+      const auto& test = judge.corpus.fsdd[data::kVal];
+      const std::vector<float> x = RecordingInputs(test);
+      const std::vector<int32_t> predicted = judge.mlp->Predict(x.data(), test.size());
+      std::vector<int> asked;
+      for (const data::Recording& r : test) asked.push_back(r.digit);
+      cer = absl::StrFormat(", test CER %.4f",
+                            DigitWordCer(std::vector<int>(predicted.begin(), predicted.end()), asked));
+    }
     std::printf(
-        "%-6s judge: test accuracy %s, augmented test %s, train vs test Frechet %.3f, trained in "
-        "%s s on %s items -> %s\n",
+        "%-6s judge: test accuracy %s, augmented test %s%s, train vs test Frechet %.3f, trained "
+        "in %s s on %s items -> %s\n",
         judge.metadata["classifier"].c_str(), judge.metadata["test_accuracy"].c_str(),
-        judge.metadata["augmented_test_accuracy"].c_str(), floor,
+        judge.metadata["augmented_test_accuracy"].c_str(), cer.c_str(), floor,
         judge.metadata["train_seconds"].c_str(), judge.metadata["train_items"].c_str(),
         judge.path.c_str());
   }
