@@ -20,6 +20,7 @@
 #include "core/data/png_io.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "evaluator/calibration.h"
 #include "evaluator/evaluate.h"
 #include "evaluator/recurrent.h"
 #include "evaluator/samples.h"
@@ -87,6 +88,7 @@ struct EvalCommand {
   EvalOptions options;
   std::string checkpoint, out, device = "cpu";
   bool all = false;
+  bool judges = false;  // print the judges' calibration table
 };
 
 absl::Status Eval(const EvalCommand& c) {
@@ -95,6 +97,7 @@ absl::Status Eval(const EvalCommand& c) {
   CheckpointEvaluator evaluator(c.options, backend.get());
   std::vector<std::string> reports;
   std::vector<EvalReport> done;
+  std::string calibration;
   for (const std::string& ckpt : checkpoints) {
     EvalOptions per = c.options;
     if (c.all && !per.output_dir.empty()) {
@@ -106,6 +109,10 @@ absl::Status Eval(const EvalCommand& c) {
     ASSIGN_OR_RETURN(EvalReport report, evaluator.Evaluate(ckpt));
     reports.push_back(report.ToJson());
     done.push_back(std::move(report));
+    if (c.judges) {
+      absl::StrAppend(&calibration, "step ", report.step, " (", ckpt, "):\n",
+                      CalibrationTable(report.metrics, report.judges));
+    }
   }
   const std::string json =
       c.all ? absl::StrCat("[\n", absl::StrJoin(reports, ",\n"), "\n]\n") : reports[0] + "\n";
@@ -114,6 +121,7 @@ absl::Status Eval(const EvalCommand& c) {
   } else {
     RETURN_IF_ERROR(WriteFileAtomic(c.out, json));
   }
+  std::fputs(calibration.c_str(), stdout);
   std::fflush(stdout);
   for (const EvalReport& r : done) {
     for (const std::string& file : r.files) {
@@ -209,6 +217,7 @@ int RunEvalCommand(int argc, char** argv) {
   flags.Int("val_batch", &o.val.batch_size, "validation batch size");
   flags.Int("samples_per_digit", &o.samples_per_digit, "generated samples per digit");
   flags.String("device", &c.device, "cpu|gpu", "where the model runs");
+  flags.Bool("judges", &c.judges, "print each judge's accuracy on real held-out data beside the scores");
   sampling.Declare(&flags);
   if (std::optional<int> exit = flags.Parse(argc, argv, 1, nullptr)) return *exit;
   if (o.val.batch_size < 1 || o.samples_per_digit < 1) {

@@ -6,10 +6,13 @@
 //        [--validation=true] [--images=true] [--speech=true]
 //        [--val_sequences=16] [--val_batch=4] [--samples_per_digit=4]
 //        [--diffusion_steps=50] [--eta=0] [--temperature=1] [--top_k=0] [--seed=0]
+//        [--judges]
 //     DIR is a checkpoint (step-NNNNNNNN/) or a run's checkpoint root (its
 //     newest checkpoint; every one with --all). Prints the metrics as JSON
 //     (an array with --all) to stdout or --out; --out_dir receives the image
-//     grid and one WAV per digit.
+//     grid and one WAV per digit. --judges then prints, on stdout, each
+//     judge's accuracy on real held-out data next to the model's scores
+//     (evaluator/calibration.h).
 //
 //   generate --checkpoint=DIR --prompt=TEXT --modality=image|speech|text --out=FILE
 //        [--dataset_dir=DIR] [--temperature=1] [--top_k=0] [--seed=0]

@@ -1,5 +1,6 @@
 #include "evaluator/eval_command.h"
 
+#include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
@@ -78,6 +79,33 @@ TEST_F(CommandTest, EvalEveryCheckpointOfARun) {
   EXPECT_TRUE(j[1]["metrics"].contains("image/accuracy"));
   EXPECT_TRUE(j[1]["metrics"].contains("val/image_ce"));
   EXPECT_TRUE(FileExists(out_dir + "/step-00000002/images.png"));
+}
+
+TEST_F(CommandTest, JudgesPrintsTheirRealDataAccuracyBesideTheModelsScores) {
+  const std::string out = ::testing::TempDir() + "/judges.json";
+  ::testing::internal::CaptureStdout();
+  const int rc = Invoke(RunEvalCommand, {"eval", "--checkpoint=" + runs_->at("trimodal"),
+                                         "--out=" + out, "--classifier_dir=" + *classifiers_,
+                                         "--samples_per_digit=1", "--validation=false", "--judges"});
+  const std::string table = ::testing::internal::GetCapturedStdout();
+  std::printf("%s", table.c_str());
+  ASSERT_EQ(rc, 0);
+  nlohmann::json j = nlohmann::json::parse(*ReadFile(out));
+  const auto& m = j["metrics"];
+  for (const char* name : {"image/ref_augmented_accuracy", "image/ref_train_test_frechet",
+                           "speech/cer", "speech/ref_real_cer", "speech/ref_augmented_accuracy",
+                           "speech/ref_train_test_frechet", "speech/ref_units_cer"}) {
+    EXPECT_TRUE(m.contains(name)) << name;
+  }
+  EXPECT_TRUE(j["judges"].contains("speech"));
+  // One line per judge and one per model score, with the JSON's numbers.
+  EXPECT_NE(table.find("image  judge on real MNIST test: "), std::string::npos) << table;
+  EXPECT_NE(table.find("speech judge on real FSDD test takes: "), std::string::npos) << table;
+  char accuracy[32];
+  std::snprintf(accuracy, sizeof(accuracy), "%.4f", m["image/ref_real_accuracy"].get<double>());
+  EXPECT_NE(table.find(accuracy), std::string::npos) << table;
+  EXPECT_NE(table.find("model: accuracy "), std::string::npos) << table;
+  EXPECT_NE(table.find("judge: fsdd-mlp/"), std::string::npos) << table;
 }
 
 TEST_F(CommandTest, GenerateWritesPngWavAndText) {

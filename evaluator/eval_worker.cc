@@ -6,10 +6,12 @@
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "coordinator/limits.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "evaluator/calibration.h"
 
 namespace modamba::eval {
 namespace {
@@ -137,7 +139,11 @@ absl::Status RunEvalWorker(CoordinatorLink* link, CheckpointEvaluator* evaluator
       (*point.mutable_scalars())["checkpoint_rejected"] = 1;
       link->ReportMetrics({point});
     } else {
-      Log(options, absl::StrCat("step ", step, ": ", report->metrics.size(), " metrics"));
+      // The judges' calibration beside the scores, for `modamba logs`.
+      std::string line = absl::StrCat("step ", step, ": ", report->metrics.size(), " metrics\n",
+                                      CalibrationTable(report->metrics, report->judges));
+      absl::StripTrailingAsciiWhitespace(&line);
+      Log(options, line);
       link->ReportMetrics({EvalPoint(*report, checkpoint)});
     }
     finished = step;

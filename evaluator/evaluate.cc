@@ -50,6 +50,16 @@ std::vector<int> LabelsOf(const std::vector<int>& labels, const std::vector<int6
   return out;
 }
 
+// "fsdd-mlp/2, 2700 training items (sha256 1a2b3c4d5e6f), PATH".
+std::string JudgeSummary(const Judge& judge) {
+  auto get = [&](const char* key) {
+    auto it = judge.metadata.find(key);
+    return it == judge.metadata.end() ? std::string("?") : it->second;
+  };
+  return absl::StrCat(get("code_version"), ", ", get("train_items"), " training items (sha256 ",
+                      get("data_sha256").substr(0, 12), "), ", judge.path);
+}
+
 void AddValidation(const ValidationMetrics& v, EvalReport* report) {
   for (const auto& [name, value] : v.Flat()) report->metrics[name] = value;
 }
@@ -69,6 +79,7 @@ std::string EvalReport::ToJson() const {
   j["flops"] = flops;
   j["metrics"] = metrics;
   j["files"] = files;
+  j["judges"] = judges;
   return j.dump(2);
 }
 
@@ -86,36 +97,41 @@ absl::StatusOr<const Tokenizers*> CheckpointEvaluator::TokenizersFor(const std::
   return &it->second;
 }
 
+absl::StatusOr<Judge*> CheckpointEvaluator::JudgeFor(JudgeKind kind) {
+  std::optional<Judge>& judge = kind == JudgeKind::kImage ? image_judge_ : speech_judge_;
+  if (judge) return &*judge;
+  if (raw_dir_.empty()) {
+    ASSIGN_OR_RETURN(raw_dir_, data::FindRawDataDir(options_.raw_dir));
+  }
+  const std::string dir =
+      options_.classifier_dir.empty() ? DefaultClassifierDir() : options_.classifier_dir;
+  ASSIGN_OR_RETURN(judge, LoadOrTrainJudge(kind, dir, raw_dir_, backend_, JudgeOptions{}));
+  return &*judge;
+}
+
 absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::ImageReference(
     const std::string& dataset_dir, const Tokenizers& tok) {
   const std::string key = "image:" + dataset_dir;
   if (auto it = references_.find(key); it != references_.end()) return it->second.get();
-  if (raw_dir_.empty()) {
-    ASSIGN_OR_RETURN(raw_dir_, data::FindRawDataDir(options_.raw_dir));
-  }
-  if (!image_classifier_) {
-    const std::string dir =
-        options_.classifier_dir.empty() ? DefaultClassifierDir() : options_.classifier_dir;
-    ASSIGN_OR_RETURN(image_classifier_, LoadOrTrainImageClassifier(dir, raw_dir_, backend_));
-  }
-  if (!mnist_test_) {
-    const std::string mnist = raw_dir_ + "/mnist/";
-    ASSIGN_OR_RETURN(mnist_test_, data::ReadMnist(mnist + "t10k-images-idx3-ubyte.gz",
-                                                  mnist + "t10k-labels-idx1-ubyte.gz"));
-  }
-  const data::MnistSet& test = *mnist_test_;
+  ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kImage));
+  Mlp* classifier = judge->mlp.get();
+  const data::MnistSet& test = judge->corpus.images[data::kVal];
   auto ref = std::make_unique<Reference>();
   const std::vector<float> inputs = ImageInputs(test.pixels.data(), test.count());
   const std::vector<int> labels(test.labels.begin(), test.labels.end());
   const std::vector<int32_t> labels32(labels.begin(), labels.end());
-  ASSIGN_OR_RETURN(DigitScorer scorer, DigitScorer::Create(image_classifier_.get(), inputs));
+  ASSIGN_OR_RETURN(DigitScorer scorer, DigitScorer::Create(classifier, inputs));
   ref->scorer = std::move(scorer);
-  ref->lines["ref_real_accuracy"] = Accuracy(image_classifier_.get(), inputs, labels32);
+  ref->lines["ref_real_accuracy"] = Accuracy(classifier, inputs, labels32);
+  ref->lines["ref_augmented_accuracy"] =
+      Accuracy(classifier, AugmentedImageInputs(test, kAugmentedTestSeed), labels32);
   const std::vector<int64_t> subset = PerDigitSubset(labels, options_.samples_per_digit);
   const int dim = data::kImagePixels;
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), LabelsOf(labels, subset)));
   ref->lines["ref_real_frechet"] = real.frechet;
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"],
+                   TrainTestFrechet(JudgeKind::kImage, *judge));
   if (tok.vq) {
     // MNIST test through the codebook: what a model that produced the
     // right codes would score.
@@ -128,7 +144,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::ImageRefere
     }
     ref->lines["ref_vq_psnr"] = psnr / test.count();
     const std::vector<float> recon_inputs = ImageInputs(recon.data(), test.count());
-    ref->lines["ref_vq_accuracy"] = Accuracy(image_classifier_.get(), recon_inputs, labels32);
+    ref->lines["ref_vq_accuracy"] = Accuracy(classifier, recon_inputs, labels32);
     ASSIGN_OR_RETURN(DigitScorer::Score vq, ref->scorer->Evaluate(Rows(recon_inputs, dim, subset),
                                                                   LabelsOf(labels, subset)));
     ref->lines["ref_vq_frechet"] = vq.frechet;
@@ -149,46 +165,44 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::SpeechRefer
         dataset_dir, ": the speech tokenizer has ", tok.speech->mel_config().n_mels,
         " mel bands, the speech classifier ", n_mels));
   }
-  if (raw_dir_.empty()) {
-    ASSIGN_OR_RETURN(raw_dir_, data::FindRawDataDir(options_.raw_dir));
-  }
-  if (!speech_classifier_) {
-    const std::string dir =
-        options_.classifier_dir.empty() ? DefaultClassifierDir() : options_.classifier_dir;
-    ASSIGN_OR_RETURN(speech_classifier_, LoadOrTrainSpeechClassifier(dir, raw_dir_, backend_));
-  }
-  if (fsdd_test_mels_.empty()) {
-    data::RawSelection sel;
-    sel.images = sel.text = false;
-    sel.fsdd = {0, -1};
-    sel.cathy = {0, 0};
-    ASSIGN_OR_RETURN(data::RawCorpus corpus, data::LoadRawCorpus(raw_dir_, sel));
-    for (const data::Recording& r : corpus.fsdd[data::kVal]) {
-      fsdd_test_mels_.push_back(mel.LogMel(r.audio.samples));
-      fsdd_test_digits_.push_back(r.digit);
-    }
+  ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kSpeech));
+  Mlp* classifier = judge->mlp.get();
+  const std::vector<data::Recording>& test = judge->corpus.fsdd[data::kVal];
+  std::vector<std::vector<float>> test_mels;
+  std::vector<int> digits;
+  for (const data::Recording& r : test) {
+    test_mels.push_back(mel.LogMel(r.audio.samples));
+    digits.push_back(r.digit);
   }
   auto ref = std::make_unique<Reference>();
-  const std::vector<float> inputs = SpeechInputs(fsdd_test_mels_, n_mels);
-  const std::vector<int32_t> labels32(fsdd_test_digits_.begin(), fsdd_test_digits_.end());
-  ASSIGN_OR_RETURN(DigitScorer scorer, DigitScorer::Create(speech_classifier_.get(), inputs));
+  const std::vector<float> inputs = SpeechInputs(test_mels, n_mels);
+  const std::vector<int32_t> labels32(digits.begin(), digits.end());
+  ASSIGN_OR_RETURN(DigitScorer scorer, DigitScorer::Create(classifier, inputs));
   ref->scorer = std::move(scorer);
-  ref->lines["ref_real_accuracy"] = Accuracy(speech_classifier_.get(), inputs, labels32);
-  const std::vector<int64_t> subset = PerDigitSubset(fsdd_test_digits_, options_.samples_per_digit);
-  const int dim = SpeechInputDim(n_mels);
-  const std::vector<int> subset_digits = LabelsOf(fsdd_test_digits_, subset);
+  ASSIGN_OR_RETURN(DigitScorer::Score all, ref->scorer->Evaluate(inputs, digits));
+  ref->lines["ref_real_accuracy"] = all.accuracy;
+  ref->lines["ref_real_cer"] = DigitWordCer(all.predicted, digits);
+  ref->lines["ref_augmented_accuracy"] =
+      Accuracy(classifier, AugmentedSpeechInputs(test, kAugmentedTestSeed), labels32);
+  const std::vector<int64_t> subset = PerDigitSubset(digits, options_.samples_per_digit);
+  const int dim = SpeechInputDim();
+  const std::vector<int> subset_digits = LabelsOf(digits, subset);
   ASSIGN_OR_RETURN(DigitScorer::Score real,
                    ref->scorer->Evaluate(Rows(inputs, dim, subset), subset_digits));
   ref->lines["ref_real_frechet"] = real.frechet;
+  ASSIGN_OR_RETURN(ref->lines["ref_train_test_frechet"],
+                   TrainTestFrechet(JudgeKind::kSpeech, *judge));
   // Real test takes through the unit tokenizer: what a model that produced
   // the right units would score.
   std::vector<std::vector<float>> resynth;
-  for (const auto& m : fsdd_test_mels_) {
+  for (const auto& m : test_mels) {
     ASSIGN_OR_RETURN(std::vector<float> back, tok.speech->Decode(tok.speech->Encode(m)));
     resynth.push_back(std::move(back));
   }
   const std::vector<float> unit_inputs = SpeechInputs(resynth, n_mels);
-  ref->lines["ref_units_accuracy"] = Accuracy(speech_classifier_.get(), unit_inputs, labels32);
+  ASSIGN_OR_RETURN(DigitScorer::Score units_all, ref->scorer->Evaluate(unit_inputs, digits));
+  ref->lines["ref_units_accuracy"] = units_all.accuracy;
+  ref->lines["ref_units_cer"] = DigitWordCer(units_all.predicted, digits);
   ASSIGN_OR_RETURN(DigitScorer::Score units,
                    ref->scorer->Evaluate(Rows(unit_inputs, dim, subset), subset_digits));
   ref->lines["ref_units_frechet"] = units.frechet;
@@ -211,6 +225,8 @@ absl::Status CheckpointEvaluator::ImageMetrics(const RecurrentLM& lm,
   report->metrics["image/samples"] = score.samples;
   report->metrics["image/accuracy"] = score.accuracy;
   report->metrics["image/frechet"] = score.frechet;
+  ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kImage));
+  report->judges["image"] = JudgeSummary(*judge);
   for (const auto& [name, value] : ref->lines) report->metrics["image/" + name] = value;
   if (!options_.output_dir.empty()) {
     RETURN_IF_ERROR(MakeDirs(options_.output_dir));
@@ -242,6 +258,9 @@ absl::Status CheckpointEvaluator::SpeechMetrics(const RecurrentLM& lm,
   report->metrics["speech/samples"] = score.samples;
   report->metrics["speech/accuracy"] = score.accuracy;
   report->metrics["speech/frechet"] = score.frechet;
+  report->metrics["speech/cer"] = DigitWordCer(score.predicted, digits);
+  ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kSpeech));
+  report->judges["speech"] = JudgeSummary(*judge);
   report->metrics["speech/mean_units"] = samples.empty() ? 0 : units / samples.size();
   for (const auto& [name, value] : ref->lines) report->metrics["speech/" + name] = value;
   if (!options_.output_dir.empty()) {

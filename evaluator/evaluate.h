@@ -2,15 +2,20 @@
 //   val/...     per-modality validation loss (evaluator/validation.h)
 //   image/...   "a handwritten <digit>" -> image, samples_per_digit per digit:
 //               accuracy (share classified as the asked digit), frechet
-//               (classifier features vs the MNIST test set), and reference
-//               lines: ref_real_accuracy (the classifier on MNIST test),
-//               ref_real_frechet (as many real test images as samples),
-//               ref_vq_psnr / ref_vq_accuracy / ref_vq_frechet (MNIST test
-//               through the dataset's VQ codebook; discrete settings)
+//               (FID on the judge's features vs the MNIST test set), and
+//               reference lines: ref_real_accuracy / ref_augmented_accuracy
+//               (the judge on MNIST test, clean and augmented: its
+//               calibration), ref_real_frechet (as many real test images as
+//               samples), ref_train_test_frechet (10,000 training images: the
+//               floor), ref_vq_psnr / ref_vq_accuracy / ref_vq_frechet (MNIST
+//               test through the dataset's VQ codebook; discrete settings)
 //   speech/...  "<digit word>" -> speech units -> log-mel frames, the same
-//               accuracy / frechet against FSDD test takes, mean_units, and
-//               ref_real_accuracy, ref_real_frechet, ref_units_accuracy and
-//               ref_units_frechet (real test takes through the unit tokenizer)
+//               accuracy / frechet against FSDD test takes, cer (character
+//               error rate of the recognised digit words), mean_units, and
+//               ref_real_accuracy, ref_augmented_accuracy, ref_real_cer,
+//               ref_real_frechet, ref_train_test_frechet, ref_units_accuracy,
+//               ref_units_cer and ref_units_frechet (real test takes through
+//               the unit tokenizer)
 // The classifiers, real features and reference lines are computed once and
 // reused for every checkpoint an evaluator sees.
 #ifndef MODAMBA_EVALUATOR_EVALUATE_H_
@@ -27,6 +32,7 @@
 #include "core/backend.h"
 #include "core/data/mnist.h"
 #include "core/model.h"
+#include "evaluator/digit_classifiers.h"
 #include "evaluator/mlp.h"
 #include "evaluator/samples.h"
 #include "evaluator/validation.h"
@@ -56,6 +62,8 @@ struct EvalReport {
   double flops = 0;
   std::map<std::string, double> metrics;
   std::vector<std::string> files;  // written under output_dir
+  // Per modality judged ("image", "speech"): which judge, trained on what.
+  std::map<std::string, std::string> judges;
   std::string ToJson() const;
 };
 
@@ -74,6 +82,9 @@ class CheckpointEvaluator {
  private:
   struct Reference;  // a classifier, its real-data scorer and reference lines
   absl::StatusOr<const Tokenizers*> TokenizersFor(const std::string& dataset_dir);
+  // The judge, loaded (its cache key checked against the raw data) or
+  // trained on first use.
+  absl::StatusOr<Judge*> JudgeFor(JudgeKind kind);
   absl::StatusOr<Reference*> ImageReference(const std::string& dataset_dir, const Tokenizers& tok);
   absl::StatusOr<Reference*> SpeechReference(const std::string& dataset_dir, const Tokenizers& tok);
   absl::Status ImageMetrics(const RecurrentLM& lm, const std::string& dataset_dir,
@@ -85,10 +96,7 @@ class CheckpointEvaluator {
   Backend* backend_;
   std::string raw_dir_;
   std::map<std::string, Tokenizers> tokenizers_;        // by dataset dir
-  std::unique_ptr<Mlp> image_classifier_, speech_classifier_;
-  std::optional<data::MnistSet> mnist_test_;
-  std::vector<std::vector<float>> fsdd_test_mels_;
-  std::vector<int> fsdd_test_digits_;
+  std::optional<Judge> image_judge_, speech_judge_;
   std::map<std::string, std::unique_ptr<Reference>> references_;  // "image:<dir>", "speech:<dir>"
 };
 

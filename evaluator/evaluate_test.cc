@@ -75,8 +75,9 @@ TEST_F(EvaluateTest, ChameleonCheckpoint) {
   const auto& m = report->metrics;
   for (const char* key : {"val/loss", "val/text_ce", "val/text_bpb", "val/image_ce",
                           "val/image_accuracy", "image/accuracy", "image/frechet",
-                          "image/ref_real_accuracy", "image/ref_real_frechet", "image/ref_vq_psnr",
-                          "image/ref_vq_accuracy", "image/ref_vq_frechet"}) {
+                          "image/ref_real_accuracy", "image/ref_augmented_accuracy",
+                          "image/ref_real_frechet", "image/ref_train_test_frechet",
+                          "image/ref_vq_psnr", "image/ref_vq_accuracy", "image/ref_vq_frechet"}) {
     EXPECT_EQ(m.count(key), 1u) << key;
   }
   EXPECT_EQ(m.count("speech/accuracy"), 0u);
@@ -84,6 +85,11 @@ TEST_F(EvaluateTest, ChameleonCheckpoint) {
   EXPECT_GT(m.at("image/ref_real_accuracy"), 0.85);
   EXPECT_GT(m.at("image/ref_vq_psnr"), 15);
   EXPECT_GT(m.at("image/ref_vq_accuracy"), 0.7);
+  // Real training images against the test set: far below the samples of an
+  // untrained model, and below the same-size real line.
+  EXPECT_LT(m.at("image/ref_train_test_frechet"), m.at("image/ref_real_frechet"));
+  EXPECT_LT(m.at("image/ref_train_test_frechet"), m.at("image/frechet"));
+  EXPECT_EQ(report->judges.count("image"), 1u);
   // Two steps from random: near-uniform over the 1031 ids.
   EXPECT_GT(m.at("val/loss"), 5.0);
   ASSERT_EQ(report->files.size(), 1u);
@@ -120,12 +126,18 @@ TEST_F(EvaluateTest, TransfusionAndTrimodalModels) {
       EXPECT_EQ(m.count("val/image_ce"), 0u);
     } else {
       for (const char* key : {"val/speech_ce", "val/speech_accuracy", "speech/accuracy",
-                              "speech/frechet", "speech/mean_units", "speech/ref_real_accuracy",
-                              "speech/ref_real_frechet", "speech/ref_units_accuracy",
-                              "speech/ref_units_frechet"}) {
+                              "speech/frechet", "speech/cer", "speech/mean_units",
+                              "speech/ref_real_accuracy", "speech/ref_augmented_accuracy",
+                              "speech/ref_real_cer", "speech/ref_real_frechet",
+                              "speech/ref_train_test_frechet", "speech/ref_units_accuracy",
+                              "speech/ref_units_cer", "speech/ref_units_frechet"}) {
         EXPECT_EQ(m.count(key), 1u) << key;
       }
       EXPECT_GT(m.at("speech/ref_real_accuracy"), 0.85);
+      // Right words score a low CER, and the real takes a lower one than
+      // the untrained model's samples.
+      EXPECT_LT(m.at("speech/ref_real_cer"), 0.15);
+      EXPECT_LT(m.at("speech/ref_real_cer"), m.at("speech/cer"));
       EXPECT_LE(m.at("speech/mean_units"), 20);
       // images.png and a WAV per digit whose first sample has any units.
       EXPECT_GE(report->files.size(), 2u);

@@ -233,8 +233,10 @@ absl::Status Mlp::Save(const std::string& path,
   return SaveSafetensors(path, tensors, meta);
 }
 
-absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend* backend) {
+absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend* backend,
+                                               std::map<std::string, std::string>* metadata) {
   ASSIGN_OR_RETURN(SafetensorsFile file, LoadSafetensors(path));
+  if (metadata != nullptr) *metadata = file.metadata;
   auto it = file.metadata.find("mlp_spec");
   if (it == file.metadata.end()) return absl::DataLossError(absl::StrCat(path, ": no mlp_spec"));
   std::vector<int> sizes;

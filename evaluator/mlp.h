@@ -37,7 +37,10 @@ class Mlp {
   // He-uniform weights from `seed`; input normalisation identity.
   static absl::StatusOr<std::unique_ptr<Mlp>> Create(const MlpSpec& spec, Backend* backend,
                                                      uint64_t seed);
-  static absl::StatusOr<std::unique_ptr<Mlp>> Load(const std::string& path, Backend* backend);
+  // `metadata` (optional) receives the file's metadata.
+  static absl::StatusOr<std::unique_ptr<Mlp>> Load(
+      const std::string& path, Backend* backend,
+      std::map<std::string, std::string>* metadata = nullptr);
   // Writes the weights, the input normalisation and `metadata` (safetensors).
   absl::Status Save(const std::string& path,
                     const std::map<std::string, std::string>& metadata) const;

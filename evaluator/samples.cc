@@ -193,6 +193,7 @@ absl::StatusOr<DigitScorer::Score> DigitScorer::Evaluate(const std::vector<float
   for (int64_t i = 0; i < n; ++i) {
     const float* row = &logits[i * classes];
     const int predicted = static_cast<int>(std::max_element(row, row + classes) - row);
+    score.predicted.push_back(predicted);
     asked[digits[i]]++;
     right[digits[i]] += predicted == digits[i];
   }

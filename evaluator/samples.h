@@ -83,6 +83,7 @@ class DigitScorer {
     double accuracy = 0;
     std::array<double, 10> per_digit{};  // accuracy per asked digit
     double frechet = 0;
+    std::vector<int> predicted;  // the classifier's digit per sample
   };
 
   // `reference_inputs`: classifier inputs of the real reference set [n, input].

@@ -36,23 +36,15 @@ absl::StatusOr<std::string> BuildTinyDatasets(const std::string& out) {
 }
 
 absl::Status TrainQuickClassifiers(const std::string& dir) {
-  data::RawSelection sel;
-  sel.text = false;
-  sel.mnist = {6000, 2000};
-  sel.cathy = {0, 0};
-  ASSIGN_OR_RETURN(data::RawCorpus corpus, data::LoadRawCorpus(RawDir(), sel));
   auto be = NewCpuBackend();
-  ClassifierTraining quick;
-  quick.epochs = 3;
-  ASSIGN_OR_RETURN(TrainedClassifier image,
-                   TrainImageClassifier(corpus.images[data::kTrain], corpus.images[data::kVal],
-                                        be.get(), quick));
-  RETURN_IF_ERROR(image.mlp->Save(absl::StrCat(dir, "/", kImageClassifierFile), {}));
-  quick.epochs = 15;
-  ASSIGN_OR_RETURN(TrainedClassifier speech,
-                   TrainSpeechClassifier(corpus.fsdd[data::kTrain], corpus.fsdd[data::kVal],
-                                         be.get(), quick));
-  return speech.mlp->Save(absl::StrCat(dir, "/", kSpeechClassifierFile), {});
+  JudgeOptions quick;
+  quick.train_items = 6000;
+  quick.training.epochs = 3;
+  RETURN_IF_ERROR(TrainJudge(JudgeKind::kImage, dir, RawDir(), be.get(), quick).status());
+  quick.train_items = -1;
+  quick.training.epochs = 4;
+  quick.training.speech_copies = 1;
+  return TrainJudge(JudgeKind::kSpeech, dir, RawDir(), be.get(), quick).status();
 }
 
 absl::StatusOr<v1::TrainConfig> TinyTrainConfig(const std::string& dataset_dir,

@@ -17,8 +17,8 @@ std::string RawDir();
 // (seq_len 256, 64 image codes, 32 speech units) under `out`; returns `out`.
 absl::StatusOr<std::string> BuildTinyDatasets(const std::string& out);
 
-// Trains quick image (an MNIST slice) and speech classifiers into `dir`
-// under the file names the evaluator looks for.
+// Trains quick image (an MNIST slice, 3 epochs) and speech (one augmented
+// copy, 4 epochs) judges into `dir`, keyed as the evaluator checks them.
 absl::Status TrainQuickClassifiers(const std::string& dir);
 
 // A resolved TrainConfig of a small model for the dataset at `dataset_dir`,

@@ -27,6 +27,7 @@
 #include "coordinator/client.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
+#include "evaluator/calibration.h"
 #include "grpcpp/grpcpp.h"
 #include "kernels/cuda_backend.h"
 #include "proto/service.grpc.pb.h"
@@ -248,6 +249,12 @@ absl::Status Demo(const DemoFlags& f) {
   std::cout << "\njob " << job.id() << " " << v1::JobState_Name(done.state()) << "\n";
   for (const auto& [kind, point] : last) {
     std::cout << absl::StrFormat("  %-5s step %d: %s\n", kind, point.step(), LossSummary(point));
+    // The evaluator's sample metrics beside its judges' accuracy on real data.
+    const std::string calibration = eval::CalibrationTable(
+        std::map<std::string, double>(point.scalars().begin(), point.scalars().end()));
+    for (absl::string_view line : absl::StrSplit(calibration, '\n', absl::SkipEmpty())) {
+      std::cout << "        " << line << "\n";
+    }
   }
   std::cout << "dashboard: http://127.0.0.1:" << f.http_port << "/ (token in " << token_file
             << "); the coordinator keeps running: modamba coordinator stop"

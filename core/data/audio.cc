@@ -165,6 +165,33 @@ absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* chan
 
 }  // namespace
 
+std::vector<float> Convolve(const std::vector<float>& a, const std::vector<float>& b) {
+  if (a.empty() || b.empty()) return {};
+  const size_t size = a.size() + b.size() - 1;
+  int n = 1;
+  while (static_cast<size_t>(n) < size) n *= 2;
+  RealBuffer x(fftwf_alloc_real(n)), y(fftwf_alloc_real(n));
+  ComplexBuffer fx(fftwf_alloc_complex(n / 2 + 1)), fy(fftwf_alloc_complex(n / 2 + 1));
+  std::fill_n(x.get(), n, 0.f);
+  std::fill_n(y.get(), n, 0.f);
+  std::copy(a.begin(), a.end(), x.get());
+  std::copy(b.begin(), b.end(), y.get());
+  Plan px = ForwardPlan(n, x.get(), fx.get()), py = ForwardPlan(n, y.get(), fy.get());
+  fftwf_execute(px.get());
+  fftwf_execute(py.get());
+  for (int k = 0; k <= n / 2; ++k) {
+    const float re = fx.get()[k][0] * fy.get()[k][0] - fx.get()[k][1] * fy.get()[k][1];
+    const float im = fx.get()[k][0] * fy.get()[k][1] + fx.get()[k][1] * fy.get()[k][0];
+    fx.get()[k][0] = re;
+    fx.get()[k][1] = im;
+  }
+  Plan inverse = InversePlan(n, fx.get(), x.get());
+  fftwf_execute(inverse.get());  // unnormalised: divide by n
+  std::vector<float> out(size);
+  for (size_t i = 0; i < size; ++i) out[i] = x.get()[i] / n;
+  return out;
+}
+
 absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
   Audio audio;
   int channels = 0;

@@ -39,6 +39,10 @@ absl::StatusOr<std::vector<float>> ReadAudio(const std::string& path, int target
 // Writes 16-bit PCM WAV atomically (clipping to [-1, 1]).
 absl::Status WriteWavFile(const std::string& path, const Audio& audio);
 
+// The full linear convolution of two signals (size a + b - 1; empty when
+// either is), by FFT. Thread-safe.
+std::vector<float> Convolve(const std::vector<float>& a, const std::vector<float>& b);
+
 struct MelConfig {
   int sample_rate = 8000;
   int window = 200;  // 25 ms

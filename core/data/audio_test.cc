@@ -83,6 +83,22 @@ double LogMelDistance(const std::vector<float>& a, const std::vector<float>& b) 
   return d / n;
 }
 
+TEST(AudioTest, ConvolveMatchesTheDirectSum) {
+  std::vector<float> a(300), b(77);
+  for (size_t i = 0; i < a.size(); ++i) a[i] = std::sin(0.1 * i) + 0.01f * i;
+  for (size_t i = 0; i < b.size(); ++i) b[i] = std::exp(-0.05 * i) * ((i % 3) - 1.0);
+  const std::vector<float> c = Convolve(a, b);
+  ASSERT_EQ(c.size(), a.size() + b.size() - 1);
+  for (size_t n = 0; n < c.size(); ++n) {
+    double direct = 0;
+    for (size_t k = 0; k < b.size(); ++k) {
+      if (n >= k && n - k < a.size()) direct += double{a[n - k]} * b[k];
+    }
+    EXPECT_NEAR(c[n], direct, 1e-4) << n;
+  }
+  EXPECT_TRUE(Convolve({}, b).empty());
+}
+
 TEST(AudioTest, WavRoundTrip) {
   const std::string dir = ScratchDir("audio_wav");
   Audio audio{8000, Chirp(4321, 8000)};
