@@ -19,8 +19,10 @@
 #include "core/data/image_tokenizer.h"
 #include "core/data/packing.h"
 #include "core/data/permutation.h"
+#include "core/data/png_io.h"
 #include "core/data/shard.h"
 #include "core/data/speech_tokenizer.h"
+#include "core/data/text_tokenizer.h"
 #include "core/file_util.h"
 #include "core/rng.h"
 #include "core/status_macros.h"
@@ -31,9 +33,6 @@ namespace {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
-constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";
 
 uint64_t StreamSeed(uint64_t seed, const std::string& name) {
   return Rng::ForName(seed, name).NextU64();
@@ -240,6 +239,8 @@ class DocumentFactory {
         }
         break;
       }
+      case DocType::kCorpus:
+        LOG(FATAL) << "corpus documents come from corpus_builder";
     }
     return w.Finish();
   }
@@ -267,18 +268,6 @@ class DocumentFactory {
   const Vocab& vocab_;
   int split_;
 };
-
-void CountTokens(const PackedSequences& data, SplitStats* stats) {
-  for (size_t i = 0; i < data.tokens.size(); ++i) {
-    if (data.tokens[i] == kPad && data.modality[i] == kText) {
-      ++stats->pad_tokens;
-      continue;
-    }
-    ++stats->tokens[data.modality[i]];
-    stats->targets[data.modality[i]] += data.loss_mask[i];
-  }
-  stats->patches = data.patch_dim > 0 ? data.patch_begin.back() : 0;
-}
 
 // Staging directories that are removed unless committed.
 class Staging {
@@ -315,58 +304,6 @@ class Staging {
   std::vector<std::pair<std::string, std::string>> dirs_;
 };
 
-absl::Status WriteTokenizers(const std::string& dir, Setting setting, const BuildOptions& o,
-                             const Tokenized& tok, DatasetManifest* manifest) {
-  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
-  json specials = json::object();
-  for (int32_t id = kBos; id < kBos + kNumSpecials; ++id) specials[SpecialName(id)] = id;
-  json j = {{"text", {{"kind", "utf8_bytes"}, {"ids", {0, kNumByteTokens}}, {"specials", specials}}}};
-  auto add = [&](const std::string& name, const std::string& file,
-                 const std::string& seed_stream) -> absl::StatusOr<json> {
-    ASSIGN_OR_RETURN(std::string sha, Sha256File(absl::StrCat(dir, "/", file)));
-    manifest->tokenizers[name] = {file, sha};
-    return json{{"file", fs::path(file).filename().string()},
-                {"sha256", sha},
-                {"seed", StreamSeed(o.seed, seed_stream)}};
-  };
-  if (UsesDiscreteImages(setting)) {
-    const std::map<std::string, std::string> meta = {
-        {"seed", std::to_string(StreamSeed(o.seed, "image_vq"))}};
-    RETURN_IF_ERROR(tok.vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
-    ASSIGN_OR_RETURN(json entry, add("image_vq", kImageVqFile, "image_vq"));
-    entry["kind"] = "kmeans_vq";
-    entry["k"] = tok.vq->k();
-    entry["patch_side"] = kPatchSide;
-    entry["patches_per_image"] = kPatchesPerImage;
-    entry["pixel_value"] = "p / 255";
-    entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
-    j["image_vq"] = entry;
-  } else {
-    j["image_continuous"] = {{"kind", "patches"},
-                             {"patch_side", kPatchSide},
-                             {"patches_per_image", kPatchesPerImage},
-                             {"patch_dim", kPatchDim},
-                             {"pixel_value", "2 * p / 255 - 1"}};
-  }
-  if (UsesSpeech(setting)) {
-    const std::map<std::string, std::string> meta = {
-        {"seed", std::to_string(StreamSeed(o.seed, "speech_units"))}};
-    RETURN_IF_ERROR(tok.speech->Save(absl::StrCat(dir, "/", kSpeechUnitsFile), meta));
-    ASSIGN_OR_RETURN(json entry, add("speech_units", kSpeechUnitsFile, "speech_units"));
-    const MelConfig& mel = tok.speech->mel_config();
-    entry["kind"] = "kmeans_log_mel_units";
-    entry["k"] = tok.speech->k();
-    entry["collapse_repeats"] = true;
-    entry["mel"] = {{"sample_rate", mel.sample_rate}, {"window", mel.window},
-                    {"hop", mel.hop},                 {"n_fft", mel.n_fft},
-                    {"n_mels", mel.n_mels},           {"f_min", mel.f_min},
-                    {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
-    entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
-    j["speech_units"] = entry;
-  }
-  return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
-}
-
 absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting setting,
                           const BuildOptions& o, const std::string& dir,
                           DatasetManifest* manifest) {
@@ -398,7 +335,10 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   }
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
-  RETURN_IF_ERROR(WriteTokenizers(dir, setting, o, tok, manifest));
+  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(),
+                                      UsesDiscreteImages(setting) ? &*tok.vq : nullptr,
+                                      UsesSpeech(setting) ? &*tok.speech : nullptr, o.seed,
+                                      manifest));
 
   for (int split = 0; split < kNumSplits; ++split) {
     SplitStats& stats = manifest->splits[SplitName(split)];
@@ -410,7 +350,7 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
     stats.documents = packer.stats().documents;
     stats.dropped_documents = packer.stats().dropped;
     const PackedSequences data = packer.Finish();
-    CountTokens(data, &stats);
+    CountPackedTokens(data, &stats);
     stats.sequences = data.num_sequences;
     stats.items["mnist_images"] = raw.images[split].count();
     if (!raw.text[split].empty()) stats.items["tinyshakespeare_bytes"] = raw.text[split].size();
@@ -470,6 +410,70 @@ absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
   return out;
 }
 
+absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
+                                 const ImageVq* vq, const SpeechUnits* speech, uint64_t seed,
+                                 DatasetManifest* manifest) {
+  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
+  json specials = json::object();
+  for (int32_t id = kBos; id < kBos + kNumSpecials; ++id) specials[SpecialName(id)] = id;
+  auto add = [&](const std::string& name, const std::string& file) -> absl::StatusOr<json> {
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(absl::StrCat(dir, "/", file)));
+    manifest->tokenizers[name] = {file, sha};
+    return json{{"file", fs::path(file).filename().string()}, {"sha256", sha}};
+  };
+  json j;
+  const json described = text.Describe();
+  if (described.value("type", "") == "bytes") {
+    j["text"] = {{"kind", "utf8_bytes"}, {"ids", {0, kNumByteTokens}}, {"specials", specials}};
+  } else {
+    RETURN_IF_ERROR(text.Save(absl::StrCat(dir, "/tokenizers")));
+    ASSIGN_OR_RETURN(json entry, add("text", kTextTokenizerFile));
+    entry["kind"] = described;
+    entry["ids"] = {{0, kNumByteTokens}, {kImageBase, manifest->vocab.text_end()}};
+    entry["id_mapping"] = "tokenizer id t is token t below 256, t + 7 from 256 on";
+    entry["specials"] = specials;
+    j["text"] = entry;
+  }
+  if (vq != nullptr) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(seed, "image_vq"))}};
+    RETURN_IF_ERROR(vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("image_vq", kImageVqFile));
+    entry["seed"] = StreamSeed(seed, "image_vq");
+    entry["kind"] = "kmeans_vq";
+    entry["k"] = vq->k();
+    entry["patch_side"] = kPatchSide;
+    entry["patches_per_image"] = kPatchesPerImage;
+    entry["pixel_value"] = "p / 255";
+    entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
+    j["image_vq"] = entry;
+  } else {
+    j["image_continuous"] = {{"kind", "patches"},
+                             {"patch_side", kPatchSide},
+                             {"patches_per_image", kPatchesPerImage},
+                             {"patch_dim", kPatchDim},
+                             {"pixel_value", "2 * p / 255 - 1"}};
+  }
+  if (speech != nullptr) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(seed, "speech_units"))}};
+    RETURN_IF_ERROR(speech->Save(absl::StrCat(dir, "/", kSpeechUnitsFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("speech_units", kSpeechUnitsFile));
+    entry["seed"] = StreamSeed(seed, "speech_units");
+    const MelConfig& mel = speech->mel_config();
+    entry["kind"] = "kmeans_log_mel_units";
+    entry["k"] = speech->k();
+    entry["collapse_repeats"] = true;
+    entry["mel"] = {{"sample_rate", mel.sample_rate}, {"window", mel.window},
+                    {"hop", mel.hop},                 {"n_fft", mel.n_fft},
+                    {"n_mels", mel.n_mels},           {"f_min", mel.f_min},
+                    {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
+    entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
+    j["speech_units"] = entry;
+  }
+  return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
+}
+
 absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o) {
   if (o.seq_len < 2 || o.image_codes < 1 || o.speech_units < 1 || o.kmeans_iterations < 1 ||
       o.shard_sequences < 1 || o.settings.empty()) {
@@ -508,6 +512,91 @@ absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o
   }
   RETURN_IF_ERROR(staging.Commit());
   return manifests;
+}
+
+absl::Status ExportDigitsWorld(const BuildOptions& o) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("export: no output directory");
+  std::error_code ec;
+  if (fs::exists(o.out_dir, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(o.out_dir, ": exists; export writes a new directory"));
+  }
+  RawSelection selection = o.selection;
+  selection.images = selection.speech = selection.text = true;
+  ASSIGN_OR_RETURN(const RawCorpus raw, LoadRawCorpus(o.raw_dir, selection));
+  // Written beside the target and renamed into place when complete.
+  const std::string staging = absl::StrCat(o.out_dir, ".partial-", getpid());
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } cleanup{staging};
+  for (const char* sub : {"images/train", "images/val", "audio/fsdd", "audio/cathy"}) {
+    RETURN_IF_ERROR(MakeDirs(absl::StrCat(staging, "/", sub)));
+  }
+  for (int split = 0; split < kNumSplits; ++split) {
+    const MnistSet& images = raw.images[split];
+    for (int64_t i = 0; i < images.count(); ++i) {
+      RETURN_IF_ERROR(WriteGrayPng(
+          absl::StrFormat("%s/images/%s/%05d.png", staging, SplitName(split), i), kImageSide,
+          kImageSide, images.image(i)));
+    }
+    for (const auto* recordings : {&raw.fsdd[split], &raw.cathy[split]}) {
+      for (const Recording& r : *recordings) {
+        // The raw FLAC files as they are: fsdd/7_jackson_32 -> fsdd/recordings/7_jackson_32.flac.
+        const size_t slash = r.id.find('/');
+        const std::string from = absl::StrCat(o.raw_dir, "/", r.id.substr(0, slash),
+                                              "/recordings/", r.id.substr(slash + 1), ".flac");
+        fs::copy_file(from, absl::StrCat(staging, "/audio/", r.id, ".flac"), ec);
+        if (ec) return absl::InternalError(absl::StrCat(from, ": cannot copy: ", ec.message()));
+      }
+    }
+    auto image = [&](int64_t i) {
+      return json{{"image", absl::StrFormat("images/%s/%05d.png", SplitName(split), i)}};
+    };
+    auto audio = [](const Recording& r) { return json{{"audio", absl::StrCat("audio/", r.id, ".flac")}}; };
+    auto text = [](absl::string_view t) { return json{{"text", std::string(t)}}; };
+    std::string lines;
+    for (const DocSpec& spec : PlanDocuments(raw, Setting::kTrimodal, split, o.seq_len, o.seed)) {
+      const std::vector<Recording>& recs = spec.source == Source::kFsdd ? raw.fsdd[split] : raw.cathy[split];
+      json doc = json::array();
+      switch (spec.type) {
+        case DocType::kText:
+          doc.push_back(text(absl::string_view(raw.text[split]).substr(spec.item, spec.aux - spec.item)));
+          break;
+        case DocType::kCaptionImage:
+          doc = {text(DigitCaption(raw.images[split].labels[spec.item])), image(spec.item)};
+          break;
+        case DocType::kImageCaption:
+          doc = {image(spec.item), text(DigitCaption(raw.images[split].labels[spec.item]))};
+          break;
+        case DocType::kTranscriptSpeech:
+          doc = {text(recs[spec.item].transcript), audio(recs[spec.item])};
+          break;
+        case DocType::kSpeechTranscript:
+          doc = {audio(recs[spec.item]), text(recs[spec.item].transcript)};
+          break;
+        case DocType::kDigitTriple: {
+          static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                                {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+          const Recording& r = raw.fsdd[split][spec.item];
+          for (int part : kOrders[spec.order]) {
+            doc.push_back(part == 0 ? text(r.transcript) : part == 1 ? image(spec.aux) : audio(r));
+          }
+          break;
+        }
+        case DocType::kCorpus:
+          break;
+      }
+      absl::StrAppend(&lines, doc.dump(), "\n");
+    }
+    RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(staging, "/", SplitName(split), ".jsonl"), lines));
+  }
+  fs::rename(staging, o.out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": cannot rename into place: ", ec.message()));
+  cleanup.dir.clear();
+  return absl::OkStatus();
 }
 
 }  // namespace modamba::data

@@ -32,8 +32,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/data/image_tokenizer.h"
 #include "core/data/manifest.h"
 #include "core/data/raw_data.h"
+#include "core/data/speech_tokenizer.h"
+#include "core/data/text_tokenizer.h"
 
 namespace modamba::data {
 
@@ -60,8 +63,30 @@ struct BuildOptions {
   RawSelection selection;
 };
 
+inline constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
+inline constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";
+inline constexpr char kTextTokenizerFile[] = "tokenizers/tokenizer.json";
+
+// Writes DIR/tokenizers/: the text tokenizer's tokenizer.json (unless bytes),
+// the image codebook (or, without one, says the images are continuous
+// patches), the speech units when given, and manifest.json saying what each
+// is; records each file in manifest->tokenizers (manifest->vocab must be set).
+absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
+                                 const ImageVq* vq, const SpeechUnits* speech, uint64_t seed,
+                                 DatasetManifest* manifest);
+
 // Builds every requested setting; returns their manifests.
 absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& options);
+
+// The digits world as a user's corpus (corpus.h), in options.out_dir (which
+// must not exist; written aside and renamed into place):
+//   {train,val}.jsonl      the tri-modal setting's documents, one a line, in
+//                          its seeded order (chameleon and transfusion builds
+//                          leave out the speech documents, as they do here)
+//   images/{train,val}/NNNNN.png   every MNIST image once
+//   audio/{fsdd,cathy}/ID.flac     the raw recordings as they are
+// Uses raw_dir, seq_len (text chunks), seed and selection.
+absl::Status ExportDigitsWorld(const BuildOptions& options);
 
 }  // namespace modamba::data
 

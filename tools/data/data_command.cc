@@ -1,5 +1,8 @@
 #include "tools/data/data_command.h"
 
+#include <unistd.h>
+
+#include <algorithm>
 #include <cstdlib>
 #include <functional>
 #include <iostream>
@@ -11,10 +14,13 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/data/builder.h"
+#include "core/data/corpus_builder.h"
 #include "core/data/decode.h"
 #include "core/data/manifest.h"
 #include "core/data/raw_data.h"
@@ -34,6 +40,16 @@ constexpr char kUsage[] =
     "      [--kmeans_iterations=25] [--image_kmeans_patches=200000]\n"
     "      [--speech_kmeans_frames=100000] [--shard_sequences=1024]\n"
     "      [--limit_{mnist,fsdd,cathy,text}_{train,val}=N]   (slices, for quick trials)\n"
+    "    the digits world from the raw data; or a corpus of your own (core/data/README.md):\n"
+    "  modamba data build --train=GLOBS (--val=GLOBS | --val_fraction=F) --out=DIR\n"
+    "      [--setting=...] [--seq_len=1024] [--seed=1234] [--text_tokenizer=bytes|bpe:N|PATH]\n"
+    "      [--image_height=28] [--image_width=28] [--image_channels=1] [--image_codes=512]\n"
+    "      [--speech_units=256] [--speech_sample_rate=8000] [--kmeans_iterations=25]\n"
+    "      [--image_kmeans_patches=200000] [--speech_kmeans_frames=100000]\n"
+    "      [--speech_kmeans_recordings=4000] [--unit_documents=8192] [--threads=0]\n"
+    "      [--skip_bad] [--append]\n"
+    "  modamba data export-digits --out=DIR [--raw=DIR] [--seq_len=1024] [--seed=1234]\n"
+    "      [--limit_...]   the digits world as JSONL + PNG + FLAC, a corpus to build from\n"
     "  modamba data inspect DIR [--split=val] [--sample=0] [--decode_dir=DIR]\n"
     "      [--griffin_lim_iterations=32] [--verify [--raw=DIR]]\n"
     "DIR of inspect is one setting's directory, e.g. OUT/chameleon. The raw directory\n"
@@ -52,7 +68,13 @@ class Flags {
   }
   template <typename T>
   void Number(const std::string& name, T* target) {
-    setters_[name] = [target](absl::string_view v) { return absl::SimpleAtoi(v, target); };
+    setters_[name] = [target](absl::string_view v) {
+      if constexpr (std::is_floating_point_v<T>) {
+        return absl::SimpleAtod(v, target);
+      } else {
+        return absl::SimpleAtoi(v, target);
+      }
+    };
   }
   void Bool(const std::string& name, bool* target) {
     bools_.insert({name, target});
@@ -97,9 +119,13 @@ class Flags {
 
 std::string FormatManifest(const DatasetManifest& m) {
   std::string out = absl::StrFormat(
-      "setting %s: seq_len %d, vocab %d (text [0, 256), specials [256, 263), image [%d, %d), "
+      "setting %s: seq_len %d, vocab %d (text [0, 256)%s, specials [256, 263), image [%d, %d), "
       "speech [%d, %d)), %d modalities, patch_dim %d, seed %d\n",
-      m.setting, m.seq_len, m.vocab.size(), m.vocab.image_begin(), m.vocab.image_end(),
+      m.setting, m.seq_len, m.vocab.size(),
+      m.vocab.text_end() > data::kImageBase
+          ? absl::StrFormat(" and [%d, %d)", data::kImageBase, m.vocab.text_end())
+          : "",
+      m.vocab.image_begin(), m.vocab.image_end(),
       m.vocab.speech_begin(), m.vocab.speech_end(), m.num_modalities, m.patch_dim, m.seed);
   for (const char* name : {"train", "val"}) {
     auto it = m.splits.find(name);
@@ -146,6 +172,16 @@ std::string UserPath(const std::string& path) {
   return absl::StrCat(cwd, "/", path);
 }
 
+void AddLimitFlags(Flags* flags, data::BuildOptions* o) {
+  for (int s = 0; s < data::kNumSplits; ++s) {
+    const std::string split = data::SplitName(s);
+    flags->Number("limit_mnist_" + split, &o->selection.mnist[s]);
+    flags->Number("limit_fsdd_" + split, &o->selection.fsdd[s]);
+    flags->Number("limit_cathy_" + split, &o->selection.cathy[s]);
+    flags->Number("limit_text_" + split, &o->selection.text_bytes[s]);
+  }
+}
+
 int Fail(const absl::Status& status) {
   std::cerr << "modamba data: " << status.message() << "\n";
   return 1;
@@ -156,7 +192,157 @@ int Usage(const absl::Status& status) {
   return 2;
 }
 
+// Draws the build's progress: a bar with an ETA on a terminal, a plain line
+// every few seconds otherwise.
+class ProgressPrinter {
+ public:
+  ProgressPrinter() : tty_(isatty(STDERR_FILENO) == 1) {}
+  // Ends the bar's line.
+  void Finish() {
+    if (tty_ && drawn_) std::cerr << "\n";
+    drawn_ = false;
+  }
+  void operator()(const data::BuildProgress& p) {
+    const bool new_phase = p.phase != phase_;
+    if (new_phase && tty_ && drawn_) std::cerr << "\n";
+    if (new_phase) {
+      phase_ = p.phase;
+      phase_start_ = p.elapsed;
+    }
+    const double seconds = absl::ToDoubleSeconds(p.elapsed - phase_start_);
+    const double rate = seconds > 0 ? p.done / seconds : 0;
+    std::string line = absl::StrFormat("%-12s", p.phase);
+    if (p.total > 0) {
+      const double f = std::min(1.0, static_cast<double>(p.done) / p.total);
+      const int filled = static_cast<int>(f * 30);
+      absl::StrAppendFormat(&line, " [%s%s] %3d%% %d/%d documents", std::string(filled, '#'),
+                            std::string(30 - filled, '.'), static_cast<int>(f * 100), p.done,
+                            p.total);
+      if (rate > 0) {
+        const int64_t eta = static_cast<int64_t>((p.total - p.done) / rate);
+        absl::StrAppendFormat(&line, ", %.0f/s, ETA %d:%02d", rate, eta / 60, eta % 60);
+      }
+    } else {
+      absl::StrAppendFormat(&line, " %d documents", p.done);
+      if (rate > 0) absl::StrAppendFormat(&line, ", %.0f/s", rate);
+    }
+    if (tty_) {
+      std::cerr << "\r" << line << "\x1b[K" << std::flush;
+      drawn_ = true;
+    } else if (new_phase || p.elapsed - last_line_ >= absl::Seconds(5) ||
+               (p.total > 0 && p.done >= p.total)) {
+      std::cerr << line << "\n";
+      last_line_ = p.elapsed;
+    }
+  }
+
+ private:
+  bool tty_;
+  bool drawn_ = false;
+  std::string phase_;
+  absl::Duration phase_start_, last_line_;
+};
+
+void PrintSkipped(const DatasetManifest& m) {
+  for (const auto& [name, split] : m.splits) {
+    auto it = split.items.find("skipped_bad");
+    if (it == split.items.end()) continue;
+    std::cout << "  " << name << ": skipped " << it->second << " bad documents (--skip_bad):\n";
+    for (const std::string& s : split.skipped) std::cout << "    " << s << "\n";
+    if (static_cast<int64_t>(split.skipped.size()) < it->second) {
+      std::cout << "    ... (the manifest lists the first " << split.skipped.size() << ")\n";
+    }
+  }
+}
+
+int BuildCorpus(int argc, char** argv) {
+  data::CorpusBuildOptions o;
+  std::string settings = "all";
+  Flags flags("build");
+  flags.String("out", &o.out_dir);
+  flags.String("setting", &settings);
+  flags.String("train", &o.train_inputs);
+  flags.String("val", &o.val_inputs);
+  flags.Number("val_fraction", &o.val_fraction);
+  flags.Number("seq_len", &o.seq_len);
+  flags.Number("seed", &o.seed);
+  flags.String("text_tokenizer", &o.text_tokenizer);
+  flags.Number("image_height", &o.image_height);
+  flags.Number("image_width", &o.image_width);
+  flags.Number("image_channels", &o.image_channels);
+  flags.Number("image_codes", &o.image_codes);
+  flags.Number("speech_units", &o.speech_units);
+  flags.Number("speech_sample_rate", &o.speech_sample_rate);
+  flags.Number("kmeans_iterations", &o.kmeans_iterations);
+  flags.Number("image_kmeans_patches", &o.image_kmeans_patches);
+  flags.Number("speech_kmeans_frames", &o.speech_kmeans_frames);
+  flags.Number("speech_kmeans_recordings", &o.speech_kmeans_recordings);
+  flags.Number("unit_documents", &o.unit_documents);
+  flags.Number("threads", &o.threads);
+  flags.Bool("skip_bad", &o.skip_bad);
+  flags.Bool("append", &o.append);
+  std::vector<std::string> positional;
+  if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
+  if (!positional.empty()) {
+    return Usage(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", positional[0], "'")));
+  }
+  if (o.out_dir.empty()) return Usage(absl::InvalidArgumentError("--out=DIR is required"));
+  absl::StatusOr<std::vector<data::Setting>> parsed = data::ParseSettings(settings);
+  if (!parsed.ok()) return Usage(parsed.status());
+  o.settings = *parsed;
+  o.out_dir = UserPath(o.out_dir);
+  // Globs are relative to where the user typed them, like --out.
+  for (std::string* inputs : {&o.train_inputs, &o.val_inputs}) {
+    std::vector<std::string> patterns;
+    for (absl::string_view p : absl::StrSplit(*inputs, ',', absl::SkipEmpty())) {
+      patterns.push_back(UserPath(std::string(p)));
+    }
+    *inputs = absl::StrJoin(patterns, ",");
+  }
+  if (absl::StrContains(o.text_tokenizer, '/')) o.text_tokenizer = UserPath(o.text_tokenizer);
+  ProgressPrinter printer;
+  o.progress = [&](const data::BuildProgress& p) { printer(p); };
+  const absl::Time start = absl::Now();
+  absl::StatusOr<std::vector<DatasetManifest>> manifests = data::BuildCorpusDatasets(o);
+  printer.Finish();
+  if (!manifests.ok()) return Fail(manifests.status());
+  for (const DatasetManifest& m : *manifests) {
+    std::cout << o.out_dir << "/" << m.setting << "\n" << FormatManifest(m);
+    PrintSkipped(m);
+  }
+  std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
+  return 0;
+}
+
+int ExportDigits(int argc, char** argv) {
+  data::BuildOptions o;
+  std::string raw;
+  Flags flags("export-digits");
+  flags.String("raw", &raw);
+  flags.String("out", &o.out_dir);
+  flags.Number("seq_len", &o.seq_len);
+  flags.Number("seed", &o.seed);
+  AddLimitFlags(&flags, &o);
+  std::vector<std::string> positional;
+  if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
+  if (o.out_dir.empty() || !positional.empty()) {
+    return Usage(absl::InvalidArgumentError("export-digits needs --out=DIR and no arguments"));
+  }
+  o.out_dir = UserPath(o.out_dir);
+  absl::StatusOr<std::string> raw_dir = data::FindRawDataDir(UserPath(raw));
+  if (!raw_dir.ok()) return Fail(raw_dir.status());
+  o.raw_dir = *raw_dir;
+  if (absl::Status s = data::ExportDigitsWorld(o); !s.ok()) return Fail(s);
+  std::cout << o.out_dir << ": the digits world as a corpus (train.jsonl, val.jsonl, images/, audio/)\n"
+            << "build it: modamba data build --train=" << o.out_dir << "/train.jsonl --val="
+            << o.out_dir << "/val.jsonl --out=DATA\n";
+  return 0;
+}
+
 int Build(int argc, char** argv) {
+  for (int i = 2; i < argc; ++i) {
+    if (absl::StartsWith(argv[i], "--train=")) return BuildCorpus(argc, argv);
+  }
   data::BuildOptions o;
   std::string raw, settings = "all";
   Flags flags("build");
@@ -171,13 +357,7 @@ int Build(int argc, char** argv) {
   flags.Number("image_kmeans_patches", &o.image_kmeans_patches);
   flags.Number("speech_kmeans_frames", &o.speech_kmeans_frames);
   flags.Number("shard_sequences", &o.shard_sequences);
-  for (int s = 0; s < data::kNumSplits; ++s) {
-    const std::string split = data::SplitName(s);
-    flags.Number("limit_mnist_" + split, &o.selection.mnist[s]);
-    flags.Number("limit_fsdd_" + split, &o.selection.fsdd[s]);
-    flags.Number("limit_cathy_" + split, &o.selection.cathy[s]);
-    flags.Number("limit_text_" + split, &o.selection.text_bytes[s]);
-  }
+  AddLimitFlags(&flags, &o);
   std::vector<std::string> positional;
   if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
   if (!positional.empty()) {
@@ -271,6 +451,7 @@ int RunDataCommand(int argc, char** argv) {
   const std::string sub = argc >= 2 ? argv[1] : "";
   if (sub == "build") return Build(argc, argv);
   if (sub == "inspect") return Inspect(argc, argv);
+  if (sub == "export-digits") return ExportDigits(argc, argv);
   if (sub == "help" || sub == "--help" || sub == "-h") {
     std::cout << kUsage;
     return 0;
