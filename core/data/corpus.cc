@@ -510,7 +510,7 @@ class ArrayReader : public CorpusFileReader {
 absl::StatusOr<CorpusDocument> ParseDocumentLine(absl::string_view line,
                                                  const std::string& base_dir) {
   if (const size_t bad = InvalidUtf8Offset(line); bad != absl::string_view::npos) {
-    return absl::InvalidArgumentError(absl::StrCat("invalid UTF-8 at byte ", bad + 1));
+    return absl::InvalidArgumentError(absl::StrCat("invalid UTF-8 at byte offset ", bad));
   }
   json j;
   try {

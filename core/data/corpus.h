@@ -47,7 +47,7 @@ struct CorpusDocument {
 
 // Parses one JSON line; relative media paths resolve against `base_dir`.
 // Errors say what is wrong ("malformed JSON at column 12: ...", "invalid
-// UTF-8 at byte 40", "segment 2: unknown key 'img'"); callers add file:line.
+// UTF-8 at byte offset 40", "segment 2: unknown key 'img'"); callers add file:line.
 absl::StatusOr<CorpusDocument> ParseDocumentLine(absl::string_view line,
                                                  const std::string& base_dir);
 

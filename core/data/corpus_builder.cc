@@ -163,7 +163,7 @@ class UnitStream {
         reader_.reset();
         continue;
       }
-      if (by_fraction_ && IsVal(files_[file_], doc.raw.line) != (split_ == kVal)) continue;
+      if (by_fraction_ && IsVal(file_, doc.raw.line) != (split_ == kVal)) continue;
       unit->docs.push_back(std::move(doc));
     }
     if (unit->docs.empty()) return false;
@@ -172,7 +172,9 @@ class UnitStream {
   }
 
  private:
-  bool IsVal(const std::string& file, int64_t line) const {
+  // By the file's place among the inputs, not its name, so that a renamed or
+  // recompressed corpus splits the same.
+  bool IsVal(int file, int64_t line) const {
     const uint64_t h = Hash64(o_.seed, absl::StrCat("val_fraction/", file, ":", line));
     return (h >> 11) * 0x1.0p-53 < o_.val_fraction;
   }
@@ -269,6 +271,7 @@ struct Tokenizers {
   std::optional<ImageVq> vq;
   std::optional<SpeechUnits> speech;
   MelConfig mel;
+  std::optional<MelAnalyzer> analyzer;  // one for all threads: FFTW plans are made once
 };
 
 // --- Staging ------------------------------------------------------------------
@@ -325,7 +328,7 @@ class StagingDir {
 struct DecodedSegment {
   Segment::Kind kind;
   int modality = kText;
-  std::vector<int32_t> ids;     // text ids, pre-tokenized ids, or speech units
+  std::vector<int32_t> ids;     // text ids, pre-tokenized ids, VQ codes or speech units
   std::vector<uint8_t> pixels;  // images at the configured shape
 };
 
@@ -371,9 +374,14 @@ class CorpusBuilder {
   void Progress(const std::string& phase, int64_t done, int64_t total) {
     if (!o_.progress) return;
     const absl::Time now = absl::Now();
-    if (done < total && now - last_progress_ < absl::Milliseconds(200)) return;
+    if (phase != phase_) {
+      phase_ = phase;
+      phase_start_ = now;
+    } else if ((total == 0 || done < total) && now - last_progress_ < absl::Milliseconds(200)) {
+      return;
+    }
     last_progress_ = now;
-    o_.progress({phase, done, total, now - start_});
+    o_.progress({phase, done, total, now - phase_start_});
   }
 
   absl::Status Scan(int split);
@@ -391,7 +399,8 @@ class CorpusBuilder {
   absl::Status Bad(int split, const std::string& where, const absl::Status& status);
 
   const CorpusBuildOptions& o_;
-  absl::Time start_ = absl::Now(), last_progress_ = absl::InfinitePast();
+  absl::Time start_ = absl::Now(), phase_start_, last_progress_;
+  std::string phase_;
   std::array<std::vector<std::string>, kNumSplits> files_;
   std::array<int64_t, kNumSplits> documents_{};
   std::array<std::vector<std::string>, kNumSplits> bad_;
@@ -434,6 +443,7 @@ absl::Status CorpusBuilder::Scan(int split) {
   const bool train = split == kTrain;
   const bool want_texts = train && bpe_ != nullptr;
   const std::string phase = absl::StrCat("scan ", SplitName(split));
+  Progress(phase, 0, 0);
   return RunOrdered<Unit, ScanResult>(
       Threads(), 2 * Threads(), [&](Unit* u) { return stream.Next(u); },
       [&](Unit& u) {
@@ -450,7 +460,8 @@ absl::Status CorpusBuilder::Scan(int split) {
           if (!train) continue;
           for (size_t i = 0; i < doc->segments.size(); ++i) {
             const Segment& s = doc->segments[i];
-            const std::string name = absl::StrCat(Where(Files(split), d), "/", i);
+            // By place, not name, as IsVal.
+            const std::string name = absl::StrCat(d.file, ":", d.raw.line, "/", i);
             if (s.kind == Segment::kImage) r.images.push_back({Hash64(o_.seed, "image/" + name), s.value});
             if (s.kind == Segment::kAudio) r.audio.push_back({Hash64(o_.seed, "audio/" + name), s.value});
             if (s.kind == Segment::kText && want_texts) r.texts.push_back(s.value);
@@ -533,11 +544,9 @@ absl::Status CorpusBuilder::TrainTokenizers() {
         },
         [&](const MediaRef*& r) { return std::make_pair(r->path, decode(r->path)); },
         [&](auto& result) -> absl::Status {
-          if (!result.second.ok()) {
-            // The encode pass meets the same file and reports it with its line.
-            if (o_.skip_bad) return absl::OkStatus();
-            return result.second.status();
-          }
+          // A file that does not decode is left out of the sample; the encode
+          // pass meets it again and reports it with its file and line.
+          if (!result.second.ok()) return absl::OkStatus();
           out->push_back(*std::move(result.second));
           return absl::OkStatus();
         });
@@ -572,9 +581,9 @@ absl::Status CorpusBuilder::TrainTokenizers() {
     }
     tok_.mel.sample_rate = o_.speech_sample_rate;
     tok_.mel.f_max = o_.speech_sample_rate / 2.0f;
-    const MelAnalyzer analyzer(tok_.mel);
+    tok_.analyzer.emplace(tok_.mel);
     std::vector<std::vector<float>> mels;
-    for (const auto& r : recordings) mels.push_back(analyzer.LogMel(r));
+    for (const auto& r : recordings) mels.push_back(tok_.analyzer->LogMel(r));
     SpeechUnitsOptions options;
     options.k = o_.speech_units;
     options.iterations = o_.kmeans_iterations;
@@ -614,8 +623,7 @@ absl::StatusOr<std::optional<Document>> CorpusBuilder::MakeDocument(
           ContinuousPatches(s.pixels.data(), p.data());
           w.ImagePatches(p.data(), patches);
         } else {
-          const std::vector<int32_t> codes = tok_.vq->Encode(s.pixels.data(), 1);
-          w.ImageCodes(codes.data(), static_cast<int>(codes.size()));
+          w.ImageCodes(s.ids.data(), static_cast<int>(s.ids.size()));  // the VQ codes
         }
         break;
       case Segment::kAudio:
@@ -710,6 +718,9 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
     return true;
   };
   const Vocab* vocabs = vocab_.data();
+  // Decoded documents in the unit's shuffled order.
+  std::vector<std::vector<DecodedSegment>> decoded;
+  std::vector<const InputDoc*> decoded_docs;
   for (int64_t i : order) {
     if (!parsed[i]) continue;
     const InputDoc& d = unit.docs[i];
@@ -755,7 +766,7 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
                                                    reinterpret_cast<const char*>(samples->data()),
                                                    samples->size() * sizeof(float)))),
               "audio");
-          out.ids = tok_.speech->Encode(MelAnalyzer(tok_.mel).LogMel(*samples));
+          out.ids = tok_.speech->Encode(tok_.analyzer->LogMel(*samples));
           break;
         }
         case Segment::kTokens: {
@@ -803,12 +814,34 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
     if (split == kVal) {
       for (auto& [hash, kind] : contents) r.val_content.emplace_back(hash, Where(files, d));
     }
+    decoded.push_back(std::move(segs));
+    decoded_docs.push_back(&d);
+  }
+  // The unit's images in one VQ pass.
+  if (tok_.vq) {
+    std::vector<uint8_t> pixels;
+    for (const auto& segs : decoded) {
+      for (const DecodedSegment& seg : segs) pixels.insert(pixels.end(), seg.pixels.begin(), seg.pixels.end());
+    }
+    const int64_t image_bytes = int64_t{o_.image_height} * o_.image_width * o_.image_channels;
+    const std::vector<int32_t> codes = tok_.vq->Encode(pixels.data(), pixels.size() / image_bytes);
+    const size_t per_image = codes.size() / std::max<size_t>(1, pixels.size() / image_bytes);
+    size_t next = 0;
+    for (auto& segs : decoded) {
+      for (DecodedSegment& seg : segs) {
+        if (seg.kind != Segment::kImage) continue;
+        seg.ids.assign(codes.begin() + next, codes.begin() + next + per_image);
+        next += per_image;
+      }
+    }
+  }
+  for (size_t i = 0; i < decoded.size(); ++i) {
     for (int s = 0; s < n_settings; ++s) {
       if (!todo[s]) continue;
       absl::StatusOr<std::optional<Document>> made =
-          MakeDocument(segs, o_.settings[s], vocabs[s], &r.settings[s].stats);
+          MakeDocument(decoded[i], o_.settings[s], vocabs[s], &r.settings[s].stats);
       if (!made.ok()) {
-        if (!fail(d, made.status())) return r;
+        if (!fail(*decoded_docs[i], made.status())) return r;
         break;
       }
       if (*made) packers[s]->Add(**std::move(made));
@@ -873,6 +906,7 @@ absl::Status CorpusBuilder::Encode(int split) {
   UnitStream stream(Files(split), split, o_, o_.val_inputs.empty());
   const std::string phase = absl::StrCat("encode ", SplitName(split));
   int64_t done = 0;
+  Progress(phase, 0, documents_[split] + bad_count_[split]);
   return RunOrdered<Unit, EncodeResult>(
       Threads(), 2 * Threads(), [&](Unit* u) { return stream.Next(u); },
       [&](Unit& u) { return EncodeUnit(u); },
@@ -985,6 +1019,7 @@ absl::Status CorpusBuilder::LoadCommittedTokenizers() {
     const std::string p = absl::StrCat(staging_[t]->final_path(), "/", kSpeechUnitsFile);
     ASSIGN_OR_RETURN(tok_.speech, SpeechUnits::Load(p));
     tok_.mel = tok_.speech->mel_config();
+    tok_.analyzer.emplace(tok_.mel);
   }
   return absl::OkStatus();
 }

@@ -48,7 +48,7 @@ struct BuildProgress {
   std::string phase;  // "scan train", "encode val", ...
   int64_t done = 0;   // documents
   int64_t total = 0;  // 0: not known yet
-  absl::Duration elapsed;
+  absl::Duration elapsed;  // since the phase began
 };
 
 struct CorpusBuildOptions {

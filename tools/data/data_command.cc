@@ -207,9 +207,9 @@ class ProgressPrinter {
     if (new_phase && tty_ && drawn_) std::cerr << "\n";
     if (new_phase) {
       phase_ = p.phase;
-      phase_start_ = p.elapsed;
+      last_line_ = absl::ZeroDuration();
     }
-    const double seconds = absl::ToDoubleSeconds(p.elapsed - phase_start_);
+    const double seconds = absl::ToDoubleSeconds(p.elapsed);
     const double rate = seconds > 0 ? p.done / seconds : 0;
     std::string line = absl::StrFormat("%-12s", p.phase);
     if (p.total > 0) {
@@ -240,7 +240,7 @@ class ProgressPrinter {
   bool tty_;
   bool drawn_ = false;
   std::string phase_;
-  absl::Duration phase_start_, last_line_;
+  absl::Duration last_line_;
 };
 
 void PrintSkipped(const DatasetManifest& m) {
