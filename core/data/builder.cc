@@ -333,6 +333,16 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
       if (limit >= 0) manifest->build_options[name + suffix] = std::to_string(limit);
     }
   }
+  const RawSelection defaults;
+  if (sel.fsdd_val_takes != defaults.fsdd_val_takes) {
+    manifest->build_options["fsdd_val_takes"] =
+        absl::StrCat(sel.fsdd_val_takes.first, "-", sel.fsdd_val_takes.second);
+  }
+  if (sel.cathy_val_numbers != defaults.cathy_val_numbers) {
+    manifest->build_options["cathy_val"] =
+        absl::StrCat(sel.cathy_val_numbers.first, "-", sel.cathy_val_numbers.second);
+  }
+  if (sel.skip_bad) manifest->build_options["skip_bad"] = "true";
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
   RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(),
@@ -353,6 +363,11 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
     CountPackedTokens(data, &stats);
     stats.sequences = data.num_sequences;
     stats.items["mnist_images"] = raw.images[split].count();
+    if (split == kTrain && !raw.skipped.empty()) {
+      stats.items["skipped_bad"] = static_cast<int64_t>(raw.skipped.size());
+      stats.skipped.assign(raw.skipped.begin(),
+                           raw.skipped.begin() + std::min(raw.skipped.size(), kMaxListedSkips));
+    }
     if (!raw.text[split].empty()) stats.items["tinyshakespeare_bytes"] = raw.text[split].size();
     if (UsesSpeech(setting)) {
       stats.items["fsdd_recordings"] = raw.fsdd[split].size();

@@ -40,6 +40,7 @@ constexpr char kUsage[] =
     "      [--kmeans_iterations=25] [--image_kmeans_patches=200000]\n"
     "      [--speech_kmeans_frames=100000] [--shard_sequences=1024]\n"
     "      [--limit_{mnist,fsdd,cathy,text}_{train,val}=N]   (slices, for quick trials)\n"
+    "      [--fsdd_val_takes=0-4] [--cathy_val=361-400] [--skip_bad]\n"
     "    the digits world from the raw data; or a corpus of your own (core/data/README.md):\n"
     "  modamba data build --train=GLOBS (--val=GLOBS | --val_fraction=F) --out=DIR\n"
     "      [--setting=...] [--seq_len=1024] [--seed=1234] [--text_tokenizer=bytes|bpe:N|PATH]\n"
@@ -74,6 +75,19 @@ class Flags {
       } else {
         return absl::SimpleAtoi(v, target);
       }
+    };
+  }
+  // "A-B", A <= B.
+  void Range(const std::string& name, std::pair<int, int>* target) {
+    setters_[name] = [target](absl::string_view v) {
+      const std::vector<std::string> parts = absl::StrSplit(v, '-');
+      std::pair<int, int> r;
+      if (parts.size() != 2 || !absl::SimpleAtoi(parts[0], &r.first) ||
+          !absl::SimpleAtoi(parts[1], &r.second) || r.first > r.second) {
+        return false;
+      }
+      *target = r;
+      return true;
     };
   }
   void Bool(const std::string& name, bool* target) {
@@ -358,6 +372,9 @@ int Build(int argc, char** argv) {
   flags.Number("speech_kmeans_frames", &o.speech_kmeans_frames);
   flags.Number("shard_sequences", &o.shard_sequences);
   AddLimitFlags(&flags, &o);
+  flags.Range("fsdd_val_takes", &o.selection.fsdd_val_takes);
+  flags.Range("cathy_val", &o.selection.cathy_val_numbers);
+  flags.Bool("skip_bad", &o.selection.skip_bad);
   std::vector<std::string> positional;
   if (absl::Status s = flags.Parse(argc, argv, 2, &positional); !s.ok()) return Usage(s);
   if (!positional.empty()) {
@@ -377,6 +394,7 @@ int Build(int argc, char** argv) {
   if (!manifests.ok()) return Fail(manifests.status());
   for (const DatasetManifest& m : *manifests) {
     std::cout << o.out_dir << "/" << m.setting << "\n" << FormatManifest(m);
+    PrintSkipped(m);
   }
   std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
   return 0;
