@@ -249,7 +249,7 @@ absl::Status Generate(const GenerateCommand& c) {
   const GenerationOptions& g = c.generation;
   if (c.modality == "image") {
     ASSIGN_OR_RETURN(std::vector<uint8_t> pixels, GenerateImages(*lm, tok, {c.prompt}, g));
-    return data::WriteGrayPng(c.out, data::kImageSide, data::kImageSide, pixels.data());
+    return data::WritePng(c.out, data::kImageSide, data::kImageSide, 1, pixels.data());
   }
   if (c.modality == "speech") {
     ASSIGN_OR_RETURN(std::vector<SpeechSample> speech, GenerateSpeech(*lm, tok, {c.prompt}, g));

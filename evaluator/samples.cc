@@ -223,7 +223,7 @@ absl::Status WriteImageGrid(const std::string& path, const std::vector<uint8_t>&
                   &grid[static_cast<size_t>(top + r) * width + left]);
     }
   }
-  return data::WriteGrayPng(path, width, height, grid.data());
+  return data::WritePng(path, width, height, 1, grid.data());
 }
 
 }  // namespace modamba::eval

@@ -10,6 +10,7 @@ PACKAGES=(
   libgloo-dev libopenblas-dev libfftw3-dev libsndfile1-dev libsqlite3-dev
   libboost-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
   liblapacke-dev
+  libjpeg62-turbo-dev libsoxr-dev  # JPEG input images, audio resampling (core/data)
   libzstd-dev       # zstd-compressed corpus files (core/data/corpus.cc)
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
   kbd               # PSF console fonts: the text of PNG charts (tools/compare/plot.h)

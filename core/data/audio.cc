@@ -6,12 +6,15 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <fstream>
 #include <memory>
 #include <mutex>
 
 #include "absl/strings/str_cat.h"
+#include "core/data/resample.h"
 #include "core/file_util.h"
 #include "core/rng.h"
+#include "core/status_macros.h"
 
 namespace modamba::data {
 namespace {
@@ -90,9 +93,45 @@ Plan InversePlan(int n, fftwf_complex* in, float* out) {
   return Plan(fftwf_plan_dft_c2r_1d(n, in, out, FFTW_ESTIMATE));
 }
 
-}  // namespace
+uint32_t LittleEndian32(const char* p) {
+  const auto* u = reinterpret_cast<const unsigned char*>(p);
+  return u[0] | u[1] << 8 | u[2] << 16 | static_cast<uint32_t>(u[3]) << 24;
+}
 
-absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
+// libsndfile reads a WAV file cut short as a shorter file (it trusts the file
+// length over the header), so the data chunk's declared size is checked
+// against the bytes present. Sizes 0 and 0xffffffff mean "unknown" (streamed
+// writers leave them so) and are not checked.
+absl::Status CheckWavLength(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  in.seekg(0, std::ios::end);
+  const int64_t file_size = in.tellg();
+  in.seekg(0);
+  char header[12];
+  if (!in.read(header, sizeof(header)) || std::memcmp(header, "RIFF", 4) != 0) {
+    return absl::OkStatus();  // RF64 and friends: libsndfile's word stands
+  }
+  for (int64_t offset = 12; offset + 8 <= file_size;) {
+    char chunk[8];
+    in.seekg(offset);
+    if (!in.read(chunk, sizeof(chunk))) break;
+    const uint32_t size = LittleEndian32(chunk + 4);
+    if (std::memcmp(chunk, "data", 4) == 0) {
+      const int64_t present = file_size - offset - 8;
+      if (size != 0 && size != 0xffffffffu && size > present) {
+        return absl::DataLossError(absl::StrCat(path, ": truncated WAV: its data chunk declares ",
+                                                size, " bytes, the file holds ", present));
+      }
+      break;
+    }
+    offset += 8 + int64_t{size} + (size & 1);
+  }
+  return absl::OkStatus();
+}
+
+// All frames of a sound file, channels interleaved; `channels` and `rate` set.
+absl::StatusOr<std::vector<float>> ReadFrames(const std::string& path, int* channels,
+                                              int* rate) {
   SF_INFO info;
   std::memset(&info, 0, sizeof(info));
   SNDFILE* file = sf_open(path.c_str(), SFM_READ, &info);
@@ -100,21 +139,61 @@ absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
     return absl::DataLossError(absl::StrCat(path, ": cannot read audio: ", sf_strerror(nullptr)));
   }
   std::unique_ptr<SNDFILE, int (*)(SNDFILE*)> closer(file, sf_close);
-  if (info.channels != 1) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(path, ": expected mono audio, got ", info.channels, " channels"));
+  const int container = info.format & SF_FORMAT_TYPEMASK;
+  if (container == SF_FORMAT_WAV || container == SF_FORMAT_WAVEX) {
+    RETURN_IF_ERROR(CheckWavLength(path));
   }
-  Audio audio;
-  audio.sample_rate = info.samplerate;
-  audio.samples.resize(info.frames);
-  const sf_count_t read = sf_readf_float(file, audio.samples.data(), info.frames);
+  // A damaged header can declare any length: refuse before allocating it.
+  constexpr int64_t kMaxSamples = int64_t{1} << 31;
+  if (info.frames > kMaxSamples / std::max(1, info.channels)) {
+    return absl::DataLossError(absl::StrCat(path, ": declares ", info.frames, " frames of ",
+                                            info.channels, " channels, more than the ",
+                                            kMaxSamples, " samples read at most"));
+  }
+  std::vector<float> samples(static_cast<size_t>(info.frames) * info.channels);
+  const sf_count_t read = sf_readf_float(file, samples.data(), info.frames);
   if (read != info.frames || sf_error(file) != SF_ERR_NO_ERROR) {
     return absl::DataLossError(absl::StrCat(path, ": corrupt or truncated audio: read ", read,
                                             " of ", info.frames, " frames (",
                                             sf_strerror(file), ")"));
   }
   if (info.frames == 0) return absl::DataLossError(absl::StrCat(path, ": no audio frames"));
+  *channels = info.channels;
+  *rate = info.samplerate;
+  return samples;
+}
+
+}  // namespace
+
+absl::StatusOr<Audio> ReadAudioFile(const std::string& path) {
+  Audio audio;
+  int channels = 0;
+  ASSIGN_OR_RETURN(audio.samples, ReadFrames(path, &channels, &audio.sample_rate));
+  if (channels != 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": expected mono audio, got ", channels, " channels"));
+  }
   return audio;
+}
+
+absl::StatusOr<std::vector<float>> ReadAudio(const std::string& path, int target_rate) {
+  int channels = 0, rate = 0;
+  ASSIGN_OR_RETURN(std::vector<float> samples, ReadFrames(path, &channels, &rate));
+  if (channels > 1) {
+    const size_t frames = samples.size() / channels;
+    for (size_t t = 0; t < frames; ++t) {
+      float sum = 0;
+      for (int c = 0; c < channels; ++c) sum += samples[t * channels + c];
+      samples[t] = sum / channels;
+    }
+    samples.resize(frames);
+  }
+  absl::StatusOr<std::vector<float>> resampled = Resample(samples, rate, target_rate);
+  if (!resampled.ok()) {
+    return absl::Status(resampled.status().code(),
+                        absl::StrCat(path, ": ", resampled.status().message()));
+  }
+  return resampled;
 }
 
 absl::Status WriteWavFile(const std::string& path, const Audio& audio) {

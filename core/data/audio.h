@@ -29,6 +29,13 @@ struct Audio {
 // not mono, or fewer frames than its header declares (truncated).
 absl::StatusOr<Audio> ReadAudioFile(const std::string& path);
 
+// Reads any sound file libsndfile decodes (WAV, FLAC, OGG Vorbis/Opus, ...)
+// of any sample rate and channel count as mono at target_rate: the channels
+// are averaged, then libsoxr resamples (resample.h) unless the file is
+// already at target_rate, whose samples come back exactly as ReadAudioFile
+// gives them. Errors name the file as ReadAudioFile's do.
+absl::StatusOr<std::vector<float>> ReadAudio(const std::string& path, int target_rate);
+
 // Writes 16-bit PCM WAV atomically (clipping to [-1, 1]).
 absl::Status WriteWavFile(const std::string& path, const Audio& audio);
 

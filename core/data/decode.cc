@@ -71,21 +71,26 @@ absl::StatusOr<std::string> SequenceDecoder::Decode(const PackedBatch& batch, in
         const std::string stem = absl::StrCat(out_dir, "/", prefix, "_doc", d);
         if (span.kind == Span::kImage) {
           const std::string file = absl::StrCat(stem, "_image", images++, ".png");
-          uint8_t pixels[kImagePixels];
-          bool decodable = n == kPatchesPerImage;
-          if (decodable && manifest_.patch_dim > 0) {
-            ImageFromContinuousPatches(batch.patches.data() + span.first_patch * kPatchDim, pixels);
+          // The codebook knows its images' shape; continuous patches are the
+          // digits' 28x28 grey.
+          const ImageShape shape = vq_ ? vq_->shape() : ImageShape();
+          std::vector<uint8_t> pixels(shape.pixels());
+          bool decodable = n == shape.patches();
+          if (decodable && manifest_.patch_dim == shape.patch_dim()) {
+            ImageFromContinuousPatches(
+                batch.patches.data() + span.first_patch * shape.patch_dim(), pixels.data(), shape);
           } else if (decodable && vq_) {
             std::vector<int32_t> codes(batch.tokens.begin() + base + span.begin,
                                        batch.tokens.begin() + base + span.end);
             for (int32_t& c : codes) c -= vocab.image_begin();
-            RETURN_IF_ERROR(vq_->Decode(codes.data(), pixels));
+            RETURN_IF_ERROR(vq_->Decode(codes.data(), pixels.data()));
           } else {
             decodable = false;
           }
           absl::StrAppend(&out, "<image: ", n, manifest_.patch_dim > 0 ? " patches" : " codes");
           if (decodable && !out_dir.empty()) {
-            RETURN_IF_ERROR(WriteGrayPng(file, kImageSide, kImageSide, pixels));
+            RETURN_IF_ERROR(
+                WritePng(file, shape.width, shape.height, shape.channels, pixels.data()));
             absl::StrAppend(&out, " -> ", file);
           }
           out.append(">");

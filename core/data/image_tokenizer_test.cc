@@ -1,8 +1,12 @@
 #include "core/data/image_tokenizer.h"
 
 #include <algorithm>
+#include <cmath>
 
 #include "core/data/test_util.h"
+#include "core/rng.h"
+#include "core/safetensors.h"
+#include "core/tensor.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
 
@@ -71,6 +75,125 @@ TEST(ImageTokenizerTest, VqRoundTripOnMnistTest) {
   std::vector<int32_t> bad(kPatchesPerImage, 0);
   bad[3] = 512;
   EXPECT_FALSE(loaded->Decode(bad.data(), decoded).ok());
+}
+
+TEST(ImageTokenizerTest, PatchesOfAnRgbImageOfAnyShape) {
+  const ImageShape shape{8, 12, 3};  // a 2x3 grid of 48-value patches
+  EXPECT_EQ(shape.patches(), 6);
+  EXPECT_EQ(shape.patch_dim(), 48);
+  std::vector<uint8_t> image(shape.pixels()), back(shape.pixels());
+  for (size_t i = 0; i < image.size(); ++i) image[i] = static_cast<uint8_t>(i * 11 % 256);
+  std::vector<float> patches(shape.patches() * shape.patch_dim());
+  ContinuousPatches(image.data(), patches.data(), shape);
+  // Patch 4 is grid cell (1, 1); its value (y, x, c) is pixel (4 + y, 4 + x), channel c.
+  auto pixel = [&](int y, int x, int c) { return image[(y * 12 + x) * 3 + c]; };
+  for (int y = 0; y < 4; ++y) {
+    for (int x = 0; x < 4; ++x) {
+      for (int c = 0; c < 3; ++c) {
+        EXPECT_NEAR(patches[4 * 48 + (y * 4 + x) * 3 + c],
+                    2.0f * pixel(4 + y, 4 + x, c) / 255.0f - 1.0f, 1e-6);
+      }
+    }
+  }
+  ImageFromContinuousPatches(patches.data(), back.data(), shape);
+  EXPECT_EQ(back, image);
+}
+
+TEST(ImageTokenizerTest, ShapesAreValidated) {
+  EXPECT_TRUE(ValidateImageShape({}).ok());
+  EXPECT_TRUE(ValidateImageShape({64, 32, 3}).ok());
+  for (const ImageShape& bad : {ImageShape{30, 28, 1}, ImageShape{28, 0, 1}, ImageShape{28, 28, 2},
+                                ImageShape{8192, 28, 1}}) {
+    const absl::Status status = ValidateImageShape(bad);
+    EXPECT_FALSE(status.ok()) << bad.height << "x" << bad.width << "x" << bad.channels;
+  }
+  EXPECT_NE(ValidateImageShape({30, 28, 1}).message().find("height"), std::string::npos);
+  EXPECT_NE(ValidateImageShape({28, 28, 2}).message().find("channels"), std::string::npos);
+}
+
+// RGB images whose 4x4 blocks each have one of 8 colours: a codebook of 8
+// learns the colours and decodes every image exactly.
+TEST(ImageTokenizerTest, RgbCodebookRoundTrip) {
+  const ImageShape shape{16, 24, 3};
+  const uint8_t colours[8][3] = {{0, 0, 0},     {255, 0, 0},   {0, 255, 0},    {0, 0, 255},
+                                 {255, 255, 0}, {12, 34, 56},  {200, 100, 50}, {255, 255, 255}};
+  constexpr int kImages = 20;
+  std::vector<uint8_t> images(kImages * shape.pixels());
+  Rng rng(5);
+  for (int i = 0; i < kImages; ++i) {
+    for (int p = 0; p < shape.patches(); ++p) {
+      const uint8_t* colour = colours[rng.Below(8)];
+      const int py = p / shape.grid_cols(), px = p % shape.grid_cols();
+      for (int y = 0; y < 4; ++y) {
+        for (int x = 0; x < 4; ++x) {
+          uint8_t* pixel = &images[i * shape.pixels() +
+                                   ((py * 4 + y) * shape.width + px * 4 + x) * 3];
+          std::copy(colour, colour + 3, pixel);
+        }
+      }
+    }
+  }
+  ImageVqOptions options;
+  options.k = 8;
+  options.iterations = 10;
+  options.seed = 3;
+  absl::StatusOr<ImageVq> vq = ImageVq::Train(images.data(), kImages, shape, options);
+  ASSERT_TRUE(vq.ok()) << vq.status();
+  const std::vector<int32_t> codes = vq->Encode(images.data(), kImages);
+  ASSERT_EQ(codes.size(), static_cast<size_t>(kImages) * shape.patches());
+  std::vector<uint8_t> decoded(shape.pixels());
+  for (int i = 0; i < kImages; ++i) {
+    ASSERT_TRUE(vq->Decode(codes.data() + i * shape.patches(), decoded.data()).ok());
+    EXPECT_EQ(Psnr(decoded.data(), images.data() + i * shape.pixels(), shape.pixels()), 100.0)
+        << "image " << i;
+  }
+
+  // Saved, it reloads with its shape; as a user codebook it loads for that shape.
+  const std::string dir = testing::ScratchDir("image_vq_rgb");
+  ASSERT_TRUE(vq->Save(dir + "/vq.safetensors", {}).ok());
+  for (const absl::StatusOr<ImageVq>& loaded :
+       {ImageVq::Load(dir + "/vq.safetensors"),
+        ImageVq::LoadCodebook(dir + "/vq.safetensors", shape)}) {
+    ASSERT_TRUE(loaded.ok()) << loaded.status();
+    EXPECT_EQ(loaded->shape(), shape);
+    EXPECT_EQ(loaded->Encode(images.data(), kImages), codes);
+  }
+}
+
+void SaveCentroids(const std::string& path, const std::string& name, DType dtype, Shape shape,
+                   float fill) {
+  Tensor t(dtype, shape);
+  if (dtype == DType::kF32) std::fill(t.data<float>(), t.data<float>() + t.numel(), fill);
+  ASSERT_TRUE(SaveSafetensors(path, {{name, &t}}).ok());
+}
+
+TEST(ImageTokenizerTest, UserCodebooksAreValidated) {
+  const std::string dir = testing::ScratchDir("image_vq_user");
+  const ImageShape rgb{32, 32, 3};
+  SaveCentroids(dir + "/good.safetensors", "centroids", DType::kF32, {64, 48}, 0.5f);
+  absl::StatusOr<ImageVq> good = ImageVq::LoadCodebook(dir + "/good.safetensors", rgb);
+  ASSERT_TRUE(good.ok()) << good.status();
+  EXPECT_EQ(good->k(), 64);
+  EXPECT_EQ(good->Encode(std::vector<uint8_t>(rgb.pixels(), 128).data(), 1).size(), 64u);
+
+  SaveCentroids(dir + "/grey.safetensors", "centroids", DType::kF32, {64, 16}, 0.5f);
+  SaveCentroids(dir + "/nan.safetensors", "centroids", DType::kF32, {4, 48}, std::nanf(""));
+  SaveCentroids(dir + "/named.safetensors", "codebook", DType::kF32, {4, 48}, 0.5f);
+  SaveCentroids(dir + "/f64.safetensors", "centroids", DType::kF64, {4, 48}, 0);
+  for (const auto& [file, what] :
+       std::vector<std::pair<std::string, std::string>>{{"grey", "[K >= 1, 48]"},
+                                                        {"nan", "non-finite"},
+                                                        {"named", "no tensor 'centroids'"},
+                                                        {"f64", "F32"}}) {
+    const std::string path = dir + "/" + file + ".safetensors";
+    absl::StatusOr<ImageVq> bad = ImageVq::LoadCodebook(path, rgb);
+    ASSERT_FALSE(bad.ok()) << path;
+    EXPECT_NE(bad.status().message().find(path), std::string::npos) << bad.status();
+    EXPECT_NE(bad.status().message().find("centroids"), std::string::npos) << bad.status();
+    EXPECT_NE(bad.status().message().find(what), std::string::npos) << bad.status();
+  }
+  // A grey codebook fits grey images of any resolution.
+  EXPECT_TRUE(ImageVq::LoadCodebook(dir + "/grey.safetensors", {64, 48, 1}).ok());
 }
 
 }  // namespace

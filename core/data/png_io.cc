@@ -19,11 +19,13 @@ void NoFlush(png_structp) {}
 
 }  // namespace
 
-absl::Status WriteGrayPng(const std::string& path, int width, int height,
-                          const uint8_t* pixels) {
-  if (width <= 0 || height <= 0) {
+absl::Status WritePng(const std::string& path, int width, int height, int channels,
+                      const uint8_t* pixels) {
+  constexpr int kColourType[] = {PNG_COLOR_TYPE_GRAY, PNG_COLOR_TYPE_GRAY_ALPHA,
+                                 PNG_COLOR_TYPE_RGB, PNG_COLOR_TYPE_RGB_ALPHA};
+  if (width <= 0 || height <= 0 || channels < 1 || channels > 4) {
     return absl::InvalidArgumentError(
-        absl::StrCat(path, ": empty image ", width, "x", height));
+        absl::StrCat(path, ": cannot write an image of ", width, "x", height, "x", channels));
   }
   std::string bytes;
   png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, nullptr);
@@ -34,14 +36,14 @@ absl::Status WriteGrayPng(const std::string& path, int width, int height,
   }
   std::vector<png_bytep> rows(height);
   for (int y = 0; y < height; ++y) {
-    rows[y] = const_cast<png_bytep>(pixels + static_cast<size_t>(y) * width);
+    rows[y] = const_cast<png_bytep>(pixels + static_cast<size_t>(y) * width * channels);
   }
   if (setjmp(png_jmpbuf(png))) {
     png_destroy_write_struct(&png, &info);
     return absl::InternalError(absl::StrCat(path, ": PNG encoding failed"));
   }
   png_set_write_fn(png, &bytes, AppendToString, NoFlush);
-  png_set_IHDR(png, info, width, height, 8, PNG_COLOR_TYPE_GRAY, PNG_INTERLACE_NONE,
+  png_set_IHDR(png, info, width, height, 8, kColourType[channels - 1], PNG_INTERLACE_NONE,
                PNG_COMPRESSION_TYPE_DEFAULT, PNG_FILTER_TYPE_DEFAULT);
   png_write_info(png, info);
   png_write_image(png, rows.data());
@@ -65,7 +67,7 @@ absl::Status WriteMelPng(const std::string& path, const std::vector<float>& log_
       pixels[static_cast<size_t>(y) * frames + t] = static_cast<uint8_t>(v * 255.0f + 0.5f);
     }
   }
-  return WriteGrayPng(path, frames, height, pixels.data());
+  return WritePng(path, frames, height, 1, pixels.data());
 }
 
 }  // namespace modamba::data

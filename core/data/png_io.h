@@ -1,4 +1,4 @@
-// Greyscale PNG output (libpng) for decoded images and mel spectrograms.
+// PNG output (libpng) for decoded images and mel spectrograms.
 #ifndef MODAMBA_CORE_DATA_PNG_IO_H_
 #define MODAMBA_CORE_DATA_PNG_IO_H_
 
@@ -10,9 +10,10 @@
 
 namespace modamba::data {
 
-// `pixels` is [height, width], row 0 at the top. Written atomically.
-absl::Status WriteGrayPng(const std::string& path, int width, int height,
-                          const uint8_t* pixels);
+// `pixels` is [height, width, channels] (1 grey, 2 grey + alpha, 3 RGB,
+// 4 RGBA), row 0 at the top. Written atomically.
+absl::Status WritePng(const std::string& path, int width, int height, int channels,
+                      const uint8_t* pixels);
 
 // A log-mel spectrogram [frames, n_mels] as an image: time left to right, low
 // frequencies at the bottom, min..max of the values mapped to black..white,
