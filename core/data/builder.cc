@@ -345,7 +345,7 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   if (sel.skip_bad) manifest->build_options["skip_bad"] = "true";
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
-  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(),
+  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(), ImageShape(),
                                       UsesDiscreteImages(setting) ? &*tok.vq : nullptr,
                                       UsesSpeech(setting) ? &*tok.speech : nullptr, o.seed,
                                       manifest));
@@ -426,7 +426,8 @@ absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
 }
 
 absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
-                                 const ImageVq* vq, const SpeechUnits* speech, uint64_t seed,
+                                 const ImageShape& shape, const ImageVq* vq,
+                                 const SpeechUnits* speech, uint64_t seed,
                                  DatasetManifest* manifest) {
   RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
   json specials = json::object();
@@ -458,15 +459,17 @@ absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& te
     entry["kind"] = "kmeans_vq";
     entry["k"] = vq->k();
     entry["patch_side"] = kPatchSide;
-    entry["patches_per_image"] = kPatchesPerImage;
+    entry["patches_per_image"] = shape.patches();
+    entry["image_shape"] = {shape.height, shape.width, shape.channels};
     entry["pixel_value"] = "p / 255";
     entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
     j["image_vq"] = entry;
   } else {
     j["image_continuous"] = {{"kind", "patches"},
                              {"patch_side", kPatchSide},
-                             {"patches_per_image", kPatchesPerImage},
-                             {"patch_dim", kPatchDim},
+                             {"patches_per_image", shape.patches()},
+                             {"patch_dim", shape.patch_dim()},
+                             {"image_shape", {shape.height, shape.width, shape.channels}},
                              {"pixel_value", "2 * p / 255 - 1"}};
   }
   if (speech != nullptr) {
@@ -553,9 +556,9 @@ absl::Status ExportDigitsWorld(const BuildOptions& o) {
   for (int split = 0; split < kNumSplits; ++split) {
     const MnistSet& images = raw.images[split];
     for (int64_t i = 0; i < images.count(); ++i) {
-      RETURN_IF_ERROR(WriteGrayPng(
+      RETURN_IF_ERROR(WritePng(
           absl::StrFormat("%s/images/%s/%05d.png", staging, SplitName(split), i), kImageSide,
-          kImageSide, images.image(i)));
+          kImageSide, 1, images.image(i)));
     }
     for (const auto* recordings : {&raw.fsdd[split], &raw.cathy[split]}) {
       for (const Recording& r : *recordings) {

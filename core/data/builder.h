@@ -69,10 +69,11 @@ inline constexpr char kTextTokenizerFile[] = "tokenizers/tokenizer.json";
 
 // Writes DIR/tokenizers/: the text tokenizer's tokenizer.json (unless bytes),
 // the image codebook (or, without one, says the images are continuous
-// patches), the speech units when given, and manifest.json saying what each
+// patches of `shape`), the speech units when given, and manifest.json saying what each
 // is; records each file in manifest->tokenizers (manifest->vocab must be set).
 absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
-                                 const ImageVq* vq, const SpeechUnits* speech, uint64_t seed,
+                                 const ImageShape& shape, const ImageVq* vq,
+                                 const SpeechUnits* speech, uint64_t seed,
                                  DatasetManifest* manifest);
 
 // Builds every requested setting; returns their manifests.

@@ -29,8 +29,9 @@
 #include "core/data/bpe.h"
 #include "core/data/corpus.h"
 #include "core/data/documents.h"
+#include "core/data/image.h"
+#include "core/data/image_io.h"
 #include "core/data/image_tokenizer.h"
-#include <png.h>
 #include "core/data/packing.h"
 #include "core/data/permutation.h"
 #include "core/data/shard.h"
@@ -347,7 +348,8 @@ struct EncodeResult {
 
 class CorpusBuilder {
  public:
-  explicit CorpusBuilder(const CorpusBuildOptions& o) : o_(o) {}
+  explicit CorpusBuilder(const CorpusBuildOptions& o)
+      : o_(o), shape_{o.image_height, o.image_width, o.image_channels} {}
 
   absl::StatusOr<std::vector<DatasetManifest>> Build();
 
@@ -399,6 +401,7 @@ class CorpusBuilder {
   absl::Status Bad(int split, const std::string& where, const absl::Status& status);
 
   const CorpusBuildOptions& o_;
+  const ImageShape shape_;
   absl::Time start_ = absl::Now(), phase_start_, last_progress_;
   std::string phase_;
   std::array<std::vector<std::string>, kNumSplits> files_;
@@ -433,9 +436,8 @@ absl::Status CorpusBuilder::Bad(int split, const std::string& where, const absl:
 
 absl::Status CorpusBuilder::Scan(int split) {
   UnitStream stream(Files(split), split, o_, o_.val_inputs.empty());
-  const int64_t image_limit =
-      (o_.image_kmeans_patches + (o_.image_height / kPatchSide) * (o_.image_width / kPatchSide) - 1) /
-      std::max(1, (o_.image_height / kPatchSide) * (o_.image_width / kPatchSide));
+  // Enough images for the k-means sample of patches.
+  const int64_t image_limit = (o_.image_kmeans_patches + shape_.patches() - 1) / shape_.patches();
   if (split == kTrain) {
     image_sample_ = BottomK(Discrete() ? image_limit : 0);
     audio_sample_ = BottomK(Speech() ? o_.speech_kmeans_recordings : 0);
@@ -490,34 +492,12 @@ absl::Status CorpusBuilder::Scan(int split) {
 }
 
 absl::StatusOr<std::vector<uint8_t>> CorpusBuilder::DecodeImage(const std::string& path) const {
-  png_image image;
-  std::memset(&image, 0, sizeof(image));
-  image.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_file(&image, path.c_str())) {
-    return absl::DataLossError(absl::StrCat(path, ": unreadable image (", image.message, ")"));
-  }
-  image.format = PNG_FORMAT_GRAY;
-  if (static_cast<int>(image.height) != o_.image_height ||
-      static_cast<int>(image.width) != o_.image_width) {
-    png_image_free(&image);
-    return absl::InvalidArgumentError(absl::StrCat(path, ": ", image.width, "x", image.height,
-                                                   " image, expected ", o_.image_width, "x",
-                                                   o_.image_height));
-  }
-  std::vector<uint8_t> pixels(PNG_IMAGE_SIZE(image));
-  if (!png_image_finish_read(&image, nullptr, pixels.data(), 0, nullptr)) {
-    return absl::DataLossError(absl::StrCat(path, ": unreadable image (", image.message, ")"));
-  }
-  return pixels;
+  ASSIGN_OR_RETURN(const Image image, ReadImage(path));
+  return ResizeImage(image, shape_.height, shape_.width, shape_.channels).pixels;
 }
 
 absl::StatusOr<std::vector<float>> CorpusBuilder::DecodeAudio(const std::string& path) const {
-  ASSIGN_OR_RETURN(Audio audio, ReadAudioFile(path));
-  if (audio.sample_rate != o_.speech_sample_rate) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": sample rate ", audio.sample_rate,
-                                                   " Hz, expected ", o_.speech_sample_rate));
-  }
-  return std::move(audio.samples);
+  return ReadAudio(path, o_.speech_sample_rate);
 }
 
 absl::Status CorpusBuilder::TrainTokenizers() {
@@ -551,7 +531,9 @@ absl::Status CorpusBuilder::TrainTokenizers() {
           return absl::OkStatus();
         });
   };
-  if (Discrete()) {
+  if (Discrete() && !o_.image_codebook.empty()) {
+    ASSIGN_OR_RETURN(tok_.vq, ImageVq::LoadCodebook(o_.image_codebook, shape_));
+  } else if (Discrete()) {
     std::vector<std::vector<uint8_t>> images;
     RETURN_IF_ERROR(decode_all(image_sample_.items(),
                                [&](const std::string& p) { return DecodeImage(p); }, &images));
@@ -565,10 +547,10 @@ absl::Status CorpusBuilder::TrainTokenizers() {
     options.iterations = o_.kmeans_iterations;
     options.max_patches = o_.image_kmeans_patches;
     options.seed = Hash64(o_.seed, "image_vq");
-    MnistSet set;
-    for (const auto& img : images) set.pixels.insert(set.pixels.end(), img.begin(), img.end());
-    set.labels.assign(images.size(), 0);
-    ASSIGN_OR_RETURN(tok_.vq, ImageVq::Train(set, options));
+    std::vector<uint8_t> pixels;
+    for (const auto& img : images) pixels.insert(pixels.end(), img.begin(), img.end());
+    ASSIGN_OR_RETURN(tok_.vq, ImageVq::Train(pixels.data(), static_cast<int64_t>(images.size()),
+                                             shape_, options));
   }
   if (Speech()) {
     std::vector<std::vector<float>> recordings;
@@ -609,8 +591,8 @@ absl::StatusOr<std::optional<Document>> CorpusBuilder::MakeDocument(
       return std::nullopt;
     }
   }
-  const int patches = (o_.image_height / kPatchSide) * (o_.image_width / kPatchSide);
-  const int patch_dim = kPatchSide * kPatchSide * o_.image_channels;
+  const int patches = shape_.patches();
+  const int patch_dim = shape_.patch_dim();
   DocumentWriter w(DocType::kCorpus, vocab, continuous ? patch_dim : 0);
   for (const DecodedSegment& s : segs) {
     switch (s.kind) {
@@ -620,7 +602,7 @@ absl::StatusOr<std::optional<Document>> CorpusBuilder::MakeDocument(
       case Segment::kImage:
         if (continuous) {
           std::vector<float> p(static_cast<size_t>(patches) * patch_dim);
-          ContinuousPatches(s.pixels.data(), p.data());
+          ContinuousPatches(s.pixels.data(), p.data(), shape_);
           w.ImagePatches(p.data(), patches);
         } else {
           w.ImageCodes(s.ids.data(), static_cast<int>(s.ids.size()));  // the VQ codes
@@ -700,7 +682,7 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
   Rng rng = Rng::ForName(o_.seed, absl::StrCat("corpus_units/", SplitName(split), "/", unit.index));
   const std::vector<int64_t> order = Permutation(static_cast<int64_t>(unit.docs.size()), &rng);
   std::vector<std::unique_ptr<Packer>> packers(n_settings);
-  const int patch_dim = kPatchSide * kPatchSide * o_.image_channels;
+  const int patch_dim = shape_.patch_dim();
   for (int s = 0; s < n_settings; ++s) {
     packers[s] = std::make_unique<Packer>(o_.seq_len,
                                           o_.settings[s] == Setting::kTransfusion ? patch_dim : 0);
@@ -771,7 +753,7 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
         }
         case Segment::kTokens: {
           const int32_t limit = seg.modality == kText    ? tok_.text->vocab_size()
-                                : seg.modality == kImage ? o_.image_codes
+                                : seg.modality == kImage ? vocab_[0].image_codes
                                                          : o_.speech_units;
           for (int32_t t : seg.tokens) {
             if (t >= limit) {
@@ -823,7 +805,7 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
     for (const auto& segs : decoded) {
       for (const DecodedSegment& seg : segs) pixels.insert(pixels.end(), seg.pixels.begin(), seg.pixels.end());
     }
-    const int64_t image_bytes = int64_t{o_.image_height} * o_.image_width * o_.image_channels;
+    const int64_t image_bytes = shape_.pixels();
     const std::vector<int32_t> codes = tok_.vq->Encode(pixels.data(), pixels.size() / image_bytes);
     const size_t per_image = codes.size() / std::max<size_t>(1, pixels.size() / image_bytes);
     size_t next = 0;
@@ -932,11 +914,7 @@ absl::StatusOr<std::vector<DatasetManifest>> CorpusBuilder::Build() {
         "build options: seq_len >= 2, image_codes, speech_units, kmeans_iterations, "
         "unit_documents >= 1, speech_sample_rate >= 1000 and at least one setting are required");
   }
-  if (o.image_height % kPatchSide != 0 || o.image_width % kPatchSide != 0 || o.image_height < 4 ||
-      o.image_width < 4 || (o.image_channels != 1 && o.image_channels != 3)) {
-    return absl::InvalidArgumentError(
-        "--image_height and --image_width must be positive multiples of 4, --image_channels 1 or 3");
-  }
+  RETURN_IF_ERROR(ValidateImageShape(shape_));
   if (o.out_dir.empty()) return absl::InvalidArgumentError("build options: no output directory");
   if (o.train_inputs.empty()) return absl::InvalidArgumentError("--train=GLOBS is required");
   if (o.val_inputs.empty() == (o.val_fraction <= 0) || o.val_fraction >= 1) {
@@ -1029,16 +1007,16 @@ absl::Status CorpusBuilder::WriteSettingTokenizers() {
     const Setting setting = o_.settings[s];
     Vocab vocab;
     vocab.text_tokens = std::max(kNumByteTokens, tok_.text->vocab_size());
-    vocab.image_codes = o_.image_codes;
+    vocab.image_codes = tok_.vq ? tok_.vq->k() : o_.image_codes;
     vocab.speech_units = o_.speech_units;
     vocab_.push_back(vocab);
     DatasetManifest m;
     m.vocab = vocab;
     RETURN_IF_ERROR(WriteTokenizerFiles(
-        dirs_[s], *tok_.text, setting != Setting::kTransfusion ? &*tok_.vq : nullptr,
+        dirs_[s], *tok_.text, shape_, setting != Setting::kTransfusion ? &*tok_.vq : nullptr,
         setting == Setting::kTrimodal ? &*tok_.speech : nullptr, o_.seed, &m));
     std::string key = absl::StrCat(SettingName(setting), "/", o_.seq_len, "/", o_.seed, "/",
-                                   o_.image_height, "x", o_.image_width, "x", o_.image_channels,
+                                   shape_.height, "x", shape_.width, "x", shape_.channels,
                                    "/", o_.image_codes, "/", o_.speech_units, "/",
                                    o_.speech_sample_rate, "/", o_.unit_documents);
     for (const auto& [name, entry] : m.tokenizers) absl::StrAppend(&key, "/", name, "=", entry.sha256);
@@ -1053,7 +1031,7 @@ absl::StatusOr<DatasetManifest> CorpusBuilder::FinishSetting(int s) {
   DatasetManifest m;
   m.setting = SettingName(setting);
   m.seq_len = o_.seq_len;
-  m.patch_dim = setting == Setting::kTransfusion ? kPatchSide * kPatchSide * o_.image_channels : 0;
+  m.patch_dim = setting == Setting::kTransfusion ? shape_.patch_dim() : 0;
   m.vocab = vocab_[s];
   m.num_modalities = setting == Setting::kTrimodal ? 3 : 2;
   m.seed = o_.seed;
@@ -1064,7 +1042,7 @@ absl::StatusOr<DatasetManifest> CorpusBuilder::FinishSetting(int s) {
       {"split_rule", SplitRule()},
       {"seq_len", std::to_string(o_.seq_len)},
       {"text_tokenizer", o_.text_tokenizer},
-      {"image_shape", absl::StrCat(o_.image_height, "x", o_.image_width, "x", o_.image_channels)},
+      {"image_shape", absl::StrCat(shape_.height, "x", shape_.width, "x", shape_.channels)},
       {"image_codes", std::to_string(o_.image_codes)},
       {"speech_units", std::to_string(o_.speech_units)},
       {"speech_sample_rate", std::to_string(o_.speech_sample_rate)},
@@ -1076,6 +1054,7 @@ absl::StatusOr<DatasetManifest> CorpusBuilder::FinishSetting(int s) {
       {"skip_bad", o_.skip_bad ? "true" : "false"},
   };
   if (!o_.val_inputs.empty()) m.build_options["val"] = o_.val_inputs;
+  if (!o_.image_codebook.empty()) m.build_options["image_codebook"] = o_.image_codebook;
   for (int split : {kTrain, kVal}) {
     SplitStats& stats = m.splits[SplitName(split)];
     // The scan's skips (unparsable lines) come first, then the encode's.

@@ -61,10 +61,11 @@ struct CorpusBuildOptions {
   int seq_len = 1024;
   uint64_t seed = 1234;
   std::string text_tokenizer = "bytes";  // bytes | bpe:VOCAB_SIZE | PATH/tokenizer.json
-  int image_height = 28;
+  int image_height = 28;  // every image is resized to this shape (ResizeImage)
   int image_width = 28;
   int image_channels = 1;
   int image_codes = 512;
+  std::string image_codebook;  // a user's codebook (ImageVq::LoadCodebook) instead of training one
   int speech_units = 256;
   int speech_sample_rate = 8000;
   int kmeans_iterations = 25;

@@ -50,7 +50,7 @@ void WriteCorpus(const std::string& dir, int n) {
       const std::string id = absl::StrFormat("%s-%03d", split, i);
       uint8_t pixels[28 * 28];
       for (uint8_t& p : pixels) p = static_cast<uint8_t>(rng.Below(256));
-      ASSERT_TRUE(WriteGrayPng(dir + "/media/" + id + ".png", 28, 28, pixels).ok());
+      ASSERT_TRUE(WritePng(dir + "/media/" + id + ".png", 28, 28, 1, pixels).ok());
       Audio audio;
       audio.sample_rate = 8000;
       const double hz = 200 + rng.Below(600);
@@ -120,6 +120,25 @@ TEST_F(CorpusBuilderTest, BuildsEverySettingIntoReadableShards) {
     EXPECT_EQ(batch.tokens[0], kBos);
   }
   EXPECT_EQ((*manifests_)[1].patch_dim, 16);  // transfusion: continuous 4x4 grey patches
+}
+
+TEST_F(CorpusBuilderTest, ImagesAreBroughtToTheConfiguredShape) {
+  const std::string out = testing::ScratchDir("corpus_shape");
+  CorpusBuildOptions o = Options(*corpus_, out);
+  o.settings = {Setting::kTransfusion, Setting::kChameleon};
+  o.image_height = 8;
+  o.image_width = 12;
+  o.image_channels = 3;
+  absl::StatusOr<std::vector<DatasetManifest>> m = BuildCorpusDatasets(o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_EQ((*m)[0].patch_dim, 48);  // 4x4 patches of RGB pixels
+  // 6 train images (those of documents without speech) of 2x3 patches.
+  EXPECT_EQ((*m)[0].splits.at("train").patches, 6 * 6);
+  EXPECT_EQ((*m)[1].splits.at("train").tokens[kImage], 6 * 6);
+  o.image_width = 10;
+  absl::StatusOr<std::vector<DatasetManifest>> bad = BuildCorpusDatasets(o);
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("width"), std::string::npos) << bad.status();
 }
 
 TEST_F(CorpusBuilderTest, SameBytesForAnyThreadCount) {
@@ -237,7 +256,7 @@ TEST_F(CorpusBuilderTest, BadInputNamesFileAndLineOrIsSkippedAndListed) {
       {"malformed JSON", R"([{"text": "a"})", "malformed JSON at column"},
       {"invalid UTF-8", "[{\"text\": \"caf\xe9\"}]", "invalid UTF-8 at byte offset 14"},
       {"missing path", R"([{"image": "media/nowhere.png"}])", "media/nowhere.png: no such file"},
-      {"unreadable image", R"([{"text": "a"}, {"image": "broken.png"}])", "broken.png: unreadable image"},
+      {"unreadable image", R"([{"text": "a"}, {"image": "broken.png"}])", "broken.png: corrupt or truncated PNG"},
       {"truncated audio", R"([{"audio": "truncated.flac"}])", "truncated.flac"},
       {"token out of range", R"([{"tokens": [3, 99], "modality": "image"}])",
        "image token 99 is outside 0..15 (--image_codes)"},

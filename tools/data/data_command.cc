@@ -45,6 +45,7 @@ constexpr char kUsage[] =
     "  modamba data build --train=GLOBS (--val=GLOBS | --val_fraction=F) --out=DIR\n"
     "      [--setting=...] [--seq_len=1024] [--seed=1234] [--text_tokenizer=bytes|bpe:N|PATH]\n"
     "      [--image_height=28] [--image_width=28] [--image_channels=1] [--image_codes=512]\n"
+    "      [--image_codebook=FILE.safetensors]\n"
     "      [--speech_units=256] [--speech_sample_rate=8000] [--kmeans_iterations=25]\n"
     "      [--image_kmeans_patches=200000] [--speech_kmeans_frames=100000]\n"
     "      [--speech_kmeans_recordings=4000] [--unit_documents=8192] [--threads=0]\n"
@@ -285,6 +286,7 @@ int BuildCorpus(int argc, char** argv) {
   flags.Number("image_width", &o.image_width);
   flags.Number("image_channels", &o.image_channels);
   flags.Number("image_codes", &o.image_codes);
+  flags.String("image_codebook", &o.image_codebook);
   flags.Number("speech_units", &o.speech_units);
   flags.Number("speech_sample_rate", &o.speech_sample_rate);
   flags.Number("kmeans_iterations", &o.kmeans_iterations);
@@ -314,6 +316,7 @@ int BuildCorpus(int argc, char** argv) {
     *inputs = absl::StrJoin(patterns, ",");
   }
   if (absl::StrContains(o.text_tokenizer, '/')) o.text_tokenizer = UserPath(o.text_tokenizer);
+  if (!o.image_codebook.empty()) o.image_codebook = UserPath(o.image_codebook);
   ProgressPrinter printer;
   o.progress = [&](const data::BuildProgress& p) { printer(p); };
   const absl::Time start = absl::Now();
