@@ -693,9 +693,11 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
       r.status = absl::Status(status.code(), absl::StrCat(what, " (--skip_bad skips bad documents)"));
       return false;
     }
-    for (UnitOutput& out : r.settings) {
-      ++out.stats.items["skipped_bad"];
-      if (out.stats.skipped.size() < kMaxListedSkips) out.stats.skipped.push_back(what);
+    for (int s = 0; s < n_settings; ++s) {
+      if (!todo[s]) continue;  // a reused unit's statistics count it already
+      SplitStats& stats = r.settings[s].stats;
+      ++stats.items["skipped_bad"];
+      if (stats.skipped.size() < kMaxListedSkips) stats.skipped.push_back(what);
     }
     return true;
   };
