@@ -346,9 +346,10 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
   RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(), ImageShape(),
+                                      !UsesDiscreteImages(setting),
                                       UsesDiscreteImages(setting) ? &*tok.vq : nullptr,
-                                      UsesSpeech(setting) ? &*tok.speech : nullptr, o.seed,
-                                      manifest));
+                                      UsesSpeech(setting) ? &*tok.speech : nullptr,
+                                      UsesSpeech(setting), o.seed, manifest));
 
   for (int split = 0; split < kNumSplits; ++split) {
     SplitStats& stats = manifest->splits[SplitName(split)];
@@ -426,8 +427,8 @@ absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
 }
 
 absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
-                                 const ImageShape& shape, const ImageVq* vq,
-                                 const SpeechUnits* speech, uint64_t seed,
+                                 const ImageShape& shape, bool continuous, const ImageVq* vq,
+                                 const SpeechUnits* speech, bool speech_ids, uint64_t seed,
                                  DatasetManifest* manifest) {
   RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
   json specials = json::object();
@@ -450,7 +451,11 @@ absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& te
     entry["specials"] = specials;
     j["text"] = entry;
   }
-  if (vq != nullptr) {
+  if (!continuous && vq == nullptr) {
+    j["image_codes"] = {{"kind", "pre-tokenized"},
+                        {"k", manifest->vocab.image_codes},
+                        {"token_ids", {manifest->vocab.image_begin(), manifest->vocab.image_end()}}};
+  } else if (vq != nullptr) {
     const std::map<std::string, std::string> meta = {
         {"seed", std::to_string(StreamSeed(seed, "image_vq"))}};
     RETURN_IF_ERROR(vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
@@ -488,6 +493,10 @@ absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& te
                     {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
     entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
     j["speech_units"] = entry;
+  } else if (speech_ids) {
+    j["speech_units"] = {{"kind", "pre-tokenized"},
+                         {"k", manifest->vocab.speech_units},
+                         {"token_ids", {manifest->vocab.speech_begin(), manifest->vocab.speech_end()}}};
   }
   return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
 }

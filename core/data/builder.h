@@ -68,12 +68,13 @@ inline constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors"
 inline constexpr char kTextTokenizerFile[] = "tokenizers/tokenizer.json";
 
 // Writes DIR/tokenizers/: the text tokenizer's tokenizer.json (unless bytes),
-// the image codebook (or, without one, says the images are continuous
-// patches of `shape`), the speech units when given, and manifest.json saying what each
+// the image codebook (continuous: says the images are patches of `shape`; no
+// codebook: says the image codes came pre-tokenized), the speech units (none
+// with speech_ids: pre-tokenized units), and manifest.json saying what each
 // is; records each file in manifest->tokenizers (manifest->vocab must be set).
 absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
-                                 const ImageShape& shape, const ImageVq* vq,
-                                 const SpeechUnits* speech, uint64_t seed,
+                                 const ImageShape& shape, bool continuous, const ImageVq* vq,
+                                 const SpeechUnits* speech, bool speech_ids, uint64_t seed,
                                  DatasetManifest* manifest);
 
 // Builds every requested setting; returns their manifests.

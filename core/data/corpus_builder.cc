@@ -537,11 +537,9 @@ absl::Status CorpusBuilder::TrainTokenizers() {
     std::vector<std::vector<uint8_t>> images;
     RETURN_IF_ERROR(decode_all(image_sample_.items(),
                                [&](const std::string& p) { return DecodeImage(p); }, &images));
-    if (images.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no training image in ", SplitRule(), ": the image VQ codebook has nothing to learn "
-          "from (settings chameleon and trimodal need images)"));
-    }
+    // Without image files in train, images come as codes (a user's own
+    // tokenizer's) and need no codebook.
+    if (!images.empty()) {
     ImageVqOptions options;
     options.k = o_.image_codes;
     options.iterations = o_.kmeans_iterations;
@@ -551,16 +549,14 @@ absl::Status CorpusBuilder::TrainTokenizers() {
     for (const auto& img : images) pixels.insert(pixels.end(), img.begin(), img.end());
     ASSIGN_OR_RETURN(tok_.vq, ImageVq::Train(pixels.data(), static_cast<int64_t>(images.size()),
                                              shape_, options));
+    }
   }
   if (Speech()) {
     std::vector<std::vector<float>> recordings;
     RETURN_IF_ERROR(decode_all(audio_sample_.items(),
                                [&](const std::string& p) { return DecodeAudio(p); }, &recordings));
-    if (recordings.empty()) {
-      return absl::FailedPreconditionError(absl::StrCat(
-          "no training audio in ", SplitRule(), ": the speech units have nothing to learn "
-          "from (setting trimodal needs audio)"));
-    }
+    // Likewise speech without audio files in train comes as units.
+    if (recordings.empty()) return absl::OkStatus();
     tok_.mel.sample_rate = o_.speech_sample_rate;
     tok_.mel.f_max = o_.speech_sample_rate / 2.0f;
     tok_.analyzer.emplace(tok_.mel);
@@ -725,6 +721,12 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
           break;
         }
         case Segment::kImage: {
+          if (Discrete() && !tok_.vq) {
+            status = absl::FailedPreconditionError(
+                "an image file, but the train split has none to learn a codebook from "
+                "(--image_codebook gives one)");
+            break;
+          }
           absl::StatusOr<std::vector<uint8_t>> px = DecodeImage(seg.value);
           if (!px.ok()) {
             status = px.status();
@@ -740,6 +742,11 @@ EncodeResult CorpusBuilder::EncodeUnit(Unit& unit) {
         }
         case Segment::kAudio: {
           if (!Speech()) break;  // only trimodal keeps speech; the document is left out
+          if (!tok_.speech) {
+            status = absl::FailedPreconditionError(
+                "an audio file, but the train split has none to learn speech units from");
+            break;
+          }
           absl::StatusOr<std::vector<float>> samples = DecodeAudio(seg.value);
           if (!samples.ok()) {
             status = samples.status();
@@ -988,7 +995,9 @@ absl::Status CorpusBuilder::LoadCommittedTokenizers() {
   } else {
     tok_.text = MakeByteTokenizer();
   }
-  if (Discrete()) {
+  // Without a codebook or units the built dataset's images or speech came
+  // pre-tokenized, and stay so.
+  if (Discrete() && m.tokenizers.count("image_vq")) {
     ASSIGN_OR_RETURN(const std::string p, path("image_vq"));
     ASSIGN_OR_RETURN(tok_.vq, ImageVq::Load(p));
   }
@@ -997,9 +1006,11 @@ absl::Status CorpusBuilder::LoadCommittedTokenizers() {
     const int t = static_cast<int>(std::find(o_.settings.begin(), o_.settings.end(), Setting::kTrimodal) -
                                    o_.settings.begin());
     const std::string p = absl::StrCat(staging_[t]->final_path(), "/", kSpeechUnitsFile);
-    ASSIGN_OR_RETURN(tok_.speech, SpeechUnits::Load(p));
-    tok_.mel = tok_.speech->mel_config();
-    tok_.analyzer.emplace(tok_.mel);
+    if (FileExists(p)) {
+      ASSIGN_OR_RETURN(tok_.speech, SpeechUnits::Load(p));
+      tok_.mel = tok_.speech->mel_config();
+      tok_.analyzer.emplace(tok_.mel);
+    }
   }
   return absl::OkStatus();
 }
@@ -1015,8 +1026,10 @@ absl::Status CorpusBuilder::WriteSettingTokenizers() {
     DatasetManifest m;
     m.vocab = vocab;
     RETURN_IF_ERROR(WriteTokenizerFiles(
-        dirs_[s], *tok_.text, shape_, setting != Setting::kTransfusion ? &*tok_.vq : nullptr,
-        setting == Setting::kTrimodal ? &*tok_.speech : nullptr, o_.seed, &m));
+        dirs_[s], *tok_.text, shape_, setting == Setting::kTransfusion,
+        setting != Setting::kTransfusion && tok_.vq ? &*tok_.vq : nullptr,
+        setting == Setting::kTrimodal && tok_.speech ? &*tok_.speech : nullptr,
+        setting == Setting::kTrimodal, o_.seed, &m));
     std::string key = absl::StrCat(SettingName(setting), "/", o_.seq_len, "/", o_.seed, "/",
                                    shape_.height, "x", shape_.width, "x", shape_.channels,
                                    "/", o_.image_codes, "/", o_.speech_units, "/",

@@ -141,6 +141,51 @@ TEST_F(CorpusBuilderTest, ImagesAreBroughtToTheConfiguredShape) {
   EXPECT_NE(bad.status().message().find("width"), std::string::npos) << bad.status();
 }
 
+// A 1-D little-endian int32 .npy file.
+void WriteNpy(const std::string& path, const std::vector<int32_t>& values) {
+  std::string header = "{'descr': '<i4', 'fortran_order': False, 'shape': (" +
+                       std::to_string(values.size()) + ",), }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::string bytes = "\x93NUMPY\x01";
+  bytes.push_back('\0');
+  bytes.push_back(static_cast<char>(header.size()));
+  bytes.push_back('\0');
+  bytes += header;
+  bytes.append(reinterpret_cast<const char*>(values.data()), values.size() * sizeof(int32_t));
+  ASSERT_TRUE(WriteFileAtomic(path, bytes).ok());
+}
+
+TEST_F(CorpusBuilderTest, BuildsPreTokenizedArrays) {
+  const std::string dir = testing::ScratchDir("corpus_npy");
+  for (const char* split : {"train", "val"}) {
+    // Documents of 5 text ids (bytes) then 4 image codes.
+    std::vector<int32_t> tokens, modality, offsets = {0};
+    for (int d = 0; d < 20; ++d) {
+      for (int i = 0; i < 5; ++i) tokens.push_back('a' + (d + i) % 26), modality.push_back(0);
+      for (int i = 0; i < 4; ++i) tokens.push_back((d * 4 + i) % 16), modality.push_back(1);
+      offsets.push_back(static_cast<int32_t>(tokens.size()));
+    }
+    const std::string stem = absl::StrCat(dir, "/", split);
+    WriteNpy(stem + ".npy", tokens);
+    WriteNpy(stem + ".modality.npy", modality);
+    WriteNpy(stem + ".offsets.npy", offsets);
+  }
+  CorpusBuildOptions o = Options(dir, testing::ScratchDir("corpus_npy_out"));
+  o.train_inputs = dir + "/train.npy";
+  o.val_inputs = dir + "/val.npy";
+  o.settings = {Setting::kChameleon};
+  // Codes of the user's own image tokenizer: no codebook is trained.
+  absl::StatusOr<std::vector<DatasetManifest>> m = BuildCorpusDatasets(o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  EXPECT_FALSE((*m)[0].tokenizers.count("image_vq"));
+  EXPECT_EQ((*m)[0].vocab.image_codes, 16);
+  const SplitStats& train = (*m)[0].splits.at("train");
+  EXPECT_EQ(train.items.at("documents"), 20);
+  EXPECT_EQ(train.tokens[kImage], 20 * 4);
+  EXPECT_EQ(train.tokens[kText], 20 * (1 + 5 + 2 + 1));  // BOS, text, BOI + EOI, EOS
+}
+
 TEST_F(CorpusBuilderTest, SameBytesForAnyThreadCount) {
   const std::string out = testing::ScratchDir("corpus_threads");
   CorpusBuildOptions o = Options(*corpus_, out);
