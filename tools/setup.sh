@@ -15,6 +15,7 @@ PACKAGES=(
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
   kbd               # PSF console fonts: the text of PNG charts (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
+  libicu-dev        # Unicode classes of the BPE pre-tokenizer (core/data/text_tokenizer.cc)
 )
 
 missing=()

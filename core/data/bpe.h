@@ -7,8 +7,8 @@
 // Each merge joins the adjacent pair with the highest count over all pieces
 // (weighted by how often each piece occurs); ties go to the pair with the
 // smaller (left id, right id). Training stops when the vocabulary is full or no
-// pair is left, so the same documents in the same order give the same
-// tokenizer; pair counts are updated incrementally after each merge.
+// pair is left. Only the counts matter, so the same documents in any order give
+// the same tokenizer. Pair counts are updated incrementally after each merge.
 #ifndef MODAMBA_CORE_DATA_BPE_H_
 #define MODAMBA_CORE_DATA_BPE_H_
 

@@ -186,6 +186,38 @@ TEST_F(CorpusBuilderTest, BuildsPreTokenizedArrays) {
   EXPECT_EQ(train.tokens[kText], 20 * (1 + 5 + 2 + 1));  // BOS, text, BOI + EOI, EOS
 }
 
+TEST_F(CorpusBuilderTest, BpeTextTokenizerTrainedOrLoaded) {
+  const std::string out = testing::ScratchDir("corpus_bpe");
+  CorpusBuildOptions o = Options(*corpus_, out);
+  o.settings = {Setting::kChameleon};
+  o.text_tokenizer = "bpe:300";
+  absl::StatusOr<std::vector<DatasetManifest>> m = BuildCorpusDatasets(o);
+  ASSERT_TRUE(m.ok()) << m.status();
+  const DatasetManifest& trained = (*m)[0];
+  EXPECT_EQ(trained.vocab.text_tokens, 300);
+  EXPECT_EQ(trained.vocab.image_begin(), 263 + 300 - 256);
+  ASSERT_TRUE(trained.tokenizers.count("text"));
+  // Merged text tokens sit after the specials.
+  absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(out + "/chameleon", "train", 0, 1);
+  ASSERT_TRUE(reader.ok());
+  PackedBatch batch;
+  ASSERT_TRUE((*reader)->ReadSequence(0, &batch).ok());
+  int merged = 0;
+  for (int32_t t : batch.tokens) merged += t >= kImageBase && t < trained.vocab.text_end();
+  EXPECT_GT(merged, 0);
+
+  // The saved tokenizer.json, loaded, gives the same shards.
+  const std::string saved = testing::ScratchDir("corpus_bpe_saved") + "/tokenizer.json";
+  fs::copy_file(out + "/chameleon/" + trained.tokenizers.at("text").file, saved);
+  const std::string again = testing::ScratchDir("corpus_bpe_loaded");
+  o.out_dir = again;
+  o.text_tokenizer = saved;
+  ASSERT_TRUE(BuildCorpusDatasets(o).ok());
+  for (const ShardEntry& e : trained.splits.at("train").shards) {
+    EXPECT_TRUE(*ReadFile(out + "/chameleon/" + e.file) == *ReadFile(again + "/chameleon/" + e.file)) << e.file;
+  }
+}
+
 TEST_F(CorpusBuilderTest, SameBytesForAnyThreadCount) {
   const std::string out = testing::ScratchDir("corpus_threads");
   CorpusBuildOptions o = Options(*corpus_, out);

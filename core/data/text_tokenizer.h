@@ -28,7 +28,8 @@ class TextTokenizer {
   virtual ~TextTokenizer() = default;
   // Appends the ids of `utf8`. Invalid UTF-8 is an InvalidArgument error that
   // names the byte offset ("invalid UTF-8 at byte 17"; callers add the file
-  // and line) and appends nothing. Thread-safe.
+  // and line) and appends nothing. Thread-safe; BPE keeps a word cache per
+  // thread, so long-lived worker threads encode fastest.
   virtual absl::Status Encode(std::string_view utf8,
                               std::vector<int32_t>* ids) const = 0;
   // The bytes the ids stand for: Decode(Encode(s)) == s for valid UTF-8 (BPE
@@ -47,9 +48,11 @@ class TextTokenizer {
 std::unique_ptr<TextTokenizer> MakeByteTokenizer();
 
 // A Hugging Face tokenizer.json with a BPE model (merges as "a b" strings or
-// [a, b] lists, optional ignore_merges), a ByteLevel pre-tokenizer (or none),
-// no normalizer, a ByteLevel or no decoder and post-processor, and added
-// tokens. Anything else is refused with an error naming the file and field.
+// [a, b] lists, optional ignore_merges) whose vocabulary holds all 256 bytes,
+// a ByteLevel pre-tokenizer, no normalizer, a ByteLevel or no decoder and
+// post-processor, and added tokens (matched in the text first, longest at the
+// leftmost position, as Hugging Face does). Anything else is refused with an
+// error naming the file and the field.
 absl::StatusOr<std::unique_ptr<TextTokenizer>> LoadTextTokenizer(
     const std::string& tokenizer_json_path);
 
