@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "core/data/audio.h"
+#include "core/data/decode.h"
 #include "core/data/png_io.h"
 #include "core/data/reader.h"
 #include "core/data/test_util.h"
@@ -205,6 +206,12 @@ TEST_F(CorpusBuilderTest, BpeTextTokenizerTrainedOrLoaded) {
   int merged = 0;
   for (int32_t t : batch.tokens) merged += t >= kImageBase && t < trained.vocab.text_end();
   EXPECT_GT(merged, 0);
+  // `inspect` renders the merged tokens as their text.
+  absl::StatusOr<SequenceDecoder> decoder = SequenceDecoder::Open(out + "/chameleon");
+  ASSERT_TRUE(decoder.ok()) << decoder.status();
+  absl::StatusOr<std::string> text = decoder->Decode(batch, 0, "", "x");
+  ASSERT_TRUE(text.ok()) << text.status();
+  EXPECT_NE(text->find("<BOS>document train-0"), std::string::npos) << *text;
 
   // The saved tokenizer.json, loaded, gives the same shards.
   const std::string saved = testing::ScratchDir("corpus_bpe_saved") + "/tokenizer.json";
