@@ -6,7 +6,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <cstring>
 #include <condition_variable>
 #include <deque>
 #include <filesystem>
@@ -22,8 +21,6 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
-#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/data/audio.h"
 #include "core/data/bpe.h"
@@ -49,7 +46,7 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-// Text, pre-tokenized runs and media shorter than this are too common to mean
+// Text and pre-tokenized runs shorter than this are too common to mean
 // a leak when a train document repeats a val one.
 constexpr size_t kMinLeakTextBytes = 64;
 constexpr size_t kMinLeakTokens = 16;
@@ -334,7 +331,6 @@ struct DecodedSegment {
 };
 
 struct UnitOutput {
-  bool reused = false;
   SplitStats stats;  // with its one shard (or none)
   std::string key;
 };
@@ -641,7 +637,6 @@ bool CorpusBuilder::ReuseUnit(int s, int split, int64_t index, UnitOutput* out) 
       }
     }
     out->stats = *std::move(stats);
-    out->reused = true;
     return true;
   }
   return false;
