@@ -12,9 +12,12 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/data/audio.h"
+#include "core/data/bpe.h"
 #include "core/data/documents.h"
 #include "core/data/image_tokenizer.h"
 #include "core/data/packing.h"
@@ -43,6 +46,7 @@ bool UsesSpeech(Setting s) { return s == Setting::kTrimodal; }
 
 // Tokenizers learnt from the training items, and every item encoded once.
 struct Tokenized {
+  std::unique_ptr<TextTokenizer> text;
   std::optional<ImageVq> vq;
   std::array<std::vector<int32_t>, kNumSplits> image_codes;  // [n, 49] per split
   std::optional<SpeechUnits> speech;
@@ -207,33 +211,43 @@ class DocumentFactory {
                   const Vocab& vocab, int split)
       : raw_(raw), tok_(tok), setting_(setting), vocab_(vocab), split_(split) {}
 
-  Document Make(const DocSpec& spec) const {
+  absl::StatusOr<Document> Make(const DocSpec& spec) const {
     DocumentWriter w(spec.type, vocab_, setting_ == Setting::kTransfusion ? kPatchDim : 0);
+    absl::Status status;
+    // Through the text tokenizer (bytes: the same ids as the bytes themselves).
+    auto text = [&](absl::string_view t) {
+      std::vector<int32_t> ids;
+      if (absl::Status s = tok_.text->Encode(std::string_view(t.data(), t.size()), &ids);
+          !s.ok() && status.ok()) {
+        status = s;
+      }
+      w.TextIds(ids);
+    };
     switch (spec.type) {
       case DocType::kText:
-        w.Text(absl::string_view(raw_.text[split_]).substr(spec.item, spec.aux - spec.item));
+        text(absl::string_view(raw_.text[split_]).substr(spec.item, spec.aux - spec.item));
         break;
       case DocType::kCaptionImage:
-        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        text(DigitCaption(raw_.images[split_].labels[spec.item]));
         Image(spec.item, &w);
         break;
       case DocType::kImageCaption:
         Image(spec.item, &w);
-        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        text(DigitCaption(raw_.images[split_].labels[spec.item]));
         break;
       case DocType::kTranscriptSpeech:
-        w.Text(Recordings(spec.source)[spec.item].transcript);
+        text(Recordings(spec.source)[spec.item].transcript);
         w.Speech(Units(spec.source)[spec.item]);
         break;
       case DocType::kSpeechTranscript:
         w.Speech(Units(spec.source)[spec.item]);
-        w.Text(Recordings(spec.source)[spec.item].transcript);
+        text(Recordings(spec.source)[spec.item].transcript);
         break;
       case DocType::kDigitTriple: {
         static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
                                               {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
         for (int part : kOrders[spec.order]) {
-          if (part == 0) w.Text(raw_.fsdd[split_][spec.item].transcript);
+          if (part == 0) text(raw_.fsdd[split_][spec.item].transcript);
           if (part == 1) Image(spec.aux, &w);
           if (part == 2) w.Speech(tok_.fsdd_units[split_][spec.item]);
         }
@@ -242,6 +256,7 @@ class DocumentFactory {
       case DocType::kCorpus:
         LOG(FATAL) << "corpus documents come from corpus_builder";
     }
+    RETURN_IF_ERROR(status);
     return w.Finish();
   }
 
@@ -311,6 +326,7 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   manifest->setting = SettingName(setting);
   manifest->seq_len = o.seq_len;
   manifest->patch_dim = setting == Setting::kTransfusion ? kPatchDim : 0;
+  manifest->vocab.text_tokens = std::max(kNumByteTokens, tok.text->vocab_size());
   manifest->vocab.image_codes = o.image_codes;
   manifest->vocab.speech_units = o.speech_units;
   manifest->num_modalities = UsesSpeech(setting) ? 3 : 2;
@@ -345,7 +361,8 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   if (sel.skip_bad) manifest->build_options["skip_bad"] = "true";
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
-  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *MakeByteTokenizer(), ImageShape(),
+  if (o.text_tokenizer != "bytes") manifest->build_options["text_tokenizer"] = o.text_tokenizer;
+  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *tok.text, ImageShape(),
                                       !UsesDiscreteImages(setting),
                                       UsesDiscreteImages(setting) ? &*tok.vq : nullptr,
                                       UsesSpeech(setting) ? &*tok.speech : nullptr,
@@ -356,7 +373,8 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
     const DocumentFactory factory(raw, tok, setting, manifest->vocab, split);
     Packer packer(o.seq_len, manifest->patch_dim);
     for (const DocSpec& spec : PlanDocuments(raw, setting, split, o.seq_len, o.seed)) {
-      packer.Add(factory.Make(spec));
+      ASSIGN_OR_RETURN(Document doc, factory.Make(spec));
+      packer.Add(std::move(doc));
     }
     stats.documents = packer.stats().documents;
     stats.dropped_documents = packer.stats().dropped;
@@ -423,6 +441,22 @@ absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
     if (std::find(out.begin(), out.end(), *it) == out.end()) out.push_back(*it);
   }
   if (out.empty()) return absl::InvalidArgumentError("no setting given");
+  return out;
+}
+
+absl::StatusOr<TextTokenizerFlag> ParseTextTokenizerFlag(const std::string& flag) {
+  TextTokenizerFlag out;
+  absl::string_view size = flag;
+  if (flag == "bytes") return out;
+  if (absl::ConsumePrefix(&size, "bpe:")) {
+    if (!absl::SimpleAtoi(size, &out.bpe_vocab_size) || out.bpe_vocab_size < kNumByteTokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--text_tokenizer=", flag, ": bpe:VOCAB_SIZE needs a size of at least 256"));
+    }
+    return out;
+  }
+  if (flag.empty()) return absl::InvalidArgumentError("--text_tokenizer is empty");
+  out.path = flag;
   return out;
 }
 
@@ -525,6 +559,22 @@ absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o
             << raw.text[kTrain].size() << "+" << raw.text[kVal].size() << " text bytes";
 
   Tokenized tok;
+  ASSIGN_OR_RETURN(const TextTokenizerFlag text, ParseTextTokenizerFlag(o.text_tokenizer));
+  if (text.bpe_vocab_size > 0) {
+    // The train text of every setting's documents: the text, each caption and
+    // each transcript as often as documents hold them.
+    BpeTrainer trainer(text.bpe_vocab_size);
+    RETURN_IF_ERROR(trainer.Add(raw.text[kTrain]));
+    for (uint8_t label : raw.images[kTrain].labels) RETURN_IF_ERROR(trainer.Add(DigitCaption(label)));
+    for (const auto* recordings : {&raw.fsdd[kTrain], &raw.cathy[kTrain]}) {
+      for (const Recording& r : *recordings) RETURN_IF_ERROR(trainer.Add(r.transcript));
+    }
+    ASSIGN_OR_RETURN(tok.text, trainer.Finish());
+  } else if (!text.path.empty()) {
+    ASSIGN_OR_RETURN(tok.text, LoadTextTokenizer(text.path));
+  } else {
+    tok.text = MakeByteTokenizer();
+  }
   if (discrete) RETURN_IF_ERROR(TokenizeImages(raw, o, &tok));
   if (speech) RETURN_IF_ERROR(TokenizeSpeech(raw, o, &tok));
 

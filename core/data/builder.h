@@ -52,6 +52,7 @@ struct BuildOptions {
                                    Setting::kTrimodal};
   int seq_len = 1024;
   uint64_t seed = 1234;
+  std::string text_tokenizer = "bytes";  // see ParseTextTokenizerFlag
   int image_codes = 512;
   int speech_units = 256;
   int kmeans_iterations = 25;
@@ -62,6 +63,14 @@ struct BuildOptions {
   // the settings).
   RawSelection selection;
 };
+
+// --text_tokenizer: "bytes", "bpe:VOCAB_SIZE" (byte-level BPE trained on the
+// train text, VOCAB_SIZE >= 256) or the path of a Hugging Face tokenizer.json.
+struct TextTokenizerFlag {
+  int32_t bpe_vocab_size = 0;  // > 0: train one
+  std::string path;            // non-empty: load it
+};
+absl::StatusOr<TextTokenizerFlag> ParseTextTokenizerFlag(const std::string& flag);
 
 inline constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
 inline constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";

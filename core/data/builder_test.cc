@@ -252,5 +252,32 @@ TEST_F(BuilderTest, SpeechSplitRulesAreFlagsAndAnEmptySplitNamesFolderAndRule) {
       << no_cathy_val.status();
 }
 
+TEST_F(BuilderTest, ABpeTextTokenizerTrainsOnTheTrainText) {
+  if (raw_->empty()) GTEST_SKIP() << "raw data not found";
+  const std::string out = testing::ScratchDir("build_bpe");
+  BuildOptions o = SliceOptions(*raw_, out);
+  o.settings = {Setting::kChameleon};
+  o.text_tokenizer = "bpe:400";
+  absl::StatusOr<std::vector<DatasetManifest>> built = BuildDatasets(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const DatasetManifest& m = (*built)[0];
+  EXPECT_EQ(m.vocab.text_tokens, 400);
+  EXPECT_EQ(m.vocab.size(), 263 + 144 + 64 + 32);
+  ASSERT_TRUE(m.tokenizers.count("text"));
+  // Fewer text tokens than bytes, the merged ones after the specials.
+  const DatasetManifest& bytes = (*manifests_)[0];
+  EXPECT_LT(m.splits.at("train").tokens[kText], bytes.splits.at("train").tokens[kText]);
+  EXPECT_EQ(m.splits.at("train").tokens[kImage], bytes.splits.at("train").tokens[kImage]);
+  absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(out + "/chameleon", "train", 0, 1);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  PackedBatch batch;
+  ASSERT_TRUE((*reader)->Next(4, &batch).ok());
+  int merged = 0;
+  for (int32_t t : batch.tokens) merged += t >= kImageBase && t < m.vocab.text_end();
+  EXPECT_GT(merged, 0);
+  o.text_tokenizer = "bpe:12";
+  EXPECT_FALSE(BuildDatasets(o).ok());
+}
+
 }  // namespace
 }  // namespace modamba::data

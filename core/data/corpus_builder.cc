@@ -405,6 +405,7 @@ class CorpusBuilder {
   std::array<std::vector<std::string>, kNumSplits> bad_;
   std::array<int64_t, kNumSplits> bad_count_{};
   BottomK image_sample_{0}, audio_sample_{0};
+  TextTokenizerFlag text_flag_;
   std::unique_ptr<BpeTrainer> bpe_;
   Sha256 train_key_;
   Tokenizers tok_;
@@ -498,12 +499,12 @@ absl::StatusOr<std::vector<float>> CorpusBuilder::DecodeAudio(const std::string&
 
 absl::Status CorpusBuilder::TrainTokenizers() {
   // Text.
-  if (o_.text_tokenizer == "bytes") {
-    tok_.text = MakeByteTokenizer();
-  } else if (bpe_ != nullptr) {
+  if (bpe_ != nullptr) {
     ASSIGN_OR_RETURN(tok_.text, bpe_->Finish());
+  } else if (!text_flag_.path.empty()) {
+    ASSIGN_OR_RETURN(tok_.text, LoadTextTokenizer(text_flag_.path));
   } else {
-    ASSIGN_OR_RETURN(tok_.text, LoadTextTokenizer(o_.text_tokenizer));
+    tok_.text = MakeByteTokenizer();
   }
   const int threads = Threads();
   // Decodes the sampled files in hash order, on every core.
@@ -931,13 +932,9 @@ absl::StatusOr<std::vector<DatasetManifest>> CorpusBuilder::Build() {
   } else {
     ASSIGN_OR_RETURN(files_[kVal], ExpandInputs(o.val_inputs));
   }
-  if (absl::StartsWith(o.text_tokenizer, "bpe:")) {
-    int32_t size;
-    if (!absl::SimpleAtoi(o.text_tokenizer.substr(4), &size) || size < 256) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "--text_tokenizer=", o.text_tokenizer, ": bpe:VOCAB_SIZE needs a size of at least 256"));
-    }
-    if (!o.append) bpe_ = std::make_unique<BpeTrainer>(size);
+  ASSIGN_OR_RETURN(text_flag_, ParseTextTokenizerFlag(o.text_tokenizer));
+  if (text_flag_.bpe_vocab_size > 0 && !o.append) {
+    bpe_ = std::make_unique<BpeTrainer>(text_flag_.bpe_vocab_size);
   }
 
   for (int split : {kVal, kTrain}) RETURN_IF_ERROR(Scan(split));

@@ -41,6 +41,7 @@ constexpr char kUsage[] =
     "      [--speech_kmeans_frames=100000] [--shard_sequences=1024]\n"
     "      [--limit_{mnist,fsdd,cathy,text}_{train,val}=N]   (slices, for quick trials)\n"
     "      [--fsdd_val_takes=0-4] [--cathy_val=361-400] [--skip_bad]\n"
+    "      [--text_tokenizer=bytes|bpe:N|PATH/tokenizer.json]\n"
     "    the digits world from the raw data; or a corpus of your own (core/data/README.md):\n"
     "  modamba data build --train=GLOBS (--val=GLOBS | --val_fraction=F) --out=DIR\n"
     "      [--setting=...] [--seq_len=1024] [--seed=1234] [--text_tokenizer=bytes|bpe:N|PATH]\n"
@@ -375,6 +376,7 @@ int Build(int argc, char** argv) {
   flags.Number("speech_kmeans_frames", &o.speech_kmeans_frames);
   flags.Number("shard_sequences", &o.shard_sequences);
   AddLimitFlags(&flags, &o);
+  flags.String("text_tokenizer", &o.text_tokenizer);
   flags.Range("fsdd_val_takes", &o.selection.fsdd_val_takes);
   flags.Range("cathy_val", &o.selection.cathy_val_numbers);
   flags.Bool("skip_bad", &o.selection.skip_bad);
@@ -388,6 +390,7 @@ int Build(int argc, char** argv) {
   absl::StatusOr<std::vector<data::Setting>> parsed = data::ParseSettings(settings);
   if (!parsed.ok()) return Usage(parsed.status());
   o.settings = *parsed;
+  if (absl::StrContains(o.text_tokenizer, '/')) o.text_tokenizer = UserPath(o.text_tokenizer);
   absl::StatusOr<std::string> raw_dir = data::FindRawDataDir(UserPath(raw));
   if (!raw_dir.ok()) return Fail(raw_dir.status());
   o.raw_dir = *raw_dir;
