@@ -6,11 +6,13 @@
 // It streams, so memory does not grow with the corpus:
 //   1. scan: every document is parsed once (errors name file and line, media
 //      paths are checked), counted, and the tokenizers' training items are
-//      drawn: the images and recordings whose seeded hash of (file, line,
-//      segment) is smallest, a fixed number (bottom-k sampling: the same
-//      items whatever the order or thread count); BPE counts the text pieces.
+//      drawn: the images and recordings whose seeded hash of (the file's place
+//      among the inputs, line, segment) is smallest, a fixed number (bottom-k
+//      sampling: the same items whatever the thread count, and for the corpus
+//      renamed or recompressed); BPE counts the text pieces.
 //   2. tokenizers: text (bytes, a tokenizer.json, or BPE trained in step 1),
-//      the image VQ codebook, the speech units, from training documents only.
+//      the image VQ codebook (or a user's), the speech units, from training
+//      documents only; none for images or speech that come only as ids.
 //   3. encode: each split's documents form units of `unit_documents`
 //      consecutive documents; a unit is shuffled (seeded by its index), encoded
 //      and packed on its own, into one shard per setting. Units run on all
