@@ -108,11 +108,11 @@ absl::Status Eval(const EvalCommand& c) {
     evaluator.set_output_dir(per.output_dir);
     ASSIGN_OR_RETURN(EvalReport report, evaluator.Evaluate(ckpt));
     reports.push_back(report.ToJson());
-    done.push_back(std::move(report));
     if (c.judges) {
       absl::StrAppend(&calibration, "step ", report.step, " (", ckpt, "):\n",
                       CalibrationTable(report.metrics, report.judges));
     }
+    done.push_back(std::move(report));
   }
   const std::string json =
       c.all ? absl::StrCat("[\n", absl::StrJoin(reports, ",\n"), "\n]\n") : reports[0] + "\n";

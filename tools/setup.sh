@@ -11,6 +11,7 @@ PACKAGES=(
   libboost-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev
   liblapacke-dev
   libjpeg62-turbo-dev libsoxr-dev  # JPEG input images, audio resampling (core/data)
+  libzstd-dev       # zstd-compressed corpus files (core/data/corpus.cc)
   chromium openssl  # the dashboard test (headless) and the TLS test's certificates
   libcairo2-dev libfontconfig-dev fonts-dejavu-core  # PNG charts and their text (tools/compare/plot.h)
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)

@@ -12,15 +12,20 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
 #include "absl/time/clock.h"
 #include "core/data/audio.h"
+#include "core/data/bpe.h"
 #include "core/data/documents.h"
 #include "core/data/image_tokenizer.h"
 #include "core/data/packing.h"
 #include "core/data/permutation.h"
+#include "core/data/png_io.h"
 #include "core/data/shard.h"
 #include "core/data/speech_tokenizer.h"
+#include "core/data/text_tokenizer.h"
 #include "core/file_util.h"
 #include "core/rng.h"
 #include "core/status_macros.h"
@@ -32,9 +37,6 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
-constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";
-
 uint64_t StreamSeed(uint64_t seed, const std::string& name) {
   return Rng::ForName(seed, name).NextU64();
 }
@@ -44,6 +46,7 @@ bool UsesSpeech(Setting s) { return s == Setting::kTrimodal; }
 
 // Tokenizers learnt from the training items, and every item encoded once.
 struct Tokenized {
+  std::unique_ptr<TextTokenizer> text;
   std::optional<ImageVq> vq;
   std::array<std::vector<int32_t>, kNumSplits> image_codes;  // [n, 49] per split
   std::optional<SpeechUnits> speech;
@@ -208,39 +211,52 @@ class DocumentFactory {
                   const Vocab& vocab, int split)
       : raw_(raw), tok_(tok), setting_(setting), vocab_(vocab), split_(split) {}
 
-  Document Make(const DocSpec& spec) const {
+  absl::StatusOr<Document> Make(const DocSpec& spec) const {
     DocumentWriter w(spec.type, vocab_, setting_ == Setting::kTransfusion ? kPatchDim : 0);
+    absl::Status status;
+    // Through the text tokenizer (bytes: the same ids as the bytes themselves).
+    auto text = [&](absl::string_view t) {
+      std::vector<int32_t> ids;
+      if (absl::Status s = tok_.text->Encode(std::string_view(t.data(), t.size()), &ids);
+          !s.ok() && status.ok()) {
+        status = s;
+      }
+      w.TextIds(ids);
+    };
     switch (spec.type) {
       case DocType::kText:
-        w.Text(absl::string_view(raw_.text[split_]).substr(spec.item, spec.aux - spec.item));
+        text(absl::string_view(raw_.text[split_]).substr(spec.item, spec.aux - spec.item));
         break;
       case DocType::kCaptionImage:
-        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        text(DigitCaption(raw_.images[split_].labels[spec.item]));
         Image(spec.item, &w);
         break;
       case DocType::kImageCaption:
         Image(spec.item, &w);
-        w.Text(DigitCaption(raw_.images[split_].labels[spec.item]));
+        text(DigitCaption(raw_.images[split_].labels[spec.item]));
         break;
       case DocType::kTranscriptSpeech:
-        w.Text(Recordings(spec.source)[spec.item].transcript);
+        text(Recordings(spec.source)[spec.item].transcript);
         w.Speech(Units(spec.source)[spec.item]);
         break;
       case DocType::kSpeechTranscript:
         w.Speech(Units(spec.source)[spec.item]);
-        w.Text(Recordings(spec.source)[spec.item].transcript);
+        text(Recordings(spec.source)[spec.item].transcript);
         break;
       case DocType::kDigitTriple: {
         static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
                                               {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
         for (int part : kOrders[spec.order]) {
-          if (part == 0) w.Text(raw_.fsdd[split_][spec.item].transcript);
+          if (part == 0) text(raw_.fsdd[split_][spec.item].transcript);
           if (part == 1) Image(spec.aux, &w);
           if (part == 2) w.Speech(tok_.fsdd_units[split_][spec.item]);
         }
         break;
       }
+      case DocType::kCorpus:
+        LOG(FATAL) << "corpus documents come from corpus_builder";
     }
+    RETURN_IF_ERROR(status);
     return w.Finish();
   }
 
@@ -267,18 +283,6 @@ class DocumentFactory {
   const Vocab& vocab_;
   int split_;
 };
-
-void CountTokens(const PackedSequences& data, SplitStats* stats) {
-  for (size_t i = 0; i < data.tokens.size(); ++i) {
-    if (data.tokens[i] == kPad && data.modality[i] == kText) {
-      ++stats->pad_tokens;
-      continue;
-    }
-    ++stats->tokens[data.modality[i]];
-    stats->targets[data.modality[i]] += data.loss_mask[i];
-  }
-  stats->patches = data.patch_dim > 0 ? data.patch_begin.back() : 0;
-}
 
 // Staging directories that are removed unless committed.
 class Staging {
@@ -315,58 +319,6 @@ class Staging {
   std::vector<std::pair<std::string, std::string>> dirs_;
 };
 
-absl::Status WriteTokenizers(const std::string& dir, Setting setting, const BuildOptions& o,
-                             const Tokenized& tok, DatasetManifest* manifest) {
-  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
-  json specials = json::object();
-  for (int32_t id = kBos; id < kBos + kNumSpecials; ++id) specials[SpecialName(id)] = id;
-  json j = {{"text", {{"kind", "utf8_bytes"}, {"ids", {0, kNumByteTokens}}, {"specials", specials}}}};
-  auto add = [&](const std::string& name, const std::string& file,
-                 const std::string& seed_stream) -> absl::StatusOr<json> {
-    ASSIGN_OR_RETURN(std::string sha, Sha256File(absl::StrCat(dir, "/", file)));
-    manifest->tokenizers[name] = {file, sha};
-    return json{{"file", fs::path(file).filename().string()},
-                {"sha256", sha},
-                {"seed", StreamSeed(o.seed, seed_stream)}};
-  };
-  if (UsesDiscreteImages(setting)) {
-    const std::map<std::string, std::string> meta = {
-        {"seed", std::to_string(StreamSeed(o.seed, "image_vq"))}};
-    RETURN_IF_ERROR(tok.vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
-    ASSIGN_OR_RETURN(json entry, add("image_vq", kImageVqFile, "image_vq"));
-    entry["kind"] = "kmeans_vq";
-    entry["k"] = tok.vq->k();
-    entry["patch_side"] = kPatchSide;
-    entry["patches_per_image"] = kPatchesPerImage;
-    entry["pixel_value"] = "p / 255";
-    entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
-    j["image_vq"] = entry;
-  } else {
-    j["image_continuous"] = {{"kind", "patches"},
-                             {"patch_side", kPatchSide},
-                             {"patches_per_image", kPatchesPerImage},
-                             {"patch_dim", kPatchDim},
-                             {"pixel_value", "2 * p / 255 - 1"}};
-  }
-  if (UsesSpeech(setting)) {
-    const std::map<std::string, std::string> meta = {
-        {"seed", std::to_string(StreamSeed(o.seed, "speech_units"))}};
-    RETURN_IF_ERROR(tok.speech->Save(absl::StrCat(dir, "/", kSpeechUnitsFile), meta));
-    ASSIGN_OR_RETURN(json entry, add("speech_units", kSpeechUnitsFile, "speech_units"));
-    const MelConfig& mel = tok.speech->mel_config();
-    entry["kind"] = "kmeans_log_mel_units";
-    entry["k"] = tok.speech->k();
-    entry["collapse_repeats"] = true;
-    entry["mel"] = {{"sample_rate", mel.sample_rate}, {"window", mel.window},
-                    {"hop", mel.hop},                 {"n_fft", mel.n_fft},
-                    {"n_mels", mel.n_mels},           {"f_min", mel.f_min},
-                    {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
-    entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
-    j["speech_units"] = entry;
-  }
-  return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
-}
-
 absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting setting,
                           const BuildOptions& o, const std::string& dir,
                           DatasetManifest* manifest) {
@@ -374,6 +326,7 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
   manifest->setting = SettingName(setting);
   manifest->seq_len = o.seq_len;
   manifest->patch_dim = setting == Setting::kTransfusion ? kPatchDim : 0;
+  manifest->vocab.text_tokens = std::max(kNumByteTokens, tok.text->vocab_size());
   manifest->vocab.image_codes = o.image_codes;
   manifest->vocab.speech_units = o.speech_units;
   manifest->num_modalities = UsesSpeech(setting) ? 3 : 2;
@@ -396,23 +349,44 @@ absl::Status BuildSetting(const RawCorpus& raw, const Tokenized& tok, Setting se
       if (limit >= 0) manifest->build_options[name + suffix] = std::to_string(limit);
     }
   }
+  const RawSelection defaults;
+  if (sel.fsdd_val_takes != defaults.fsdd_val_takes) {
+    manifest->build_options["fsdd_val_takes"] =
+        absl::StrCat(sel.fsdd_val_takes.first, "-", sel.fsdd_val_takes.second);
+  }
+  if (sel.cathy_val_numbers != defaults.cathy_val_numbers) {
+    manifest->build_options["cathy_val"] =
+        absl::StrCat(sel.cathy_val_numbers.first, "-", sel.cathy_val_numbers.second);
+  }
+  if (sel.skip_bad) manifest->build_options["skip_bad"] = "true";
   if (UsesDiscreteImages(setting)) manifest->metrics.insert(tok.image_metrics.begin(), tok.image_metrics.end());
   if (UsesSpeech(setting)) manifest->metrics.insert(tok.speech_metrics.begin(), tok.speech_metrics.end());
-  RETURN_IF_ERROR(WriteTokenizers(dir, setting, o, tok, manifest));
+  if (o.text_tokenizer != "bytes") manifest->build_options["text_tokenizer"] = o.text_tokenizer;
+  RETURN_IF_ERROR(WriteTokenizerFiles(dir, *tok.text, ImageShape(),
+                                      !UsesDiscreteImages(setting),
+                                      UsesDiscreteImages(setting) ? &*tok.vq : nullptr,
+                                      UsesSpeech(setting) ? &*tok.speech : nullptr,
+                                      UsesSpeech(setting), o.seed, manifest));
 
   for (int split = 0; split < kNumSplits; ++split) {
     SplitStats& stats = manifest->splits[SplitName(split)];
     const DocumentFactory factory(raw, tok, setting, manifest->vocab, split);
     Packer packer(o.seq_len, manifest->patch_dim);
     for (const DocSpec& spec : PlanDocuments(raw, setting, split, o.seq_len, o.seed)) {
-      packer.Add(factory.Make(spec));
+      ASSIGN_OR_RETURN(Document doc, factory.Make(spec));
+      packer.Add(std::move(doc));
     }
     stats.documents = packer.stats().documents;
     stats.dropped_documents = packer.stats().dropped;
     const PackedSequences data = packer.Finish();
-    CountTokens(data, &stats);
+    CountPackedTokens(data, &stats);
     stats.sequences = data.num_sequences;
     stats.items["mnist_images"] = raw.images[split].count();
+    if (split == kTrain && !raw.skipped.empty()) {
+      stats.items["skipped_bad"] = static_cast<int64_t>(raw.skipped.size());
+      stats.skipped.assign(raw.skipped.begin(),
+                           raw.skipped.begin() + std::min(raw.skipped.size(), kMaxListedSkips));
+    }
     if (!raw.text[split].empty()) stats.items["tinyshakespeare_bytes"] = raw.text[split].size();
     if (UsesSpeech(setting)) {
       stats.items["fsdd_recordings"] = raw.fsdd[split].size();
@@ -470,6 +444,97 @@ absl::StatusOr<std::vector<Setting>> ParseSettings(const std::string& text) {
   return out;
 }
 
+absl::StatusOr<TextTokenizerFlag> ParseTextTokenizerFlag(const std::string& flag) {
+  TextTokenizerFlag out;
+  absl::string_view size = flag;
+  if (flag == "bytes") return out;
+  if (absl::ConsumePrefix(&size, "bpe:")) {
+    if (!absl::SimpleAtoi(size, &out.bpe_vocab_size) || out.bpe_vocab_size < kNumByteTokens) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "--text_tokenizer=", flag, ": bpe:VOCAB_SIZE needs a size of at least 256"));
+    }
+    return out;
+  }
+  if (flag.empty()) return absl::InvalidArgumentError("--text_tokenizer is empty");
+  out.path = flag;
+  return out;
+}
+
+absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
+                                 const ImageShape& shape, bool continuous, const ImageVq* vq,
+                                 const SpeechUnits* speech, bool speech_ids, uint64_t seed,
+                                 DatasetManifest* manifest) {
+  RETURN_IF_ERROR(MakeDirs(absl::StrCat(dir, "/tokenizers")));
+  json specials = json::object();
+  for (int32_t id = kBos; id < kBos + kNumSpecials; ++id) specials[SpecialName(id)] = id;
+  auto add = [&](const std::string& name, const std::string& file) -> absl::StatusOr<json> {
+    ASSIGN_OR_RETURN(std::string sha, Sha256File(absl::StrCat(dir, "/", file)));
+    manifest->tokenizers[name] = {file, sha};
+    return json{{"file", fs::path(file).filename().string()}, {"sha256", sha}};
+  };
+  json j;
+  const json described = text.Describe();
+  if (described.value("type", "") == "bytes") {
+    j["text"] = {{"kind", "utf8_bytes"}, {"ids", {0, kNumByteTokens}}, {"specials", specials}};
+  } else {
+    RETURN_IF_ERROR(text.Save(absl::StrCat(dir, "/tokenizers")));
+    ASSIGN_OR_RETURN(json entry, add("text", kTextTokenizerFile));
+    entry["kind"] = described;
+    entry["ids"] = {{0, kNumByteTokens}, {kImageBase, manifest->vocab.text_end()}};
+    entry["id_mapping"] = "tokenizer id t is token t below 256, t + 7 from 256 on";
+    entry["specials"] = specials;
+    j["text"] = entry;
+  }
+  if (!continuous && vq == nullptr) {
+    j["image_codes"] = {{"kind", "pre-tokenized"},
+                        {"k", manifest->vocab.image_codes},
+                        {"token_ids", {manifest->vocab.image_begin(), manifest->vocab.image_end()}}};
+  } else if (vq != nullptr) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(seed, "image_vq"))}};
+    RETURN_IF_ERROR(vq->Save(absl::StrCat(dir, "/", kImageVqFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("image_vq", kImageVqFile));
+    entry["seed"] = StreamSeed(seed, "image_vq");
+    entry["kind"] = "kmeans_vq";
+    entry["k"] = vq->k();
+    entry["patch_side"] = kPatchSide;
+    entry["patches_per_image"] = shape.patches();
+    entry["image_shape"] = {shape.height, shape.width, shape.channels};
+    entry["pixel_value"] = "p / 255";
+    entry["token_ids"] = {manifest->vocab.image_begin(), manifest->vocab.image_end()};
+    j["image_vq"] = entry;
+  } else {
+    j["image_continuous"] = {{"kind", "patches"},
+                             {"patch_side", kPatchSide},
+                             {"patches_per_image", shape.patches()},
+                             {"patch_dim", shape.patch_dim()},
+                             {"image_shape", {shape.height, shape.width, shape.channels}},
+                             {"pixel_value", "2 * p / 255 - 1"}};
+  }
+  if (speech != nullptr) {
+    const std::map<std::string, std::string> meta = {
+        {"seed", std::to_string(StreamSeed(seed, "speech_units"))}};
+    RETURN_IF_ERROR(speech->Save(absl::StrCat(dir, "/", kSpeechUnitsFile), meta));
+    ASSIGN_OR_RETURN(json entry, add("speech_units", kSpeechUnitsFile));
+    entry["seed"] = StreamSeed(seed, "speech_units");
+    const MelConfig& mel = speech->mel_config();
+    entry["kind"] = "kmeans_log_mel_units";
+    entry["k"] = speech->k();
+    entry["collapse_repeats"] = true;
+    entry["mel"] = {{"sample_rate", mel.sample_rate}, {"window", mel.window},
+                    {"hop", mel.hop},                 {"n_fft", mel.n_fft},
+                    {"n_mels", mel.n_mels},           {"f_min", mel.f_min},
+                    {"f_max", mel.f_max},             {"log_floor", mel.log_floor}};
+    entry["token_ids"] = {manifest->vocab.speech_begin(), manifest->vocab.speech_end()};
+    j["speech_units"] = entry;
+  } else if (speech_ids) {
+    j["speech_units"] = {{"kind", "pre-tokenized"},
+                         {"k", manifest->vocab.speech_units},
+                         {"token_ids", {manifest->vocab.speech_begin(), manifest->vocab.speech_end()}}};
+  }
+  return WriteFileAtomic(absl::StrCat(dir, "/tokenizers/manifest.json"), j.dump(2) + "\n");
+}
+
 absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o) {
   if (o.seq_len < 2 || o.image_codes < 1 || o.speech_units < 1 || o.kmeans_iterations < 1 ||
       o.shard_sequences < 1 || o.settings.empty()) {
@@ -494,6 +559,22 @@ absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o
             << raw.text[kTrain].size() << "+" << raw.text[kVal].size() << " text bytes";
 
   Tokenized tok;
+  ASSIGN_OR_RETURN(const TextTokenizerFlag text, ParseTextTokenizerFlag(o.text_tokenizer));
+  if (text.bpe_vocab_size > 0) {
+    // The train text of every setting's documents: the text, each caption and
+    // each transcript as often as documents hold them.
+    BpeTrainer trainer(text.bpe_vocab_size);
+    RETURN_IF_ERROR(trainer.Add(raw.text[kTrain]));
+    for (uint8_t label : raw.images[kTrain].labels) RETURN_IF_ERROR(trainer.Add(DigitCaption(label)));
+    for (const auto* recordings : {&raw.fsdd[kTrain], &raw.cathy[kTrain]}) {
+      for (const Recording& r : *recordings) RETURN_IF_ERROR(trainer.Add(r.transcript));
+    }
+    ASSIGN_OR_RETURN(tok.text, trainer.Finish());
+  } else if (!text.path.empty()) {
+    ASSIGN_OR_RETURN(tok.text, LoadTextTokenizer(text.path));
+  } else {
+    tok.text = MakeByteTokenizer();
+  }
   if (discrete) RETURN_IF_ERROR(TokenizeImages(raw, o, &tok));
   if (speech) RETURN_IF_ERROR(TokenizeSpeech(raw, o, &tok));
 
@@ -508,6 +589,91 @@ absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& o
   }
   RETURN_IF_ERROR(staging.Commit());
   return manifests;
+}
+
+absl::Status ExportDigitsWorld(const BuildOptions& o) {
+  if (o.out_dir.empty()) return absl::InvalidArgumentError("export: no output directory");
+  std::error_code ec;
+  if (fs::exists(o.out_dir, ec)) {
+    return absl::AlreadyExistsError(absl::StrCat(o.out_dir, ": exists; export writes a new directory"));
+  }
+  RawSelection selection = o.selection;
+  selection.images = selection.speech = selection.text = true;
+  ASSIGN_OR_RETURN(const RawCorpus raw, LoadRawCorpus(o.raw_dir, selection));
+  // Written beside the target and renamed into place when complete.
+  const std::string staging = absl::StrCat(o.out_dir, ".partial-", getpid());
+  struct Cleanup {
+    std::string dir;
+    ~Cleanup() {
+      std::error_code ec;
+      if (!dir.empty()) fs::remove_all(dir, ec);
+    }
+  } cleanup{staging};
+  for (const char* sub : {"images/train", "images/val", "audio/fsdd", "audio/cathy"}) {
+    RETURN_IF_ERROR(MakeDirs(absl::StrCat(staging, "/", sub)));
+  }
+  for (int split = 0; split < kNumSplits; ++split) {
+    const MnistSet& images = raw.images[split];
+    for (int64_t i = 0; i < images.count(); ++i) {
+      RETURN_IF_ERROR(WritePng(
+          absl::StrFormat("%s/images/%s/%05d.png", staging, SplitName(split), i), kImageSide,
+          kImageSide, 1, images.image(i)));
+    }
+    for (const auto* recordings : {&raw.fsdd[split], &raw.cathy[split]}) {
+      for (const Recording& r : *recordings) {
+        // The raw FLAC files as they are: fsdd/7_jackson_32 -> fsdd/recordings/7_jackson_32.flac.
+        const size_t slash = r.id.find('/');
+        const std::string from = absl::StrCat(o.raw_dir, "/", r.id.substr(0, slash),
+                                              "/recordings/", r.id.substr(slash + 1), ".flac");
+        fs::copy_file(from, absl::StrCat(staging, "/audio/", r.id, ".flac"), ec);
+        if (ec) return absl::InternalError(absl::StrCat(from, ": cannot copy: ", ec.message()));
+      }
+    }
+    auto image = [&](int64_t i) {
+      return json{{"image", absl::StrFormat("images/%s/%05d.png", SplitName(split), i)}};
+    };
+    auto audio = [](const Recording& r) { return json{{"audio", absl::StrCat("audio/", r.id, ".flac")}}; };
+    auto text = [](absl::string_view t) { return json{{"text", std::string(t)}}; };
+    std::string lines;
+    for (const DocSpec& spec : PlanDocuments(raw, Setting::kTrimodal, split, o.seq_len, o.seed)) {
+      const std::vector<Recording>& recs = spec.source == Source::kFsdd ? raw.fsdd[split] : raw.cathy[split];
+      json doc = json::array();
+      switch (spec.type) {
+        case DocType::kText:
+          doc.push_back(text(absl::string_view(raw.text[split]).substr(spec.item, spec.aux - spec.item)));
+          break;
+        case DocType::kCaptionImage:
+          doc = {text(DigitCaption(raw.images[split].labels[spec.item])), image(spec.item)};
+          break;
+        case DocType::kImageCaption:
+          doc = {image(spec.item), text(DigitCaption(raw.images[split].labels[spec.item]))};
+          break;
+        case DocType::kTranscriptSpeech:
+          doc = {text(recs[spec.item].transcript), audio(recs[spec.item])};
+          break;
+        case DocType::kSpeechTranscript:
+          doc = {audio(recs[spec.item]), text(recs[spec.item].transcript)};
+          break;
+        case DocType::kDigitTriple: {
+          static constexpr int kOrders[6][3] = {{0, 1, 2}, {0, 2, 1}, {1, 0, 2},
+                                                {1, 2, 0}, {2, 0, 1}, {2, 1, 0}};
+          const Recording& r = raw.fsdd[split][spec.item];
+          for (int part : kOrders[spec.order]) {
+            doc.push_back(part == 0 ? text(r.transcript) : part == 1 ? image(spec.aux) : audio(r));
+          }
+          break;
+        }
+        case DocType::kCorpus:
+          break;
+      }
+      absl::StrAppend(&lines, doc.dump(), "\n");
+    }
+    RETURN_IF_ERROR(WriteFileAtomic(absl::StrCat(staging, "/", SplitName(split), ".jsonl"), lines));
+  }
+  fs::rename(staging, o.out_dir, ec);
+  if (ec) return absl::InternalError(absl::StrCat(o.out_dir, ": cannot rename into place: ", ec.message()));
+  cleanup.dir.clear();
+  return absl::OkStatus();
 }
 
 }  // namespace modamba::data

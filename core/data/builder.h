@@ -32,8 +32,11 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/data/image_tokenizer.h"
 #include "core/data/manifest.h"
 #include "core/data/raw_data.h"
+#include "core/data/speech_tokenizer.h"
+#include "core/data/text_tokenizer.h"
 
 namespace modamba::data {
 
@@ -49,6 +52,7 @@ struct BuildOptions {
                                    Setting::kTrimodal};
   int seq_len = 1024;
   uint64_t seed = 1234;
+  std::string text_tokenizer = "bytes";  // see ParseTextTokenizerFlag
   int image_codes = 512;
   int speech_units = 256;
   int kmeans_iterations = 25;
@@ -60,8 +64,40 @@ struct BuildOptions {
   RawSelection selection;
 };
 
+// --text_tokenizer: "bytes", "bpe:VOCAB_SIZE" (byte-level BPE trained on the
+// train text, VOCAB_SIZE >= 256) or the path of a Hugging Face tokenizer.json.
+struct TextTokenizerFlag {
+  int32_t bpe_vocab_size = 0;  // > 0: train one
+  std::string path;            // non-empty: load it
+};
+absl::StatusOr<TextTokenizerFlag> ParseTextTokenizerFlag(const std::string& flag);
+
+inline constexpr char kImageVqFile[] = "tokenizers/image_vq.safetensors";
+inline constexpr char kSpeechUnitsFile[] = "tokenizers/speech_units.safetensors";
+inline constexpr char kTextTokenizerFile[] = "tokenizers/tokenizer.json";
+
+// Writes DIR/tokenizers/: the text tokenizer's tokenizer.json (unless bytes),
+// the image codebook (continuous: says the images are patches of `shape`; no
+// codebook: says the image codes came pre-tokenized), the speech units (none
+// with speech_ids: pre-tokenized units), and manifest.json saying what each
+// is; records each file in manifest->tokenizers (manifest->vocab must be set).
+absl::Status WriteTokenizerFiles(const std::string& dir, const TextTokenizer& text,
+                                 const ImageShape& shape, bool continuous, const ImageVq* vq,
+                                 const SpeechUnits* speech, bool speech_ids, uint64_t seed,
+                                 DatasetManifest* manifest);
+
 // Builds every requested setting; returns their manifests.
 absl::StatusOr<std::vector<DatasetManifest>> BuildDatasets(const BuildOptions& options);
+
+// The digits world as a user's corpus (corpus.h), in options.out_dir (which
+// must not exist; written aside and renamed into place):
+//   {train,val}.jsonl      the tri-modal setting's documents, one a line, in
+//                          its seeded order (chameleon and transfusion builds
+//                          leave out the speech documents, as they do here)
+//   images/{train,val}/NNNNN.png   every MNIST image once
+//   audio/{fsdd,cathy}/ID.flac     the raw recordings as they are
+// Uses raw_dir, seq_len (text chunks), seed and selection.
+absl::Status ExportDigitsWorld(const BuildOptions& options);
 
 }  // namespace modamba::data
 

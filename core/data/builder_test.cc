@@ -142,6 +142,16 @@ TEST_F(BuilderTest, LeakCheckCatchesHeldOutImagesInTrain) {
   const std::string out = testing::ScratchDir("build_poisoned");
   BuildOptions options = SliceOptions(poisoned, out);
   options.settings = {Setting::kTransfusion};
+  // The build compares contents across splits and refuses.
+  absl::StatusOr<std::vector<DatasetManifest>> refused = BuildDatasets(options);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find(
+                "mnist/train-images-idx3-ubyte.gz image 0: same pixels as held-out"),
+            std::string::npos)
+      << refused.status();
+  // Without held-out images to compare with, it builds; the dataset check
+  // still finds every leak.
+  options.selection.mnist[kVal] = 0;
   ASSERT_TRUE(BuildDatasets(options).ok());
   RawSelection selection = options.selection;
   selection.mnist[kVal] = -1;
@@ -175,6 +185,98 @@ TEST_F(BuilderTest, DamagedInputsNameTheFileAndLeaveOutputAsItWas) {
     EXPECT_EQ(Snapshot(out), before) << cases[i].file;
     EXPECT_EQ(std::distance(fs::directory_iterator(out), fs::directory_iterator()), 3);
   }
+}
+
+// Builds the tri-modal slice from `raw`, first without and then with
+// --skip_bad: the first fails naming `expected`, the second lists it.
+void ExpectBadThenSkipped(const std::string& raw, const std::string& out,
+                          const std::string& expected) {
+  BuildOptions o = SliceOptions(raw, out);
+  o.settings = {Setting::kTrimodal};
+  absl::StatusOr<std::vector<DatasetManifest>> failed = BuildDatasets(o);
+  ASSERT_FALSE(failed.ok());
+  EXPECT_NE(failed.status().message().find(expected), std::string::npos) << failed.status();
+  EXPECT_NE(failed.status().message().find("--skip_bad"), std::string::npos) << failed.status();
+  EXPECT_FALSE(fs::exists(out + "/trimodal"));
+  o.selection.skip_bad = true;
+  absl::StatusOr<std::vector<DatasetManifest>> skipped = BuildDatasets(o);
+  ASSERT_TRUE(skipped.ok()) << skipped.status();
+  const SplitStats& train = (*skipped)[0].splits.at("train");
+  EXPECT_EQ(train.items.at("skipped_bad"), 1);
+  ASSERT_EQ(train.skipped.size(), 1u);
+  EXPECT_NE(train.skipped[0].find(expected), std::string::npos) << train.skipped[0];
+}
+
+TEST_F(BuilderTest, AFileBesideTheRecordingsIsNamedOrSkippedAndListed) {
+  if (raw_->empty()) GTEST_SKIP() << "raw data not found";
+  const std::string raw = MirrorRaw(*raw_, "raw_stray", "", -1, -1);
+  fs::copy_file(*raw_ + "/fsdd/recordings/0_george_0.flac", raw + "/fsdd/recordings/0_george_0.wav");
+  ExpectBadThenSkipped(raw, testing::ScratchDir("build_stray"),
+                       "fsdd/recordings/0_george_0.wav: not a recording named");
+}
+
+TEST_F(BuilderTest, ATrainRecordingWithAHeldOutOnesContentIsALeak) {
+  if (raw_->empty()) GTEST_SKIP() << "raw data not found";
+  // Take 5 is train, take 0 held out: the same file under both names.
+  const std::string raw = MirrorRaw(*raw_, "raw_shared", "", -1, -1,
+                                    {{"fsdd/recordings/0_george_5.flac", "fsdd/recordings/0_george_0.flac"}});
+  ExpectBadThenSkipped(raw, testing::ScratchDir("build_shared"),
+                       "fsdd/0_george_5: same content as held-out fsdd/0_george_0");
+}
+
+TEST_F(BuilderTest, SpeechSplitRulesAreFlagsAndAnEmptySplitNamesFolderAndRule) {
+  if (raw_->empty()) GTEST_SKIP() << "raw data not found";
+  const std::string out = testing::ScratchDir("build_rules");
+  BuildOptions o = SliceOptions(*raw_, out);
+  o.settings = {Setting::kTrimodal};
+  o.selection.fsdd_val_takes = {60, 70};  // FSDD has takes 0..49
+  absl::StatusOr<std::vector<DatasetManifest>> empty = BuildDatasets(o);
+  ASSERT_FALSE(empty.ok());
+  EXPECT_NE(empty.status().message().find(
+                "fsdd/recordings: no recordings in split val (split rule --fsdd_val_takes=60-70"),
+            std::string::npos)
+      << empty.status();
+
+  o.selection.fsdd_val_takes = {0, 4};
+  o.selection.cathy_val_numbers = {1, 5};
+  absl::StatusOr<std::vector<DatasetManifest>> built = BuildDatasets(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  EXPECT_EQ((*built)[0].build_options.at("cathy_val"), "1-5");
+  EXPECT_EQ((*built)[0].splits.at("val").items.at("cathy_recordings"), 3);
+  o.selection.cathy_val_numbers = {2000, 3000};
+  absl::StatusOr<std::vector<DatasetManifest>> no_cathy_val = BuildDatasets(o);
+  ASSERT_FALSE(no_cathy_val.ok());
+  EXPECT_NE(no_cathy_val.status().message().find("cathy: no recordings in split val (split rule "
+                                                 "--cathy_val=2000-3000"),
+            std::string::npos)
+      << no_cathy_val.status();
+}
+
+TEST_F(BuilderTest, ABpeTextTokenizerTrainsOnTheTrainText) {
+  if (raw_->empty()) GTEST_SKIP() << "raw data not found";
+  const std::string out = testing::ScratchDir("build_bpe");
+  BuildOptions o = SliceOptions(*raw_, out);
+  o.settings = {Setting::kChameleon};
+  o.text_tokenizer = "bpe:400";
+  absl::StatusOr<std::vector<DatasetManifest>> built = BuildDatasets(o);
+  ASSERT_TRUE(built.ok()) << built.status();
+  const DatasetManifest& m = (*built)[0];
+  EXPECT_EQ(m.vocab.text_tokens, 400);
+  EXPECT_EQ(m.vocab.size(), 263 + 144 + 64 + 32);
+  ASSERT_TRUE(m.tokenizers.count("text"));
+  // Fewer text tokens than bytes, the merged ones after the specials.
+  const DatasetManifest& bytes = (*manifests_)[0];
+  EXPECT_LT(m.splits.at("train").tokens[kText], bytes.splits.at("train").tokens[kText]);
+  EXPECT_EQ(m.splits.at("train").tokens[kImage], bytes.splits.at("train").tokens[kImage]);
+  absl::StatusOr<std::unique_ptr<ShardReader>> reader = ShardReader::Open(out + "/chameleon", "train", 0, 1);
+  ASSERT_TRUE(reader.ok()) << reader.status();
+  PackedBatch batch;
+  ASSERT_TRUE((*reader)->Next(4, &batch).ok());
+  int merged = 0;
+  for (int32_t t : batch.tokens) merged += t >= kImageBase && t < m.vocab.text_end();
+  EXPECT_GT(merged, 0);
+  o.text_tokenizer = "bpe:12";
+  EXPECT_FALSE(BuildDatasets(o).ok());
 }
 
 }  // namespace

@@ -11,16 +11,29 @@
 namespace modamba::data {
 namespace {
 
-void AppendText(int32_t id, std::string* out) {
-  if (const char* special = SpecialName(id)) {
-    absl::StrAppend(out, "<", special, ">");
-  } else if (id == '\n') {
+void AppendByte(unsigned char c, std::string* out) {
+  if (c == '\n') {
     out->append("\\n");
-  } else if (id >= 0x20 && id < 0x7f) {
-    out->push_back(static_cast<char>(id));
+  } else if (c >= 0x20 && c < 0x7f) {
+    out->push_back(static_cast<char>(c));
   } else {
-    absl::StrAppendFormat(out, "\\x%02x", id);
+    absl::StrAppendFormat(out, "\\x%02x", c);
   }
+}
+
+// A text token: a special, or the bytes its text tokenizer id stands for
+// (bytes themselves without a tokenizer.json).
+void AppendText(int32_t token, const Vocab& vocab, const TextTokenizer* text, std::string* out) {
+  if (const char* special = SpecialName(token)) {
+    absl::StrAppend(out, "<", special, ">");
+    return;
+  }
+  const int32_t id = vocab.TextId(token);
+  if (text == nullptr || id < 0) {
+    AppendByte(static_cast<unsigned char>(token), out);
+    return;
+  }
+  for (unsigned char c : text->Decode({id})) AppendByte(c, out);
 }
 
 }  // namespace
@@ -34,7 +47,9 @@ absl::StatusOr<SequenceDecoder> SequenceDecoder::Open(const std::string& dataset
     if (sha != entry.sha256) {
       return absl::DataLossError(absl::StrCat(path, ": SHA-256 differs from the manifest"));
     }
-    if (name == "image_vq") {
+    if (name == "text") {
+      ASSIGN_OR_RETURN(decoder.text_, LoadTextTokenizer(path));
+    } else if (name == "image_vq") {
       ASSIGN_OR_RETURN(decoder.vq_, ImageVq::Load(path));
     } else if (name == "speech_units") {
       ASSIGN_OR_RETURN(decoder.speech_, SpeechUnits::Load(path));
@@ -123,7 +138,7 @@ absl::StatusOr<std::string> SequenceDecoder::Decode(const PackedBatch& batch, in
         t = span.end - 1;
         continue;
       }
-      AppendText(batch.tokens[base + t], &out);
+      AppendText(batch.tokens[base + t], vocab, text_.get(), &out);
     }
     out.append("\n");
   }

@@ -13,6 +13,7 @@
 #include "core/data/manifest.h"
 #include "core/data/reader.h"
 #include "core/data/speech_tokenizer.h"
+#include "core/data/text_tokenizer.h"
 
 namespace modamba::data {
 
@@ -31,6 +32,7 @@ class SequenceDecoder {
 
  private:
   DatasetManifest manifest_;
+  std::unique_ptr<TextTokenizer> text_;  // a tokenizer.json's; null for bytes
   std::optional<ImageVq> vq_;
   std::optional<SpeechUnits> speech_;
 };

@@ -13,6 +13,7 @@ const char* DocTypeName(DocType type) {
     case DocType::kTranscriptSpeech: return "transcript_speech";
     case DocType::kSpeechTranscript: return "speech_transcript";
     case DocType::kDigitTriple: return "digit_triple";
+    case DocType::kCorpus: return "corpus";
   }
   return "unknown";
 }
@@ -41,6 +42,13 @@ void DocumentWriter::Push(int32_t id, int modality, bool target) {
 
 void DocumentWriter::Text(absl::string_view bytes) {
   for (unsigned char c : bytes) Push(c, kText, true);
+}
+
+void DocumentWriter::TextIds(const std::vector<int32_t>& ids) {
+  for (int32_t id : ids) {
+    CHECK(id >= 0 && id < vocab_.text_tokens) << "text id " << id;
+    Push(vocab_.TextToken(id), kText, true);
+  }
 }
 
 void DocumentWriter::ImageCodes(const int32_t* codes, int n) {

@@ -28,8 +28,9 @@ enum class DocType {
   kTranscriptSpeech,  // BOS transcript speech EOS
   kSpeechTranscript,  // BOS speech transcript EOS
   kDigitTriple,       // BOS word, image, speech of one digit in a seeded order EOS
+  kCorpus,            // BOS segments of one line of a user's corpus (corpus.h) EOS
 };
-inline constexpr int kNumDocTypes = 6;
+inline constexpr int kNumDocTypes = 7;
 const char* DocTypeName(DocType type);  // "text", "caption_image", ...
 
 struct Document {
@@ -49,6 +50,8 @@ class DocumentWriter {
   DocumentWriter(DocType type, const Vocab& vocab, int patch_dim = 0);
 
   void Text(absl::string_view bytes);
+  // Ids of the text tokenizer (0..vocab.text_tokens-1), mapped into the vocabulary.
+  void TextIds(const std::vector<int32_t>& ids);
   // BOI, one token per code, EOI.
   void ImageCodes(const int32_t* codes, int n);
   // BOI, n continuous positions (patch_dim floats each), EOI.

@@ -36,7 +36,8 @@ json SplitToJson(const SplitStats& s) {
           {"patches", s.patches},
           {"documents", ByDocType(s.documents)},
           {"dropped_documents", ByDocType(s.dropped_documents)},
-          {"items", s.items}};
+          {"items", s.items},
+          {"skipped", s.skipped}};
 }
 
 // Reads fields and remembers the first problem, naming the file and field.
@@ -67,7 +68,10 @@ class Parser {
   std::array<int64_t, N> Counts(const json& j, const std::string& key, NameFn name) {
     std::array<int64_t, N> out{};
     const json& v = At(j, key);
-    for (size_t i = 0; i < N && v.is_object(); ++i) out[i] = Get<int64_t>(v, name(i));
+    // A count a manifest lacks (a document type newer than it) is zero.
+    for (size_t i = 0; i < N && v.is_object(); ++i) {
+      if (v.contains(name(i))) out[i] = Get<int64_t>(v, name(i));
+    }
     return out;
   }
   void Fail(const std::string& key, const std::string& what) {
@@ -80,7 +84,51 @@ class Parser {
   absl::Status status_;
 };
 
+SplitStats ParseSplit(const json& sj, Parser* parser) {
+  Parser& p = *parser;
+  SplitStats s;
+  for (const json& e : p.At(sj, "shards")) {
+    s.shards.push_back({p.Get<std::string>(e, "file"), p.Get<int64_t>(e, "sequences"),
+                        p.Get<std::string>(e, "sha256")});
+  }
+  s.sequences = p.Get<int64_t>(sj, "sequences");
+  auto modality = [](size_t i) { return std::string(ModalityName(static_cast<int>(i))); };
+  auto doc_type = [](size_t i) { return std::string(DocTypeName(static_cast<DocType>(i))); };
+  s.tokens = p.Counts<kNumModalities>(sj, "tokens", modality);
+  s.targets = p.Counts<kNumModalities>(sj, "targets", modality);
+  s.pad_tokens = p.Get<int64_t>(sj, "pad_tokens");
+  s.patches = p.Get<int64_t>(sj, "patches");
+  s.documents = p.Counts<kNumDocTypes>(sj, "documents", doc_type);
+  s.dropped_documents = p.Counts<kNumDocTypes>(sj, "dropped_documents", doc_type);
+  s.items = p.Get<std::map<std::string, int64_t>>(sj, "items");
+  if (sj.contains("skipped")) s.skipped = p.Get<std::vector<std::string>>(sj, "skipped");
+  return s;
+}
+
 }  // namespace
+
+void CountPackedTokens(const PackedSequences& data, SplitStats* stats) {
+  for (size_t i = 0; i < data.tokens.size(); ++i) {
+    if (data.tokens[i] == kPad && data.modality[i] == kText) {
+      ++stats->pad_tokens;
+      continue;
+    }
+    ++stats->tokens[data.modality[i]];
+    stats->targets[data.modality[i]] += data.loss_mask[i];
+  }
+  stats->patches += data.patch_dim > 0 ? data.patch_begin.back() : 0;
+}
+
+std::string SplitStatsToJson(const SplitStats& stats) { return SplitToJson(stats).dump(); }
+
+absl::StatusOr<SplitStats> SplitStatsFromJson(const std::string& text, const std::string& what) {
+  const json j = json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object()) return absl::DataLossError(absl::StrCat(what, ": not a JSON object"));
+  Parser p(what);
+  SplitStats s = ParseSplit(j, &p);
+  RETURN_IF_ERROR(p.status());
+  return s;
+}
 
 absl::StatusOr<const SplitStats*> DatasetManifest::split(const std::string& name) const {
   auto it = splits.find(name);
@@ -112,6 +160,8 @@ absl::Status WriteDatasetManifest(const std::string& dataset_dir,
       {"vocab",
        {{"vocab_size", m.vocab.size()},
         {"text_bytes", {0, kNumByteTokens}},
+        {"text_tokens", m.vocab.text_tokens},
+        {"text", {{0, kNumByteTokens}, {kImageBase, m.vocab.text_end()}}},
         {"specials", specials},
         {"image_codes", m.vocab.image_codes},
         {"image", {m.vocab.image_begin(), m.vocab.image_end()}},
@@ -146,31 +196,18 @@ absl::StatusOr<DatasetManifest> ReadDatasetManifest(const std::string& dataset_d
   m.patch_dim = p.Get<int>(j, "patch_dim");
   m.num_modalities = static_cast<int>(p.At(j, "modalities").size());
   const json& vocab = p.At(j, "vocab");
+  // Datasets from before text tokenizers other than bytes have no text_tokens.
+  m.vocab.text_tokens =
+      vocab.contains("text_tokens") ? p.Get<int32_t>(vocab, "text_tokens") : kNumByteTokens;
   m.vocab.image_codes = p.Get<int32_t>(vocab, "image_codes");
   m.vocab.speech_units = p.Get<int32_t>(vocab, "speech_units");
   if (p.status().ok() && p.Get<int32_t>(vocab, "vocab_size") != m.vocab.size()) {
-    p.Fail("vocab.vocab_size", "disagrees with the image and speech ranges");
+    p.Fail("vocab.vocab_size", "disagrees with the text, image and speech ranges");
   }
   m.seed = p.Get<uint64_t>(j, "seed");
   const json& splits = p.At(j, "splits");
   for (auto it = splits.begin(); splits.is_object() && it != splits.end(); ++it) {
-    SplitStats s;
-    const json& sj = it.value();
-    for (const json& e : p.At(sj, "shards")) {
-      s.shards.push_back({p.Get<std::string>(e, "file"), p.Get<int64_t>(e, "sequences"),
-                          p.Get<std::string>(e, "sha256")});
-    }
-    s.sequences = p.Get<int64_t>(sj, "sequences");
-    auto modality = [](size_t i) { return std::string(ModalityName(static_cast<int>(i))); };
-    auto doc_type = [](size_t i) { return std::string(DocTypeName(static_cast<DocType>(i))); };
-    s.tokens = p.Counts<kNumModalities>(sj, "tokens", modality);
-    s.targets = p.Counts<kNumModalities>(sj, "targets", modality);
-    s.pad_tokens = p.Get<int64_t>(sj, "pad_tokens");
-    s.patches = p.Get<int64_t>(sj, "patches");
-    s.documents = p.Counts<kNumDocTypes>(sj, "documents", doc_type);
-    s.dropped_documents = p.Counts<kNumDocTypes>(sj, "dropped_documents", doc_type);
-    s.items = p.Get<std::map<std::string, int64_t>>(sj, "items");
-    m.splits[it.key()] = std::move(s);
+    m.splits[it.key()] = ParseSplit(it.value(), &p);
   }
   const json& tokenizers = p.At(j, "tokenizers");
   for (auto it = tokenizers.begin(); tokenizers.is_object() && it != tokenizers.end(); ++it) {

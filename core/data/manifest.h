@@ -15,6 +15,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/data/documents.h"
+#include "core/data/packing.h"
 #include "core/data/vocab.h"
 
 namespace modamba::data {
@@ -38,7 +39,11 @@ struct SplitStats {
   std::array<int64_t, kNumDocTypes> documents{};
   std::array<int64_t, kNumDocTypes> dropped_documents{};  // longer than seq_len
   std::map<std::string, int64_t> items;  // raw items used, by source
+  // Inputs skipped as bad (--skip_bad), "FILE:LINE: what"; at most
+  // kMaxListedSkips are listed, items["skipped_bad"] counts them all.
+  std::vector<std::string> skipped;
 };
+inline constexpr size_t kMaxListedSkips = 1000;
 
 struct TokenizerEntry {
   std::string file;  // relative to the dataset directory
@@ -62,6 +67,14 @@ struct DatasetManifest {
 };
 
 absl::StatusOr<DatasetManifest> ReadDatasetManifest(const std::string& dataset_dir);
+
+// Adds the token, target, padding and patch counts of packed sequences.
+void CountPackedTokens(const PackedSequences& data, SplitStats* stats);
+
+// One split's statistics as the manifest stores them (without the shard list's
+// owner), and back; `what` names the source in errors.
+std::string SplitStatsToJson(const SplitStats& stats);
+absl::StatusOr<SplitStats> SplitStatsFromJson(const std::string& text, const std::string& what);
 absl::Status WriteDatasetManifest(const std::string& dataset_dir, const DatasetManifest& manifest);
 
 }  // namespace modamba::data

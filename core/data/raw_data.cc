@@ -4,10 +4,12 @@
 #include <cstdlib>
 #include <filesystem>
 #include <optional>
+#include <map>
 #include <tuple>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "core/data/documents.h"
@@ -47,6 +49,39 @@ absl::StatusOr<Audio> ReadSpeech(const std::string& path) {
   return audio;
 }
 
+// Bad files are an error (the first named, with how many there are) or, with
+// skip_bad, listed.
+absl::Status Skip(const std::vector<std::string>& bad, const RawSelection& selection,
+                  RawCorpus* corpus) {
+  if (bad.empty()) return absl::OkStatus();
+  if (!selection.skip_bad) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        bad[0], bad.size() > 1 ? absl::StrCat(" (and ", bad.size() - 1, " more)") : "",
+        "; --skip_bad skips them"));
+  }
+  corpus->skipped.insert(corpus->skipped.end(), bad.begin(), bad.end());
+  return absl::OkStatus();
+}
+
+// Both splits of a source hold items, unless a limit of 0 asks for none.
+absl::Status CheckNotEmpty(const std::string& dir, const std::array<std::vector<Recording>, kNumSplits>& splits,
+                           const std::array<int64_t, kNumSplits>& limits, const std::string& rule) {
+  for (int s = 0; s < kNumSplits; ++s) {
+    if (splits[s].empty() && limits[s] != 0) {
+      return absl::FailedPreconditionError(
+          absl::StrCat(dir, ": no recordings in split ", SplitName(s), " (split rule ", rule, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool CathyIsHeldOut(const std::string& id, const RawSelection& selection) {
+  absl::string_view number = id;
+  int n;
+  return absl::ConsumePrefix(&number, "arctic_a") && absl::SimpleAtoi(number, &n) &&
+         n >= selection.cathy_val_numbers.first && n <= selection.cathy_val_numbers.second;
+}
+
 absl::Status LoadFsdd(const std::string& raw_dir, const RawSelection& selection,
                       RawCorpus* corpus) {
   const std::string dir = absl::StrCat(raw_dir, "/fsdd/recordings");
@@ -56,28 +91,35 @@ absl::Status LoadFsdd(const std::string& raw_dir, const RawSelection& selection,
   };
   std::vector<Entry> entries;
   std::error_code ec;
+  std::vector<std::string> bad;
   for (const auto& file : fs::directory_iterator(dir, ec)) {
     const std::string name = file.path().filename().string();
     absl::string_view stem = name;
-    if (!absl::ConsumeSuffix(&stem, ".flac")) continue;
-    const std::vector<std::string> parts = absl::StrSplit(stem, '_');
     Entry e;
+    std::vector<std::string> parts;
+    if (absl::ConsumeSuffix(&stem, ".flac")) parts = absl::StrSplit(stem, '_');
     if (parts.size() != 3 || !absl::SimpleAtoi(parts[0], &e.digit) ||
         !absl::SimpleAtoi(parts[2], &e.take) || e.digit < 0 || e.digit > 9 || e.take < 0) {
-      return absl::InvalidArgumentError(
-          absl::StrCat(file.path().string(), ": expected {digit}_{speaker}_{take}.flac"));
+      bad.push_back(absl::StrCat(file.path().string(),
+                                 ": not a recording named {digit}_{speaker}_{take}.flac"));
+      continue;
     }
     e.speaker = parts[1];
     e.name = name;
     entries.push_back(std::move(e));
   }
   if (ec) return absl::NotFoundError(absl::StrCat(dir, ": ", ec.message()));
+  std::sort(bad.begin(), bad.end());
+  RETURN_IF_ERROR(Skip(bad, selection, corpus));
   if (entries.empty()) return absl::NotFoundError(absl::StrCat(dir, ": no .flac recordings"));
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::tie(a.take, a.speaker, a.digit) < std::tie(b.take, b.speaker, b.digit);
   });
   for (const Entry& e : entries) {
-    const int split = FsddIsHeldOut(e.take) ? kVal : kTrain;
+    const int split = e.take >= selection.fsdd_val_takes.first &&
+                              e.take <= selection.fsdd_val_takes.second
+                          ? kVal
+                          : kTrain;
     const int64_t limit = selection.fsdd[split];
     if (limit >= 0 && static_cast<int64_t>(corpus->fsdd[split].size()) >= limit) continue;
     Recording r;
@@ -87,7 +129,10 @@ absl::Status LoadFsdd(const std::string& raw_dir, const RawSelection& selection,
     ASSIGN_OR_RETURN(r.audio, ReadSpeech(absl::StrCat(dir, "/", e.name)));
     corpus->fsdd[split].push_back(std::move(r));
   }
-  return absl::OkStatus();
+  return CheckNotEmpty(dir, corpus->fsdd, selection.fsdd,
+                       absl::StrFormat("--fsdd_val_takes=%d-%d: recordings of takes %d..%d are val",
+                                       selection.fsdd_val_takes.first, selection.fsdd_val_takes.second,
+                                       selection.fsdd_val_takes.first, selection.fsdd_val_takes.second));
 }
 
 absl::Status LoadCathy(const std::string& raw_dir, const RawSelection& selection,
@@ -104,7 +149,7 @@ absl::Status LoadCathy(const std::string& raw_dir, const RawSelection& selection
       return absl::InvalidArgumentError(
           absl::StrCat(tsv, ":", line_number, ": expected id<TAB>sentence"));
     }
-    const int split = CathyIsHeldOut(fields[0]) ? kVal : kTrain;
+    const int split = CathyIsHeldOut(fields[0], selection) ? kVal : kTrain;
     const int64_t limit = selection.cathy[split];
     if (limit >= 0 && static_cast<int64_t>(corpus->cathy[split].size()) >= limit) continue;
     Recording r;
@@ -114,21 +159,42 @@ absl::Status LoadCathy(const std::string& raw_dir, const RawSelection& selection
                      ReadSpeech(absl::StrCat(raw_dir, "/cathy/recordings/", fields[0], ".flac")));
     corpus->cathy[split].push_back(std::move(r));
   }
+  return CheckNotEmpty(absl::StrCat(raw_dir, "/cathy"), corpus->cathy, selection.cathy,
+                       absl::StrFormat("--cathy_val=%d-%d: utterances arctic_a%04d..arctic_a%04d "
+                                       "are val",
+                                       selection.cathy_val_numbers.first,
+                                       selection.cathy_val_numbers.second,
+                                       selection.cathy_val_numbers.first,
+                                       selection.cathy_val_numbers.second));
+}
+
+// A train item whose content (pixels, samples) equals a held-out item's is a
+// leak: an error naming both, or with skip_bad dropped from train and listed.
+template <typename Item, typename Content, typename Name>
+absl::Status CheckNoSharedContent(std::vector<Item>* train, const std::vector<Item>& val,
+                                  Content content, Name name, const RawSelection& selection,
+                                  RawCorpus* corpus) {
+  std::map<std::string, size_t> held_out;
+  for (size_t i = 0; i < val.size(); ++i) held_out.emplace(Sha256Hex(content(val[i])), i);
+  std::vector<Item> kept;
+  std::vector<std::string> bad;
+  for (size_t i = 0; i < train->size(); ++i) {
+    auto it = held_out.find(Sha256Hex(content((*train)[i])));
+    if (it == held_out.end()) {
+      kept.push_back(std::move((*train)[i]));
+      continue;
+    }
+    bad.push_back(absl::StrCat(name(kTrain, i), ": same content as held-out ",
+                               name(kVal, it->second), " (a train item must not repeat a val one)"));
+  }
+  RETURN_IF_ERROR(Skip(bad, selection, corpus));
+  *train = std::move(kept);
   return absl::OkStatus();
 }
 
 }  // namespace
 
 const char* SplitName(int split) { return split == kTrain ? "train" : "val"; }
-
-bool FsddIsHeldOut(int take) { return take <= 4; }
-
-bool CathyIsHeldOut(const std::string& id) {
-  absl::string_view number = id;
-  int n;
-  return absl::ConsumePrefix(&number, "arctic_a") && absl::SimpleAtoi(number, &n) && n >= 361 &&
-         n <= 400;
-}
 
 size_t TextSplitOffset(size_t bytes) { return bytes * 9 / 10; }
 
@@ -173,10 +239,42 @@ absl::StatusOr<RawCorpus> LoadRawCorpus(const std::string& raw_dir,
     ASSIGN_OR_RETURN(corpus.images[kVal],
                      ReadMnist(mnist + "t10k-images-idx3-ubyte.gz",
                                mnist + "t10k-labels-idx1-ubyte.gz", selection.mnist[kVal]));
+    // CheckNoSharedContent's check, for images, which live in one array per split.
+    const MnistSet& val = corpus.images[kVal];
+    std::map<std::string, int64_t> held_out;
+    for (int64_t i = 0; i < val.count(); ++i) {
+      held_out.emplace(Sha256Hex(absl::string_view(reinterpret_cast<const char*>(val.image(i)), kImagePixels)), i);
+    }
+    MnistSet& train = corpus.images[kTrain];
+    MnistSet kept;
+    std::vector<std::string> bad;
+    for (int64_t i = 0; i < train.count(); ++i) {
+      auto it = held_out.find(
+          Sha256Hex(absl::string_view(reinterpret_cast<const char*>(train.image(i)), kImagePixels)));
+      if (it == held_out.end()) {
+        kept.pixels.insert(kept.pixels.end(), train.image(i), train.image(i) + kImagePixels);
+        kept.labels.push_back(train.labels[i]);
+        continue;
+      }
+      bad.push_back(absl::StrCat(mnist, "train-images-idx3-ubyte.gz image ", i,
+                                 ": same pixels as held-out ", mnist, "t10k-images-idx3-ubyte.gz image ",
+                                 it->second, " (a train item must not repeat a val one)"));
+    }
+    RETURN_IF_ERROR(Skip(bad, selection, &corpus));
+    if (!bad.empty()) train = std::move(kept);
   }
   if (selection.speech) {
     RETURN_IF_ERROR(LoadFsdd(raw_dir, selection, &corpus));
     RETURN_IF_ERROR(LoadCathy(raw_dir, selection, &corpus));
+    auto samples = [](const Recording& r) {
+      return absl::string_view(reinterpret_cast<const char*>(r.audio.samples.data()),
+                               r.audio.samples.size() * sizeof(float));
+    };
+    for (auto* source : {&corpus.fsdd, &corpus.cathy}) {
+      RETURN_IF_ERROR(CheckNoSharedContent(
+          &(*source)[kTrain], (*source)[kVal], samples,
+          [&](int s, size_t i) { return (*source)[s][i].id; }, selection, &corpus));
+    }
   }
   if (selection.text) {
     const std::string path = absl::StrCat(raw_dir, "/tinyshakespeare/input.txt");

@@ -5,7 +5,8 @@
 //   tinyshakespeare/input.txt
 // and its conventional splits: MNIST t10k, FSDD takes 0-4, cathy
 // arctic_a0361..a0400 and the last 10% of the tinyshakespeare bytes are
-// held out (our "val" split); the rest is "train".
+// held out (our "val" split); the rest is "train". The speech rules are
+// RawSelection's (flags of `data build`), these their defaults.
 #ifndef MODAMBA_CORE_DATA_RAW_DATA_H_
 #define MODAMBA_CORE_DATA_RAW_DATA_H_
 
@@ -30,8 +31,6 @@ const char* SplitName(int split);  // "train", "val"
 // The error says how to get the data.
 absl::StatusOr<std::string> FindRawDataDir(const std::string& flag);
 
-bool FsddIsHeldOut(int take);
-bool CathyIsHeldOut(const std::string& id);
 // Offset of the first held-out byte of a text of `bytes` bytes.
 size_t TextSplitOffset(size_t bytes);
 
@@ -47,6 +46,8 @@ struct RawCorpus {
   std::array<std::vector<Recording>, kNumSplits> fsdd;
   std::array<std::vector<Recording>, kNumSplits> cathy;
   std::array<std::string, kNumSplits> text;
+  // Files skipped as bad (RawSelection::skip_bad), "PATH: why".
+  std::vector<std::string> skipped;
 };
 
 struct RawSelection {
@@ -59,9 +60,19 @@ struct RawSelection {
   std::array<int64_t, kNumSplits> fsdd = {-1, -1};
   std::array<int64_t, kNumSplits> cathy = {-1, -1};
   std::array<int64_t, kNumSplits> text_bytes = {-1, -1};
+  // Split rules: FSDD recordings of takes [first, last] and cathy utterances
+  // arctic_aNNNN with NNNN in [first, last] are held out.
+  std::pair<int, int> fsdd_val_takes = {0, 4};
+  std::pair<int, int> cathy_val_numbers = {361, 400};
+  // Skip (and list) a file beside the recordings that is not one, and a train
+  // item whose content equals a held-out item's, instead of failing.
+  bool skip_bad = false;
 };
 
-// Reads and checks what `selection` asks for; errors name the file.
+// Reads and checks what `selection` asks for; errors name the file. A split
+// of a source that ends up empty (without a limit of 0 asking for it) is an
+// error naming the folder and the rule; so is a train item (image or
+// recording) whose content equals a held-out one's, naming both.
 absl::StatusOr<RawCorpus> LoadRawCorpus(const std::string& raw_dir, const RawSelection& selection);
 
 }  // namespace modamba::data

@@ -25,6 +25,12 @@ const char* SpecialName(int32_t id) {
   return nullptr;
 }
 
+int32_t Vocab::TextId(int32_t token) const {
+  if (token >= 0 && token < kNumByteTokens) return token;
+  if (token >= kImageBase && token < text_end()) return token - kNumSpecials;
+  return -1;
+}
+
 int Vocab::ModalityOfId(int32_t id) const {
   if (id < 0 || id >= size()) return -1;
   if (id < image_begin()) return kText;

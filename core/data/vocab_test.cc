@@ -31,6 +31,23 @@ TEST(VocabTest, ModalityOfIdFollowsTheRanges) {
   EXPECT_EQ(v.ModalityOfId(-1), -1);
 }
 
+TEST(VocabTest, ATextTokenizerOfMoreThanBytesShiftsTheImageAndSpeechRanges) {
+  Vocab v;
+  v.text_tokens = 1000;
+  v.image_codes = 10;
+  v.speech_units = 5;
+  EXPECT_EQ(v.TextToken(255), 255);
+  EXPECT_EQ(v.TextToken(256), 263);  // past the specials, which keep their ids
+  EXPECT_EQ(v.TextToken(999), 1006);
+  EXPECT_EQ(v.TextId(1006), 999);
+  EXPECT_EQ(v.TextId(kBos), -1);
+  EXPECT_EQ(v.TextId(1007), -1);
+  EXPECT_EQ(v.image_begin(), 1007);
+  EXPECT_EQ(v.ModalityOfId(1006), kText);
+  EXPECT_EQ(v.ModalityOfId(1007), kImage);
+  EXPECT_EQ(v.size(), 1007 + 10 + 5);
+}
+
 TEST(VocabTest, Names) {
   EXPECT_EQ(std::string(SpecialName(kBosSpeech)), "BOS_SPEECH");
   EXPECT_EQ(SpecialName('a'), nullptr);

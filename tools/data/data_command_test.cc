@@ -91,5 +91,55 @@ TEST(DataCommandTest, BuildsAndInspectsASlice) {
   EXPECT_TRUE(png);
 }
 
+TEST(DataCommandTest, ExportsTheDigitsWorldAndBuildsItAsACorpus) {
+  const std::string raw = data::testing::RawDataDirOrEmpty();
+  if (raw.empty()) GTEST_SKIP() << "raw data not found";
+  const std::string dir = data::testing::ScratchDir("command_export");
+  const std::string corpus = dir + "/digits";
+  const std::vector<std::string> limits = {
+      "--limit_mnist_train=300", "--limit_mnist_val=60", "--limit_fsdd_train=20",
+      "--limit_fsdd_val=10",     "--limit_cathy_train=2", "--limit_cathy_val=1",
+      "--limit_text_train=3000", "--limit_text_val=1000"};
+  std::vector<std::string> args = {"export-digits", "--raw=" + raw, "--out=" + corpus, "--seq_len=256"};
+  args.insert(args.end(), limits.begin(), limits.end());
+  ::testing::internal::CaptureStdout();
+  ASSERT_EQ(RunData(args), 0);
+  EXPECT_NE(::testing::internal::GetCapturedStdout().find("build it: modamba data build --train="),
+            std::string::npos);
+  EXPECT_TRUE(fs::exists(corpus + "/images/train/00299.png"));
+  EXPECT_TRUE(fs::exists(corpus + "/audio/cathy"));
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData(args), 1);  // never over an existing directory
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("exists"), std::string::npos);
+
+  ::testing::internal::CaptureStdout();
+  ::testing::internal::CaptureStderr();
+  ASSERT_EQ(RunData({"build", "--train=" + corpus + "/train.jsonl", "--val=" + corpus + "/val.jsonl",
+                     "--out=" + dir + "/out", "--seq_len=256", "--image_codes=32",
+                     "--speech_units=16", "--kmeans_iterations=3", "--setting=chameleon,trimodal"}),
+            0);
+  const std::string built = ::testing::internal::GetCapturedStdout();
+  const std::string progress = ::testing::internal::GetCapturedStderr();
+  EXPECT_NE(built.find("setting trimodal: seq_len 256, vocab 311"), std::string::npos) << built;
+  EXPECT_NE(built.find("left_out_speech_documents"), std::string::npos) << built;
+  EXPECT_NE(progress.find("encode train [##############################] 100%"), std::string::npos)
+      << progress;
+}
+
+TEST(DataCommandTest, CorpusFlagsAreChecked) {
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--train=/nonexistent/*.jsonl", "--val_fraction=0.1", "--out=/tmp/x"}), 1);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("'/nonexistent/*.jsonl' matches no file"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--train=a.jsonl", "--out=/tmp/x"}), 1);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("--val=GLOBS or as --val_fraction"),
+            std::string::npos);
+  ::testing::internal::CaptureStderr();
+  EXPECT_EQ(RunData({"build", "--out=/tmp/x", "--fsdd_val_takes=4-0"}), 2);
+  EXPECT_NE(::testing::internal::GetCapturedStderr().find("--fsdd_val_takes: expected A-B with A <= B"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace modamba
