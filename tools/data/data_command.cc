@@ -188,12 +188,22 @@ void PrintSkipped(const DatasetManifest& m) {
   }
 }
 
-void PrintDatasetArtifacts(const std::string& out_dir, const std::vector<DatasetManifest>& manifests) {
-  for (const DatasetManifest& m : manifests) {
+// What a build made: each setting's statistics, skipped inputs, the time and
+// one artifact line per setting; the exit code.
+int Report(const std::string& out_dir, const absl::StatusOr<std::vector<DatasetManifest>>& manifests,
+           absl::Time start) {
+  if (!manifests.ok()) return Fail(manifests.status());
+  for (const DatasetManifest& m : *manifests) {
+    std::cout << out_dir << "/" << m.setting << "\n" << FormatManifest(m);
+    PrintSkipped(m);
+  }
+  std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
+  for (const DatasetManifest& m : *manifests) {
     cli::PrintArtifact(std::cout, absl::StrCat(out_dir, "/", m.setting),
                        absl::StrCat("the ", m.setting, " dataset (manifest.json, tokenizers, ",
                                     m.splits.size(), " splits of packed shards)"));
   }
+  return 0;
 }
 
 int BuildCorpus(int argc, char** argv) {
@@ -251,14 +261,7 @@ int BuildCorpus(int argc, char** argv) {
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<DatasetManifest>> manifests = data::BuildCorpusDatasets(o);
   printer.Finish();
-  if (!manifests.ok()) return Fail(manifests.status());
-  for (const DatasetManifest& m : *manifests) {
-    std::cout << o.out_dir << "/" << m.setting << "\n" << FormatManifest(m);
-    PrintSkipped(m);
-  }
-  std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
-  PrintDatasetArtifacts(o.out_dir, *manifests);
-  return 0;
+  return Report(o.out_dir, manifests, start);
 }
 
 int ExportDigits(int argc, char** argv) {
@@ -337,14 +340,7 @@ int Build(int argc, char** argv) {
 
   const absl::Time start = absl::Now();
   absl::StatusOr<std::vector<DatasetManifest>> manifests = data::BuildDatasets(o);
-  if (!manifests.ok()) return Fail(manifests.status());
-  for (const DatasetManifest& m : *manifests) {
-    std::cout << o.out_dir << "/" << m.setting << "\n" << FormatManifest(m);
-    PrintSkipped(m);
-  }
-  std::cout << "built in " << absl::FormatDuration(absl::Now() - start) << "\n";
-  PrintDatasetArtifacts(o.out_dir, *manifests);
-  return 0;
+  return Report(o.out_dir, manifests, start);
 }
 
 int Inspect(int argc, char** argv) {
