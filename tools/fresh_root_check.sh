@@ -58,14 +58,14 @@ bind /proc "$root/proc"
 bind /sys "$root/sys"
 bind /dev "$root/dev"
 [ -d /usr/local/cuda ] && bind "$(readlink -f /usr/local/cuda)" "$root/usr/local/cuda" ro
-bind "$data" "$root/work/shared/data" ro
-git clone -q "$repo" "$root/work/modamba"
+bind "$data" "$root/srv/shared/data" ro
+git clone -q "$repo" "$root/srv/modamba"
 t1=$(date +%s)
 echo "fresh root ready in $((t1 - t0)) s; running the README's two commands there"
 
 run() {  # run LOG COMMAND: in the root, as a new user's login shell would, timestamping each line
   chroot "$root" /usr/bin/env -i HOME=/root PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    LANG=C.UTF-8 TERM=dumb /bin/bash -c "cd /work/modamba && $2" 2>&1 |
+    LANG=C.UTF-8 TERM=dumb /bin/bash -c "cd /srv/modamba && $2" 2>&1 |
     while IFS= read -r line; do printf '%s %s\n' "$(date +%s)" "$line"; done >"$1"
   return "${PIPESTATUS[0]}"
 }
