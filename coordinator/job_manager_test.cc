@@ -413,6 +413,28 @@ TEST_F(JobManagerTest, OnlyEvalPointsCarrySpeechAndWithinTheLimit) {
   EXPECT_EQ(manager_->Metrics(job->id(), 0, 0)->points(0).speech_wav().at("7"), "RIFF");
 }
 
+TEST_F(JobManagerTest, AJobKeepsEachDistinctNoteOfItsPoints) {
+  auto job = manager_->Submit(Spec(1, 1), "spec", "alice");
+  ASSERT_TRUE(job.ok());
+  const v1::WorkerRef evaluator = Ref(job->id(), v1::ROLE_EVALUATOR, 0, 0);
+  ASSERT_TRUE(Register(evaluator).ok());
+  v1::ReportMetricsRequest metrics;
+  *metrics.mutable_worker() = evaluator;
+  v1::MetricPoint* point = metrics.add_points();
+  point->set_kind("eval");
+  point->add_notes("evaluator: no raw data");
+  ASSERT_TRUE(manager_->ReportMetrics(metrics).ok());
+  ASSERT_TRUE(manager_->ReportMetrics(metrics).ok());
+  auto stored = manager_->GetJob(job->id());
+  ASSERT_TRUE(stored.ok());
+  ASSERT_EQ(stored->notes_size(), 1);
+  EXPECT_EQ(stored->notes(0), "evaluator: no raw data");
+  point->set_notes(0, std::string(kMaxNoteBytes + 1, 'x'));
+  const absl::Status status = manager_->ReportMetrics(metrics);
+  EXPECT_TRUE(absl::IsInvalidArgument(status) && absl::StrContains(status.message(), "points.notes"))
+      << status;
+}
+
 TEST_F(JobManagerTest, AnEndedJobsRendezvousKeysAreDeleted) {
   auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
   ASSERT_TRUE(job.ok());

@@ -181,6 +181,15 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
       return absl::InvalidArgumentError(
           absl::StrCat("points.speech_wav: larger than ", kMaxSpeechWavBytes, " bytes"));
     }
+    if (point.notes_size() > kMaxNotes) {
+      return absl::InvalidArgumentError(absl::StrCat("points.notes: more than ", kMaxNotes));
+    }
+    for (const std::string& note : point.notes()) {
+      if (note.empty() || note.size() > kMaxNoteBytes) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("points.notes: each must have 1 to ", kMaxNoteBytes, " bytes"));
+      }
+    }
   }
   absl::MutexLock lock(&mu_);
   JobEntry* job = nullptr;
@@ -197,6 +206,12 @@ absl::Status JobManager::ReportMetrics(const v1::ReportMetricsRequest& request) 
       *job->job.mutable_last_train() = point;
     } else if (point.kind() == "val") {
       *job->job.mutable_last_val() = point;
+    }
+    for (const std::string& note : point.notes()) {
+      const auto& kept = job->job.notes();
+      if (kept.size() < kMaxNotes && std::find(kept.begin(), kept.end(), note) == kept.end()) {
+        job->job.add_notes(note);
+      }
     }
     pending_.metrics.emplace_back(job->job.id(), point);
     job->metrics.push_back(std::move(point));

@@ -14,6 +14,9 @@ inline constexpr int kMaxMetricNameBytes = 64;
 inline constexpr size_t kMaxImageGridBytes = 256 << 10;
 // An eval point's generated speech: all its WAVs together.
 inline constexpr size_t kMaxSpeechWavBytes = 1 << 20;
+// Notes of one point, and of one job, and the length of each.
+inline constexpr int kMaxNotes = 8;
+inline constexpr size_t kMaxNoteBytes = 1024;
 
 }  // namespace modamba
 

@@ -115,6 +115,10 @@ v1::MetricPoint EvalPoint(const EvalReport& report, const v1::CheckpointInfo& ch
 
 absl::Status RunEvalWorker(CoordinatorLink* link, CheckpointEvaluator* evaluator,
                            const EvalWorkerOptions& options) {
+  auto report_point = [&](v1::MetricPoint point) {
+    for (const std::string& note : options.notes) point.add_notes(note);
+    link->ReportMetrics({std::move(point)});
+  };
   int64_t finished = -1;
   while (!link->stop_requested()) {
     ASSIGN_OR_RETURN(v1::AwaitCheckpointResponse next,
@@ -137,14 +141,14 @@ absl::Status RunEvalWorker(CoordinatorLink* link, CheckpointEvaluator* evaluator
       Log(options, absl::StrCat("step ", step, " rejected: ", report.status().ToString()));
       v1::MetricPoint point = Point(checkpoint);
       (*point.mutable_scalars())["checkpoint_rejected"] = 1;
-      link->ReportMetrics({point});
+      report_point(std::move(point));
     } else {
       // The judges' calibration beside the scores, for `modamba logs`.
       std::string line = absl::StrCat("step ", step, ": ", report->metrics.size(), " metrics\n",
                                       CalibrationTable(report->metrics, report->judges));
       absl::StripTrailingAsciiWhitespace(&line);
       Log(options, line);
-      link->ReportMetrics({EvalPoint(*report, checkpoint)});
+      report_point(EvalPoint(*report, checkpoint));
     }
     finished = step;
   }

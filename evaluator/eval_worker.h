@@ -48,6 +48,9 @@ struct EvalWorkerOptions {
   // Keep each checkpoint's images and WAVs under work_dir/eval-STEP.
   bool keep_outputs = true;
   std::ostream* log = nullptr;
+  // Sent with every eval point, so that `modamba status` shows them: what
+  // this worker cannot measure, and why.
+  std::vector<std::string> notes;
 };
 
 // Evaluates checkpoints until the coordinator says the job is done (OK), asks

@@ -136,6 +136,7 @@ TEST_F(EvalWorkerTest, EvaluatesEachCheckpointAndRejectsCorruptOnes) {
   auto be = NewCpuBackend();
   CheckpointEvaluator evaluator(ValidationOnly(), be.get());
   EvalWorkerOptions options = Options("worker_good");
+  options.notes = {"evaluator: no raw data"};
   ASSERT_TRUE(RunEvalWorker(&link, &evaluator, options).ok());
 
   // Each step passed back as finished, then the job is done.
@@ -153,6 +154,8 @@ TEST_F(EvalWorkerTest, EvaluatesEachCheckpointAndRejectsCorruptOnes) {
     EXPECT_TRUE(p.losses().contains("image"));
     EXPECT_TRUE(p.scalars().contains("val/text_bpb"));
     EXPECT_FALSE(p.scalars().contains("checkpoint_rejected"));
+    ASSERT_EQ(p.notes_size(), 1);  // every point says what this worker cannot measure
+    EXPECT_EQ(p.notes(0), "evaluator: no raw data");
   }
   // Different weights, different losses.
   EXPECT_NE(link.points[0].losses().at("text"), link.points[1].losses().at("text"));

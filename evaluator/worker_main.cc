@@ -76,11 +76,13 @@ absl::Status Run() {
   eval.val.max_sequences = absl::GetFlag(FLAGS_val_sequences);
   eval.generation.diffusion.steps = absl::GetFlag(FLAGS_diffusion_steps);
   absl::StatusOr<std::string> raw = data::FindRawDataDir(absl::GetFlag(FLAGS_raw));
+  std::string no_raw_data;
   if (raw.ok()) {
     eval.raw_dir = *raw;
   } else {
-    std::cerr << "evaluator: no raw data, so validation metrics only: " << raw.status().message()
-              << std::endl;
+    no_raw_data = absl::StrCat("evaluator: no raw data, so validation metrics only (no image or "
+                               "speech generation metrics): ", raw.status().message());
+    std::cerr << no_raw_data << std::endl;
     eval.images = eval.speech = false;
   }
   std::string run_dir = absl::GetFlag(FLAGS_run_dir);
@@ -95,6 +97,7 @@ absl::Status Run() {
   EvalWorkerOptions worker;
   worker.work_dir = run_dir;
   worker.log = &std::cerr;
+  if (!no_raw_data.empty()) worker.notes.push_back(no_raw_data);
   absl::Status status = RunEvalWorker(&link, &evaluator, worker);
   if (client->stop_requested()) return absl::OkStatus();
   absl::Status done = client->Done(status.ok(), status.ToString());

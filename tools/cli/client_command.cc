@@ -98,6 +98,7 @@ void PrintJobTable(const std::vector<v1::Job>& jobs) {
 void PrintJob(const v1::Job& job) {
   std::cout << job.id() << " (" << job.spec().name() << "): " << StateName(job.state()) << "\n";
   if (!job.reason().empty()) std::cout << "  reason:      " << job.reason() << "\n";
+  for (const std::string& note : job.notes()) std::cout << "  note:        " << note << "\n";
   std::cout << "  step:        " << job.step() << " / " << job.spec().train().steps()
             << absl::StrFormat("   (%.3g training FLOPs)", job.flops()) << "\n";
   std::cout << "  workers:     " << job.spec().world_size() << " trainers, "
@@ -311,6 +312,7 @@ absl::StatusOr<v1::Job> WatchJobToEnd(const ClientOptions& options, const std::s
     absl::SleepFor(absl::Seconds(1));
   }
   progress.End(job);
+  for (const std::string& note : job.notes()) out << "note: " << note << "\n";
   return job;
 }
 
