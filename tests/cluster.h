@@ -20,6 +20,7 @@
 #include "coordinator/client.h"
 #include "gtest/gtest.h"
 #include "proto/service.grpc.pb.h"
+#include "trainer/synthetic_dataset.h"
 
 namespace modamba {
 
@@ -141,6 +142,24 @@ class ClusterTest : public ::testing::Test {
   }
 
   std::unique_ptr<Cluster> cluster_;
+};
+
+// A cluster of the real trainer and evaluator binaries, with a small synthetic
+// tri-modal dataset at data_root()/tri (48 sequences of 64 tokens).
+class RealWorkersClusterTest : public ClusterTest {
+ protected:
+  ClusterOptions Options() override {
+    ClusterOptions options;
+    options.trainer_binary = "trainer/modamba-trainer";
+    options.evaluator_binary = "evaluator/modamba-evaluator";
+    options.heartbeat_timeout = absl::Seconds(10);
+    return options;
+  }
+  void SetUp() override {
+    ClusterTest::SetUp();
+    if (HasFatalFailure()) return;
+    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
+  }
 };
 
 // The path of a binary among the test's runfiles ("coordinator/modamba-coordinator").

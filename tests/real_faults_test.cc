@@ -21,26 +21,12 @@
 #include "core/file_util.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
-#include "trainer/synthetic_dataset.h"
 
 namespace modamba {
 namespace {
 
-class RealFaultsTest : public ClusterTest {
+class RealFaultsTest : public RealWorkersClusterTest {
  protected:
-  ClusterOptions Options() override {
-    ClusterOptions options;
-    options.trainer_binary = "trainer/modamba-trainer";
-    options.evaluator_binary = "evaluator/modamba-evaluator";
-    options.heartbeat_timeout = absl::Seconds(10);
-    return options;
-  }
-  void SetUp() override {
-    ClusterTest::SetUp();
-    if (HasFatalFailure()) return;
-    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
-  }
-
   static std::string Spec(const std::string& name, int steps, const std::string& optimizer,
                           const std::string& extra = "max_restarts: 2") {
     return absl::StrCat(R"pb(

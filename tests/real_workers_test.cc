@@ -10,26 +10,12 @@
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
 #include "tools/compare/compare.h"
-#include "trainer/synthetic_dataset.h"
 
 namespace modamba {
 namespace {
 
-class RealWorkersTest : public ClusterTest {
+class RealWorkersTest : public RealWorkersClusterTest {
  protected:
-  ClusterOptions Options() override {
-    ClusterOptions options;
-    options.trainer_binary = "trainer/modamba-trainer";
-    options.evaluator_binary = "evaluator/modamba-evaluator";
-    options.heartbeat_timeout = absl::Seconds(10);
-    return options;
-  }
-  void SetUp() override {
-    ClusterTest::SetUp();
-    if (HasFatalFailure()) return;
-    ASSERT_TRUE(WriteSyntheticDataset(cluster_->data_root() + "/tri", "trimodal", 48, 64, 8).ok());
-  }
-
   static std::string Spec(const std::string& name, int evaluators) {
     return absl::StrCat(R"pb(
       world_size: 2
