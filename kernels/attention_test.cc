@@ -1,0 +1,249 @@
+// The Transformer block's CUDA ops against the CPU references, on fresh
+// random inputs of awkward sizes: sequence lengths that are not multiples of
+// the attention tiles, packed documents of many lengths (one token, longer
+// than a tile), rows permuted by a row map, q, k and v as column views of one
+// fused projection output, F32 and BF16 inputs. Device outputs are
+// NaN-poisoned first. Then the whole block, dense and routed, on the GPU
+// against the CPU. Skips without a GPU.
+#include <algorithm>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <limits>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "core/backend.h"
+#include "core/transformer_block.h"
+#include "glog/logging.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda_backend.h"
+#include "kernels/test_util.h"
+
+namespace modamba {
+namespace {
+
+using testing::DeviceError;
+using testing::OutputPair;
+using testing::Pair;
+using testing::RandomPair;
+using testing::RelError;
+using testing::ToDeviceBf16;
+using testing::ToHostF32;
+
+constexpr double kTolF32 = 1e-5;
+constexpr double kTolBf16 = 1e-2;
+
+// A packed layout on both backends: document starts by position (documents
+// of 1 to max_doc positions) and, when mapped, a random row map.
+struct Layout {
+  int64_t batch, seq_len;
+  Pair doc_start, rows;
+  bool mapped;
+  SeqLayout host() const {
+    return {batch, seq_len, &doc_start.host, mapped ? &rows.host : nullptr};
+  }
+  SeqLayout dev() const { return {batch, seq_len, &doc_start.dev, mapped ? &rows.dev : nullptr}; }
+};
+
+class AttentionTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+    seed_ = testing::FreshSeed();
+    rng_.seed(seed_);
+    cpu_ = NewCpuBackend();
+    auto gpu = NewCudaBackend();  // bf16 products: activations may be BF16
+    CHECK(gpu.ok()) << gpu.status();
+    gpu_ = std::move(gpu).value();
+  }
+
+  Layout MakeLayout(int64_t batch, int64_t seq_len, int64_t max_doc, bool mapped) {
+    const int64_t n = batch * seq_len;
+    Tensor starts(DType::kU8, {n});
+    std::uniform_int_distribution<int64_t> len(1, max_doc);
+    for (int64_t b = 0; b < batch; ++b) {
+      int64_t next = 0;
+      for (int64_t t = 0; t < seq_len; ++t) {
+        starts.data<uint8_t>()[b * seq_len + t] = t == next;
+        if (t == next) next += len(rng_);
+      }
+    }
+    Tensor rows(DType::kI32, {n});
+    std::iota(rows.data<int32_t>(), rows.data<int32_t>() + n, 0);
+    std::shuffle(rows.data<int32_t>(), rows.data<int32_t>() + n, rng_);
+    return Layout{batch, seq_len, testing::Upload(gpu_.get(), std::move(starts)),
+                  testing::Upload(gpu_.get(), std::move(rows)), mapped};
+  }
+
+  void ExpectClose(double err, double tol, const std::string& what) {
+    std::cout << "  " << what << ": relative error " << err << "\n";
+    EXPECT_LT(err, tol) << what << " (seed " << seed_ << ")";
+  }
+
+  // Attention forward and backward with q, k, v the three column blocks of
+  // one [N, 3D] matrix (F32) or three BF16 matrices.
+  void CheckAttention(int64_t batch, int64_t seq_len, int heads, int head_dim, int64_t max_doc,
+                      bool mapped, bool bf16_inputs) {
+    SCOPED_TRACE(::testing::Message() << "batch " << batch << " seq_len " << seq_len << " heads "
+                                      << heads << " head_dim " << head_dim << " docs <= "
+                                      << max_doc << (mapped ? " mapped" : "")
+                                      << (bf16_inputs ? " bf16" : ""));
+    const Layout layout = MakeLayout(batch, seq_len, max_doc, mapped);
+    const int64_t n = batch * seq_len, d = int64_t(heads) * head_dim;
+    // The inputs the GPU reads, rounded to bf16 on the host too, so both
+    // sides start from the same values.
+    Tensor qkv = testing::RandomHost({n, 3 * d}, &rng_);
+    Tensor dout = testing::RandomHost({n, d}, &rng_);
+    Tensor qkv_bf16 = ToDeviceBf16(gpu_.get(), &qkv);
+    Tensor dout_bf16 = ToDeviceBf16(gpu_.get(), &dout);
+    Tensor qkv_f32 = testing::ToDevice(gpu_.get(), qkv);
+    Tensor dout_f32 = testing::ToDevice(gpu_.get(), dout);
+    Tensor q16, k16, v16;
+    Mat dq_in, dk_in, dv_in;
+    if (bf16_inputs) {  // separate contiguous matrices
+      for (Tensor* t : {&q16, &k16, &v16}) *t = gpu_->Empty(DType::kBF16, {n, d});
+      gpu_->Copy(qkv_bf16.mat().Cols(0, d), q16.mat());
+      gpu_->Copy(qkv_bf16.mat().Cols(d, d), k16.mat());
+      gpu_->Copy(qkv_bf16.mat().Cols(2 * d, d), v16.mat());
+      dq_in = q16.mat();
+      dk_in = k16.mat();
+      dv_in = v16.mat();
+    } else {
+      dq_in = qkv_f32.mat().Cols(0, d);
+      dk_in = qkv_f32.mat().Cols(d, d);
+      dv_in = qkv_f32.mat().Cols(2 * d, d);
+    }
+    const Mat hq = qkv.mat().Cols(0, d), hk = qkv.mat().Cols(d, d), hv = qkv.mat().Cols(2 * d, d);
+
+    Pair out = OutputPair(gpu_.get(), {n, d});
+    Pair lse = OutputPair(gpu_.get(), {n, heads});
+    cpu_->AttentionForward(layout.host(), heads, hq, hk, hv, out.h(), &lse.host);
+    gpu_->AttentionForward(layout.dev(), heads, dq_in, dk_in, dv_in, out.d(), &lse.dev);
+    ExpectClose(DeviceError(gpu_.get(), out), kTolBf16, "attention out");
+    ExpectClose(DeviceError(gpu_.get(), lse), kTolBf16, "attention lse");
+
+    Pair dq = OutputPair(gpu_.get(), {n, d}), dk = OutputPair(gpu_.get(), {n, d});
+    Pair dv = OutputPair(gpu_.get(), {n, d});
+    cpu_->AttentionBackward(layout.host(), heads, hq, hk, hv, out.h(), lse.host, dout.mat(),
+                            dq.h(), dk.h(), dv.h());
+    gpu_->AttentionBackward(layout.dev(), heads, dq_in, dk_in, dv_in, out.d(), lse.dev,
+                            bf16_inputs ? dout_bf16.mat() : dout_f32.mat(), dq.d(), dk.d(),
+                            dv.d());
+    ExpectClose(DeviceError(gpu_.get(), dq), kTolBf16, "attention dq");
+    ExpectClose(DeviceError(gpu_.get(), dk), kTolBf16, "attention dk");
+    ExpectClose(DeviceError(gpu_.get(), dv), kTolBf16, "attention dv");
+  }
+
+  uint32_t seed_ = 0;
+  std::mt19937 rng_;
+  std::unique_ptr<Backend> cpu_, gpu_;
+};
+
+TEST_F(AttentionTest, MatchesCpu) {
+  CheckAttention(2, 100, 3, 64, 40, true, false);     // documents shorter than a tile
+  CheckAttention(1, 333, 2, 32, 1000, false, false);  // one document, 5+ tiles
+  CheckAttention(3, 130, 2, 128, 9, true, false);     // many short documents
+  CheckAttention(2, 200, 1, 64, 150, false, true);    // BF16 inputs, documents across tiles
+  CheckAttention(1, 7, 4, 64, 1, true, false);        // every token its own document
+}
+
+TEST_F(AttentionTest, RopeAndSwigluMatchCpu) {
+  const Layout layout = MakeLayout(3, 45, 12, true);
+  const int64_t n = 3 * 45;
+  // Rope in place over q | k of a [N, 3D] view, then back.
+  Pair x = RandomPair(gpu_.get(), {n, 3 * 48}, &rng_);
+  const Mat hx = x.h(0, 96), dx = x.d(0, 96);
+  cpu_->Rope(layout.host(), 16, 10000, false, hx, hx);
+  gpu_->Rope(layout.dev(), 16, 10000, false, dx, dx);
+  ExpectClose(DeviceError(gpu_.get(), x), kTolF32, "rope");
+  Tensor before = testing::ToHost(gpu_.get(), x.dev);
+  gpu_->Rope(layout.dev(), 16, 10000, true, dx, dx);
+  cpu_->Rope(layout.host(), 16, 10000, true, hx, hx);
+  ExpectClose(DeviceError(gpu_.get(), x), kTolF32, "rope inverse");
+  EXPECT_GT(RelError(before.mat(), x.host.mat()), 1e-2) << "rope rotated nothing";
+
+  Pair gu = RandomPair(gpu_.get(), {n, 2 * 37}, &rng_, 2.f);
+  Pair dy = RandomPair(gpu_.get(), {n, 37}, &rng_);
+  Pair y = OutputPair(gpu_.get(), {n, 37});
+  cpu_->SwigluForward(gu.h(0, 37), gu.h(37, 37), y.h());
+  gpu_->SwigluForward(gu.d(0, 37), gu.d(37, 37), y.d());
+  ExpectClose(DeviceError(gpu_.get(), y), kTolF32, "swiglu");
+  Pair dgu = OutputPair(gpu_.get(), {n, 2 * 37});
+  cpu_->SwigluBackward(gu.h(0, 37), gu.h(37, 37), dy.h(), dgu.h(0, 37), dgu.h(37, 37));
+  gpu_->SwigluBackward(gu.d(0, 37), gu.d(37, 37), dy.d(), dgu.d(0, 37), dgu.d(37, 37));
+  ExpectClose(DeviceError(gpu_.get(), dgu), kTolF32, "swiglu backward");
+}
+
+// The block on both backends from the same initial weights, rows grouped by
+// modality through a row map as the model lays them out.
+void CheckBlock(Backend* cpu, Backend* gpu, std::mt19937* rng, bool routed,
+                const std::function<void(double, const std::string&)>& expect) {
+  TransformerConfig c;
+  c.d_model = 128;
+  c.n_head = 2;
+  c.d_ff = 200;
+  c.n_layer = 4;
+  c.n_modalities = 3;
+  c.route_qkv = c.route_attn_out = c.route_ffn_in = c.route_ffn_out = c.route_norms = routed;
+  const int64_t batch = 2, seq_len = 150, n = batch * seq_len;
+  std::vector<uint8_t> starts(n);
+  std::vector<int32_t> modality(n);
+  std::uniform_int_distribution<int> pick(0, 2);
+  for (int64_t i = 0; i < n; ++i) {
+    starts[i] = i % seq_len == 0 || (*rng)() % 16 == 0;
+    modality[i] = pick(*rng);
+  }
+  std::vector<int32_t> row_of(n), by_row;
+  for (int m = 0; m < 3; ++m) {
+    for (int64_t i = 0; i < n; ++i) {
+      if (modality[i] == m) {
+        row_of[i] = static_cast<int32_t>(by_row.size());
+        by_row.push_back(m);
+      }
+    }
+  }
+  std::vector<int32_t> zeros(n, 0);
+  Tensor x_host = testing::RandomHost({n, c.d_model}, rng);
+  Tensor r_host = testing::RandomHost({n, c.d_model}, rng);
+  std::vector<Tensor> outs, dxs;
+  std::vector<std::vector<Tensor>> grads(2);
+  for (Backend* be : {cpu, gpu}) {
+    ParamSet params(be, DType::kF32);
+    TransformerBlock block(&params, "layers.0", c);
+    block.Init(42);
+    Tensor doc = Upload(be, DType::kU8, starts), rows = Upload(be, DType::kI32, row_of);
+    auto by_modality = be->MakeRouting(by_row.data(), n, 3);
+    auto shared = be->MakeRouting(zeros.data(), n, 1);
+    BatchContext ctx{SeqLayout{batch, seq_len, &doc, &rows}, by_modality.get(), shared.get()};
+    Tensor x = testing::ToDevice(be, x_host), r = testing::ToDevice(be, r_host);
+    Tensor out = be->Empty(DType::kF32, {n, c.d_model}), dx = be->Empty(DType::kF32, {n, c.d_model});
+    be->Fill(out.mat(), std::numeric_limits<double>::quiet_NaN());
+    be->Fill(dx.mat(), std::numeric_limits<double>::quiet_NaN());
+    TransformerBlock::Activations acts;
+    block.Forward(ctx, x.mat(), out.mat(), &acts);
+    block.Backward(ctx, x.mat(), acts, r.mat(), dx.mat());
+    outs.push_back(ToHostF32(be, out.mat()));
+    dxs.push_back(ToHostF32(be, dx.mat()));
+    for (const auto& p : params.all()) grads[be == gpu].push_back(ToHostF32(be, p->grad.mat()));
+    be->Synchronize();
+  }
+  const std::string kind = routed ? "routed block " : "dense block ";
+  expect(RelError(outs[1].mat(), outs[0].mat()), kind + "out");
+  expect(RelError(dxs[1].mat(), dxs[0].mat()), kind + "dx");
+  for (size_t i = 0; i < grads[0].size(); ++i) {
+    expect(RelError(grads[1][i].mat(), grads[0][i].mat()), kind + "grad " + std::to_string(i));
+  }
+}
+
+TEST_F(AttentionTest, BlockMatchesCpu) {
+  for (bool routed : {false, true}) {
+    CheckBlock(cpu_.get(), gpu_.get(), &rng_, routed,
+               [&](double err, const std::string& what) { ExpectClose(err, 3e-2, what); });
+  }
+}
+
+}  // namespace
+}  // namespace modamba
