@@ -225,6 +225,16 @@ class Backend {
   // dq, dk and dv are overwritten.
   virtual void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
                                  const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) = 0;
+  // Decoding with a key-value cache: row i of q, k, v (unrotated) is the
+  // next token of stream streams[i], at position pos = lengths[stream] (0
+  // after a reset). q and k are rotated by pos, k and v stored at row pos of
+  // the stream's caches ([num_streams, max_len, heads * head_dim], the
+  // backend's float type), lengths (I32 [num_streams]) becomes pos + 1, and
+  // out is what AttentionForward gives at that position. pos must be below
+  // max_len.
+  virtual void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k,
+                             Mat v, Tensor* k_cache, Tensor* v_cache, Tensor* lengths,
+                             Mat out) = 0;
 
   // ---- loss ----
   // Per row n with weight[n] != 0: losses[n] = -log softmax(logits[n])[target[n]],

@@ -322,6 +322,24 @@ class CpuBackend : public Backend {
                                 dk.ptr<T>(), dk.ld, dv.ptr<T>(), dv.ld));
   }
 
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override {
+    const int32_t* streams = CheckedStreams(step, *lengths);
+    const int64_t max_len = k_cache->dim(1);
+    CHECK(k_cache->shape() == Shape({lengths->dim(0), max_len, q.cols}) &&
+          v_cache->shape() == k_cache->shape())
+        << "attention step: caches are not [streams, max_len, " << q.cols << "]";
+    for (int64_t i = 0; i < step.num_rows(); ++i) {
+      const int32_t pos = step.reset->data<uint8_t>()[i] ? 0 : lengths->data<int32_t>()[streams[i]];
+      CHECK_LT(pos, max_len) << "attention step: stream " << streams[i] << " is full";
+    }
+    DISPATCH_FLOAT(q.dtype, ops::AttentionStep<T>(
+                                step.num_rows(), heads, q.cols / heads, theta, streams,
+                                step.reset->data<uint8_t>(), q.ptr<T>(), q.ld, k.ptr<T>(), k.ld,
+                                v.ptr<T>(), v.ld, max_len, k_cache->data<T>(), v_cache->data<T>(),
+                                lengths->data<int32_t>(), out.ptr<T>(), out.ld));
+  }
+
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override {
     const int32_t* t = targets.data<int32_t>();

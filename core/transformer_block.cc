@@ -1,6 +1,7 @@
 #include "core/transformer_block.h"
 
 #include <cmath>
+#include <vector>
 
 #include "glog/logging.h"
 
@@ -36,30 +37,28 @@ void TransformerBlock::Init(uint64_t seed) {
   ffn_out_.Init(seed, branch / std::sqrt(config_.d_ff));
 }
 
-void TransformerBlock::Forward(const BatchContext& ctx, Mat x, Mat out, Activations* acts) const {
+template <typename Attend>
+void TransformerBlock::Run(const BatchContext& ctx, Mat x, Mat out, Activations* acts,
+                           Attend attend) const {
   Backend* be = params_->backend();
   const int64_t n = x.rows;
-  const int d = config_.d_model, f = config_.d_ff, heads = config_.n_head;
+  const int d = config_.d_model, f = config_.d_ff;
   const DType dt = params_->dtype(), mm = be->MatmulInputDType(dt);
   if (acts->x1.empty() || acts->x1.dim(0) != n) {
     acts->h1 = be->Empty(mm, {n, d});
     acts->rstd1 = be->Empty(dt, {n});
     acts->qkv = be->Empty(dt, {n, 3 * d});
     acts->a = be->Empty(mm, {n, d});
-    acts->lse = be->Empty(dt, {n, heads});
+    acts->lse = be->Empty(dt, {n, config_.n_head});
     acts->x1 = be->Empty(dt, {n, d});
     acts->h2 = be->Empty(mm, {n, d});
     acts->rstd2 = be->Empty(dt, {n});
     acts->gu = be->Empty(dt, {n, 2 * f});
     acts->s = be->Empty(mm, {n, f});
   }
-  const Mat qkv = acts->qkv.mat();
   norm1_.Forward(ctx, x, acts->h1.mat(), &acts->rstd1);
-  qkv_proj_.Forward(ctx, acts->h1.mat(), qkv);
-  be->Rope(ctx.seq, config_.head_dim(), config_.rope_theta, false, qkv.Cols(0, 2 * d),
-           qkv.Cols(0, 2 * d));
-  be->AttentionForward(ctx.seq, heads, qkv.Cols(0, d), qkv.Cols(d, d), qkv.Cols(2 * d, d),
-                       acts->a.mat(), &acts->lse);
+  qkv_proj_.Forward(ctx, acts->h1.mat(), acts->qkv.mat());
+  attend(acts->qkv.mat(), acts->a.mat(), &acts->lse);
   Tensor branch = be->Empty(dt, {n, d});
   out_proj_.Forward(ctx, acts->a.mat(), branch.mat());
   be->Copy(x, acts->x1.mat());
@@ -69,6 +68,37 @@ void TransformerBlock::Forward(const BatchContext& ctx, Mat x, Mat out, Activati
   be->SwigluForward(gu.Cols(0, f), gu.Cols(f, f), acts->s.mat());
   ffn_out_.Forward(ctx, acts->s.mat(), out);
   be->Axpy(1, acts->x1.mat(), out);
+}
+
+void TransformerBlock::Forward(const BatchContext& ctx, Mat x, Mat out, Activations* acts) const {
+  Backend* be = params_->backend();
+  const int d = config_.d_model;
+  Run(ctx, x, out, acts, [&](Mat qkv, Mat a, Tensor* lse) {
+    be->Rope(ctx.seq, config_.head_dim(), config_.rope_theta, false, qkv.Cols(0, 2 * d),
+             qkv.Cols(0, 2 * d));
+    be->AttentionForward(ctx.seq, config_.n_head, qkv.Cols(0, d), qkv.Cols(d, d),
+                         qkv.Cols(2 * d, d), a, lse);
+  });
+}
+
+TransformerBlock::State TransformerBlock::NewState(int64_t num_streams, int64_t max_len) const {
+  Backend* be = params_->backend();
+  State s;
+  s.k_cache = be->Empty(params_->dtype(), {num_streams, max_len, config_.d_model});
+  s.v_cache = be->Empty(params_->dtype(), {num_streams, max_len, config_.d_model});
+  s.lengths = Upload(be, DType::kI32, std::vector<int32_t>(num_streams, 0));
+  return s;
+}
+
+void TransformerBlock::Step(const BatchContext& ctx, const StepLayout& step, Mat x, Mat out,
+                            State* state) const {
+  Backend* be = params_->backend();
+  const int d = config_.d_model;
+  Activations acts;
+  Run(ctx, x, out, &acts, [&](Mat qkv, Mat a, Tensor*) {
+    be->AttentionStep(step, config_.n_head, config_.rope_theta, qkv.Cols(0, d), qkv.Cols(d, d),
+                      qkv.Cols(2 * d, d), &state->k_cache, &state->v_cache, &state->lengths, a);
+  });
 }
 
 void TransformerBlock::Backward(const BatchContext& ctx, Mat x, const Activations& acts,

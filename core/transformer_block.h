@@ -51,6 +51,13 @@ class TransformerBlock {
     Tensor h1, rstd1, qkv, a, lse, x1, h2, rstd2, gu, s;
   };
 
+  // What decoding carries per stream: the rotated keys and the values of
+  // the stream's current document, and how many there are.
+  struct State {
+    Tensor k_cache, v_cache;  // [num_streams, max_len, D]
+    Tensor lengths;           // I32 [num_streams]
+  };
+
   TransformerBlock(ParamSet* params, const std::string& name, const TransformerConfig& config);
   void Init(uint64_t seed);
   // out = block(x), x the residual stream. Allocates `acts` on first use.
@@ -58,7 +65,19 @@ class TransformerBlock {
   // dx is overwritten with d(loss)/d(x).
   void Backward(const BatchContext& ctx, Mat x, const Activations& acts, Mat dout, Mat dx) const;
 
+  // Empty caches for `num_streams` streams of documents up to `max_len` tokens.
+  State NewState(int64_t num_streams, int64_t max_len) const;
+  // Decoding: row i of x is the next token of stream step.streams[i] (a new
+  // document where step.reset[i]); out is what Forward gives at that
+  // position. ctx's routings are over the step's rows, which must be grouped
+  // by modality when any weight is routed (as the model groups a batch's).
+  void Step(const BatchContext& ctx, const StepLayout& step, Mat x, Mat out, State* state) const;
+
  private:
+  // The block around its attention: attend(qkv, a, lse) fills a from qkv.
+  template <typename Attend>
+  void Run(const BatchContext& ctx, Mat x, Mat out, Activations* acts, Attend attend) const;
+
   ParamSet* params_;
   const TransformerConfig config_;
   RmsNorm norm1_, norm2_;

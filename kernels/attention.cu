@@ -85,6 +85,11 @@ __global__ void DocFirstKernel(const uint8_t* doc_start, int64_t seq_len, int32_
   }
 }
 
+// The angle of rotary pair j at position `pos` (Backend::Rope).
+__device__ __forceinline__ float RopeAngle(float pos, int j, int head_dim, float log2_theta) {
+  return pos * exp2f(-2.f * static_cast<float>(j) / head_dim * log2_theta);
+}
+
 // One thread per (position, rotary pair); x and y may alias.
 template <bool kMapped>
 __global__ void RopeKernel(int64_t n, int64_t seq_len, const int32_t* rows, const int32_t* first,
@@ -97,12 +102,78 @@ __global__ void RopeKernel(int64_t n, int64_t seq_len, const int32_t* rows, cons
     const int64_t col = (p / half) * head_dim + p % half;
     const int64_t r = RowOf<kMapped>(rows, pos);
     const float t = static_cast<float>(pos % seq_len - first[pos]);
-    const float freq = exp2f(-2.f * static_cast<float>(p % half) / head_dim * log2_theta);
     float s, c;
-    sincosf(sign * t * freq, &s, &c);
+    sincosf(sign * RopeAngle(t, static_cast<int>(p % half), head_dim, log2_theta), &s, &c);
     const float x1 = x.data[r * x.ld + col], x2 = x.data[r * x.ld + col + half];
     y.data[r * y.ld + col] = x1 * c - x2 * s;
     y.data[r * y.ld + col + half] = x2 * c + x1 * s;
+  }
+}
+
+// ---- decoding with a key-value cache ----
+
+// One block per (row, head): the row's q and k rotated by the stream's
+// position, k and v appended to the caches, then softmax attention over the
+// cached rows in fp32. Shared: q [head_dim] | scores [max_len] | [32].
+__global__ void AttentionStepKernel(AttentionStepArgs a, OutView out) {
+  extern __shared__ float shared[];
+  const int64_t i = blockIdx.x;
+  const int h = blockIdx.y, hd = a.head_dim, half = hd / 2;
+  const int64_t dim = int64_t(a.heads) * hd, c0 = int64_t(h) * hd;
+  const int32_t s = a.streams[i];
+  const int32_t pos = s >= 0 && s < a.num_streams ? (a.reset[i] ? 0 : a.lengths[s]) : -1;
+  if (pos < 0 || pos >= a.max_len) {  // a bad stream, or a full one
+    if (threadIdx.x == 0) atomicExch(a.error, 1);
+    return;
+  }
+  float* sq = shared;
+  float* sp = sq + hd;
+  float* reduce = sp + a.max_len;
+  float* kc = a.k_cache + int64_t(s) * a.max_len * dim + c0;
+  float* vc = a.v_cache + int64_t(s) * a.max_len * dim + c0;
+  const float* qi = a.q.data + i * a.q.ld + c0;
+  const float* ki = a.k.data + i * a.k.ld + c0;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    float sn, cs;
+    sincosf(RopeAngle(static_cast<float>(pos), j, hd, a.log2_theta), &sn, &cs);
+    sq[j] = qi[j] * cs - qi[j + half] * sn;
+    sq[j + half] = qi[j + half] * cs + qi[j] * sn;
+    kc[pos * dim + j] = ki[j] * cs - ki[j + half] * sn;
+    kc[pos * dim + j + half] = ki[j + half] * cs + ki[j] * sn;
+  }
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    vc[pos * dim + d] = a.v.data[i * a.v.ld + c0 + d];
+  }
+  __syncthreads();  // the block's cache writes are visible to it after this
+  const float scale = 1.f / sqrtf(static_cast<float>(hd));
+  float m = -INFINITY;
+  for (int j = threadIdx.x; j <= pos; j += blockDim.x) {
+    float dot = 0;
+    for (int d = 0; d < hd; ++d) dot += sq[d] * kc[j * dim + d];
+    sp[j] = dot * scale;
+    m = fmaxf(m, sp[j]);
+  }
+  m = WarpMax(m);
+  if ((threadIdx.x & 31) == 0) reduce[threadIdx.x >> 5] = m;
+  __syncthreads();
+  for (int w = 0; w < (blockDim.x >> 5); ++w) m = fmaxf(m, reduce[w]);
+  __syncthreads();  // reduce is reused by BlockSum
+  float sum = 0;
+  for (int j = threadIdx.x; j <= pos; j += blockDim.x) sum += sp[j] = __expf(sp[j] - m);
+  sum = BlockSum(sum, reduce);
+  for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+    float acc = 0;
+    for (int j = 0; j <= pos; ++j) acc += sp[j] * vc[j * dim + d];
+    StoreOut(out.data, out.bf16, i * out.ld + c0 + d, acc / sum);
+  }
+}
+
+// After every head's block has read it: lengths[stream] = pos + 1.
+__global__ void AdvanceLengthsKernel(AttentionStepArgs a) {
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < a.rows;
+       i += int64_t(gridDim.x) * blockDim.x) {
+    const int32_t s = a.streams[i];
+    if (s >= 0 && s < a.num_streams) a.lengths[s] = (a.reset[i] ? 0 : a.lengths[s]) + 1;
   }
 }
 
@@ -551,6 +622,19 @@ void Rope(int64_t batch, int64_t seq_len, const int32_t* rows, const int32_t* fi
     RopeKernel<decltype(mapped)::value><<<GridFor(n * x.cols / 2, 256), 256, 0, stream>>>(
         n, seq_len, rows, first, head_dim, std::log2(theta), inverse ? -1.f : 1.f, x, y);
   });
+  CUDA_CHECK_LAUNCH();
+}
+
+void AttentionStep(const AttentionStepArgs& a, OutView out, cudaStream_t stream) {
+  if (a.rows == 0) return;
+  constexpr int kStepThreads = 128;
+  const size_t shared = (a.head_dim + a.max_len + 32) * sizeof(float);
+  CUDA_CHECK(cudaFuncSetAttribute(AttentionStepKernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(shared)));
+  AttentionStepKernel<<<dim3(static_cast<unsigned>(a.rows), a.heads), kStepThreads, shared,
+                        stream>>>(a, out);
+  CUDA_CHECK_LAUNCH();
+  AdvanceLengthsKernel<<<GridFor(a.rows, 256), 256, 0, stream>>>(a);
   CUDA_CHECK_LAUNCH();
 }
 

@@ -177,6 +177,48 @@ TEST_F(AttentionTest, RopeAndSwigluMatchCpu) {
   ExpectClose(DeviceError(gpu_.get(), dgu), kTolF32, "swiglu backward");
 }
 
+// Decoding steps of 3 streams (one reset mid-way, rows in shuffled stream
+// order) against the CPU's AttentionStep: outputs, caches and lengths.
+TEST_F(AttentionTest, StepMatchesCpu) {
+  const int heads = 3, head_dim = 64, d = heads * head_dim;
+  const int64_t streams = 3, max_len = 70;
+  Tensor kc_host = Tensor::Zeros(DType::kF32, {streams, max_len, d});
+  Tensor vc_host = Tensor::Zeros(DType::kF32, {streams, max_len, d});
+  Tensor len_host = Tensor::Zeros(DType::kI32, {streams});
+  Tensor kc = testing::ToDevice(gpu_.get(), kc_host), vc = testing::ToDevice(gpu_.get(), vc_host);
+  Tensor len = testing::ToDevice(gpu_.get(), len_host);
+  std::vector<int32_t> order = {0, 1, 2};
+  for (int t = 0; t < 60; ++t) {
+    std::shuffle(order.begin(), order.end(), rng_);
+    Tensor ids(DType::kI32, {streams}), reset(DType::kU8, {streams});
+    for (int i = 0; i < streams; ++i) {
+      ids.data<int32_t>()[i] = order[i];
+      reset.data<uint8_t>()[i] = t == 0 || (t == 37 && order[i] == 1);
+    }
+    Pair ids_p = testing::Upload(gpu_.get(), std::move(ids));
+    Pair reset_p = testing::Upload(gpu_.get(), std::move(reset));
+    Pair qkv = RandomPair(gpu_.get(), {streams, 3 * d}, &rng_);
+    Pair out = OutputPair(gpu_.get(), {streams, d});
+    const StepLayout hs{&ids_p.host, &reset_p.host}, ds{&ids_p.dev, &reset_p.dev};
+    cpu_->AttentionStep(hs, heads, 10000, qkv.h(0, d), qkv.h(d, d), qkv.h(2 * d, d), &kc_host,
+                        &vc_host, &len_host, out.h());
+    gpu_->AttentionStep(ds, heads, 10000, qkv.d(0, d), qkv.d(d, d), qkv.d(2 * d, d), &kc, &vc,
+                        &len, out.d());
+    if (t % 20 == 19 || t == 37) {
+      ExpectClose(DeviceError(gpu_.get(), out), kTolF32 * 10, "step out " + std::to_string(t));
+    }
+  }
+  gpu_->Synchronize();
+  Tensor got_len = testing::ToHost(gpu_.get(), len);
+  for (int s = 0; s < streams; ++s) {
+    EXPECT_EQ(got_len.data<int32_t>()[s], len_host.data<int32_t>()[s]) << "stream " << s;
+  }
+  ExpectClose(RelError(testing::ToHost(gpu_.get(), kc).mat(), kc_host.mat()), kTolF32,
+              "step k cache");
+  ExpectClose(RelError(testing::ToHost(gpu_.get(), vc).mat(), vc_host.mat()), kTolF32,
+              "step v cache");
+}
+
 // The block on both backends from the same initial weights, rows grouped by
 // modality through a row map as the model lays them out.
 void CheckBlock(Backend* cpu, Backend* gpu, std::mt19937* rng, bool routed,

@@ -463,6 +463,44 @@ class CudaBackend : public Backend {
                             ToOut(dk), ToOut(dv), stream_);
   }
 
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override {
+    CheckF32(q, "attention step q");
+    CheckF32(k, "attention step k");
+    CheckF32(v, "attention step v");
+    CheckMatmulInput(out, "attention step out");
+    const int64_t rows = step.num_rows();
+    CHECK(q.rows == rows && SameShape(q, k) && SameShape(q, v) && SameShape(q, out))
+        << "attention step: q, k, v and out need one row per stream";
+    CHECK(heads > 0 && q.cols % heads == 0 && (q.cols / heads) % 2 == 0)
+        << "attention step: " << q.cols << " columns are not " << heads << " even heads";
+    CheckTensor(*k_cache, DType::kF32, "attention step k cache");
+    CheckTensor(*v_cache, DType::kF32, "attention step v cache");
+    CheckTensor(*lengths, DType::kI32, "attention step lengths");
+    CHECK(k_cache->shape().size() == 3 && k_cache->dim(0) == lengths->numel() &&
+          k_cache->dim(2) == q.cols && v_cache->shape() == k_cache->shape())
+        << "attention step: caches are not [streams, max_len, " << q.cols << "]";
+    CheckTensor(*step.streams, DType::kI32, "attention step streams");
+    CheckTensor(*step.reset, DType::kU8, "attention step reset");
+    cuda::AttentionStepArgs a;
+    a.rows = rows;
+    a.heads = heads;
+    a.head_dim = static_cast<int>(q.cols / heads);
+    a.log2_theta = static_cast<float>(std::log2(theta));
+    a.streams = step.streams->data<int32_t>();
+    a.reset = step.reset->data<uint8_t>();
+    a.q = ToConst(q);
+    a.k = ToConst(k);
+    a.v = ToConst(v);
+    a.num_streams = lengths->numel();
+    a.max_len = k_cache->dim(1);
+    a.k_cache = k_cache->data<float>();
+    a.v_cache = v_cache->data<float>();
+    a.lengths = lengths->data<int32_t>();
+    a.error = ctx_->error_flag();
+    cuda::AttentionStep(a, ToOut(out), stream_);
+  }
+
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override {
     CheckF32(logits, "cross-entropy logits");

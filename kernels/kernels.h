@@ -286,6 +286,23 @@ struct AttentionArgs {
 };
 // lse: [N, heads] by row, the natural log-sum-exp of each query's scores.
 void AttentionForward(const AttentionArgs& a, OutView out, float* lse, cudaStream_t stream);
+// Backend::AttentionStep in fp32: one row per stream, caches [num_streams,
+// max_len, heads * head_dim]. A stream outside [0, num_streams) or a full one
+// raises *error and its row is skipped.
+struct AttentionStepArgs {
+  int64_t rows = 0;
+  int heads = 0, head_dim = 0;
+  float log2_theta = 0;
+  const int32_t* streams = nullptr;
+  const uint8_t* reset = nullptr;
+  ConstView q, k, v;
+  int64_t num_streams = 0, max_len = 0;
+  float* k_cache = nullptr;
+  float* v_cache = nullptr;
+  int32_t* lengths = nullptr;
+  int* error = nullptr;
+};
+void AttentionStep(const AttentionStepArgs& a, OutView out, cudaStream_t stream);
 // dq, dk and dv are overwritten; dout is bf16 like q.
 void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
                        const __nv_bfloat16* dout, int64_t lddo, OutView dq, OutView dk,

@@ -184,6 +184,13 @@ void ProfiledBackend::AttentionBackward(const SeqLayout& seq, int heads, Mat q, 
   Timed("AttentionBackward",
         [&] { inner_->AttentionBackward(seq, heads, q, k, v, out, lse, dout, dq, dk, dv); });
 }
+void ProfiledBackend::AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k,
+                                    Mat v, Tensor* k_cache, Tensor* v_cache, Tensor* lengths,
+                                    Mat out) {
+  Timed("AttentionStep", [&] {
+    inner_->AttentionStep(step, heads, theta, q, k, v, k_cache, v_cache, lengths, out);
+  });
+}
 void ProfiledBackend::CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
                                    Tensor* losses, Mat dlogits) {
   Timed(absl::StrCat("CrossEntropy ", Dims(logits)),

@@ -78,6 +78,8 @@ class ProfiledBackend : public Backend {
                         Tensor* lse) override;
   void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
                          const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) override;
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override;
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override;
   void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,

@@ -83,25 +83,75 @@ struct AttentionRef {
   }
 };
 
+// out = sum_j softmax_j(q . key(j) * scale) value(j) over j < count, one
+// head of head_dim; returns the log-sum-exp of the scaled scores. p: scratch.
+template <typename T, typename Key, typename Value>
+T AttendOne(int64_t head_dim, T scale, const T* q, int64_t count, Key key, Value value,
+            std::vector<T>* p, T* out) {
+  p->resize(count);
+  T m = -std::numeric_limits<T>::infinity();
+  for (int64_t j = 0; j < count; ++j) {
+    const T* kj = key(j);
+    T s = 0;
+    for (int64_t d = 0; d < head_dim; ++d) s += q[d] * kj[d];
+    m = std::max(m, (*p)[j] = s * scale);
+  }
+  T sum = 0;
+  for (int64_t j = 0; j < count; ++j) sum += (*p)[j] = std::exp((*p)[j] - m);
+  std::fill(out, out + head_dim, T(0));
+  for (int64_t j = 0; j < count; ++j) {
+    const T* vj = value(j);
+    for (int64_t d = 0; d < head_dim; ++d) out[d] += (*p)[j] / sum * vj[d];
+  }
+  return m + std::log(sum);
+}
+
 template <typename T>
 void AttentionForward(const AttentionRef<T>& a, T* out, int64_t ldo, T* lse) {
-  std::vector<T> p(a.seq_len);
+  std::vector<T> p;
   for (int64_t b = 0; b < a.batch; ++b) {
     std::vector<int64_t> first = DocStarts(a.seq_len, a.doc_start + b * a.seq_len);
     for (int64_t h = 0; h < a.heads; ++h) {
+      const int64_t c0 = h * a.head_dim;
       for (int64_t i = 0; i < a.seq_len; ++i) {
-        T m = -std::numeric_limits<T>::infinity();
-        for (int64_t j = first[i]; j <= i; ++j) m = std::max(m, p[j] = a.Score(b, h, i, j));
-        T sum = 0;
-        for (int64_t j = first[i]; j <= i; ++j) sum += p[j] = std::exp(p[j] - m);
-        T* oi = out + a.Row(b, i) * ldo + h * a.head_dim;
-        std::fill(oi, oi + a.head_dim, T(0));
-        for (int64_t j = first[i]; j <= i; ++j) {
-          const T* vj = a.v + a.Row(b, j) * a.ldv + h * a.head_dim;
-          for (int64_t d = 0; d < a.head_dim; ++d) oi[d] += p[j] / sum * vj[d];
-        }
-        lse[a.Row(b, i) * a.heads + h] = m + std::log(sum);
+        const int64_t ri = a.Row(b, i), f = first[i];
+        lse[ri * a.heads + h] = AttendOne(
+            a.head_dim, a.scale(), a.q + ri * a.ldq + c0, i - f + 1,
+            [&](int64_t j) { return a.k + a.Row(b, f + j) * a.ldk + c0; },
+            [&](int64_t j) { return a.v + a.Row(b, f + j) * a.ldv + c0; }, &p,
+            out + ri * ldo + c0);
       }
+    }
+  }
+}
+
+// Decoding, one row per stream: row i continues stream streams[i] (a new
+// document when reset[i]) at position pos = its cached length, 0 after a
+// reset. q and k are rotated by pos, k and v go to cache row pos of the
+// stream ([num_streams, max_len, heads * head_dim]), and out is attention
+// over cache rows [0, pos]: AttentionForward's output at that position.
+template <typename T>
+void AttentionStep(int64_t num_rows, int64_t heads, int64_t head_dim, double theta,
+                   const int32_t* streams, const uint8_t* reset, const T* q, int64_t ldq,
+                   const T* k, int64_t ldk, const T* v, int64_t ldv, int64_t max_len, T* k_cache,
+                   T* v_cache, int32_t* lengths, T* out, int64_t ldo) {
+  const int64_t dim = heads * head_dim;
+  const T scale = T(1) / std::sqrt(static_cast<T>(head_dim));
+  std::vector<T> qr(dim), p;
+  for (int64_t i = 0; i < num_rows; ++i) {
+    const int64_t s = streams[i], pos = reset[i] ? 0 : lengths[s];
+    T* kc = k_cache + s * max_len * dim;
+    T* vc = v_cache + s * max_len * dim;
+    RopeRow(dim, head_dim, theta, static_cast<double>(pos), 1.0, q + i * ldq, qr.data());
+    RopeRow(dim, head_dim, theta, static_cast<double>(pos), 1.0, k + i * ldk, kc + pos * dim);
+    std::copy(v + i * ldv, v + i * ldv + dim, vc + pos * dim);
+    lengths[s] = static_cast<int32_t>(pos + 1);
+    for (int64_t h = 0; h < heads; ++h) {
+      const int64_t c0 = h * head_dim;
+      AttendOne(
+          head_dim, scale, qr.data() + c0, pos + 1,
+          [&](int64_t j) { return kc + j * dim + c0; },
+          [&](int64_t j) { return vc + j * dim + c0; }, &p, out + i * ldo + c0);
     }
   }
 }
