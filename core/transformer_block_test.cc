@@ -10,7 +10,9 @@
 #include <numeric>
 #include <vector>
 
+#include "core/config.h"
 #include "core/rng.h"
+#include "glog/logging.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -26,14 +28,14 @@ struct Packed {
 
 class Harness {
  public:
-  Harness(const TransformerConfig& config, const Packed& p, uint64_t seed = 7)
+  Harness(const v1::ModelConfig& config, const Packed& p, uint64_t seed = 7)
       : params_(be_.get(), DType::kF64), block_(&params_, "layers.0", config) {
     block_.Init(seed);
     const int64_t n = p.batch * p.seq_len;
     // Row of each position: modality 0's positions first, sequence order inside.
     std::vector<int32_t> row_of(n), by_row(n);
     int32_t next = 0;
-    for (int m = 0; m < config.n_modalities; ++m) {
+    for (int m = 0; m < config.n_modalities(); ++m) {
       for (int64_t i = 0; i < n; ++i) {
         if (p.modality[i] == m) {
           by_row[next] = m;
@@ -43,7 +45,7 @@ class Harness {
     }
     doc_start_ = Upload(be_.get(), DType::kU8, p.doc_start);
     rows_ = Upload(be_.get(), DType::kI32, row_of);
-    by_modality_ = be_->MakeRouting(by_row.data(), n, config.n_modalities);
+    by_modality_ = be_->MakeRouting(by_row.data(), n, config.n_modalities());
     std::vector<int32_t> zeros(n, 0);
     shared_ = be_->MakeRouting(zeros.data(), n, 1);
     ctx_ = BatchContext{SeqLayout{p.batch, p.seq_len, &doc_start_, &rows_}, by_modality_.get(),
@@ -52,14 +54,15 @@ class Harness {
 
   Tensor Forward(const Tensor& x) {
     Tensor out(DType::kF64, x.shape());
-    block_.Forward(ctx_, x.mat(), out.mat(), &acts_);
+    block_.Forward(ctx_, x.mat(), out.mat(), acts_.get());
     return out;
   }
   // dx of L = sum(out * r); parameter gradients accumulate into params().
   Tensor Backward(const Tensor& x, const Tensor& r) {
     Forward(x);
     Tensor dx(DType::kF64, x.shape());
-    block_.Backward(ctx_, x.mat(), acts_, r.mat(), dx.mat());
+    be_->Copy(r.mat(), dx.mat());
+    block_.Backward(ctx_, x.mat(), *acts_, dx.mat());
     return dx;
   }
   const ParamSet& params() const { return params_; }
@@ -72,7 +75,7 @@ class Harness {
   Tensor doc_start_, rows_;
   std::unique_ptr<Routing> by_modality_, shared_;
   BatchContext ctx_;
-  TransformerBlock::Activations acts_;
+  std::unique_ptr<Block::Activations> acts_ = block_.NewActivations();
 };
 
 Tensor Random(const Shape& shape, Rng* rng) {
@@ -95,25 +98,33 @@ Packed TwoSequences() {
   return p;
 }
 
-TransformerConfig Small(bool routed) {
-  TransformerConfig c;
-  c.d_model = 8;
-  c.n_head = 2;
-  c.d_ff = 12;
-  c.n_layer = 2;
-  c.n_modalities = 3;
-  c.route_qkv = c.route_attn_out = c.route_ffn_in = c.route_ffn_out = c.route_norms = routed;
+v1::ModelConfig Small(bool routed, int modalities = 3) {
+  v1::ModelConfig c;
+  c.set_architecture(v1::ModelConfig::TRANSFORMER);
+  c.set_d_model(8);
+  c.set_n_layer(2);
+  c.set_vocab_size(16);
+  c.set_n_head(2);
+  c.set_d_ff(12);
+  c.set_n_modalities(modalities);
+  for (auto set : {&v1::ModelConfig::set_route_qkv, &v1::ModelConfig::set_route_attn_out,
+                   &v1::ModelConfig::set_route_ffn_in, &v1::ModelConfig::set_route_ffn_out,
+                   &v1::ModelConfig::set_route_norms}) {
+    (c.*set)(routed);
+  }
+  const absl::Status resolved = ResolveModelConfig(&c, "test config");
+  CHECK(resolved.ok()) << resolved;
   return c;
 }
 
 // Relative L2 error of the analytic gradient of every parameter and of x
 // against fourth-order central differences of L = sum(block(x) * r).
-void CheckGradients(const TransformerConfig& config) {
+void CheckGradients(const v1::ModelConfig& config) {
   const Packed p = TwoSequences();
   Harness h(config, p);
   Rng rng(11);
   const int64_t n = p.batch * p.seq_len;
-  Tensor x = Random({n, config.d_model}, &rng), r = Random({n, config.d_model}, &rng);
+  Tensor x = Random({n, config.d_model()}, &rng), r = Random({n, config.d_model()}, &rng);
   Tensor dx = h.Backward(x, r);
   auto check = [&](const std::string& what, double* values, const double* grad, int64_t size) {
     double err2 = 0, ref2 = 0;
@@ -146,9 +157,7 @@ TEST(TransformerBlockTest, RoutedGradients) { CheckGradients(Small(true)); }
 TEST(TransformerBlockTest, OneModalityMixtureEqualsDenseBitForBit) {
   Packed p = TwoSequences();
   std::fill(p.modality.begin(), p.modality.end(), 0);
-  TransformerConfig dense = Small(false), mot = Small(true);
-  dense.n_modalities = mot.n_modalities = 1;
-  Harness a(dense, p), b(mot, p);
+  Harness a(Small(false, 1), p), b(Small(true, 1), p);
   Rng rng(3);
   Tensor x = Random({14, 8}, &rng), r = Random({14, 8}, &rng);
   Tensor ya = a.Forward(x), yb = b.Forward(x);
@@ -174,7 +183,7 @@ TEST(TransformerBlockTest, OneModalityMixtureEqualsDenseBitForBit) {
 // those of the same document alone in its own sequence (rotary positions
 // count from the document's start).
 TEST(TransformerBlockTest, PackedDocumentsAreIndependent) {
-  const TransformerConfig c = Small(true);
+  const v1::ModelConfig c = Small(true);
   Packed packed{1, 9, {1, 0, 0, 0, 1, 0, 0, 0, 0}, {0, 1, 2, 0, 1, 1, 0, 2, 0}};
   Packed alone{1, 5, {1, 0, 0, 0, 0}, {1, 1, 0, 2, 0}};
   Harness hp(c, packed), ha(c, alone);
@@ -208,11 +217,11 @@ TEST(TransformerBlockTest, PackedDocumentsAreIndependent) {
 // Decoding two streams token by token through the key-value caches gives the
 // parallel forward's outputs, documents and all: each step's rows ordered by
 // modality, as the routed norms need.
-void CheckSteps(const TransformerConfig& config) {
+void CheckSteps(const v1::ModelConfig& config) {
   const Packed p = TwoSequences();
   Harness parallel(config, p);
   Rng rng(13);
-  const int64_t n = p.batch * p.seq_len, d = config.d_model;
+  const int64_t n = p.batch * p.seq_len, d = config.d_model();
   Tensor x = Random({n, d}, &rng);
   Tensor want = parallel.Forward(x);
 
@@ -220,7 +229,7 @@ void CheckSteps(const TransformerConfig& config) {
   ParamSet params(be.get(), DType::kF64);
   TransformerBlock block(&params, "layers.0", config);
   block.Init(7);
-  TransformerBlock::State state = block.NewState(p.batch, p.seq_len);
+  std::unique_ptr<Block::State> state = block.NewState(p.batch);
   for (int64_t t = 0; t < p.seq_len; ++t) {
     std::vector<int32_t> streams(p.batch), modality;
     std::iota(streams.begin(), streams.end(), 0);
@@ -238,12 +247,12 @@ void CheckSteps(const TransformerConfig& config) {
     Tensor streams_t = Upload(be.get(), DType::kI32, streams);
     Tensor reset_t = Upload(be.get(), DType::kU8, reset);
     StepLayout step{&streams_t, &reset_t};
-    auto by_modality = be->MakeRouting(modality.data(), p.batch, config.n_modalities);
+    auto by_modality = be->MakeRouting(modality.data(), p.batch, config.n_modalities());
     std::vector<int32_t> zeros(p.batch, 0);
     auto shared = be->MakeRouting(zeros.data(), p.batch, 1);
-    BatchContext ctx{step.AsSequences(), by_modality.get(), shared.get()};
-    Tensor out(DType::kF64, {p.batch, d});
-    block.Step(ctx, step, xs.mat(), out.mat(), &state);
+    const StepContext ctx{step, &streams, &reset, by_modality.get(), shared.get()};
+    block.Step(ctx, xs.mat(), state.get());
+    const Tensor& out = xs;
     for (int64_t i = 0; i < p.batch; ++i) {
       const int64_t row = parallel.RowOf(streams[i] * p.seq_len + t);
       for (int64_t j = 0; j < d; ++j) {
