@@ -4,7 +4,10 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -31,22 +34,37 @@ const std::vector<std::pair<std::string, std::string>>& Metrics() {
   return *metrics;
 }
 
+// "dense", "MoM" or the routed Mamba projections ("in+out"); for
+// Transformers "dense Transformer", "MoT" or "Transformer qkv+norms".
 std::string Variant(const v1::ModelConfig& m) {
+  const bool transformer = m.architecture() == v1::ModelConfig::TRANSFORMER;
+  const std::vector<std::pair<const char*, bool>> switches =
+      transformer ? std::vector<std::pair<const char*, bool>>{{"qkv", m.route_qkv()},
+                                                              {"attn_out", m.route_attn_out()},
+                                                              {"ffn_in", m.route_ffn_in()},
+                                                              {"ffn_out", m.route_ffn_out()},
+                                                              {"norms", m.route_norms()}}
+                  : std::vector<std::pair<const char*, bool>>{{"in", m.route_in()},
+                                                              {"x", m.route_x()},
+                                                              {"dt", m.route_dt()},
+                                                              {"out", m.route_out()}};
   std::vector<std::string> routed;
-  if (m.route_in()) routed.push_back("in");
-  if (m.route_x()) routed.push_back("x");
-  if (m.route_dt()) routed.push_back("dt");
-  if (m.route_out()) routed.push_back("out");
-  if (routed.empty()) return "dense";
-  if (routed.size() == 4) return "MoM";
-  return absl::StrJoin(routed, "+");
+  for (const auto& [name, on] : switches) {
+    if (on) routed.push_back(name);
+  }
+  if (routed.empty()) return transformer ? "dense Transformer" : "dense";
+  if (routed.size() == switches.size()) return transformer ? "MoT" : "MoM";
+  return (transformer ? "Transformer " : "") + absl::StrJoin(routed, "+");
 }
 
 const uint32_t kColors[] = {0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
 
-// Table and legend order: the baseline, the full model, then the ablations.
+// Table and legend order: the baselines and full models, then the ablations.
 bool VariantBefore(const std::string& a, const std::string& b) {
-  auto rank = [](const std::string& v) { return v == "dense" ? 0 : v == "MoM" ? 1 : 2; };
+  static const char* const kOrder[] = {"dense", "MoM", "dense Transformer", "MoT"};
+  auto rank = [](const std::string& v) {
+    return std::find(std::begin(kOrder), std::end(kOrder), v) - std::begin(kOrder);
+  };
   return rank(a) != rank(b) ? rank(a) < rank(b) : a < b;
 }
 
