@@ -102,26 +102,26 @@ class AttentionTest : public ::testing::Test {
     Tensor qkv_f32 = testing::ToDevice(gpu_.get(), qkv);
     Tensor dout_f32 = testing::ToDevice(gpu_.get(), dout);
     Tensor q16, k16, v16;
-    Mat dq_in, dk_in, dv_in;
+    Mat q_dev, k_dev, v_dev;
     if (bf16_inputs) {  // separate contiguous matrices
       for (Tensor* t : {&q16, &k16, &v16}) *t = gpu_->Empty(DType::kBF16, {n, d});
       gpu_->Copy(qkv_bf16.mat().Cols(0, d), q16.mat());
       gpu_->Copy(qkv_bf16.mat().Cols(d, d), k16.mat());
       gpu_->Copy(qkv_bf16.mat().Cols(2 * d, d), v16.mat());
-      dq_in = q16.mat();
-      dk_in = k16.mat();
-      dv_in = v16.mat();
+      q_dev = q16.mat();
+      k_dev = k16.mat();
+      v_dev = v16.mat();
     } else {
-      dq_in = qkv_f32.mat().Cols(0, d);
-      dk_in = qkv_f32.mat().Cols(d, d);
-      dv_in = qkv_f32.mat().Cols(2 * d, d);
+      q_dev = qkv_f32.mat().Cols(0, d);
+      k_dev = qkv_f32.mat().Cols(d, d);
+      v_dev = qkv_f32.mat().Cols(2 * d, d);
     }
     const Mat hq = qkv.mat().Cols(0, d), hk = qkv.mat().Cols(d, d), hv = qkv.mat().Cols(2 * d, d);
 
     Pair out = OutputPair(gpu_.get(), {n, d});
     Pair lse = OutputPair(gpu_.get(), {n, heads});
     cpu_->AttentionForward(layout.host(), heads, hq, hk, hv, out.h(), &lse.host);
-    gpu_->AttentionForward(layout.dev(), heads, dq_in, dk_in, dv_in, out.d(), &lse.dev);
+    gpu_->AttentionForward(layout.dev(), heads, q_dev, k_dev, v_dev, out.d(), &lse.dev);
     ExpectClose(DeviceError(gpu_.get(), out), kTolBf16, "attention out");
     ExpectClose(DeviceError(gpu_.get(), lse), kTolBf16, "attention lse");
 
@@ -129,7 +129,7 @@ class AttentionTest : public ::testing::Test {
     Pair dv = OutputPair(gpu_.get(), {n, d});
     cpu_->AttentionBackward(layout.host(), heads, hq, hk, hv, out.h(), lse.host, dout.mat(),
                             dq.h(), dk.h(), dv.h());
-    gpu_->AttentionBackward(layout.dev(), heads, dq_in, dk_in, dv_in, out.d(), lse.dev,
+    gpu_->AttentionBackward(layout.dev(), heads, q_dev, k_dev, v_dev, out.d(), lse.dev,
                             bf16_inputs ? dout_bf16.mat() : dout_f32.mat(), dq.d(), dk.d(),
                             dv.d());
     ExpectClose(DeviceError(gpu_.get(), dq), kTolBf16, "attention dq");
