@@ -6,6 +6,7 @@
 // NaN-poisoned first. Then the whole block, dense and routed, on the GPU
 // against the CPU. Skips without a GPU.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <iostream>
@@ -16,6 +17,8 @@
 #include <vector>
 
 #include "core/backend.h"
+#include "core/config.h"
+#include "core/model.h"
 #include "core/transformer_block.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
@@ -219,17 +222,33 @@ TEST_F(AttentionTest, StepMatchesCpu) {
               "step v cache");
 }
 
+// d_model 128 in 2 heads of 64 (a head size the GPU kernels take), 3
+// modalities, every weight routed or none.
+v1::ModelConfig TransformerConfig(bool routed) {
+  v1::ModelConfig c;
+  c.set_architecture(v1::ModelConfig::TRANSFORMER);
+  c.set_d_model(128);
+  c.set_n_layer(2);
+  c.set_n_head(2);
+  c.set_vocab_size(61);
+  c.set_n_modalities(3);
+  c.set_route_qkv(routed);
+  c.set_route_attn_out(routed);
+  c.set_route_ffn_in(routed);
+  c.set_route_ffn_out(routed);
+  c.set_route_norms(routed);
+  const absl::Status resolved = ResolveModelConfig(&c, "test");
+  CHECK(resolved.ok()) << resolved;
+  return c;
+}
+
 // The block on both backends from the same initial weights, rows grouped by
 // modality through a row map as the model lays them out.
 void CheckBlock(Backend* cpu, Backend* gpu, std::mt19937* rng, bool routed,
                 const std::function<void(double, const std::string&)>& expect) {
-  TransformerConfig c;
-  c.d_model = 128;
-  c.n_head = 2;
-  c.d_ff = 200;
-  c.n_layer = 4;
-  c.n_modalities = 3;
-  c.route_qkv = c.route_attn_out = c.route_ffn_in = c.route_ffn_out = c.route_norms = routed;
+  v1::ModelConfig c = TransformerConfig(routed);
+  c.set_n_layer(4);
+  c.set_d_ff(200);
   const int64_t batch = 2, seq_len = 150, n = batch * seq_len;
   std::vector<uint8_t> starts(n);
   std::vector<int32_t> modality(n);
@@ -248,8 +267,9 @@ void CheckBlock(Backend* cpu, Backend* gpu, std::mt19937* rng, bool routed,
     }
   }
   std::vector<int32_t> zeros(n, 0);
-  Tensor x_host = testing::RandomHost({n, c.d_model}, rng);
-  Tensor r_host = testing::RandomHost({n, c.d_model}, rng);
+  const int64_t d = c.d_model();
+  Tensor x_host = testing::RandomHost({n, d}, rng);
+  Tensor r_host = testing::RandomHost({n, d}, rng);
   std::vector<Tensor> outs, dxs;
   std::vector<std::vector<Tensor>> grads(2);
   for (Backend* be : {cpu, gpu}) {
@@ -260,13 +280,12 @@ void CheckBlock(Backend* cpu, Backend* gpu, std::mt19937* rng, bool routed,
     auto by_modality = be->MakeRouting(by_row.data(), n, 3);
     auto shared = be->MakeRouting(zeros.data(), n, 1);
     BatchContext ctx{SeqLayout{batch, seq_len, &doc, &rows}, by_modality.get(), shared.get()};
-    Tensor x = testing::ToDevice(be, x_host), r = testing::ToDevice(be, r_host);
-    Tensor out = be->Empty(DType::kF32, {n, c.d_model}), dx = be->Empty(DType::kF32, {n, c.d_model});
+    Tensor x = testing::ToDevice(be, x_host), dx = testing::ToDevice(be, r_host);
+    Tensor out = be->Empty(DType::kF32, {n, d});
     be->Fill(out.mat(), std::numeric_limits<double>::quiet_NaN());
-    be->Fill(dx.mat(), std::numeric_limits<double>::quiet_NaN());
-    TransformerBlock::Activations acts;
-    block.Forward(ctx, x.mat(), out.mat(), &acts);
-    block.Backward(ctx, x.mat(), acts, r.mat(), dx.mat());
+    std::unique_ptr<Block::Activations> acts = block.NewActivations();
+    block.Forward(ctx, x.mat(), out.mat(), acts.get());
+    block.Backward(ctx, x.mat(), *acts, dx.mat());  // dx: d(sum(out * r))/dx, in place
     outs.push_back(ToHostF32(be, out.mat()));
     dxs.push_back(ToHostF32(be, dx.mat()));
     for (const auto& p : params.all()) grads[be == gpu].push_back(ToHostF32(be, p->grad.mat()));
@@ -285,6 +304,59 @@ TEST_F(AttentionTest, BlockMatchesCpu) {
     CheckBlock(cpu_.get(), gpu_.get(), &rng_, routed,
                [&](double err, const std::string& what) { ExpectClose(err, 3e-2, what); });
   }
+}
+
+// The language model of Mixture-of-Transformers blocks on the GPU (bf16
+// products) against the CPU: the loss and every gradient of one step, then
+// KV-cache decoding on the GPU against the GPU's own parallel logits.
+TEST_F(AttentionTest, TransformerModelMatchesCpu) {
+  const v1::ModelConfig c = TransformerConfig(true);
+  Batch b;
+  b.batch = 2;
+  b.seq_len = 77;
+  std::uniform_int_distribution<int> token(0, c.vocab_size() - 1), modality(0, 2);
+  for (int64_t i = 0; i < b.rows(); ++i) {
+    const int m = modality(rng_);
+    b.tokens.push_back(token(rng_));
+    b.modality.push_back(m);
+    b.doc_start.push_back(i % b.seq_len == 0 || i % b.seq_len == 40);
+    b.targets.push_back(token(rng_));
+    b.target_modality.push_back(m);
+    b.loss_mask.push_back(1.f);
+  }
+  auto mc = MambaLM::Create(c, cpu_.get(), DType::kF32, 7);
+  auto mg = MambaLM::Create(c, gpu_.get(), DType::kF32, 7);
+  ASSERT_TRUE(mc.ok() && mg.ok());
+  auto rc = (*mc)->ForwardBackward(b);
+  auto rg = (*mg)->ForwardBackward(b);
+  ASSERT_TRUE(rc.ok() && rg.ok());
+  ExpectClose(std::abs(rg->objective() - rc->objective()) / rc->objective(), kTolBf16,
+              "model objective");
+  const auto& pc = (*mc)->params().all();
+  const auto& pg = (*mg)->params().all();
+  for (size_t i = 0; i < pc.size(); ++i) {
+    Tensor got = testing::ToHost(gpu_.get(), pg[i]->grad);
+    ExpectClose(RelError(got.mat(), pc[i]->grad.mat()), 5e-2, "gradient of " + pc[i]->name);
+  }
+
+  ASSERT_TRUE((*mg)->Evaluate(b).ok());
+  Tensor parallel = testing::ToHost(gpu_.get(), (*mg)->logits());
+  const int v = c.vocab_size();
+  RecurrentState state = (*mg)->NewState(2);
+  Tensor stepped(DType::kF32, parallel.shape());
+  std::vector<float> logits(2 * v);
+  for (int64_t t = 0; t < b.seq_len; ++t) {
+    std::vector<StepInput> inputs(2);
+    for (int s = 0; s < 2; ++s) {
+      const int64_t n = s * b.seq_len + t;
+      inputs[s] = StepInput{s, b.tokens[n], b.modality[n], b.doc_start[n] != 0};
+    }
+    ASSERT_TRUE((*mg)->Step(inputs, &state, logits.data(), nullptr).ok());
+    for (int s = 0; s < 2; ++s) {
+      std::copy_n(logits.data() + s * v, v, stepped.data<float>() + (s * b.seq_len + t) * v);
+    }
+  }
+  ExpectClose(RelError(stepped.mat(), parallel.mat()), kTolBf16, "KV-cache logits");
 }
 
 }  // namespace
