@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "core/config.h"
+#include "core/flops.h"
 #include "core/model.h"
 #include "core/optimizer.h"
 #include "core/rng.h"
@@ -152,6 +153,22 @@ TEST(TransformerModel, AllRouteCombinationsTrain) {
     }
     EXPECT_LT(last, first * 0.9) << "route mask " << mask;
     EXPECT_TRUE(std::isfinite(last));
+  }
+}
+
+// The analytic counts (core/flops.h) against the model's own parameters.
+TEST(TransformerModel, ParameterCountsMatchTheModel) {
+  auto be = NewCpuBackend();
+  for (bool routed : {false, true}) {
+    const v1::ModelConfig c = TransformerConfig(3, routed);
+    auto model = MakeModel(c, be.get());
+    int64_t stored = 0;
+    for (const auto& p : model->params().all()) stored += p->value.numel();
+    EXPECT_EQ(TotalParams(c), stored) << (routed ? "MoT" : "dense");
+    // One modality's weights of every projection, and the head.
+    const int64_t d = c.d_model(), f = c.d_ff();
+    EXPECT_EQ(ActiveMatmulParams(c), c.n_layer() * (3 * d * d + d * d + 2 * f * d + f * d) +
+                                         int64_t{c.vocab_size()} * d);
   }
 }
 
