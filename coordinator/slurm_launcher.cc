@@ -206,7 +206,8 @@ std::optional<ProcessExit> SlurmLauncher::Poll(const ProcessHandle& process) {
   Refresh(/*force=*/true);
   auto job = jobs_.find(process.cluster_job);
   if (job != jobs_.end() && EndedFromOutside(job->second.state)) {
-    exit->cause = absl::StrCat("ended with its Slurm job ", job->first, " (", job->second.state, ")");
+    exit->cause =
+        absl::StrCat("ended with its Slurm job ", job->first, " (", job->second.state, ")");
   }
   return exit;
 }

@@ -56,7 +56,7 @@ class SlurmLauncher : public Launcher {
   absl::StatusOr<std::string> Allocation(const ProcessSpec& spec);
 
   const SlurmOptions options_;
-  LocalLauncher local_;  // the srun clients
+  LocalLauncher local_;                   // the srun clients
   std::map<std::string, SlurmJob> jobs_;  // by Slurm job id
   absl::Time refreshed_ = absl::InfinitePast();
 };

@@ -8,13 +8,13 @@
 //
 // Needs Debian's slurm-wlm and munge (tools/setup.sh installs them) and root,
 // as slurmd does; without them every test is skipped and says why.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <unistd.h>
-
-#include <fstream>
-#include <optional>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -45,17 +45,26 @@ absl::StatusOr<std::string> Sh(const std::string& command) {
 
 // A free TCP port on loopback (the OS picks; it is free again once closed).
 int FreePort() {
-  auto port = Sh("python3 -c 'import socket; s=socket.socket(); s.bind((\"127.0.0.1\", 0)); "
-                 "print(s.getsockname()[1])'");
-  int value = 0;
-  return port.ok() && absl::SimpleAtoi(absl::StripAsciiWhitespace(*port), &value) ? value : 0;
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address = {};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t length = sizeof(address);
+  int port = 0;
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0 &&
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) == 0) {
+    port = ntohs(address.sin_port);
+  }
+  close(fd);
+  return port;
 }
 
 // Why Slurm cannot run here, or "" when it can.
 std::string SlurmMissing() {
   for (const char* program : {"munged", "slurmctld", "slurmd", "sbatch", "srun", "squeue"}) {
     if (!Sh(absl::StrCat("command -v ", program)).ok()) {
-      return absl::StrCat(program, " is not installed: tools/setup.sh installs slurm-wlm and munge");
+      return absl::StrCat(program,
+                          " is not installed: tools/setup.sh installs slurm-wlm and munge");
     }
   }
   if (geteuid() != 0) return "slurmd must run as root: run the test as root";
@@ -73,9 +82,10 @@ class SlurmDaemons {
     daemons->dir_ = dir;
     const std::string& d = daemons->dir_;
     chmod(d.c_str(), 0755);  // munge's socket must be reachable
-    RETURN_IF_ERROR(Sh(absl::StrCat("mkdir -p ", d, "/state && head -c 1024 "
-                                    "/dev/urandom > ", d, "/munge.key && chmod 400 ", d,
-                                    "/munge.key"))
+    RETURN_IF_ERROR(Sh(absl::StrCat("mkdir -p ", d,
+                                    "/state && head -c 1024 "
+                                    "/dev/urandom > ",
+                                    d, "/munge.key && chmod 400 ", d, "/munge.key"))
                         .status());
     RETURN_IF_ERROR(Sh(absl::StrCat("munged --force --socket=", d, "/munge.socket --key-file=", d,
                                     "/munge.key --log-file=", d, "/munged.log --pid-file=", d,
@@ -128,9 +138,9 @@ class SlurmDaemons {
         return daemons;
       }
       if (absl::Now() > give_up) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "Slurm's nodes did not come up: ", Sh("sinfo").value_or("(sinfo failed)"),
-            ReadFile(d + "/slurmctld.log").value_or("")));
+        return absl::DeadlineExceededError(
+            absl::StrCat("Slurm's nodes did not come up: ", Sh("sinfo").value_or("(sinfo failed)"),
+                         ReadFile(d + "/slurmctld.log").value_or("")));
       }
       absl::SleepFor(absl::Milliseconds(200));
     }
@@ -139,10 +149,10 @@ class SlurmDaemons {
   // Cancels every job, then stops the daemons this test started (by pid).
   ~SlurmDaemons() {
     (void)Sh("scancel --full --user=root");
-    for (int i = 0; i < 100 && !absl::StripAsciiWhitespace(
-                                     Sh("squeue --noheader --states=RUNNING,COMPLETING")
-                                         .value_or(""))
-                                     .empty();
+    for (int i = 0;
+         i < 100 && !absl::StripAsciiWhitespace(
+                         Sh("squeue --noheader --states=RUNNING,COMPLETING").value_or(""))
+                         .empty();
          ++i) {
       absl::SleepFor(absl::Milliseconds(100));
     }
@@ -159,9 +169,7 @@ class SlurmDaemons {
     (void)Sh("rm -rf " + dir_);
   }
 
-  std::string Logs() const {
-    return Sh(absl::StrCat("tail -n 30 ", dir_, "/*.log")).value_or("");
-  }
+  std::string Logs() const { return Sh(absl::StrCat("tail -n 30 ", dir_, "/*.log")).value_or(""); }
 
  private:
   SlurmDaemons() = default;
@@ -173,17 +181,32 @@ class SlurmDaemons {
 std::string Spec(const std::string& name, const std::string& cluster = "cluster { nodes: 2 }",
                  int evaluators = 0) {
   return absl::StrCat("n_evaluators: ", evaluators, R"pb(
-    world_size: 4
-    dataset_dir: "tri"
-    checkpoint_every_steps: 10
-    max_restarts: 2
-    train {
-      model { d_model: 16 n_layer: 2 vocab_size: 1031 d_state: 4 n_modalities: 3
-              route_in: true route_x: true route_dt: true route_out: true }
-      optimizer { lr: 3e-3 warmup_steps: 3 }
-      steps: 40 batch_size: 4 seq_len: 48 seed: 3 eval_every: 10 eval_batches: 1
-    }
-  )pb", cluster, "\nname: \"", name, "\"\n");
+                        world_size: 4
+                        dataset_dir: "tri"
+                        checkpoint_every_steps: 10
+                        max_restarts: 2
+                        train {
+                          model {
+                            d_model: 16
+                            n_layer: 2
+                            vocab_size: 1031
+                            d_state: 4
+                            n_modalities: 3
+                            route_in: true
+                            route_x: true
+                            route_dt: true
+                            route_out: true
+                          }
+                          optimizer { lr: 3e-3 warmup_steps: 3 }
+                          steps: 40
+                          batch_size: 4
+                          seq_len: 48
+                          seed: 3
+                          eval_every: 10
+                          eval_batches: 1
+                        }
+                      )pb",
+                      cluster, "\nname: \"", name, "\"\n");
 }
 
 // `slurm_prefix`: the coordinator launches through Slurm, naming its jobs so.
@@ -202,8 +225,7 @@ ClusterOptions Options(const std::string& slurm_prefix) {
 absl::StatusOr<std::unique_ptr<Cluster>> StartCluster(const std::string& slurm_prefix) {
   auto cluster = Cluster::Start(Options(slurm_prefix));
   if (!cluster.ok()) return cluster.status();
-  RETURN_IF_ERROR(
-      WriteSyntheticDataset((*cluster)->data_root() + "/tri", "trimodal", 48, 64, 8));
+  RETURN_IF_ERROR(WriteSyntheticDataset((*cluster)->data_root() + "/tri", "trimodal", 48, 64, 8));
   return cluster;
 }
 
@@ -225,8 +247,7 @@ class SlurmTest : public ::testing::Test {
     if (!missing_.empty()) GTEST_SKIP() << "Slurm cannot run here: " << missing_;
     ASSERT_NE(daemons_, nullptr) << start_error_;
     // Each test's coordinator names its Slurm jobs apart (its job ids restart at job-1).
-    auto cluster =
-        StartCluster(::testing::UnitTest::GetInstance()->current_test_info()->name());
+    auto cluster = StartCluster(::testing::UnitTest::GetInstance()->current_test_info()->name());
     ASSERT_TRUE(cluster.ok()) << cluster.status();
     cluster_ = std::move(*cluster);
   }
@@ -269,16 +290,17 @@ class SlurmTest : public ::testing::Test {
 
   // Waits for a checkpoint and some steps past it.
   absl::StatusOr<v1::Job> WaitMidRun(const std::string& job_id) {
-    return cluster_->WaitJob(job_id, [](const v1::Job& j) {
-      return j.latest_checkpoint_step() >= 10 && j.step() >= 15;
-    }, absl::Seconds(120));
+    return cluster_->WaitJob(
+        job_id, [](const v1::Job& j) { return j.latest_checkpoint_step() >= 10 && j.step() >= 15; },
+        absl::Seconds(120));
   }
 
   // "ID.STEP NODE" of a worker's job step ("trainer-1-g0").
   static absl::StatusOr<std::pair<std::string, std::string>> Step(const std::string& slurm_job,
                                                                   const std::string& name) {
-    ASSIGN_OR_RETURN(std::string steps, Sh(absl::StrCat("squeue --noheader --steps --jobs=",
-                                                        slurm_job, " --format='%i %j %N'")));
+    ASSIGN_OR_RETURN(
+        std::string steps,
+        Sh(absl::StrCat("squeue --noheader --steps --jobs=", slurm_job, " --format='%i %j %N'")));
     for (absl::string_view line : absl::StrSplit(steps, '\n', absl::SkipEmpty())) {
       std::vector<std::string> f = absl::StrSplit(line, ' ', absl::SkipEmpty());
       if (f.size() == 3 && f[1] == name) return std::make_pair(f[0], f[2]);
@@ -303,13 +325,16 @@ std::unique_ptr<SlurmDaemons> SlurmTest::daemons_;
 TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   auto job = cluster_->Submit(Spec("slurm", "cluster { nodes: 2 }", /*evaluators=*/1));
   ASSERT_TRUE(job.ok()) << job.status();
-  auto running = cluster_->WaitJob(job->id(), [](const v1::Job& j) {
-    if (j.step() == 0) return false;
-    for (const v1::WorkerInfo& w : j.workers()) {
-      if (w.state() != v1::WORKER_RUNNING || w.cluster_job_state() != "RUNNING") return false;
-    }
-    return true;
-  }, absl::Seconds(120));
+  auto running = cluster_->WaitJob(
+      job->id(),
+      [](const v1::Job& j) {
+        if (j.step() == 0) return false;
+        for (const v1::WorkerInfo& w : j.workers()) {
+          if (w.state() != v1::WORKER_RUNNING || w.cluster_job_state() != "RUNNING") return false;
+        }
+        return true;
+      },
+      absl::Seconds(120));
   ASSERT_TRUE(running.ok()) << running.status();
   const std::string slurm_job = TrainersSlurmJob(*running);
   ASSERT_FALSE(slurm_job.empty());
