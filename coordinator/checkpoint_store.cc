@@ -7,39 +7,14 @@
 #include <system_error>
 
 #include "absl/random/random.h"
-#include "absl/strings/ascii.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 
 namespace modamba {
-namespace {
 
 namespace fs = std::filesystem;
-
-absl::Status PathError(absl::string_view path, absl::string_view why) {
-  return absl::InvalidArgumentError(absl::StrCat("checkpoint file '", path, "': ", why));
-}
-
-}  // namespace
-
-absl::Status CheckCheckpointPath(absl::string_view path) {
-  if (path.empty() || path.size() > 256)
-    return PathError(path.substr(0, 64), "1 to 256 characters");
-  std::vector<absl::string_view> parts = absl::StrSplit(path, '/');
-  if (parts.size() > 8) return PathError(path, "more than 8 components");
-  for (absl::string_view part : parts) {
-    if (part.empty() || part == "." || part == "..") return PathError(path, "not a relative path");
-    for (char c : part) {
-      if (!absl::ascii_isalnum(c) && c != '.' && c != '_' && c != '-') {
-        return PathError(path, "only [A-Za-z0-9._-] and '/' are allowed");
-      }
-    }
-  }
-  return absl::OkStatus();
-}
 
 absl::StatusOr<std::unique_ptr<CheckpointStore>> CheckpointStore::Open(const std::string& root) {
   RETURN_IF_ERROR(MakeDirs(root));
@@ -62,12 +37,14 @@ absl::StatusOr<std::unique_ptr<CheckpointStore::Writer>> CheckpointStore::NewWri
     const std::string& job_id, int64_t step, const v1::CheckpointFile& expected) {
   RETURN_IF_ERROR(CheckCheckpointPath(expected.path()));
   if (expected.size() < 0 || expected.size() > kMaxCheckpointFileBytes) {
-    return PathError(expected.path(), absl::StrCat("size ", expected.size(), " is outside [0, ",
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint file '", expected.path(), "': size ",
+                                                   expected.size(), " is outside [0, ",
                                                    kMaxCheckpointFileBytes, "]"));
   }
   if (expected.sha256().size() != 64 ||
       expected.sha256().find_first_not_of("0123456789abcdef") != std::string::npos) {
-    return PathError(expected.path(), "sha256 must be 64 lowercase hex digits");
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint file '", expected.path(),
+                                                   "': sha256 must be 64 lowercase hex digits"));
   }
   absl::BitGen random;
   const std::string temp =

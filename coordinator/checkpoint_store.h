@@ -18,16 +18,9 @@
 #include "absl/strings/string_view.h"
 #include "core/sha256.h"
 #include "proto/job.pb.h"
+#include "worker/limits.h"
 
 namespace modamba {
-
-// Bounds on what one checkpoint may hold.
-inline constexpr int64_t kMaxCheckpointFileBytes = int64_t{64} << 30;
-inline constexpr int kMaxCheckpointFiles = 4096;
-
-// A relative path: 1..8 components of [A-Za-z0-9._-] (no "." or ".."), at
-// most 256 characters. INVALID_ARGUMENT otherwise.
-absl::Status CheckCheckpointPath(absl::string_view path);
 
 class CheckpointStore {
  public:

@@ -36,7 +36,7 @@
 #include "glog/logging.h"
 #include "grpcpp/security/server_credentials.h"
 #include "grpcpp/server_builder.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 ABSL_FLAG(std::string, host, "127.0.0.1",
           "address the gRPC server binds (0.0.0.0: every interface)");

@@ -36,10 +36,10 @@
 #include "coordinator/db.h"
 #include "coordinator/job_spec.h"
 #include "coordinator/launcher.h"
-#include "coordinator/limits.h"
 #include "coordinator/scheduler.h"
 #include "proto/job.pb.h"
 #include "proto/service.pb.h"
+#include "worker/limits.h"
 
 namespace modamba {
 

@@ -13,10 +13,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/clock.h"
-#include "coordinator/limits.h"
 #include "core/file_util.h"
 #include "core/small_fs.h"
 #include "gtest/gtest.h"
+#include "worker/limits.h"
 
 namespace modamba {
 namespace {

@@ -8,7 +8,7 @@
 #include "coordinator/job_manager_internal.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 namespace modamba {
 

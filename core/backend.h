@@ -1,6 +1,6 @@
 // The Backend: every op the Mixture-of-Mamba language model needs, behind one
 // interface. core/cpu_backend.cc implements it on the host (fp32 and fp64;
-// OpenBLAS for GEMM, the templated references of core/ops.h for the rest);
+// OpenBLAS for GEMM, the templated references of core/ops/ for the rest);
 // kernels/cuda_backend.cc implements it on NVIDIA GPUs.
 //
 // Layout (the one place it is written down): activations are matrices of

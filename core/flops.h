@@ -1,4 +1,4 @@
-// Analytic FLOPs accounting (DESIGN.md section 1), so runs can be compared at
+// Analytic FLOPs accounting (docs/DESIGN.md, "The model"), so runs can be compared at
 // equal compute: 6 FLOPs per matmul parameter a token uses (forward 2,
 // backward 4) plus the scan's 9 * d_inner * d_state per token per layer,
 // tripled for training.

@@ -1,4 +1,4 @@
-// The Mixture-of-Mamba block (DESIGN.md section 1): a Mamba-1 block whose four
+// The Mixture-of-Mamba block (docs/DESIGN.md, "The model"): a Mamba-1 block whose four
 // projections (in, x, dt, out) may each be routed by token modality, while the
 // causal conv and the selective scan are shared.
 //

@@ -1,4 +1,4 @@
-// The Mixture-of-Mamba language model (DESIGN.md section 1):
+// The Mixture-of-Mamba language model (docs/DESIGN.md, "The model"):
 //   x = embed(tokens); for each layer: x = x + MambaBlock(RMSNorm(x), modality)
 //   logits = lm_head(RMSNorm(x))
 // With every route switch off it is the dense Mamba baseline.

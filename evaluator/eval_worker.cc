@@ -5,13 +5,13 @@
 #include <system_error>
 #include <vector>
 
-#include "absl/strings/match.h"
 #include "absl/strings/ascii.h"
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
-#include "coordinator/limits.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "evaluator/calibration.h"
+#include "worker/limits.h"
 
 namespace modamba::eval {
 namespace {

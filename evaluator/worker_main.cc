@@ -14,14 +14,14 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
-#include "coordinator/worker_client.h"
 #include "core/backend.h"
-#include "kernels/cuda_backend.h"
 #include "core/data/raw_data.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "evaluator/eval_worker.h"
 #include "evaluator/evaluate.h"
+#include "kernels/cuda_backend.h"
+#include "worker/worker_client.h"
 
 // Passed by the coordinator to every worker.
 ABSL_FLAG(std::string, job_spec, "", "the resolved job spec (the registration answer is used)");

@@ -17,10 +17,10 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
-#include "coordinator/client.h"
 #include "gtest/gtest.h"
 #include "proto/service.grpc.pb.h"
 #include "trainer/synthetic_dataset.h"
+#include "worker/connection.h"
 
 namespace modamba {
 

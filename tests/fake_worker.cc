@@ -1,5 +1,5 @@
 // A stand-in for the trainer and evaluator workers that speaks the real
-// worker protocol (coordinator/README.md) through coordinator/worker_client.h,
+// worker protocol (coordinator/README.md) through worker/worker_client.h,
 // so the coordinator is tested with real processes before the real workers
 // exist. Launched by the coordinator exactly as the real ones are.
 //
@@ -39,16 +39,16 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "core/data/audio.h"
-#include "core/data/png_io.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/clock.h"
 #include "coordinator/job_spec.h"
-#include "coordinator/worker_client.h"
+#include "core/data/audio.h"
+#include "core/data/png_io.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "google/protobuf/util/message_differencer.h"
+#include "worker/worker_client.h"
 
 ABSL_FLAG(std::string, job_spec, "", "the resolved job spec the coordinator wrote");
 ABSL_FLAG(int, rank, -1, "trainer rank or evaluator index");

@@ -24,7 +24,6 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "coordinator/auth.h"
-#include "coordinator/client.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "evaluator/calibration.h"
@@ -34,6 +33,7 @@
 #include "tools/cli/client_command.h"
 #include "tools/cli/flags.h"
 #include "tools/data/data_command.h"
+#include "worker/connection.h"
 
 namespace modamba {
 namespace {

@@ -1,6 +1,6 @@
 // The collectives the FSDP trainer needs, behind one small interface with two
 // implementations: GlooCollectives (host buffers, TCP) and NcclCollectives
-// (GPU buffers). Ranks meet through a KvStore (trainer/kv_store.h).
+// (GPU buffers). Ranks meet through a KvStore (rendezvous/kv_store.h).
 //
 // Ordering: every rank must issue the same collectives in the same order
 // (so issue them from one thread).

@@ -25,9 +25,9 @@
 #include "absl/time/clock.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "rendezvous/open_store.h"
 #include "trainer/collectives.h"
 #include "trainer/gloo_collectives.h"
-#include "trainer/kv_store.h"
 #include "trainer/nccl_collectives.h"
 
 ABSL_FLAG(std::string, backend, "gloo", "gloo (host buffers) or nccl (GPU buffers).");

@@ -20,8 +20,8 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "rendezvous/kv_store.h"
 #include "trainer/collectives.h"
-#include "trainer/kv_store.h"
 
 namespace modamba {
 

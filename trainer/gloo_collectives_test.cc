@@ -5,8 +5,8 @@
 #include "absl/strings/str_cat.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "rendezvous/file_store.h"
 #include "trainer/collectives_checks.h"
-#include "trainer/kv_store.h"
 #include "trainer/test_util.h"
 
 namespace modamba {

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/tcp_store.h"
 
 extern char** environ;
 

@@ -21,8 +21,8 @@
 #include <memory>
 
 #include "absl/status/statusor.h"
+#include "rendezvous/kv_store.h"
 #include "trainer/collectives.h"
-#include "trainer/kv_store.h"
 
 namespace modamba {
 

@@ -8,7 +8,7 @@
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 #include "kernels/cuda_backend.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/file_store.h"
 #include "trainer/test_util.h"
 
 namespace modamba {

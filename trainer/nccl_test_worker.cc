@@ -18,9 +18,9 @@
 #include "absl/strings/numbers.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "rendezvous/open_store.h"
 #include "trainer/collectives.h"
 #include "trainer/collectives_checks.h"
-#include "trainer/kv_store.h"
 #include "trainer/nccl_collectives.h"
 
 ABSL_FLAG(std::string, mode, "collectives", "What to check; see the file comment.");

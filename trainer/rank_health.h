@@ -15,7 +15,7 @@
 
 #include "absl/synchronization/notification.h"
 #include "absl/time/time.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 namespace modamba {
 

@@ -23,10 +23,10 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "glog/logging.h"
+#include "rendezvous/open_store.h"
 #include "trainer/collectives.h"
 #include "trainer/collectives_checks.h"
 #include "trainer/gloo_collectives.h"
-#include "trainer/kv_store.h"
 
 ABSL_FLAG(std::string, mode, "collectives", "What to check; see the file comment.");
 ABSL_FLAG(absl::Duration, timeout, absl::Seconds(20), "Collectives timeout.");

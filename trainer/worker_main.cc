@@ -22,18 +22,18 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "coordinator/worker_client.h"
 #include "core/checkpoint.h"
 #include "core/config.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "kernels/cuda_backend.h"
 #include "kernels/cuda_context.h"
+#include "rendezvous/open_store.h"
 #include "trainer/gloo_collectives.h"
-#include "trainer/kv_store.h"
 #include "trainer/nccl_collectives.h"
 #include "trainer/run_log.h"
 #include "trainer/train_loop.h"
+#include "worker/worker_client.h"
 
 ABSL_FLAG(std::string, config, "", "TrainConfig textproto (standalone)");
 ABSL_FLAG(std::string, device, "cpu", "cpu (Gloo between ranks) or gpu (NCCL; one GPU per rank)");

@@ -20,8 +20,8 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
-#include "coordinator/client.h"
 #include "proto/job.pb.h"
+#include "worker/connection.h"
 
 namespace modamba {
 

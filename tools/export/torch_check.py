@@ -72,7 +72,7 @@ def linear(x, w, mod):
 
 
 def mamba_block(h, p, mod, c):
-    """One Mamba-1 mixer over one document, in sequence order (DESIGN.md section 1)."""
+    """One Mamba-1 mixer over one document, in sequence order (docs/DESIGN.md, "The model")."""
     t_len = h.shape[0]
     di, n, r = c["expand"] * c["d_model"], c["d_state"], c["dt_rank"]
     xz = linear(h, p["in_proj.weight"], mod)

@@ -1,21 +1,32 @@
-#include "trainer/kv_store.h"
+#include "rendezvous/kv_store.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "core/file_util.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
-#include "trainer/test_util.h"
+#include "rendezvous/file_store.h"
+#include "rendezvous/open_store.h"
+#include "rendezvous/tcp_store.h"
 
 namespace modamba {
 namespace {
 
 using ::testing::HasSubstr;
+
+std::string FreshDir() {
+  static std::atomic<int> counter{0};
+  const std::string dir = absl::StrCat(::testing::TempDir(), "/file_store_", counter++);
+  EXPECT_TRUE(MakeDirs(dir).ok()) << dir;
+  return dir;
+}
 
 class StoreTest : public ::testing::TestWithParam<std::string> {
  protected:
@@ -27,7 +38,7 @@ class StoreTest : public ::testing::TestWithParam<std::string> {
       server_ = *std::move(server);
       address_ = absl::StrCat("tcp://127.0.0.1:", server_->port());
     } else {
-      address_ = FreshTestDir("file_store");
+      address_ = FreshDir();
     }
     absl::StatusOr<std::unique_ptr<KvStore>> store = OpenKvStore(address_);
     ASSERT_TRUE(store.ok()) << store.status();
@@ -77,15 +88,6 @@ TEST_P(StoreTest, RefusesOversizedEntries) {
   EXPECT_EQ(store_->Set(std::string(kMaxKvKeyBytes + 1, 'k'), "v").code(),
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(store_->Set("", "v").code(), absl::StatusCode::kInvalidArgument);
-}
-
-// Three ranks meet through the store: each reads its neighbour's key, adds to
-// one counter and sees its own Get of a missing key time out.
-TEST_P(StoreTest, AcrossProcesses) {
-  RanksRun run = RunRanks("trainer/test_worker", 3, {"--mode=store"}, GetParam(),
-                          {{"MODAMBA_STORE", address_}});
-  for (int r = 0; r < 3; ++r) EXPECT_EQ(run.result.ranks[r].code, 0) << run.logs[r];
-  EXPECT_EQ(*store_->Get("counter", absl::Seconds(1)), "150");
 }
 
 INSTANTIATE_TEST_SUITE_P(Stores, StoreTest, ::testing::Values("tcp", "file"));

@@ -1,4 +1,4 @@
-#include "coordinator/worker_client.h"
+#include "worker/worker_client.h"
 
 #include <cerrno>
 #include <unistd.h>
@@ -13,12 +13,12 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "coordinator/checkpoint_store.h"
 #include "core/sha256.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
 #include "grpcpp/create_channel.h"
+#include "worker/limits.h"
 
 namespace modamba {
 namespace {

@@ -1,14 +1,14 @@
-#include "coordinator/client.h"
+#include "worker/connection.h"
 
 #include <cstdlib>
 
 #include "absl/strings/str_cat.h"
-#include "coordinator/auth.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "grpcpp/create_channel.h"
 #include "grpcpp/security/credentials.h"
 #include "grpcpp/support/channel_arguments.h"
+#include "worker/token.h"
 
 namespace modamba {
 

@@ -1,7 +1,7 @@
 // Connecting to a coordinator: the channel (plain or TLS), the bearer token
 // on every call, and status conversion. Shared by workers and the CLI.
-#ifndef MODAMBA_COORDINATOR_CLIENT_H_
-#define MODAMBA_COORDINATOR_CLIENT_H_
+#ifndef MODAMBA_WORKER_CONNECTION_H_
+#define MODAMBA_WORKER_CONNECTION_H_
 
 #include <memory>
 #include <string>
@@ -25,7 +25,7 @@ struct ClientOptions {
 };
 
 // Options from their usual sources: `token_file`, else $MODAMBA_TOKEN, else
-// the default token file (coordinator/auth.h) when it exists.
+// the default token file (worker/token.h) when it exists.
 absl::StatusOr<ClientOptions> MakeClientOptions(const std::string& address,
                                                 const std::string& token_file,
                                                 const std::string& tls_ca_file);
@@ -44,4 +44,4 @@ std::string TokenLookup();
 
 }  // namespace modamba
 
-#endif  // MODAMBA_COORDINATOR_CLIENT_H_
+#endif  // MODAMBA_WORKER_CONNECTION_H_

@@ -2,14 +2,14 @@
 // trainer and evaluator workers: registration, heartbeats in the background,
 // metrics delivered in order without blocking the caller, checkpoint upload
 // and download with sha256 checks, evaluation hand-out, and the rendezvous
-// store as a KvStore (trainer/kv_store.h).
+// store as a KvStore (rendezvous/kv_store.h).
 //
 // Calls retry while the coordinator is unreachable (it may be restarting) for
 // up to `retry_for`. When the coordinator says this worker must stop (its job
 // ended or its generation was superseded) calls fail with ABORTED and
 // stop_requested() turns true: the worker should exit promptly.
-#ifndef MODAMBA_COORDINATOR_WORKER_CLIENT_H_
-#define MODAMBA_COORDINATOR_WORKER_CLIENT_H_
+#ifndef MODAMBA_WORKER_WORKER_CLIENT_H_
+#define MODAMBA_WORKER_WORKER_CLIENT_H_
 
 #include <atomic>
 #include <cstdint>
@@ -23,9 +23,9 @@
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
-#include "coordinator/client.h"
 #include "proto/service.grpc.pb.h"
-#include "trainer/kv_store.h"
+#include "rendezvous/kv_store.h"
+#include "worker/connection.h"
 
 namespace modamba {
 
@@ -125,4 +125,4 @@ class WorkerClient {
 
 }  // namespace modamba
 
-#endif  // MODAMBA_COORDINATOR_WORKER_CLIENT_H_
+#endif  // MODAMBA_WORKER_WORKER_CLIENT_H_
