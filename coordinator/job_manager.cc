@@ -322,6 +322,8 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
   placement.tasks_per_node = trainer ? spec.world_size() / placement.nodes : 1;
   placement.node = trainer ? ref.rank() / placement.tasks_per_node : 0;
   placement.gpus_per_task = spec.device() == "gpu" ? 1 : 0;
+  // Gloo ranks listen on the address they are given (the trainer's default: loopback).
+  placement.host_flag = trainer ? "--hostname" : "";
   placement.partition = spec.cluster().partition();
   placement.time_limit_minutes = spec.cluster().time_limit_minutes();
   if (made.ok()) {

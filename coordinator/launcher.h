@@ -29,6 +29,9 @@ struct Placement {
   int tasks_per_node = 1;
   int gpus_per_task = 0;
   int node = 0;                // the worker's node within the allocation, in [0, nodes)
+  // A flag the worker is given its node's host name with ("--hostname"), so
+  // that its peers on other nodes reach it; "": none.
+  std::string host_flag;
   std::string partition;       // "": the launcher's default
   int time_limit_minutes = 0;  // 0: the partition's limit
 };

@@ -189,6 +189,11 @@ absl::StatusOr<ProcessHandle> SlurmLauncher::Start(const ProcessSpec& spec) {
     client.argv.push_back(absl::StrCat("--gpus-per-task=", placement.gpus_per_task));
   }
   client.argv.push_back("--");
+  if (!placement.host_flag.empty()) {
+    // Appends "FLAG=<the node's host name>", known only on the node.
+    client.argv.insert(client.argv.end(),
+                       {"/bin/sh", "-c", "exec \"$@\" \"$0=$(hostname)\"", placement.host_flag});
+  }
   client.argv.insert(client.argv.end(), spec.argv.begin(), spec.argv.end());
   ASSIGN_OR_RETURN(ProcessHandle handle, local_.Start(client));
   handle.cluster_job = allocation;

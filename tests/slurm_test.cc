@@ -291,7 +291,10 @@ class SlurmTest : public ::testing::Test {
   // Waits for a checkpoint and some steps past it.
   absl::StatusOr<v1::Job> WaitMidRun(const std::string& job_id) {
     return cluster_->WaitJob(
-        job_id, [](const v1::Job& j) { return j.latest_checkpoint_step() >= 10 && j.step() >= 15; },
+        job_id,
+        [](const v1::Job& j) {
+          return IsFinished(j) || (j.latest_checkpoint_step() >= 10 && j.step() >= 15);
+        },
         absl::Seconds(120));
   }
 
@@ -328,6 +331,7 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   auto running = cluster_->WaitJob(
       job->id(),
       [](const v1::Job& j) {
+        if (IsFinished(j)) return true;
         if (j.step() == 0) return false;
         for (const v1::WorkerInfo& w : j.workers()) {
           if (w.state() != v1::WORKER_RUNNING || w.cluster_job_state() != "RUNNING") return false;
@@ -336,6 +340,7 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
       },
       absl::Seconds(120));
   ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
   const std::string slurm_job = TrainersSlurmJob(*running);
   ASSERT_FALSE(slurm_job.empty());
   // One Slurm job of two nodes; the ranks' steps spread two on each.
@@ -354,8 +359,11 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   // The evaluator is a Slurm job of its own.
   std::string evaluator_job;
   for (const v1::WorkerInfo& w : running->workers()) {
-    if (w.ref().role() == v1::ROLE_TRAINER) EXPECT_EQ(w.cluster_job_id(), slurm_job);
-    if (w.ref().role() == v1::ROLE_EVALUATOR) evaluator_job = w.cluster_job_id();
+    if (w.ref().role() == v1::ROLE_TRAINER) {
+      EXPECT_EQ(w.cluster_job_id(), slurm_job);
+    } else {
+      evaluator_job = w.cluster_job_id();
+    }
   }
   EXPECT_FALSE(evaluator_job.empty());
   EXPECT_NE(evaluator_job, slurm_job);
@@ -383,6 +391,7 @@ TEST_F(SlurmTest, CancelledStepResumesFromTheNewestCheckpoint) {
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = WaitMidRun(job->id());
   ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
   const std::string slurm_job = TrainersSlurmJob(*running);
   auto step = Step(slurm_job, "trainer-1-g0");
   ASSERT_TRUE(step.ok()) << step.status();
@@ -402,6 +411,7 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = WaitMidRun(job->id());
   ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
   const std::string slurm_job = TrainersSlurmJob(*running);
   auto step = Step(slurm_job, "trainer-2-g0");
   ASSERT_TRUE(step.ok()) << step.status();
