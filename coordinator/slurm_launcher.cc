@@ -72,6 +72,9 @@ constexpr char kWaitThenRun[] =
     "while :; do case \"$(squeue --noheader --jobs=\"$0\" --format=%T 2>/dev/null)\" in "
     "PENDING|CONFIGURING) sleep 1;; *) exec \"$@\";; esac; done";
 
+// How long an exit waits for Slurm to say why the allocation ended.
+constexpr absl::Duration kVerdictWait = absl::Seconds(10);
+
 // States that end a job for a reason outside its program: its group restarts.
 bool EndedFromOutside(const std::string& state) {
   for (const char* s : {"NODE_FAIL", "PREEMPTED", "TIMEOUT", "CANCELLED", "BOOT_FAIL", "DEADLINE",
@@ -206,13 +209,23 @@ void SlurmLauncher::Stop(const ProcessHandle& process, bool kill) {
 }
 
 std::optional<ProcessExit> SlurmLauncher::Poll(const ProcessHandle& process) {
-  std::optional<ProcessExit> exit = local_.Poll(process);
+  auto held = held_.find(process.pid);
+  std::optional<ProcessExit> exit =
+      held != held_.end() ? std::optional<ProcessExit>(held->second.first) : local_.Poll(process);
   if (!exit.has_value() || process.cluster_job.empty()) return exit;
-  Refresh(/*force=*/true);
+  Refresh(/*force=*/held == held_.end());
   auto job = jobs_.find(process.cluster_job);
-  if (job != jobs_.end() && EndedFromOutside(job->second.state)) {
-    exit->cause =
-        absl::StrCat("ended with its Slurm job ", job->first, " (", job->second.state, ")");
+  const std::string state = job != jobs_.end() ? job->second.state : "";
+  // Slurm kills the steps before it records why the job ended (COMPLETING
+  // first, then NODE_FAIL): the exit waits for the verdict, a while at most.
+  const absl::Time now = absl::Now();
+  if (state == "COMPLETING" && (held == held_.end() || now < held->second.second)) {
+    if (held == held_.end()) held_[process.pid] = {*exit, now + kVerdictWait};
+    return std::nullopt;
+  }
+  held_.erase(process.pid);
+  if (EndedFromOutside(state)) {
+    exit->cause = absl::StrCat("ended with its Slurm job ", job->first, " (", state, ")");
   }
   return exit;
 }

@@ -58,6 +58,9 @@ class SlurmLauncher : public Launcher {
   const SlurmOptions options_;
   LocalLauncher local_;                   // the srun clients
   std::map<std::string, SlurmJob> jobs_;  // by Slurm job id
+  // Exits of srun clients (by pid) whose allocation is still COMPLETING, and
+  // until when they wait for its final state.
+  std::map<int64_t, std::pair<ProcessExit, absl::Time>> held_;
   absl::Time refreshed_ = absl::InfinitePast();
 };
 

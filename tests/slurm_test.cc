@@ -419,6 +419,15 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   ASSERT_TRUE(
       Sh(absl::StrCat("scontrol update NodeName=", node, " State=DOWN Reason=slurm_test")).ok());
 
+  // The restart says why.
+  auto restarted = cluster_->WaitJob(
+      job->id(), [](const v1::Job& j) { return IsFinished(j) || j.restarts() > 0; },
+      absl::Seconds(60));
+  ASSERT_TRUE(restarted.ok()) << restarted.status();
+  EXPECT_TRUE(absl::StrContains(
+      restarted->reason(), absl::StrCat("ended with its Slurm job ", slurm_job, " (NODE_FAIL)")))
+      << restarted->reason();
+
   auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
   (void)Sh(absl::StrCat("scontrol update NodeName=", node, " State=RESUME"));
   ASSERT_TRUE(done.ok()) << done.status();
