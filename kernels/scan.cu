@@ -434,6 +434,7 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
   static_assert(NT >= kT, "a thread per step stages the tile maps");
+  static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
 
   const int tid = threadIdx.x, lane = tid & 31;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
@@ -497,8 +498,10 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = steps(tile);
 
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+    // Four elements at a time: their softplus chains overlap.
+#pragma unroll 4
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
         const float delta = Softplus(sde[q] + sbias[TileGroup(p, map, r) * CB + ch]);
@@ -550,8 +553,9 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     if (kY) {
       __syncthreads();
       const float* sz = st + SM::kZ;
-      for (int q = tid; q < kT * CB; q += NT) {
-        const int r = q / CB, ch = q % CB;
+#pragma unroll 4
+      for (int k = 0; k < kT * CB / NT; ++k) {
+        const int q = tid + k * NT, r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
         const float zz = sz[q];
         const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
