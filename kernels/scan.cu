@@ -410,16 +410,16 @@ struct FwdSmem {
   static constexpr int kU = 0, kDe = kT * CB, kZ = 2 * kT * CB, kB = 3 * kT * CB;
   static constexpr int kC = kB + kT * kS, kReset = kC + kT * kS;
   static constexpr int kStage = kReset + kT;
-  static constexpr int kDu = 2 * kStage;                // delta * u   [kT][CB]
-  static constexpr int kY = kDu + kT * CB;              // C.h         [kT][CB]
-  static constexpr int kD = kY + kT * CB;               // D           [CB]
-  static constexpr int kBias = kD + CB;                 // dt_bias     [groups][CB]
-  static constexpr int kMap = kBias + kMaxGroups * CB;  // TileMaps (ints)
+  static constexpr int kDu = 2 * kStage;                   // delta * u   [kT][CB]
+  static constexpr int kYPart = kDu + kT * CB;             // C.h by lane [kT][CB][NSG]
+  static constexpr int kD = kYPart + kT * CB * C::kNSG;    // D           [CB]
+  static constexpr int kBias = kD + CB;                    // dt_bias     [groups][CB]
+  static constexpr int kMap = kBias + kMaxGroups * CB;     // TileMaps (ints)
   static constexpr int kTotal = kMap + kMapInts;
-  // FwdCfg (CB 32): stages 2 x 4128 + delta*u, C.h 2 x 1024 + D 32 +
-  // dt_bias 256 = 10592 floats (42,368 B, the whole block before the maps)
-  // + maps 3 x 64 ints = 43,136 B per block; an H100 SM (228 KB, 1 KB
-  // reserved per block) holds 5 such blocks by shared memory, as before.
+  // FwdCfg (CB 32, 4 lanes per channel): stages 2 x 4128 + delta*u 1024 +
+  // C.h partials 4096 + D 32 + dt_bias 256 = 13664 floats + maps 3 x 64
+  // ints = 55,424 B per block: 4 blocks per SM (228 KB, 1 KB reserved per
+  // block), as many as its registers allow.
 };
 
 template <class C, FwdMode kMode, bool kMapped>
@@ -430,13 +430,13 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   float* sdu = smem + SM::kDu;
-  float* sy = smem + SM::kY;
+  float* sy_part = smem + SM::kYPart;
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
   static_assert(NT >= kT, "a thread per step stages the tile maps");
   static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
 
-  const int tid = threadIdx.x, lane = tid & 31;
+  const int tid = threadIdx.x;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
   const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
@@ -542,11 +542,11 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
           if (kY) yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
+      // Each lane's share of C.h; the gate pass sums them, off the
+      // recurrence's critical path (shuffles here would wait each step).
       if (kY) {
-        ChannelSum<C>::Run(yp, lane);
-        if (ChannelSum<C>::Writer(lane)) {
-          sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
-        }
+#pragma unroll
+        for (int c = 0; c < CPT; ++c) sy_part[(r * CB + cg * CPT + c) * C::kNSG + sg] = yp[c];
       }
     }
 
@@ -557,8 +557,17 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       for (int k = 0; k < kT * CB / NT; ++k) {
         const int q = tid + k * NT, r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
+        // y = C.h: the lanes' shares summed in pairs, as a butterfly would.
+        float part[C::kNSG];
+#pragma unroll
+        for (int j = 0; j < C::kNSG; ++j) part[j] = sy_part[q * C::kNSG + j];
+#pragma unroll
+        for (int w = 1; w < C::kNSG; w <<= 1) {
+#pragma unroll
+          for (int j = 0; j < C::kNSG; j += 2 * w) part[j] += part[j + w];
+        }
         const float zz = sz[q];
-        const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
+        const float out = (part[0] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
         StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
       }
     }
