@@ -8,11 +8,13 @@
 // delta = softplus(delta_raw + dt_bias[group]) and the exponent scale
 // delta * log2(e), set to +inf at a document start so that the decay
 // exp2(scale * A) is exactly 0 there without a branch per state. Sums over
-// states (y = C.h, and d(delta), du) reduce across the kNSG lanes of a
-// channel with shuffles; sums over channels (dB, dC) reduce in registers over
-// a thread's channels, across lanes with a reduce-scatter, across warps in
-// shared memory, then across channel blocks in a final kernel. Every sum has
-// a fixed order: results are bitwise reproducible.
+// states reduce across the kNSG lanes of a channel: the forward's y = C.h
+// through shared memory, each lane's share summed after the tile's steps;
+// the backward's y, d(delta) and du with shuffles. Sums over channels (dB,
+// dC) reduce in registers over a thread's channels, across lanes with a
+// reduce-scatter, across warps in shared memory, then across channel blocks
+// in a final kernel. Every sum has a fixed order: results are bitwise
+// reproducible.
 //
 // Backward: a forward pass saves the state every kT steps (kT = one tile).
 // The backward then walks the tiles from the last to the first, each held in
@@ -21,6 +23,9 @@
 // then for each kSub-step sub-tile, last first, re-runs those steps keeping
 // states and decays in registers and runs the adjoint recurrence backwards
 // through them. The next tile's inputs load while the adjoint runs.
+//
+// Both passes split sequences into time chunks walked side by side, carrying
+// states (forward) and adjoints (backward) across ("Time chunks" below).
 //
 // Time steps are sequence positions; with a row map (core/backend.h) every
 // per-token load and store goes to the row of its position (kMapped, a
