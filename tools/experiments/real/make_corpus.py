@@ -3,7 +3,7 @@
 
     make_corpus.py RAW_DIR OUT_DIR [--text_mb=12] [--val_text_mb=0.6]
         [--cifar_train_per_class=5000] [--cifar_test_per_class=1000]
-        [--chunk_bytes=2400] [--seed=1234]
+        [--chunk_bytes=2000] [--seed=1234]
 
 RAW_DIR holds (README.md beside this file says where each comes from):
   gutenberg/<Author>/<Title>.txt   Project Gutenberg books
@@ -241,7 +241,7 @@ def main():
     parser.add_argument("--val_text_mb", type=float, default=0.6, help="val book text, MB")
     parser.add_argument("--cifar_train_per_class", type=int, default=5000)
     parser.add_argument("--cifar_test_per_class", type=int, default=1000)
-    parser.add_argument("--chunk_bytes", type=int, default=2400, help="book chunk size, bytes")
+    parser.add_argument("--chunk_bytes", type=int, default=2000, help="book chunk size, bytes")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     if not os.path.isdir(args.raw):
