@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Writes the real world's run configs (one TrainConfig per run) into specs/
 # beside this script: dense Mamba and Mixture-of-Mamba in the three settings at
-# the small scale (seeds 1 and 2, for a band), the four single-projection
+# the small scale and the pilot (seeds 1 and 2, for a band), the four single-projection
 # ablations at the small scale in the tri-modal setting, and a pilot: dense
 # and MoM in each setting at a tiny scale and a short run, sized for one
 # device call (run.sh --pilot). Every run of a setting sees the same data and
@@ -50,9 +50,9 @@ for setting in chameleon transfusion trimodal; do
   for seed in 1 2; do
     write $setting small dense $seed false false false false
     write $setting small MoM $seed true true true true
+    write $setting pilot dense $seed false false false false
+    write $setting pilot MoM $seed true true true true
   done
-  write $setting pilot dense 1 false false false false
-  write $setting pilot MoM 1 true true true true
 done
 write trimodal small in 1 true false false false
 write trimodal small x 1 false true false false
