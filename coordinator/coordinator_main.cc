@@ -1,6 +1,7 @@
-// modamba-coordinator: schedules Modamba jobs on this host, launches their
-// trainer and evaluator workers, keeps their state in SQLite and serves the
-// gRPC services of proto/service.proto and the HTTP status API and dashboard.
+// modamba-coordinator: schedules Modamba jobs, launches their trainer and
+// evaluator workers (on this host, or on a Slurm cluster with
+// --launcher=slurm), keeps their state in SQLite and serves the gRPC services
+// of proto/service.proto and the HTTP status API and dashboard.
 //
 //   modamba-coordinator --run_root=DIR --data_root=DIR --trainer_binary=PATH
 //       [--evaluator_binary=PATH] [--port=7077] [--http_port=7078] [--gpus=N]
@@ -29,6 +30,7 @@
 #include "coordinator/http_server.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/launcher.h"
+#include "coordinator/slurm_launcher.h"
 #include "core/file_util.h"
 #include "core/status_macros.h"
 #include "glog/logging.h"
@@ -69,6 +71,17 @@ ABSL_FLAG(absl::Duration, heartbeat_timeout, absl::Seconds(30),
 ABSL_FLAG(absl::Duration, register_timeout, absl::Minutes(5),
           "a launched worker must register within this");
 ABSL_FLAG(absl::Duration, stop_grace, absl::Seconds(10), "SIGTERM to SIGKILL grace period");
+ABSL_FLAG(std::string, launcher, "local",
+          "how workers start: \"local\" (processes on this host) or \"slurm\" (Slurm jobs "
+          "through sbatch and srun; --gpus and --cpu_slots then bound what the coordinator's "
+          "jobs hold on the cluster at once)");
+ABSL_FLAG(std::string, slurm_partition, "",
+          "Slurm partition of jobs whose spec names none; default: the cluster's default");
+ABSL_FLAG(std::string, slurm_job_prefix, "modamba",
+          "Slurm job names are PREFIX-<job>-<group>; distinct per coordinator sharing a cluster");
+ABSL_FLAG(std::string, advertise_host, "",
+          "the address workers dial (default: --host, or loopback for a wildcard --host); "
+          "on a cluster, a name of this host the nodes reach");
 
 namespace modamba {
 namespace {
@@ -143,7 +156,18 @@ absl::Status Run() {
                                           ? run_root + "/checkpoints"
                                           : absl::GetFlag(FLAGS_checkpoint_root);
   ASSIGN_OR_RETURN(std::unique_ptr<CheckpointStore> store, CheckpointStore::Open(checkpoint_root));
-  LocalLauncher launcher;
+  std::unique_ptr<Launcher> launcher;
+  if (absl::GetFlag(FLAGS_launcher) == "local") {
+    launcher = std::make_unique<LocalLauncher>();
+  } else if (absl::GetFlag(FLAGS_launcher) == "slurm") {
+    SlurmOptions slurm;
+    slurm.partition = absl::GetFlag(FLAGS_slurm_partition);
+    slurm.job_prefix = absl::GetFlag(FLAGS_slurm_job_prefix);
+    launcher = std::make_unique<SlurmLauncher>(slurm);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--launcher: \"", absl::GetFlag(FLAGS_launcher), "\" is neither \"local\" nor \"slurm\""));
+  }
 
   std::shared_ptr<grpc::ServerCredentials> credentials = grpc::InsecureServerCredentials();
   const bool tls = !absl::GetFlag(FLAGS_tls_cert).empty();
@@ -181,7 +205,7 @@ absl::Status Run() {
   if (options.trainer_binary.empty())
     return absl::InvalidArgumentError("--trainer_binary is required");
   ASSIGN_OR_RETURN(std::unique_ptr<JobManager> manager,
-                   JobManager::Create(options, db.get(), store.get(), &launcher));
+                   JobManager::Create(options, db.get(), store.get(), launcher.get()));
 
   JobServiceImpl job_service(manager.get(), &auth);
   WorkerServiceImpl worker_service(manager.get(), &auth);
@@ -200,9 +224,11 @@ absl::Status Run() {
     return absl::UnavailableError(
         absl::StrCat("cannot serve gRPC on ", HostPort(host, absl::GetFlag(FLAGS_port))));
   }
-  // Workers run on this host: a wildcard bind is dialled on loopback.
+  // Local workers dial a wildcard bind on loopback.
   const bool wildcard = host == "0.0.0.0" || host == "::";
-  manager->Start(HostPort(wildcard ? "127.0.0.1" : host, grpc_port));
+  std::string advertised = absl::GetFlag(FLAGS_advertise_host);
+  if (advertised.empty()) advertised = wildcard ? "127.0.0.1" : host;
+  manager->Start(HostPort(advertised, grpc_port));
 
   std::unique_ptr<HttpServer> http;
   if (absl::GetFlag(FLAGS_http_port) >= 0) {

@@ -157,6 +157,14 @@ void JobManager::TickLocked() {
           OnExitLocked(job, worker, *exit);
           continue;
         }
+        if (std::optional<ClusterJobState> cluster = launcher_->ClusterState(worker->handle())) {
+          if (cluster->state != worker->info.cluster_job_state()) {
+            worker->info.set_cluster_job_state(cluster->state);
+            TouchWorkerLocked(job, worker);
+          }
+          // Time in the cluster's queue does not count against registering.
+          if (cluster->queued) worker->last_seen = now;
+        }
         const v1::WorkerState state = worker->info.state();
         if (state == v1::WORKER_STARTING && now - worker->last_seen > options_.register_timeout) {
           OnWorkerFailedLocked(job, worker,
@@ -185,6 +193,7 @@ void JobManager::TickLocked() {
         all_gone(job->evaluators)) {
       scheduler_.Release(job->job.allocation());
       job->job.clear_allocation();
+      launcher_->Release(id);
       TouchJobLocked(job);
     }
   }
@@ -257,6 +266,8 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
   worker->info.set_host(HostName());
   worker->info.set_launch_time_ms(NowMs());
   worker->info.clear_gpus();
+  worker->info.clear_cluster_job_id();
+  worker->info.clear_cluster_job_state();
   // GPU jobs: trainer r takes the job's r-th GPU, evaluator i the one after the trainers'.
   const int device_index = trainer ? ref.rank() : spec.world_size() + ref.rank();
   std::string visible;
@@ -303,6 +314,18 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
                  {"CUDA_VISIBLE_DEVICES", visible}};
   process.unset_env = {"MODAMBA_TOKEN"};
   process.log_path = log_path;
+  Placement& placement = process.placement;
+  placement.job_id = job->job.id();
+  placement.group = trainer ? "trainers" : name;
+  placement.name = absl::StrCat(name, "-g", ref.generation());
+  placement.nodes = trainer ? spec.cluster().nodes() : 1;
+  placement.tasks_per_node = trainer ? spec.world_size() / placement.nodes : 1;
+  placement.node = trainer ? ref.rank() / placement.tasks_per_node : 0;
+  placement.gpus_per_task = spec.device() == "gpu" ? 1 : 0;
+  // Gloo ranks listen on the address they are given (the trainer's default: loopback).
+  placement.host_flag = trainer ? "--hostname" : "";
+  placement.partition = spec.cluster().partition();
+  placement.time_limit_minutes = spec.cluster().time_limit_minutes();
   if (made.ok()) {
     // A line in the log between incarnations makes restarts easy to follow.
     FILE* log = fopen(log_path.c_str(), "a");
@@ -328,9 +351,11 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
   }
   worker->info.set_pid(handle->pid);
   worker->info.set_pid_start_ticks(handle->start_ticks);
+  worker->info.set_cluster_job_id(handle->cluster_job);
   worker->gone = false;
   LOG(INFO) << job->job.id() << ": started " << name << " generation " << ref.generation()
-            << " as pid " << handle->pid;
+            << " as pid " << handle->pid
+            << (handle->cluster_job.empty() ? "" : " in cluster job " + handle->cluster_job);
 }
 
 void JobManager::OnExitLocked(JobEntry* job, Worker* worker, const ProcessExit& exit) {
@@ -440,7 +465,10 @@ void JobManager::EndJobLocked(JobEntry* job, v1::JobState state, const std::stri
   job->restart_pending = false;
   LOG(INFO) << job->job.id() << " " << v1::JobState_Name(state) << (why.empty() ? "" : ": ") << why;
   for (std::vector<Worker>* list : {&job->trainers, &job->evaluators}) {
-    for (Worker& worker : *list) StopWorkerLocked(job, &worker, "the job ended");
+    for (Worker& worker : *list) {
+      // Slots never launched (the job failed while launching its group) have nothing to stop.
+      if (worker.info.has_ref()) StopWorkerLocked(job, &worker, "the job ended");
+    }
   }
   // An ended job meets no one again: its rendezvous keys go, in memory and on disk.
   const std::string prefix = job->job.id() + "/";

@@ -25,7 +25,9 @@ struct JobManager::Worker {
   bool gone = true;                             // its process has ended (or never started)
   int64_t claimed_step = -1;                    // evaluators: the checkpoint being evaluated
 
-  ProcessHandle handle() const { return {info.pid(), info.pid_start_ticks()}; }
+  ProcessHandle handle() const {
+    return {info.pid(), info.pid_start_ticks(), info.cluster_job_id()};
+  }
 };
 
 struct JobManager::JobEntry {
@@ -63,6 +65,7 @@ inline constexpr char kOomKilled[] = "was killed by the kernel's OOM killer: out
 
 inline std::string DescribeExit(const ProcessExit& exit) {
   const int code = exit.code;
+  if (!exit.cause.empty()) return exit.cause;
   if (code < 0) return "ended while the coordinator was away (exit code unknown)";
   const std::string rss =
       exit.peak_rss_bytes > 0 ? absl::StrFormat("peak RSS %.2f GiB", exit.peak_rss_bytes / 1073741824.0)

@@ -44,6 +44,23 @@ class FakeLauncher : public Launcher {
     exit.code = it->second;
     return exit;
   }
+  // Set by the test: every process runs in one cluster job in this state.
+  std::optional<ClusterJobState> ClusterState(const ProcessHandle& process) override {
+    absl::MutexLock lock(&mu_);
+    return cluster_state_;
+  }
+  void Release(const std::string& job_id) override {
+    absl::MutexLock lock(&mu_);
+    released_.push_back(job_id);
+  }
+  void SetClusterState(std::optional<ClusterJobState> state) {
+    absl::MutexLock lock(&mu_);
+    cluster_state_ = std::move(state);
+  }
+  std::vector<std::string> released() {
+    absl::MutexLock lock(&mu_);
+    return released_;
+  }
   void Exit(int64_t pid, int code) {
     absl::MutexLock lock(&mu_);
     exited_[pid] = code;
@@ -63,6 +80,8 @@ class FakeLauncher : public Launcher {
   std::vector<ProcessSpec> started_;
   std::map<int64_t, int> exited_;
   std::set<int64_t> signalled_;
+  std::optional<ClusterJobState> cluster_state_;
+  std::vector<std::string> released_;
 };
 
 std::string Env(const ProcessSpec& spec, const std::string& name) {
@@ -207,6 +226,55 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
             absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(Register(Ref("job-9", v1::ROLE_TRAINER, 0, 0)).status().code(),
             absl::StatusCode::kNotFound);
+}
+
+TEST_F(JobManagerTest, PlacesRanksOnTheNodesTheSpecAsksFor) {
+  auto job = manager_->Submit(Spec(4, 1, "cluster { nodes: 2 time_limit_minutes: 30 }"), "spec",
+                              "alice");
+  ASSERT_TRUE(job.ok()) << job.status();
+  const std::vector<ProcessSpec> started = launcher_.started();
+  ASSERT_EQ(started.size(), 5u);
+  for (int r = 0; r < 4; ++r) {
+    const Placement& p = started[r].placement;
+    EXPECT_EQ(p.job_id, "job-1");
+    EXPECT_EQ(p.group, "trainers");
+    EXPECT_EQ(p.name, absl::StrCat("trainer-", r, "-g0"));
+    EXPECT_EQ(p.nodes, 2);
+    EXPECT_EQ(p.tasks_per_node, 2);
+    EXPECT_EQ(p.node, r / 2);
+    EXPECT_EQ(p.time_limit_minutes, 30);
+    EXPECT_EQ(p.host_flag, "--hostname");
+  }
+  const Placement& evaluator = started[4].placement;
+  EXPECT_EQ(evaluator.group, "evaluator-0");
+  EXPECT_EQ(evaluator.nodes, 1);
+  EXPECT_EQ(evaluator.tasks_per_node, 1);
+  EXPECT_EQ(evaluator.host_flag, "");
+  ASSERT_TRUE(manager_->Cancel(job->id(), "alice").ok());
+  // Once every worker is gone, what the cluster holds for the job is given back.
+  for (int i = 0; i < 1000 && launcher_.released().empty(); ++i) {
+    absl::SleepFor(absl::Milliseconds(5));
+  }
+  EXPECT_EQ(launcher_.released(), std::vector<std::string>{"job-1"});
+}
+
+TEST_F(JobManagerTest, TimeInTheClustersQueueDoesNotCountAgainstRegistering) {
+  manager_.reset();
+  options_.register_timeout = absl::Milliseconds(100);
+  launcher_.SetClusterState(ClusterJobState{"PENDING (Resources)", true});
+  StartManager();
+  auto job = manager_->Submit(Spec(1, 0), "spec", "alice");
+  ASSERT_TRUE(job.ok()) << job.status();
+  absl::SleepFor(absl::Milliseconds(400));
+  v1::Job queued = *manager_->GetJob(job->id());
+  EXPECT_EQ(queued.state(), v1::JOB_RUNNING);
+  ASSERT_EQ(queued.workers_size(), 1);
+  EXPECT_EQ(queued.workers(0).state(), v1::WORKER_STARTING);
+  EXPECT_EQ(queued.workers(0).cluster_job_state(), "PENDING (Resources)");
+  // Running there, the worker must register in time again.
+  launcher_.SetClusterState(ClusterJobState{"RUNNING", false});
+  v1::Job failed = WaitJob(job->id(), [](const v1::Job& j) { return j.restarts() == 1; });
+  EXPECT_TRUE(absl::StrContains(failed.reason(), "did not register")) << failed.reason();
 }
 
 TEST_F(JobManagerTest, OnlyTheOwnerCancelsAJob) {

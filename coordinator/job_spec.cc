@@ -125,6 +125,23 @@ absl::Status ResolveJobSpec(v1::JobSpec* spec, const SpecContext& context,
                         3, 1, 1000));
   spec->set_keep_last_checkpoints(value);
 
+  v1::ClusterRequest* cluster = spec->mutable_cluster();
+  value = cluster->nodes();
+  RETURN_IF_ERROR(Count(source, "cluster.nodes", cluster->has_nodes(), &value, 1, 1,
+                        spec->world_size()));
+  cluster->set_nodes(value);
+  if (spec->world_size() % value != 0) {
+    return FieldError(source, "cluster.nodes",
+                      absl::StrCat(value, " nodes do not divide world_size ", spec->world_size(),
+                                   ": every node runs the same number of ranks"));
+  }
+  if (!cluster->partition().empty() && !ValidName(cluster->partition())) {
+    return FieldError(source, "cluster.partition", "1 to 64 characters of [A-Za-z0-9._-]");
+  }
+  if (cluster->has_time_limit_minutes() && cluster->time_limit_minutes() <= 0) {
+    return FieldError(source, "cluster.time_limit_minutes", "must be > 0");
+  }
+
   if (spec->device().empty()) spec->set_device("cpu");
   if (spec->device() != "cpu" && spec->device() != "gpu") {
     return FieldError(source, "device", "must be \"cpu\" or \"gpu\"");

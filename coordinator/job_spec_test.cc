@@ -47,6 +47,7 @@ TEST_F(JobSpecTest, FillsDefaults) {
   EXPECT_EQ(spec->n_evaluators(), 0);
   EXPECT_EQ(spec->max_restarts(), 3);
   EXPECT_EQ(spec->keep_last_checkpoints(), 3);
+  EXPECT_EQ(spec->cluster().nodes(), 1);
   // No checkpoint interval anywhere: only at the end.
   EXPECT_EQ(spec->checkpoint_every_steps(), 100);
   EXPECT_EQ(spec->train().checkpoint_every(), 100);
@@ -75,6 +76,10 @@ TEST_F(JobSpecTest, RefusesBadFieldsByName) {
       {"world_size: 1 keep_last_checkpoints: 0", "keep_last_checkpoints"},
       {"world_size: 1 checkpoint_every_steps: -5", "checkpoint_every_steps"},
       {"world_size: 1 device: \"fpga\"", "device"},
+      {"world_size: 4 cluster { nodes: 3 }", "cluster.nodes"},  // 3 does not divide 4
+      {"world_size: 2 cluster { nodes: 0 }", "cluster.nodes"},
+      {"world_size: 1 cluster { partition: \"a b\" }", "cluster.partition"},
+      {"world_size: 1 cluster { time_limit_minutes: 0 }", "cluster.time_limit_minutes"},
   };
   for (const auto& [fields, field] : cases) {
     auto spec = Resolve(absl::StrCat(base, fields, "\n", kTrain));

@@ -25,6 +25,11 @@ void LossReport::Add(const LossReport& other) {
   diffusion_weight = other.diffusion_weight;
 }
 
+std::string ModalityLabel(int m) {
+  static const char* kNames[] = {"text", "image", "speech"};
+  return m < 3 ? kNames[m] : absl::StrCat("m", m);
+}
+
 MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
     : config_(config), backend_(backend), dtype_(dtype), params_(backend, dtype) {
   const int d = config.d_model(), v = config.vocab_size();

@@ -57,6 +57,9 @@ struct LossReport {
   void Add(const LossReport& other);
 };
 
+// Names of modality m in logs and metrics: text, image, speech, then m3...
+std::string ModalityLabel(int m);
+
 // What the step's mean losses divide by. A step spread over micro-batches or
 // ranks passes the totals of the whole step, so the gradient is the same as
 // one big batch's; 0 means this batch's own count.

@@ -109,6 +109,7 @@ absl::Status Cluster::Launch(int grpc_port, int http_port) {
     args.push_back("--tls_cert=" + options_.tls_cert);
     args.push_back("--tls_key=" + options_.tls_key);
   }
+  args.insert(args.end(), options_.extra_flags.begin(), options_.extra_flags.end());
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);

@@ -43,6 +43,8 @@ struct ClusterOptions {
   // PEM files: serve gRPC over TLS.
   std::string tls_cert;
   std::string tls_key;
+  // More coordinator flags ("--launcher=slurm").
+  std::vector<std::string> extra_flags;
 };
 
 struct HttpResult {

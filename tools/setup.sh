@@ -17,6 +17,7 @@ PACKAGES=(
   xz-utils          # GPU bundles (tools/bundle_gpu.sh)
   python3-torch     # opens `modamba export` files in PyTorch (tools/export/export_test)
   libicu-dev        # Unicode classes of the BPE pre-tokenizer (core/data/text_tokenizer.cc)
+  slurmctld slurmd slurm-client munge  # Slurm (slurm-wlm's parts) for the Slurm launcher's test (tests/slurm_test.cc)
 )
 
 missing=()

@@ -115,11 +115,17 @@ void PrintJob(const v1::Job& job) {
                     : "none yet")
             << "\n";
   for (const v1::WorkerInfo& w : job.workers()) {
+    // On a cluster: the Slurm job the worker runs in, its state there and the node.
+    const std::string cluster =
+        w.cluster_job_id().empty()
+            ? ""
+            : absl::StrCat("slurm ", w.cluster_job_id(), " ", w.cluster_job_state(), " on ",
+                           w.host(), "  ");
     std::cout << absl::StrFormat(
-        "  %-12s gen %-3d %-10s pid %-8d step %-8d %s\n",
+        "  %-12s gen %-3d %-10s pid %-8d step %-8d %s%s\n",
         absl::StrCat(w.ref().role() == v1::ROLE_TRAINER ? "trainer-" : "evaluator-",
                      w.ref().rank()),
-        w.ref().generation(), WorkerStateName(w.state()), w.pid(), w.step(), w.reason());
+        w.ref().generation(), WorkerStateName(w.state()), w.pid(), w.step(), cluster, w.reason());
   }
 }
 
