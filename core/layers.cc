@@ -138,7 +138,7 @@ void RmsNorm::Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const {
 template <typename Fn>
 void RmsNorm::ForEachGroup(const BatchContext& ctx, int64_t rows, Fn fn) const {
   if (groups_ == 1) {
-    fn(w_->value, &w_->grad, 0, rows);
+    fn(0, 0, rows);
     return;
   }
   const Routing& r = *ctx.by_modality;
@@ -146,34 +146,39 @@ void RmsNorm::ForEachGroup(const BatchContext& ctx, int64_t rows, Fn fn) const {
   CHECK_EQ(r.num_groups(), groups_) << w_->name << ": routing groups";
   int64_t first = 0;
   for (int g = 0; g < groups_; ++g) {
-    if (r.count(g) > 0) {
-      Tensor grad = Tensor::View(w_->grad, g * dim_, {dim_});
-      fn(Tensor::View(w_->value, g * dim_, {dim_}), &grad, first, r.count(g));
-    }
+    if (r.count(g) > 0) fn(g, first, r.count(g));
     first += r.count(g);
   }
 }
 
+Tensor RmsNorm::Group(const Tensor& t, int g) const {
+  return Tensor::View(t, int64_t{g} * dim_, {dim_});
+}
+
 void RmsNorm::Forward(const BatchContext& ctx, Mat x, Mat y, Tensor* rstd) const {
-  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor*, int64_t first, int64_t n) {
+  ForEachGroup(ctx, x.rows, [&](int g, int64_t first, int64_t n) {
     Tensor part = Tensor::View(*rstd, first, {n});
-    params_->backend()->RmsNormForward(x.Rows(first, n), w, eps_, y.Rows(first, n), &part);
+    params_->backend()->RmsNormForward(x.Rows(first, n), Group(w_->value, g), eps_,
+                                       y.Rows(first, n), &part);
   });
 }
 
 void RmsNorm::AddForward(const BatchContext& ctx, Mat x, Mat add, Mat y, Tensor* rstd) const {
-  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor*, int64_t first, int64_t n) {
+  ForEachGroup(ctx, x.rows, [&](int g, int64_t first, int64_t n) {
     Tensor part = Tensor::View(*rstd, first, {n});
-    params_->backend()->AddRmsNormForward(x.Rows(first, n), add.Rows(first, n), w, eps_,
-                                          y.Rows(first, n), &part);
+    params_->backend()->AddRmsNormForward(x.Rows(first, n), add.Rows(first, n),
+                                          Group(w_->value, g), eps_, y.Rows(first, n), &part);
   });
 }
 
+// The gradient's views are made here only: FSDP may hold no gradient storage
+// during the forward.
 void RmsNorm::Backward(const BatchContext& ctx, Mat x, const Tensor& rstd, Mat dy, Mat dx) const {
-  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor* dw, int64_t first, int64_t n) {
+  ForEachGroup(ctx, x.rows, [&](int g, int64_t first, int64_t n) {
     Tensor part = Tensor::View(rstd, first, {n});
-    params_->backend()->RmsNormBackward(x.Rows(first, n), w, part, dy.Rows(first, n),
-                                        dx.Rows(first, n), dw);
+    Tensor dw = Group(w_->grad, g);
+    params_->backend()->RmsNormBackward(x.Rows(first, n), Group(w_->value, g), part,
+                                        dy.Rows(first, n), dx.Rows(first, n), &dw);
   });
 }
 

@@ -123,9 +123,11 @@ class RmsNorm {
   void Backward(const BatchContext& ctx, Mat x, const Tensor& rstd, Mat dy, Mat dx) const;
 
  private:
-  // Calls fn(weight, grad, first row, rows) for each group's row range.
+  // Calls fn(group, first row, rows) for each group's row range.
   template <typename Fn>
   void ForEachGroup(const BatchContext& ctx, int64_t rows, Fn fn) const;
+  // Group g's [dim] row of a weight-shaped tensor.
+  Tensor Group(const Tensor& t, int g) const;
 
   ParamSet* params_;
   Param* w_;

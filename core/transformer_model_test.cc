@@ -156,6 +156,16 @@ TEST(TransformerModel, AllRouteCombinationsTrain) {
   }
 }
 
+// FSDP holds no gradient storage outside the backward (trainer/fsdp.h): the
+// forward of routed norms and projections must not touch it.
+TEST(TransformerModel, ForwardNeedsNoGradientStorage) {
+  auto be = NewCpuBackend();
+  const v1::ModelConfig c = TransformerConfig(3, true);
+  auto model = MakeModel(c, be.get());
+  for (const auto& p : model->mutable_params()->all()) p->grad = Tensor();
+  EXPECT_TRUE(model->Evaluate(RandomBatch(c, 2)).ok());
+}
+
 // The analytic counts (core/flops.h) against the model's own parameters.
 TEST(TransformerModel, ParameterCountsMatchTheModel) {
   auto be = NewCpuBackend();
