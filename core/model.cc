@@ -334,6 +334,7 @@ absl::Status MambaLM::Backward(const DeviceBatch& b, const LossDenominators& den
   Tensor dres = be->Empty(dtype_, {n, config_.d_model()});
   be->Fill(dres.mat(), 0);
   norm_f_->Backward(residual_[n_layer].mat(), rstd_f_, dnormed->mat(), dres.mat());
+  *dnormed = Tensor();  // each block has its own; peak memory stays as it was
   for (int l = n_layer - 1; l >= 0; --l) {
     RETURN_IF_ERROR(Hook(&BucketHooks::BeforeBackward, 1 + l));
     blocks_[l]->Backward(b.ctx, residual_[l].mat(), *acts_[l], dres.mat());

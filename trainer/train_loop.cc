@@ -6,11 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/batch_source.h"
 #include "core/checkpoint.h"
 #include "core/file_util.h"
 #include "core/flops.h"
 #include "core/status_macros.h"
-#include "trainer/batch_source.h"
 #include "trainer/fsdp.h"
 #include "trainer/local_collectives.h"
 
