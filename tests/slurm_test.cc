@@ -16,6 +16,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <iostream>
+#include <sstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +29,7 @@
 #include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
+#include "tools/cli/client_command.h"
 #include "trainer/synthetic_dataset.h"
 
 namespace modamba {
@@ -356,6 +360,19 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   }
   EXPECT_EQ(ranks_per_node.size(), 2u);
   for (const auto& [node, ranks] : ranks_per_node) EXPECT_EQ(ranks, 2) << node;
+  // `modamba status` shows each worker's Slurm job and its state.
+  std::vector<std::string> args = {"status", job->id(),
+                                   absl::StrCat("--coordinator=127.0.0.1:", cluster_->grpc_port()),
+                                   "--token_file=" + cluster_->root() + "/token"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  std::ostringstream status;
+  std::streambuf* stdout_buffer = std::cout.rdbuf(status.rdbuf());
+  const int code = RunClientCommand(static_cast<int>(argv.size()), argv.data());
+  std::cout.rdbuf(stdout_buffer);
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(absl::StrContains(status.str(), absl::StrCat("slurm ", slurm_job, " RUNNING on ")))
+      << status.str();
   // The evaluator is a Slurm job of its own.
   std::string evaluator_job;
   for (const v1::WorkerInfo& w : running->workers()) {
