@@ -3,8 +3,9 @@
 // on loopback, started by the test. A 2-node x 2-rank CPU job (Gloo across
 // the "nodes") ends at the same loss as under the local launcher, bit for
 // bit; a job step cancelled with scancel, and a node set DOWN mid-run, each
-// end with the job finishing from its newest checkpoint; Slurm's refusals
-// reach the user in its own words.
+// end with the job finishing from its newest checkpoint; a coordinator killed
+// and restarted adopts the running steps; Slurm's refusals reach the user in
+// its own words.
 //
 // Needs Debian's slurm-wlm and munge (tools/setup.sh installs them) and root,
 // as slurmd does; without them every test is skipped and says why.
@@ -454,6 +455,25 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   // Slurm ended the first allocation; the coordinator asked for a second.
   EXPECT_EQ(SlurmState(slurm_job), "NODE_FAIL");
   EXPECT_NE(TrainersSlurmJob(*done), slurm_job);
+}
+
+TEST_F(SlurmTest, RestartedCoordinatorAdoptsTheRunningSteps) {
+  auto job = cluster_->Submit(Spec("adopted"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto running = WaitMidRun(job->id());
+  ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
+  const std::string slurm_job = TrainersSlurmJob(*running);
+  ASSERT_TRUE(cluster_->KillCoordinator().ok());
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(cluster_->RestartCoordinator().ok());
+
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_EQ(done->restarts(), 0);  // the steps ran on, in the same allocation
+  EXPECT_EQ(TrainersSlurmJob(*done), slurm_job);
+  ExpectReferenceLoss(*done);
 }
 
 TEST_F(SlurmTest, RefusalsArriveInSlurmsWords) {
