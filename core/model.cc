@@ -5,7 +5,7 @@
 #include <numeric>
 
 #include "absl/strings/str_cat.h"
-#include "core/diffusion.h"
+#include "core/mamba_block.h"
 #include "core/status_macros.h"
 
 namespace modamba {
@@ -24,27 +24,24 @@ void LossReport::Add(const LossReport& other) {
   diffusion_weight = other.diffusion_weight;
 }
 
-namespace {
-constexpr int kTimeFeatures = 64;  // sinusoidal features of the diffusion step
-}  // namespace
+std::string ModalityLabel(int m) {
+  static const char* kNames[] = {"text", "image", "speech"};
+  return m < 3 ? kNames[m] : absl::StrCat("m", m);
+}
 
 MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
     : config_(config), backend_(backend), dtype_(dtype), params_(backend, dtype) {
   const int d = config.d_model(), v = config.vocab_size();
   embed_ = params_.Add("embed.weight", {v, d}, true);
   for (int l = 0; l < config.n_layer(); ++l) {
-    std::string name = absl::StrCat("layers.", l);
     params_.set_bucket(1 + l);
-    norms_.emplace_back(&params_, name + ".norm", d, config.norm_eps());
-    blocks_.emplace_back(&params_, name + ".mixer", config);
+    blocks_.push_back(std::make_unique<MambaBlock>(&params_, absl::StrCat("layers.", l), config));
   }
   params_.set_bucket(0);
   norm_f_ = std::make_unique<RmsNorm>(&params_, "norm_f", d, config.norm_eps());
   lm_head_ = config.tie_embeddings() ? embed_ : params_.Add("lm_head.weight", {v, d}, true);
   if (config.patch_dim() > 0) {
-    image_in_ = std::make_unique<Linear>(&params_, "image_in", config.patch_dim(), d, 1);
-    time_embed_ = std::make_unique<Linear>(&params_, "time_embed", kTimeFeatures, d, 1);
-    image_out_ = std::make_unique<Linear>(&params_, "image_out", d, config.patch_dim(), 1);
+    patches_ = std::make_unique<PatchLayer>(&params_, config.patch_dim(), d);
   }
 }
 
@@ -62,20 +59,13 @@ absl::StatusOr<std::unique_ptr<MambaLM>> MambaLM::Create(const v1::ModelConfig& 
 void MambaLM::Init(uint64_t seed) {
   Rng rng = Rng::ForName(seed, embed_->name);
   params_.Set(embed_, NormalInit(dtype_, embed_->value.shape(), config_.init_std(), &rng));
-  for (size_t l = 0; l < blocks_.size(); ++l) {
-    norms_[l].Init();
-    blocks_[l].Init(seed);
-  }
+  for (const std::unique_ptr<Block>& block : blocks_) block->Init(seed);
   norm_f_->Init();
   if (lm_head_ != embed_) {
     Rng head_rng = Rng::ForName(seed, lm_head_->name);
     params_.Set(lm_head_, NormalInit(dtype_, lm_head_->value.shape(), config_.init_std(), &head_rng));
   }
-  if (image_in_) {
-    image_in_->Init(seed, 1.0 / std::sqrt(config_.patch_dim()));
-    time_embed_->Init(seed, 1.0 / std::sqrt(kTimeFeatures));
-    image_out_->Init(seed, 1.0 / std::sqrt(config_.d_model()));
-  }
+  if (patches_) patches_->Init(seed);
 }
 
 absl::Status MambaLM::Validate(const Batch& b) const {
@@ -176,38 +166,49 @@ Batch SortByModality(const Batch& b, int num_modalities, std::vector<int32_t>* r
 }
 }  // namespace
 
-absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
-                                        const LossDenominators& denominators) {
-  RETURN_IF_ERROR(Validate(given));
+struct MambaLM::DeviceBatch {
+  const Batch* given = nullptr;  // in sequence order
+  // Rows grouped by modality for the whole step when that splits a routed
+  // projection's rows into ranges (core/backend.h): `sorted` holds the
+  // batch in row order, row_of[n] the row of position n; both empty when the
+  // rows are the positions.
+  Batch sorted;
+  std::vector<int32_t> row_of;
+  Tensor row_map;
+  const Batch& rows() const { return row_of.empty() ? *given : sorted; }
+
+  // The per-batch device state: ids, the document layout and the routings.
+  Tensor tokens, targets, doc_start, weight;
+  std::unique_ptr<Routing> by_modality, shared;
+  BatchContext ctx;
+  PatchLayer::Patches patches;
+};
+
+MambaLM::DeviceBatch MambaLM::PrepareBatch(const Batch& given,
+                                           const LossDenominators& denominators) const {
   Backend* be = backend_;
   const int64_t n = given.rows();
-  const int d = config_.d_model(), v = config_.vocab_size(), m = config_.n_modalities();
-  const int n_layer = config_.n_layer();
-
-  // Rows grouped by modality for the whole step when that splits a routed
-  // projection's rows into ranges (core/backend.h); `batch` is in row order.
-  std::vector<int32_t> row_of;
-  Batch sorted;
+  const int m = config_.n_modalities();
+  DeviceBatch b;
+  b.given = &given;
   if (group_rows_ && AnyRouted(config_) &&
       !std::is_sorted(given.modality.begin(), given.modality.end())) {
-    sorted = SortByModality(given, m, &row_of);
+    b.sorted = SortByModality(given, m, &b.row_of);
+    b.row_map = Upload(be, DType::kI32, b.row_of);
   }
-  const Batch& batch = row_of.empty() ? given : sorted;
-  Tensor row_map = row_of.empty() ? Tensor() : Upload(be, DType::kI32, row_of);
-
-  // Per-batch device state: ids, the document layout and the two routings.
-  Tensor tokens = Upload(be, DType::kI32, batch.tokens);
+  const Batch& batch = b.rows();
+  b.tokens = Upload(be, DType::kI32, batch.tokens);
   // Unpredicted rows may hold any target (e.g. -1 padding); the loss ignores them.
   std::vector<int32_t> safe_targets(n);
   for (int64_t i = 0; i < n; ++i) safe_targets[i] = batch.loss_mask[i] ? batch.targets[i] : 0;
-  Tensor targets_dev = Upload(be, DType::kI32, safe_targets);
-  Tensor doc_start = Upload(be, DType::kU8, batch.doc_start);
-  std::unique_ptr<Routing> by_modality = be->MakeRouting(batch.modality.data(), n, m);
+  b.targets = Upload(be, DType::kI32, safe_targets);
+  b.doc_start = Upload(be, DType::kU8, batch.doc_start);
+  b.by_modality = be->MakeRouting(batch.modality.data(), n, m);
   std::vector<int32_t> zeros(n, 0);
-  std::unique_ptr<Routing> shared = be->MakeRouting(zeros.data(), n, 1);
-  BatchContext ctx{
-      SeqLayout{batch.batch, batch.seq_len, &doc_start, row_of.empty() ? nullptr : &row_map},
-      by_modality.get(), shared.get()};
+  b.shared = be->MakeRouting(zeros.data(), n, 1);
+  b.ctx = BatchContext{
+      SeqLayout{batch.batch, batch.seq_len, &b.doc_start, b.row_of.empty() ? nullptr : &b.row_map},
+      b.by_modality.get(), b.shared.get()};
 
   // Loss weights: the mean over the predicted tokens of the whole step.
   const double predicted = denominators.tokens > 0
@@ -217,88 +218,71 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
   for (int64_t i = 0; i < n; ++i) {
     weight[i] = predicted > 0 ? static_cast<float>(batch.loss_mask[i] / predicted) : 0.f;
   }
-  Tensor weight_dev = Upload(be, DType::kF32, weight);
+  b.weight = Upload(be, DType::kF32, weight);
+  if (!batch.patch_rows.empty()) {
+    b.patches = patches_->Upload(batch.patch_rows, batch.patch_input, batch.patch_timestep);
+  }
+  return b;
+}
 
-  // ---- forward ----
+absl::Status MambaLM::Hook(absl::Status (BucketHooks::*fn)(int), int bucket) const {
+  return hooks_ != nullptr ? (hooks_->*fn)(bucket) : absl::OkStatus();
+}
+
+absl::Status MambaLM::TrunkForward(const DeviceBatch& b) {
+  Backend* be = backend_;
+  const int64_t n = b.given->rows();
+  const int d = config_.d_model(), n_layer = config_.n_layer();
   residual_.resize(n_layer + 1);
-  normed_.resize(n_layer + 1);
-  rstd_.resize(n_layer + 1);
   acts_.resize(n_layer);
   for (int l = 0; l <= n_layer; ++l) {
-    if (residual_[l].empty() || residual_[l].dim(0) != n) {
-      residual_[l] = be->Empty(dtype_, {n, d});
-      // A layer's normed input feeds only in_proj; the final one also
-      // the Transfusion rows' gather, so it stays in the model's dtype.
-      normed_[l] = be->Empty(l < n_layer ? be->MatmulInputDType(dtype_) : dtype_, {n, d});
-      rstd_[l] = be->Empty(dtype_, {n});
-    }
+    if (residual_[l].empty() || residual_[l].dim(0) != n) residual_[l] = be->Empty(dtype_, {n, d});
+    if (l < n_layer && acts_[l] == nullptr) acts_[l] = blocks_[l]->NewActivations();
+  }
+  if (normed_f_.empty() || normed_f_.dim(0) != n) {
+    // The final norm's output also feeds the Transfusion rows' gather, so it
+    // stays in the model's dtype.
+    normed_f_ = be->Empty(dtype_, {n, d});
+    rstd_f_ = be->Empty(dtype_, {n});
   }
   // Bucket 0 (embedding, head, final norm, image linears) stays gathered for
   // the whole step: the embedding's gradient is the backward's last act.
-  auto hook = [&](absl::Status (BucketHooks::*fn)(int), int bucket) {
-    return hooks_ != nullptr ? (hooks_->*fn)(bucket) : absl::OkStatus();
-  };
-  RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 0));
-  be->EmbeddingForward(tokens, embed_->value, residual_[0].mat());
-
-  // Transfusion: a noised patch enters on top of its row's embedding (the PAD
-  // token's, which so acts as the patch projection's bias), with its timestep.
-  const int64_t np = batch.patch_rows.size();
-  const int pd = config_.patch_dim();
-  Tensor patch_rows, patch_x, time_features;
-  std::unique_ptr<Routing> patch_routing;
-  BatchContext patch_ctx;
-  if (np > 0) {
-    patch_rows = Upload(be, DType::kI32, batch.patch_rows);
-    patch_x = UploadMatrix(be, dtype_, batch.patch_input, np, pd);
-    std::vector<float> features(np * kTimeFeatures);
-    for (int64_t i = 0; i < np; ++i) {
-      TimestepFeatures(batch.patch_timestep[i], kTimeFeatures, &features[i * kTimeFeatures]);
-    }
-    time_features = UploadMatrix(be, dtype_, features, np, kTimeFeatures);
-    std::vector<int32_t> one_group(np, 0);
-    patch_routing = be->MakeRouting(one_group.data(), np, 1);
-    patch_ctx.shared = patch_routing.get();
-    Tensor emb = be->Empty(dtype_, {np, d}), t_emb = be->Empty(dtype_, {np, d});
-    image_in_->Forward(patch_ctx, patch_x.mat(), emb.mat());
-    time_embed_->Forward(patch_ctx, time_features.mat(), t_emb.mat());
-    be->Axpy(1.0, t_emb.mat(), emb.mat());
-    be->ScatterAddRows(emb.mat(), patch_rows, residual_[0].mat());
-  }
-  // x_{l+1} = block_l(x_l) + x_l: block l writes its output into
-  // residual_[l + 1] and the norm that reads x_{l+1} (layer l + 1's, or the
-  // final one) first adds x_l there, in the same pass.
-  auto norm_input = [&](const RmsNorm& norm, int l) {
-    if (l == 0) {
-      norm.Forward(residual_[0].mat(), normed_[0].mat(), &rstd_[0]);
-    } else {
-      norm.AddForward(residual_[l].mat(), residual_[l - 1].mat(), normed_[l].mat(), &rstd_[l]);
-    }
-  };
+  RETURN_IF_ERROR(Hook(&BucketHooks::BeforeForward, 0));
+  be->EmbeddingForward(b.tokens, embed_->value, residual_[0].mat());
+  // A noised patch enters on top of its row's embedding (the PAD token's,
+  // which so acts as the patch projection's bias), with its timestep.
+  if (b.patches.count > 0) patches_->AddInput(b.patches, residual_[0].mat());
   for (int l = 0; l < n_layer; ++l) {
-    RETURN_IF_ERROR(hook(&BucketHooks::BeforeForward, 1 + l));  // also gathers norms_[l]
-    norm_input(norms_[l], l);
-    blocks_[l].Forward(ctx, normed_[l].mat(), residual_[l + 1].mat(), &acts_[l]);
-    RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 1 + l));
+    RETURN_IF_ERROR(Hook(&BucketHooks::BeforeForward, 1 + l));
+    blocks_[l]->Forward(b.ctx, residual_[l].mat(), residual_[l + 1].mat(), acts_[l].get());
+    RETURN_IF_ERROR(Hook(&BucketHooks::AfterForward, 1 + l));
   }
-  norm_input(*norm_f_, n_layer);
+  norm_f_->Forward(residual_[n_layer].mat(), normed_f_.mat(), &rstd_f_);
+  return absl::OkStatus();
+}
+
+LossReport MambaLM::HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dnormed) {
+  Backend* be = backend_;
+  const Batch& given = *b.given;
+  const int64_t n = given.rows();
+  const int d = config_.d_model(), v = config_.vocab_size(), m = config_.n_modalities();
   Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
   Tensor losses_dev = be->Empty(dtype_, {n});
-  Tensor dnormed = be->Empty(dtype_, {n, d});  // d(loss)/d(final normed hidden)
+  *dnormed = be->Empty(dtype_, {n, d});  // d(loss)/d(final normed hidden)
   if (backward) {
     // Training never reads the logits: the fused op may keep them narrow.
     Mat dhead{lm_head_->grad.raw(), dtype_, be->device(), v, d, d};
-    be->LmHeadCrossEntropy(normed_[n_layer].mat(), head, targets_dev, weight_dev, &losses_dev,
-                           dnormed.mat(), dhead);
+    be->LmHeadCrossEntropy(normed_f_.mat(), head, b.targets, b.weight, &losses_dev,
+                           dnormed->mat(), dhead);
   } else {
     if (logits_.empty() || logits_.dim(0) != n) logits_ = be->Empty(dtype_, {n, v});
     // logits_ is in the batch's order: sorted rows' logits land in `scratch`,
     // go back to their tokens' rows, and the loss runs on them in place.
     Tensor scratch = be->Empty(dtype_, {n, v});
-    const Mat by_row = row_of.empty() ? logits_.mat() : scratch.mat();
-    be->Gemm(false, true, 1.0, normed_[n_layer].mat(), head, 0.0, by_row);
-    if (!row_of.empty()) be->GatherRows(by_row, row_map, logits_.mat());
-    be->CrossEntropy(by_row, targets_dev, weight_dev, &losses_dev, scratch.mat());
+    const Mat by_row = b.row_of.empty() ? logits_.mat() : scratch.mat();
+    be->Gemm(false, true, 1.0, normed_f_.mat(), head, 0.0, by_row);
+    if (!b.row_of.empty()) be->GatherRows(by_row, b.row_map, logits_.mat());
+    be->CrossEntropy(by_row, b.targets, b.weight, &losses_dev, scratch.mat());
   }
   Tensor losses(dtype_, {n});
   be->Copy(losses_dev.mat(), losses.mat());
@@ -309,57 +293,193 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& given, bool backward,
   LossReport report{std::vector<double>(m, 0.0), std::vector<int64_t>(m, 0)};
   for (int64_t i = 0; i < n; ++i) {
     if (!given.loss_mask[i]) continue;
-    report.sum[given.target_modality[i]] += loss_at(row_of.empty() ? i : row_of[i]);
+    report.sum[given.target_modality[i]] += loss_at(b.row_of.empty() ? i : b.row_of[i]);
     report.count[given.target_modality[i]]++;
   }
   // Transfusion: image_out predicts each patch row's eps; diff = pred - eps.
-  Tensor patch_hidden, patch_diff;
+  const int64_t np = b.patches.count;
   if (np > 0) {
-    patch_hidden = be->Empty(dtype_, {np, d});
-    be->GatherRows(normed_[n_layer].mat(), patch_rows, patch_hidden.mat());
-    patch_diff = be->Empty(dtype_, {np, pd});
-    image_out_->Forward(patch_ctx, patch_hidden.mat(), patch_diff.mat());
-    Tensor eps = UploadMatrix(be, dtype_, batch.patch_target, np, pd);
-    be->Axpy(-1.0, eps.mat(), patch_diff.mat());
-    report.diffusion_sum = be->SumSquares({patch_diff.mat()});
+    const int pd = config_.patch_dim();
+    patches_->Output(b.patches, normed_f_.mat(), &patch_hidden_, &patch_diff_);
+    Tensor eps = UploadMatrix(be, dtype_, b.rows().patch_target, np, pd);
+    be->Axpy(-1.0, eps.mat(), patch_diff_.mat());
+    report.diffusion_sum = be->SumSquares({patch_diff_.mat()});
     report.diffusion_count = np * pd;
   }
   report.diffusion_weight = config_.patch_dim() > 0 ? config_.diffusion_weight() : 0.0;
-  if (!backward) {
-    RETURN_IF_ERROR(hook(&BucketHooks::AfterForward, 0));
-    return report;
-  }
+  return report;
+}
 
-  // ---- backward ----
-  Tensor dres = be->Empty(dtype_, {n, d});
+absl::Status MambaLM::Backward(const DeviceBatch& b, const LossDenominators& denominators,
+                               Tensor* dnormed) {
+  Backend* be = backend_;
+  const int64_t n = b.given->rows();
+  const int n_layer = config_.n_layer();
+  const int64_t np = b.patches.count;
   if (np > 0) {
     // d(lambda * mean(diff^2)) / d(pred) = 2 lambda diff / count
-    const double count = denominators.patch_elements > 0 ? denominators.patch_elements : np * pd;
-    be->Scale(2.0 * config_.diffusion_weight() / count, patch_diff.mat());
-    Tensor dhidden = be->Empty(dtype_, {np, d});
-    image_out_->Backward(patch_ctx, patch_hidden.mat(), patch_diff.mat(), dhidden.mat(), false);
-    be->ScatterAddRows(dhidden.mat(), patch_rows, dnormed.mat());
+    const double count = denominators.patch_elements > 0 ? denominators.patch_elements
+                                                         : np * config_.patch_dim();
+    be->Scale(2.0 * config_.diffusion_weight() / count, patch_diff_.mat());
+    patches_->OutputBackward(b.patches, patch_hidden_, patch_diff_.mat(), dnormed->mat());
   }
+  // dres holds d(loss)/d(x_l) as it goes down the stack.
+  Tensor dres = be->Empty(dtype_, {n, config_.d_model()});
   be->Fill(dres.mat(), 0);
-  norm_f_->Backward(residual_[n_layer].mat(), rstd_[n_layer], dnormed.mat(), dres.mat());
+  norm_f_->Backward(residual_[n_layer].mat(), rstd_f_, dnormed->mat(), dres.mat());
   for (int l = n_layer - 1; l >= 0; --l) {
-    // dres holds d(loss)/d(x_{l+1}); the residual passes it through unchanged.
-    RETURN_IF_ERROR(hook(&BucketHooks::BeforeBackward, 1 + l));
-    blocks_[l].Backward(ctx, normed_[l].mat(), acts_[l], dres.mat(), dnormed.mat());
-    norms_[l].Backward(residual_[l].mat(), rstd_[l], dnormed.mat(), dres.mat());
-    RETURN_IF_ERROR(hook(&BucketHooks::AfterBackward, 1 + l));
+    RETURN_IF_ERROR(Hook(&BucketHooks::BeforeBackward, 1 + l));
+    blocks_[l]->Backward(b.ctx, residual_[l].mat(), *acts_[l], dres.mat());
+    RETURN_IF_ERROR(Hook(&BucketHooks::AfterBackward, 1 + l));
   }
-  be->EmbeddingBackward(tokens, dres.mat(), &embed_->grad);
-  if (np > 0) {
-    Tensor demb = be->Empty(dtype_, {np, d});
-    be->GatherRows(dres.mat(), patch_rows, demb.mat());
-    Tensor unused_dx = be->Empty(dtype_, {np, std::max(pd, kTimeFeatures)});
-    image_in_->Backward(patch_ctx, patch_x.mat(), demb.mat(), unused_dx.mat().Cols(0, pd), false);
-    time_embed_->Backward(patch_ctx, time_features.mat(), demb.mat(),
-                          unused_dx.mat().Cols(0, kTimeFeatures), false);
+  be->EmbeddingBackward(b.tokens, dres.mat(), &embed_->grad);
+  if (np > 0) patches_->InputBackward(b.patches, dres.mat());
+  return Hook(&BucketHooks::AfterBackward, 0);
+}
+
+absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
+                                        const LossDenominators& denominators) {
+  RETURN_IF_ERROR(Validate(batch));
+  const DeviceBatch b = PrepareBatch(batch, denominators);
+  RETURN_IF_ERROR(TrunkForward(b));
+  Tensor dnormed;
+  LossReport report = HeadAndLoss(b, backward, &dnormed);
+  if (!backward) {
+    RETURN_IF_ERROR(Hook(&BucketHooks::AfterForward, 0));
+    return report;
   }
-  RETURN_IF_ERROR(hook(&BucketHooks::AfterBackward, 0));
+  RETURN_IF_ERROR(Backward(b, denominators, &dnormed));
   return report;
+}
+
+RecurrentState MambaLM::NewState(int streams) const {
+  RecurrentState state;
+  state.streams = streams;
+  for (const std::unique_ptr<Block>& block : blocks_) state.layers.push_back(block->NewState(streams));
+  return state;
+}
+
+void MambaLM::CopyState(const RecurrentState& from, RecurrentState* to) const {
+  for (size_t l = 0; l < blocks_.size(); ++l) {
+    blocks_[l]->CopyState(*from.layers[l], to->layers[l].get());
+  }
+}
+
+absl::Status MambaLM::CheckStep(const std::vector<StepInput>& inputs,
+                                const RecurrentState& state) const {
+  if (state.layers.size() != blocks_.size()) {
+    return absl::InvalidArgumentError("recurrent state: made for another model");
+  }
+  const int v = config_.vocab_size(), m = config_.n_modalities();
+  std::vector<bool> seen(state.streams, false);
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const StepInput& in = inputs[i];
+    if (in.stream < 0 || in.stream >= state.streams || seen[in.stream]) {
+      return absl::InvalidArgumentError(absl::StrCat("step input ", i, ": stream ", in.stream,
+                                                     " is out of range or repeated"));
+    }
+    seen[in.stream] = true;
+    if (in.token < 0 || in.token >= v) {
+      return absl::InvalidArgumentError(absl::StrCat("step input ", i, ": token ", in.token,
+                                                     " is outside the vocab [0, ", v, ")"));
+    }
+    if (in.modality < 0 || in.modality >= m) {
+      return absl::InvalidArgumentError(absl::StrCat("step input ", i, ": modality ",
+                                                     in.modality, " is outside [0, ", m, ")"));
+    }
+    if (in.patch == nullptr) continue;
+    if (config_.patch_dim() == 0) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("step input ", i, ": a patch given but model.patch_dim is 0"));
+    }
+    if (in.timestep < 0 || in.timestep > config_.diffusion_steps()) {
+      return absl::InvalidArgumentError(absl::StrCat("step input ", i, ": timestep ",
+                                                     in.timestep, " is outside [0, ",
+                                                     config_.diffusion_steps(), "]"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+namespace {
+
+// A contiguous F32 or F64 matrix on `be` into host floats.
+void CopyToHost(Backend* be, const Tensor& src, float* dst) {
+  const Mat m = src.mat();
+  Mat host{dst, DType::kF32, Device::kCpu, m.rows, m.cols, m.cols};
+  if (src.dtype() == DType::kF32) {
+    be->Copy(m, host);
+    return;
+  }
+  Tensor staged(src.dtype(), src.shape());
+  be->Copy(m, staged.mat());
+  for (int64_t i = 0; i < staged.numel(); ++i) dst[i] = static_cast<float>(staged.data<double>()[i]);
+}
+
+}  // namespace
+
+absl::Status MambaLM::Step(const std::vector<StepInput>& inputs, RecurrentState* state,
+                           float* logits, float* eps) const {
+  RETURN_IF_ERROR(CheckStep(inputs, *state));
+  const int64_t rows = static_cast<int64_t>(inputs.size());
+  if (rows == 0) return absl::OkStatus();
+  const int d = config_.d_model(), v = config_.vocab_size(), m = config_.n_modalities();
+  const int pd = config_.patch_dim();
+  std::vector<int32_t> tokens(rows), modality(rows), streams(rows), patch_rows, timesteps;
+  std::vector<uint8_t> reset(rows);
+  std::vector<float> patch_inputs;
+  for (int64_t i = 0; i < rows; ++i) {
+    const StepInput& in = inputs[i];
+    tokens[i] = in.token;
+    modality[i] = in.modality;
+    streams[i] = in.stream;
+    reset[i] = in.doc_start ? 1 : 0;
+    if (in.patch != nullptr) {
+      patch_rows.push_back(static_cast<int32_t>(i));
+      patch_inputs.insert(patch_inputs.end(), in.patch, in.patch + pd);
+      timesteps.push_back(in.timestep);
+    }
+  }
+
+  // The step's ids on the backend, as the parallel forward has its batch's.
+  Backend* be = backend_;
+  const Tensor tokens_dev = Upload(be, DType::kI32, tokens);
+  const Tensor streams_dev = Upload(be, DType::kI32, streams);
+  const Tensor reset_dev = Upload(be, DType::kU8, reset);
+  const std::unique_ptr<Routing> by_modality = be->MakeRouting(modality.data(), rows, m);
+  const std::vector<int32_t> zeros(rows, 0);
+  const std::unique_ptr<Routing> shared = be->MakeRouting(zeros.data(), rows, 1);
+  const StepContext ctx{StepLayout{&streams_dev, &reset_dev}, &streams, &reset,
+                        by_modality.get(), shared.get()};
+
+  Tensor x = be->Empty(dtype_, {rows, d});
+  be->EmbeddingForward(tokens_dev, embed_->value, x.mat());
+  PatchLayer::Patches patches;
+  if (!patch_rows.empty()) {
+    patches = patches_->Upload(patch_rows, patch_inputs, timesteps);
+    patches_->AddInput(patches, x.mat());
+  }
+  for (size_t l = 0; l < blocks_.size(); ++l) blocks_[l]->Step(ctx, x.mat(), state->layers[l].get());
+  Tensor h = be->Empty(dtype_, {rows, d}), rstd = be->Empty(dtype_, {rows});
+  norm_f_->Forward(x.mat(), h.mat(), &rstd);
+
+  if (logits != nullptr) {
+    Tensor dev = be->Empty(dtype_, {rows, v});
+    const Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
+    be->Gemm(false, true, 1.0, h.mat(), head, 0.0, dev.mat());
+    CopyToHost(be, dev, logits);
+  }
+  if (eps != nullptr && pd > 0) {
+    Tensor dev = be->Empty(dtype_, {rows, pd});
+    be->Fill(dev.mat(), 0);
+    if (patches.count > 0) {
+      Tensor hidden, pred;
+      patches_->Output(patches, h.mat(), &hidden, &pred);
+      be->ScatterAddRows(pred.mat(), patches.rows, dev.mat());
+    }
+    CopyToHost(be, dev, eps);
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace modamba

@@ -1,7 +1,10 @@
-// The Mixture-of-Mamba language model (docs/DESIGN.md, "The model"):
-//   x = embed(tokens); for each layer: x = x + MambaBlock(RMSNorm(x), modality)
-//   logits = lm_head(RMSNorm(x))
-// With every route switch off it is the dense Mamba baseline.
+// The language model (docs/DESIGN.md, "The model"): a stack of Blocks
+// (core/block.h) between the embedding and the head,
+//   x = embed(tokens) (+ the Transfusion patch input); x = block_l(x) for each
+//   layer; logits = lm_head(RMSNorm(x)) (+ the Transfusion patch output),
+// with Mixture-of-Mamba blocks (core/mamba_block.h); with every route switch
+// off they are the dense Mamba baseline. The same definition serves training
+// (ForwardBackward), evaluation (Evaluate) and recurrent generation (Step).
 #ifndef MODAMBA_CORE_MODEL_H_
 #define MODAMBA_CORE_MODEL_H_
 
@@ -9,8 +12,9 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "core/block.h"
 #include "core/layers.h"
-#include "core/mamba_block.h"
+#include "core/transfusion.h"
 #include "proto/config.pb.h"
 
 namespace modamba {
@@ -52,12 +56,35 @@ struct LossReport {
   void Add(const LossReport& other);
 };
 
+// Names of modality m in logs and metrics: text, image, speech, then m3...
+std::string ModalityLabel(int m);
+
 // What the step's mean losses divide by. A step spread over micro-batches or
 // ranks passes the totals of the whole step, so the gradient is the same as
 // one big batch's; 0 means this batch's own count.
 struct LossDenominators {
   double tokens = 0;          // predicted tokens
   double patch_elements = 0;  // noised patch elements (patches * patch_dim)
+};
+
+// The recurrent state of a number of independent token streams, on the
+// model's backend; all zero before a stream's first token.
+struct RecurrentState {
+  int streams = 0;
+  std::vector<std::unique_ptr<Block::State>> layers;  // one per block
+};
+
+// One stream's token for one recurrent step.
+struct StepInput {
+  int stream = 0;
+  int32_t token = 0;
+  int32_t modality = 0;
+  // Begins a document: the stream's state restarts (as at a doc_start flag).
+  bool doc_start = false;
+  // Transfusion: the noised patch this position carries (patch_dim floats)
+  // and its diffusion step; null for a discrete token.
+  const float* patch = nullptr;
+  int32_t timestep = 0;
 };
 
 class MambaLM {
@@ -87,16 +114,41 @@ class MambaLM {
   // token n (ForwardBackward's fused head does not keep them).
   const Tensor& logits() const { return logits_; }
 
+  // Recurrent generation: the blocks' Step, which computes what the parallel
+  // forward computes for the same tokens (routing, document resets and
+  // Transfusion patch rows). A batch of streams shares each step's ops.
+  RecurrentState NewState(int streams) const;
+  // Overwrites `to` (from NewState, as many streams) with `from`.
+  void CopyState(const RecurrentState& from, RecurrentState* to) const;
+  // Advances the listed streams (distinct) by one token each; the other
+  // streams keep their state. Row i of `logits` ([inputs, V] on the host,
+  // may be null) gets the next-token logits of inputs[i]; row i of `eps`
+  // ([inputs, patch_dim] on the host, may be null) gets the noise predicted
+  // for inputs[i]'s patch (zero for rows without one).
+  absl::Status Step(const std::vector<StepInput>& inputs, RecurrentState* state, float* logits,
+                    float* eps) const;
+
   const ParamSet& params() const { return params_; }
   ParamSet* mutable_params() { return &params_; }
   const v1::ModelConfig& config() const { return config_; }
   Backend* backend() const { return backend_; }
 
  private:
+  // A batch on the device, as the stages below pass it on.
+  struct DeviceBatch;
+
   MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype);
   void Init(uint64_t seed);
-  absl::StatusOr<LossReport> Run(const Batch& given, bool backward,
+  absl::StatusOr<LossReport> Run(const Batch& batch, bool backward,
                                  const LossDenominators& denominators);
+  // The stages of Run.
+  DeviceBatch PrepareBatch(const Batch& given, const LossDenominators& denominators) const;
+  absl::Status TrunkForward(const DeviceBatch& b);
+  LossReport HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dnormed);
+  absl::Status Backward(const DeviceBatch& b, const LossDenominators& denominators,
+                        Tensor* dnormed);
+  absl::Status CheckStep(const std::vector<StepInput>& inputs, const RecurrentState& state) const;
+  absl::Status Hook(absl::Status (BucketHooks::*fn)(int), int bucket) const;
 
   v1::ModelConfig config_;
   Backend* backend_;
@@ -105,19 +157,18 @@ class MambaLM {
   bool group_rows_ = true;
   ParamSet params_;
   Param* embed_;
-  std::vector<RmsNorm> norms_;
-  std::vector<MambaBlock> blocks_;
+  std::vector<std::unique_ptr<Block>> blocks_;
   std::unique_ptr<RmsNorm> norm_f_;
   Param* lm_head_;  // == embed_ when tied
-  // Transfusion only.
-  std::unique_ptr<Linear> image_in_, time_embed_, image_out_;
+  std::unique_ptr<PatchLayer> patches_;  // Transfusion only
 
   // Saved by the forward for the backward.
-  std::vector<Tensor> residual_;  // [n_layer + 1] x [N, D]
-  std::vector<Tensor> normed_;    // [n_layer + 1] x [N, D] (last: final norm)
-  std::vector<Tensor> rstd_;      // [n_layer + 1] x [N]
-  std::vector<MambaBlock::Activations> acts_;
+  std::vector<Tensor> residual_;  // [n_layer + 1] x [N, D]: the stream into each block, and out
+  Tensor normed_f_, rstd_f_;      // the final norm's output [N, D] and rstd [N]
+  std::vector<std::unique_ptr<Block::Activations>> acts_;
   Tensor logits_;
+  // Transfusion: the patches' hidden rows and eps - target of the last forward.
+  Tensor patch_hidden_, patch_diff_;
 };
 
 }  // namespace modamba

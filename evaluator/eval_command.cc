@@ -27,7 +27,6 @@
 #include "kernels/cuda_backend.h"
 #include "tools/cli/artifacts.h"
 #include "tools/cli/flags.h"
-#include "trainer/train_loop.h"
 
 namespace modamba::eval {
 namespace {

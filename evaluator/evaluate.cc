@@ -12,7 +12,6 @@
 #include "evaluator/digit_classifiers.h"
 #include "evaluator/recurrent.h"
 #include "trainer/batch_source.h"
-#include "trainer/train_loop.h"
 
 namespace modamba::eval {
 

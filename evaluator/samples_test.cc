@@ -25,7 +25,7 @@ class SamplesTest : public ::testing::Test {
     if (testing::RawDir().empty()) GTEST_SKIP() << "MODAMBA_DATA_DIR is not set";
     ASSERT_NE(dir_, nullptr);
   }
-  // A random model for a setting's dataset.
+  // A random model for a setting's dataset (the fixture keeps the model).
   std::unique_ptr<RecurrentLM> Model(const std::string& setting, Tokenizers* tok) {
     auto t = Tokenizers::Load(*dir_ + "/" + setting);
     EXPECT_TRUE(t.ok()) << t.status();
@@ -41,13 +41,15 @@ class SamplesTest : public ::testing::Test {
     be_ = NewCpuBackend();
     auto model = MambaLM::Create(c, be_.get(), DType::kF32, 8);
     EXPECT_TRUE(model.ok());
-    auto lm = RecurrentLM::FromModel(**model);
+    model_ = *std::move(model);
+    auto lm = RecurrentLM::FromModel(*model_);
     EXPECT_TRUE(lm.ok());
     return std::move(lm).value();
   }
 
   static std::string* dir_;
   std::unique_ptr<Backend> be_;
+  std::unique_ptr<MambaLM> model_;
 };
 std::string* SamplesTest::dir_ = nullptr;
 

@@ -7,10 +7,10 @@
 #include "core/data/reader.h"
 #include "core/data/vocab.h"
 #include "core/diffusion.h"
+#include "core/model.h"
 #include "core/rng.h"
 #include "core/status_macros.h"
 #include "trainer/batch_source.h"
-#include "trainer/train_loop.h"
 
 namespace modamba::eval {
 namespace {

@@ -639,18 +639,22 @@ TEST_F(ScanTest, RowMapRoutedBiasOddLength) {
        true, 0.03, true});
 }
 
-// The backward splits time into chunks whose adjoints are carried across
-// (scan.cu); any chunk count gives the CPU's gradients. Ten tiles in 1, 2, 3
-// and 4 chunks (the last ones partial), documents sparse enough that adjoints
-// cross chunk boundaries, and none at all.
-TEST_F(ScanTest, ChunkedBackwardAnyChunkCount) {
-  struct ScopedChunks {  // unset again however the test ends
-    explicit ScopedChunks(const char* v) { setenv("MODAMBA_SCAN_CHUNKS", v, 1); }
-    ~ScopedChunks() { unsetenv("MODAMBA_SCAN_CHUNKS"); }
+// Both passes split time into chunks whose states (forward) and adjoints
+// (backward) are carried across (scan.cu); any chunk counts give the CPU's
+// outputs and gradients. Ten tiles in 1 to 4 chunks each way (the last ones
+// partial), documents sparse enough that states and adjoints cross chunk
+// boundaries, and none at all.
+TEST_F(ScanTest, ChunkedAnyChunkCount) {
+  struct ScopedEnv {  // unset again however the test ends
+    ScopedEnv(const char* name, const std::string& v) : name(name) { setenv(name, v.c_str(), 1); }
+    ~ScopedEnv() { unsetenv(name); }
+    const char* name;
   };
-  for (const char* chunks : {"1", "2", "3", "4"}) {
-    ScopedChunks scoped(chunks);
-    SCOPED_TRACE(std::string("chunks ") + chunks);
+  for (int fwd = 1; fwd <= 4; ++fwd) {
+    const int bwd = 5 - fwd;
+    ScopedEnv fwd_env("MODAMBA_SCAN_FWD_CHUNKS", std::to_string(fwd));
+    ScopedEnv bwd_env("MODAMBA_SCAN_CHUNKS", std::to_string(bwd));
+    SCOPED_TRACE("forward chunks " + std::to_string(fwd) + ", backward " + std::to_string(bwd));
     Run({"B=2 L=300 E=70 S=16, 3 dt groups, sparse docs, misaligned, row map", 2, 300, 70, 16, 3,
          {0, 1, 2}, true, 0.004, true});
     Run({"B=1 L=300 E=128 S=16, shared bias, no docs, aligned", 1, 300, 128, 16, 1, {0}, false,

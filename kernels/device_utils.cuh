@@ -70,8 +70,24 @@ __device__ __forceinline__ T BlockSum(T v, T* shared) {
 // 1 / (1 + e^-x) through the special-function unit's reciprocal (~2 ulp).
 __device__ __forceinline__ float Sigmoid(float x) { return __fdividef(1.f, 1.f + __expf(-x)); }
 
-// log(1 + e^x) without overflow, accurate for very negative x too.
-__device__ __forceinline__ float Softplus(float x) { return x > 20.f ? x : log1pf(__expf(x)); }
+// log(1 + e^x) = max(x, 0) + log1p(e^-|x|), without overflow and accurate for
+// very negative x too (~4 ulp), in ~17 instructions and no branch (log1pf
+// has ~35 and branches, a fifth of the scan forward's time). For t in [0, 1],
+// log1p(t) = 2 atanh(s) = 2 s (1 + s^2/3 + s^4/5 + ...) with s = t / (2 + t)
+// <= 1/3; the terms past s^14 are below 2e-9 of the sum. NaN stays NaN.
+__device__ __forceinline__ float Softplus(float x) {
+  const float t = __expf(-fabsf(x));
+  const float s = __fdividef(t, 2.f + t), z = s * s;
+  float p = 1.f / 15;
+  p = fmaf(p, z, 1.f / 13);
+  p = fmaf(p, z, 1.f / 11);
+  p = fmaf(p, z, 1.f / 9);
+  p = fmaf(p, z, 1.f / 7);
+  p = fmaf(p, z, 1.f / 5);
+  p = fmaf(p, z, 1.f / 3);
+  p = fmaf(p, z, 1.f);
+  return fmaxf(x, 0.f) + 2.f * s * p;
+}
 
 // The row holding sequence position n: rows[n] under a row map
 // (core/backend.h), else n. Kernels take kMapped as a template argument, so

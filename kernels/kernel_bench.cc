@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -219,6 +220,21 @@ class Bench {
         "\nexp2 floor per pass over all states: %.3f ms (%d SMs at %.2f GHz); "
         "mamba_ssm (bf16 I/O, H100): forward 0.446 ms, forward + backward 2.306 ms\n",
         exp_ms, sms, clock_khz / 1e6);
+
+    // Both passes by time chunks per sequence (forced as the variables allow).
+    std::printf("\n| time chunks | forward keeping states ms | backward from kept states ms |\n");
+    std::printf("|---|---|---|\n");
+    std::printf("| chosen | %.3f | %.3f |\n", fwd_saving_ms, bwd_saved_ms);
+    for (int chunks : {1, 2, 3, 4, 5, 6, 8, 12, 16}) {
+      const std::string v = std::to_string(chunks);
+      setenv("MODAMBA_SCAN_FWD_CHUNKS", v.c_str(), 1);
+      setenv("MODAMBA_SCAN_CHUNKS", v.c_str(), 1);
+      const double f = Ms([&] { gpu_->ScanForward(seq, *routing, kept, y.mat()); });
+      const double b = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });
+      std::printf("| %d | %.3f | %.3f |\n", chunks, f, b);
+    }
+    unsetenv("MODAMBA_SCAN_FWD_CHUNKS");
+    unsetenv("MODAMBA_SCAN_CHUNKS");
   }
 
   // Contiguous modality spans as in packed multi-modal documents: text

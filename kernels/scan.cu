@@ -8,11 +8,13 @@
 // delta = softplus(delta_raw + dt_bias[group]) and the exponent scale
 // delta * log2(e), set to +inf at a document start so that the decay
 // exp2(scale * A) is exactly 0 there without a branch per state. Sums over
-// states (y = C.h, and d(delta), du) reduce across the kNSG lanes of a
-// channel with shuffles; sums over channels (dB, dC) reduce in registers over
-// a thread's channels, across lanes with a reduce-scatter, across warps in
-// shared memory, then across channel blocks in a final kernel. Every sum has
-// a fixed order: results are bitwise reproducible.
+// states reduce across the kNSG lanes of a channel: the forward's y = C.h
+// through shared memory, each lane's share summed after the tile's steps;
+// the backward's y, d(delta) and du with shuffles. Sums over channels (dB,
+// dC) reduce in registers over a thread's channels, across lanes with a
+// reduce-scatter, across warps in shared memory, then across channel blocks
+// in a final kernel. Every sum has a fixed order: results are bitwise
+// reproducible.
 //
 // Backward: a forward pass saves the state every kT steps (kT = one tile).
 // The backward then walks the tiles from the last to the first, each held in
@@ -21,6 +23,9 @@
 // then for each kSub-step sub-tile, last first, re-runs those steps keeping
 // states and decays in registers and runs the adjoint recurrence backwards
 // through them. The next tile's inputs load while the adjoint runs.
+//
+// Both passes split sequences into time chunks walked side by side, carrying
+// states (forward) and adjoints (backward) across ("Time chunks" below).
 //
 // Time steps are sequence positions; with a row map (core/backend.h) every
 // per-token load and store goes to the row of its position (kMapped, a
@@ -65,24 +70,29 @@ struct Cfg {
   static_assert(2 * kSPT == 32 / NSG, "dB/dC reduce-scatter leaves one value per lane");
 };
 
+// A strided fp32 input: element (row, col) is ptr[row * ld + col]; vec: every
+// row starts 16-byte aligned, so tiles load in 16-byte chunks.
+struct Operand {
+  const float* ptr;
+  int64_t ld;
+  bool vec;
+  __device__ __forceinline__ const float* Row(int64_t row) const { return ptr + row * ld; }
+};
+
 struct Params {
   int64_t batch, seq_len, e_dim, s_dim;
   const uint8_t* doc_start;
   const int32_t* rows;  // row of each position (kMapped only)
   const int32_t* group;
   int groups;
-  const float *u, *dr, *b, *c, *z;
-  int64_t ldu, lddr, ldb, ldc, ldz;
-  bool vec_u, vec_dr, vec_b, vec_c, vec_z;
+  Operand u, dr, b, c, z;
   const float *dt_bias, *a_log, *d;
   void* y;  // fp32 or bf16 (y_bf16)
   int64_t ldy;
   bool y_bf16;
   float* ckpt;  // [batch][tiles][E][kS]: the state before step j * kT
   // Backward only.
-  const float* dy;
-  int64_t lddy;
-  bool vec_dy;
+  Operand dy;
   float* du;
   void* ddr;  // fp32 or bf16 (ddr_bf16)
   bool ddr_bf16;
@@ -93,9 +103,9 @@ struct Params {
   float* part_da;   // [batch][chunks][E][kS]
   float* part_dd;   // [batch][chunks][E]
   float* part_dtb;  // [batch][chunks][groups][E]
-  // Time chunks of the backward (AdjointCarryKernel).
+  // Time chunks (see "Time chunks" below).
   int chunks, chunk_tiles;  // chunks per sequence, tiles per chunk
-  float* carry_g;           // [batch][chunks][E][kS]: adjoint a chunk passes back, from zero
+  float* carry_x;           // [batch][chunks][E][kS]: what a chunk passes on, from zero
   float* carry_de;          // [batch][chunks][E]: the chunk's summed exponent scale
 };
 
@@ -224,15 +234,15 @@ __device__ __forceinline__ int TileGroup(const Params& p, const int* map, int r)
 // [col0, col0 + cols_valid) of a strided matrix into a dense [kT][W] tile,
 // zero-filling the rest; map is the tile's map (kMapped).
 template <int W, int NT, bool kMapped>
-__device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t ld, bool vec,
-                                         const int* map, int64_t pos0, int rows_valid, int64_t col0,
+__device__ __forceinline__ void LoadTile(float* dst, const Operand& src, const int* map,
+                                         int64_t pos0, int rows_valid, int64_t col0,
                                          int cols_valid) {
-  if (vec) {
+  if (src.vec) {
     constexpr int W4 = W / 4;
     for (int q = threadIdx.x; q < kT * W4; q += NT) {
       const int r = q / W4, c = (q % W4) * 4;
       float* d = dst + r * W + c;
-      const float* s = src + TileRow<kMapped>(map, pos0, r) * ld + col0 + c;
+      const float* s = src.Row(TileRow<kMapped>(map, pos0, r)) + col0 + c;
       if (r < rows_valid && c + 4 <= cols_valid) {
         CpAsync16(d, s);
       } else {
@@ -250,7 +260,7 @@ __device__ __forceinline__ void LoadTile(float* dst, const float* src, int64_t l
     for (int q = threadIdx.x; q < kT * W; q += NT) {
       const int r = q / W, c = q % W;
       if (r < rows_valid && c < cols_valid) {
-        CpAsync4(dst + q, src + TileRow<kMapped>(map, pos0, r) * ld + col0 + c);
+        CpAsync4(dst + q, src.Row(TileRow<kMapped>(map, pos0, r)) + col0 + c);
       } else {
         dst[q] = 0.f;
       }
@@ -356,56 +366,101 @@ __device__ __forceinline__ void LoadResets(const Params& p, int64_t row0, int64_
   }
 }
 
+// ------------------------------------------------------------- time chunks
+// Both passes split each sequence into chunks of chunk_tiles tiles, walked by
+// separate blocks, so that the grid fills the GPU at any batch size. A chunk
+// needs what the chunks before it in the walk's direction pass on: the state
+// h for the forward, the adjoint g = dL/dh (running backwards in time) for
+// the backward. Both recurrences are x <- a x + b with a = exp2(de * A), so a
+// chunk started from zero passes on carry_x[k], and started from X it passes
+// on carry_x[k] + exp2(carry_de[k] * A) X, carry_de[k] being the chunk's
+// summed exponent scale (infinite across a document start: exactly 0). A
+// carry pass computes carry_x and carry_de of every chunk that passes
+// something on; each chunk's block then folds them (FoldCarries), a few
+// operations per state, and walks its chunk from the true start.
+
+// x <- carry_x[k] + exp2(carry_de[k] A) x for k = first, first + step, ...,
+// up to last (excluded), for the thread's channels and states.
+template <class C>
+__device__ __forceinline__ void FoldCarries(const Params& p, int first, int last, int step,
+                                            int64_t e0, int cg, int sg,
+                                            const float (&A)[C::kCPT][C::kSPT],
+                                            float (&x)[C::kCPT][C::kSPT]) {
+  const int64_t E = p.e_dim, bi = blockIdx.y;
+  for (int k = first; k != last; k += step) {
+    const int64_t slot = bi * p.chunks + k;
+#pragma unroll
+    for (int c = 0; c < C::kCPT; ++c) {
+      const int64_t e = e0 + cg * C::kCPT + c;
+      if (e >= E) continue;
+      const float de = p.carry_de[slot * E + e];
+      const float* carry = p.carry_x + (slot * E + e) * kS + sg * C::kSPT;
+#pragma unroll
+      for (int i = 0; i < C::kSPT; ++i) x[c][i] = fmaf(Exp2(de * A[c][i]), x[c][i], carry[i]);
+    }
+  }
+}
+
 // ------------------------------------------------------------------ forward
-// kCkptMode: only the recurrence, saving the state at every tile start (the
-// backward's first pass); otherwise y.
-template <class C, bool kCkptMode>
+enum class FwdMode {
+  kOutput,  // y, and the state at every tile start if p.ckpt is set
+  kStates,  // only the state at every tile start (the backward's first pass)
+  kCarry,   // only each chunk's carry from zero (chunks 0 .. chunks - 2)
+};
+
+template <class C>
 struct FwdSmem {
   static constexpr int CB = C::kCB;
   // Stage (double-buffered): u, delta_raw -> exponent scale, z, B, C, resets.
   static constexpr int kU = 0, kDe = kT * CB, kZ = 2 * kT * CB, kB = 3 * kT * CB;
   static constexpr int kC = kB + kT * kS, kReset = kC + kT * kS;
   static constexpr int kStage = kReset + kT;
-  static constexpr int kDu = 2 * kStage;                // delta * u   [kT][CB]
-  static constexpr int kY = kDu + kT * CB;              // C.h         [kT][CB]
-  static constexpr int kD = kY + kT * CB;               // D           [CB]
-  static constexpr int kBias = kD + CB;                 // dt_bias     [groups][CB]
-  static constexpr int kMap = kBias + kMaxGroups * CB;  // TileMaps (ints)
+  static constexpr int kDu = 2 * kStage;                   // delta * u   [kT][CB]
+  static constexpr int kYPart = kDu + kT * CB;             // C.h by lane [kT][CB][NSG]
+  static constexpr int kD = kYPart + kT * CB * C::kNSG;    // D           [CB]
+  static constexpr int kBias = kD + CB;                    // dt_bias     [groups][CB]
+  static constexpr int kMap = kBias + kMaxGroups * CB;     // TileMaps (ints)
   static constexpr int kTotal = kMap + kMapInts;
-  // FwdCfg (CB 32): stages 2 x 4128 + delta*u, C.h 2 x 1024 + D 32 +
-  // dt_bias 256 = 10592 floats (42,368 B, the whole block before the maps)
-  // + maps 3 x 64 ints = 43,136 B per block; an H100 SM (228 KB, 1 KB
-  // reserved per block) holds 5 such blocks by shared memory, as before.
+  // FwdCfg (CB 32, 4 lanes per channel): stages 2 x 4128 + delta*u 1024 +
+  // C.h partials 4096 + D 32 + dt_bias 256 = 13664 floats + maps 3 x 64
+  // ints = 55,424 B per block: 4 blocks per SM (228 KB, 1 KB reserved per
+  // block), as many as its registers allow.
 };
 
-template <class C, bool kCkptMode, bool kMapped>
+template <class C, FwdMode kMode, bool kMapped>
 __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
-  using SM = FwdSmem<C, kCkptMode>;
+  using SM = FwdSmem<C>;
+  constexpr bool kY = kMode == FwdMode::kOutput;
   constexpr int CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   float* sdu = smem + SM::kDu;
-  float* sy = smem + SM::kY;
+  float* sy_part = smem + SM::kYPart;
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
   static_assert(NT >= kT, "a thread per step stages the tile maps");
+  static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
 
-  const int tid = threadIdx.x, lane = tid & 31;
+  const int tid = threadIdx.x;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
   const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
   const int64_t row_base = bi * L;
   const int tiles = static_cast<int>(CeilDiv(L, kT));
+  const int chunk = blockIdx.z, tile_lo = chunk * p.chunk_tiles;
+  const int tile_hi = static_cast<int>(Min64(tiles, tile_lo + p.chunk_tiles));
   auto steps = [&](int tile) { return static_cast<int>(Min64(kT, L - int64_t(tile) * kT)); };
   TileMaps<kMapped> maps(p, reinterpret_cast<int*>(smem + SM::kMap), row_base, tiles);
 
-  float A[CPT][SPT], h[CPT][SPT];
+  float A[CPT][SPT], h[CPT][SPT], de_sum[CPT];
   LoadA<C>(p, e0, cg, sg, A);
 #pragma unroll
   for (int c = 0; c < CPT; ++c) {
+    de_sum[c] = 0.f;
 #pragma unroll
     for (int i = 0; i < SPT; ++i) h[c][i] = 0.f;
   }
+  if (kMode != FwdMode::kCarry) FoldCarries<C>(p, 0, chunk, 1, e0, cg, sg, A, h);
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
   LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
@@ -415,24 +470,23 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = steps(tile);
     const int64_t row0 = row_base + t0;
-    LoadTile<CB, NT, kMapped>(st + SM::kU, p.u, p.ldu, p.vec_u, map, row0, rows, e0, cols_valid);
-    LoadTile<CB, NT, kMapped>(st + SM::kDe, p.dr, p.lddr, p.vec_dr, map, row0, rows, e0,
-                              cols_valid);
-    LoadTile<kS, NT, kMapped>(st + SM::kB, p.b, p.ldb, p.vec_b, map, row0, rows, 0, p.s_dim);
-    if (!kCkptMode) {
-      LoadTile<CB, NT, kMapped>(st + SM::kZ, p.z, p.ldz, p.vec_z, map, row0, rows, e0, cols_valid);
-      LoadTile<kS, NT, kMapped>(st + SM::kC, p.c, p.ldc, p.vec_c, map, row0, rows, 0, p.s_dim);
+    LoadTile<CB, NT, kMapped>(st + SM::kU, p.u, map, row0, rows, e0, cols_valid);
+    LoadTile<CB, NT, kMapped>(st + SM::kDe, p.dr, map, row0, rows, e0, cols_valid);
+    LoadTile<kS, NT, kMapped>(st + SM::kB, p.b, map, row0, rows, 0, p.s_dim);
+    if (kY) {
+      LoadTile<CB, NT, kMapped>(st + SM::kZ, p.z, map, row0, rows, e0, cols_valid);
+      LoadTile<kS, NT, kMapped>(st + SM::kC, p.c, map, row0, rows, 0, p.s_dim);
     }
     LoadResets<NT>(p, row0, t0, rows, st + SM::kReset);
     CpAsyncCommit();
   };
 
-  maps.Start(0, 1);
-  load(0, 0);
-  for (int tile = 0; tile < tiles; ++tile) {
+  maps.Start(tile_lo, tile_lo + 1);
+  load(tile_lo, tile_lo & 1);
+  for (int tile = tile_lo; tile < tile_hi; ++tile) {
     const int stage = tile & 1;
     maps.Fetch(tile + 2, tile + 1);  // put at the end of the iteration
-    if (tile + 1 < tiles) {
+    if (tile + 1 < tile_hi) {
       load(tile + 1, stage ^ 1);
       CpAsyncWait<1>();
     } else {
@@ -449,8 +503,10 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = steps(tile);
 
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+    // Four elements at a time: their softplus chains overlap.
+#pragma unroll 4
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float de = 0.f, du = 0.f;
       if (r < rows && ch < cols_valid) {
         const float delta = Softplus(sde[q] + sbias[TileGroup(p, map, r) * CB + ch]);
@@ -460,7 +516,7 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       sde[q] = de;
       sdu[q] = du;
     }
-    if (kCkptMode || p.ckpt != nullptr) {
+    if (kMode == FwdMode::kStates || (kY && p.ckpt != nullptr)) {
       float* dst = p.ckpt + ((bi * CeilDiv(L, kT) + tile) * E) * kS;
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
@@ -478,55 +534,67 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     for (int r = 0; r < kT; ++r) {
       float bv[SPT], cv[SPT], yp[CPT];
       LoadStates(sB + r * kS + sg * SPT, bv);
-      if (!kCkptMode) LoadStates(sC + r * kS + sg * SPT, cv);
+      if (kY) LoadStates(sC + r * kS + sg * SPT, cv);
 #pragma unroll
       for (int c = 0; c < CPT; ++c) {
         const int ch = cg * CPT + c;
         const float de = sde[r * CB + ch], du = sdu[r * CB + ch];
+        if (kMode == FwdMode::kCarry) de_sum[c] += de;
         yp[c] = 0.f;
 #pragma unroll
         for (int i = 0; i < SPT; ++i) {
           h[c][i] = fmaf(Exp2(de * A[c][i]), h[c][i], du * bv[i]);
-          if (!kCkptMode) yp[c] = fmaf(cv[i], h[c][i], yp[c]);
+          if (kY) yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
-      if (!kCkptMode) {
-        ChannelSum<C>::Run(yp, lane);
-        if (ChannelSum<C>::Writer(lane)) {
-          sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
-        }
+      // Each lane's share of C.h; the gate pass sums them, off the
+      // recurrence's critical path (shuffles here would wait each step).
+      if (kY) {
+#pragma unroll
+        for (int c = 0; c < CPT; ++c) sy_part[(r * CB + cg * CPT + c) * C::kNSG + sg] = yp[c];
       }
     }
 
-    if (!kCkptMode) {
+    if (kY) {
       __syncthreads();
       const float* sz = st + SM::kZ;
-      for (int q = tid; q < kT * CB; q += NT) {
-        const int r = q / CB, ch = q % CB;
+#pragma unroll 4
+      for (int k = 0; k < kT * CB / NT; ++k) {
+        const int q = tid + k * NT, r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
+        // y = C.h: the lanes' shares summed in pairs, as a butterfly would.
+        float part[C::kNSG];
+#pragma unroll
+        for (int j = 0; j < C::kNSG; ++j) part[j] = sy_part[q * C::kNSG + j];
+#pragma unroll
+        for (int w = 1; w < C::kNSG; w <<= 1) {
+#pragma unroll
+          for (int j = 0; j < C::kNSG; j += 2 * w) part[j] += part[j + w];
+        }
         const float zz = sz[q];
-        const float out = (sy[q] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
+        const float out = (part[0] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
         StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
       }
     }
     maps.Put(tile + 2, tile + 1);  // for load(tile + 2) and the prepass of tile + 1
     __syncthreads();
   }
+  if (kMode != FwdMode::kCarry) return;
+  const int64_t slot = bi * p.chunks + chunk;
+#pragma unroll
+  for (int c = 0; c < CPT; ++c) {
+    const int64_t e = e0 + cg * CPT + c;
+    if (e >= E) continue;
+#pragma unroll
+    for (int i = 0; i < SPT; ++i) p.carry_x[(slot * E + e) * kS + sg * SPT + i] = h[c][i];
+    if (sg == 0) p.carry_de[slot * E + e] = de_sum[c];
+  }
 }
 
 // ----------------------------------------------------------------- backward
-// The backward splits each sequence into chunks of chunk_tiles tiles, walked
-// by separate blocks, so that the grid fills the GPU. The adjoint g = dL/dh
-// runs backwards in time, so a chunk's block needs the adjoint its later
-// chunks pass to it. With g zero at its end, chunk k passes back carry_g[k];
-// the adjoint it passes back from an adjoint X at its end is
-// carry_g[k] + exp2(carry_de[k] * A) X, the exponent scales summing to the
-// chunk's whole decay (an infinite one, a document start, gives exactly 0).
-// So chunk j starts from X_j = carry_g[j+1] + exp2(carry_de[j+1] A) X_{j+1},
-// X_last = 0, a few operations per state (ChunkStartAdjoint).
-//
-// AdjointCarryKernel computes carry_g and carry_de for chunks 1.. (chunk 0
-// passes nothing back), with the same operations as the backward kernel. Per
+// AdjointCarryKernel computes the backward's carries (time chunks, above) for
+// chunks 1.. (chunk 0 passes nothing back), with the same operations as the
+// backward kernel. Per
 // tile, every (step, channel)'s exponent scale and gate gradient are computed
 // first, all at once; then kCarryNSG threads per channel, kCarrySPT states
 // each, run the adjoint step by step: a short instruction stream per warp and
@@ -591,7 +659,7 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
 #pragma unroll
     for (int q = tid; q < kT * kS; q += kCarryThreads) {
       const int r = q / kS, s = q % kS;
-      reinterpret_cast<float*>(sc[r])[s] = r < rows && s < p.s_dim ? p.c[srow[r] * p.ldc + s] : 0.f;
+      reinterpret_cast<float*>(sc[r])[s] = r < rows && s < p.s_dim ? p.c.Row(srow[r])[s] : 0.f;
     }
 #pragma unroll
     for (int q = tid; q < kT * kCarryCB; q += kCarryThreads) {
@@ -599,10 +667,10 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
       float de = 0.f, dyv = 0.f;
       if (r < rows && c < cols_valid) {
         const int64_t at = srow[r];
-        const float delta = Softplus(p.dr[at * p.lddr + e0 + c] + sbias[sgroup[r]][c]);
+        const float delta = Softplus(p.dr.Row(at)[e0 + c] + sbias[sgroup[r]][c]);
         de = ExponentScale(delta, sreset[r]);
-        const float zz = p.z[at * p.ldz + e0 + c];
-        dyv = p.dy[at * p.lddy + e0 + c] * zz * Sigmoid(zz);
+        const float zz = p.z.Row(at)[e0 + c];
+        dyv = p.dy.Row(at)[e0 + c] * zz * Sigmoid(zz);
       }
       sde[r][c] = de;
       sdyv[r][c] = dyv;
@@ -618,29 +686,8 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
   if (e >= E) return;
   const int64_t slot = bi * p.chunks + chunk;
 #pragma unroll
-  for (int i = 0; i < kCarrySPT; ++i) p.carry_g[(slot * E + e) * kS + sg * kCarrySPT + i] = g[i];
+  for (int i = 0; i < kCarrySPT; ++i) p.carry_x[(slot * E + e) * kS + sg * kCarrySPT + i] = g[i];
   if (sg == 0) p.carry_de[slot * E + e] = de_sum;
-}
-
-// X_chunk (above) for the thread's channels and states.
-template <class C>
-__device__ __forceinline__ void ChunkStartAdjoint(const Params& p, int chunk, int64_t e0, int cg,
-                                                  int sg, const float (&A)[C::kCPT][C::kSPT],
-                                                  float (&g)[C::kCPT][C::kSPT]) {
-  const int64_t E = p.e_dim, bi = blockIdx.y;
-  for (int k = p.chunks - 1; k > chunk; --k) {
-    const int64_t slot = bi * p.chunks + k;
-#pragma unroll
-    for (int c = 0; c < C::kCPT; ++c) {
-      const int64_t e = e0 + cg * C::kCPT + c;
-      if (e >= E) continue;
-      const float de = p.carry_de[slot * E + e];
-#pragma unroll
-      for (int i = 0; i < C::kSPT; ++i) {
-        g[c][i] = fmaf(Exp2(de * A[c][i]), g[c][i], p.carry_g[(slot * E + e) * kS + sg * C::kSPT + i]);
-      }
-    }
-  }
 }
 
 template <class C>
@@ -720,7 +767,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
 #pragma unroll
     for (int i = 0; i < SPT; ++i) g[c][i] = dA[c][i] = 0.f;
   }
-  ChunkStartAdjoint<C>(p, chunk, e0, cg, sg, A, g);
+  FoldCarries<C>(p, p.chunks - 1, chunk, -1, e0, cg, sg, A, g);
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
@@ -731,16 +778,12 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = steps(tile);
     const int64_t row0 = row_base + t0;
-    LoadTile<CB, NT, kMapped>(smem + SM::kRawU, p.u, p.ldu, p.vec_u, map, row0, rows, e0,
-                              cols_valid);
-    LoadTile<CB, NT, kMapped>(smem + SM::kRawDr, p.dr, p.lddr, p.vec_dr, map, row0, rows, e0,
-                              cols_valid);
-    LoadTile<CB, NT, kMapped>(smem + SM::kRawZ, p.z, p.ldz, p.vec_z, map, row0, rows, e0,
-                              cols_valid);
-    LoadTile<CB, NT, kMapped>(smem + SM::kRawDy, p.dy, p.lddy, p.vec_dy, map, row0, rows, e0,
-                              cols_valid);
-    LoadTile<kS, NT, kMapped>(smem + SM::kRawB, p.b, p.ldb, p.vec_b, map, row0, rows, 0, p.s_dim);
-    LoadTile<kS, NT, kMapped>(smem + SM::kRawC, p.c, p.ldc, p.vec_c, map, row0, rows, 0, p.s_dim);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawU, p.u, map, row0, rows, e0, cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawDr, p.dr, map, row0, rows, e0, cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawZ, p.z, map, row0, rows, e0, cols_valid);
+    LoadTile<CB, NT, kMapped>(smem + SM::kRawDy, p.dy, map, row0, rows, e0, cols_valid);
+    LoadTile<kS, NT, kMapped>(smem + SM::kRawB, p.b, map, row0, rows, 0, p.s_dim);
+    LoadTile<kS, NT, kMapped>(smem + SM::kRawC, p.c, map, row0, rows, 0, p.s_dim);
     LoadResets<NT>(p, row0, t0, rows, smem + SM::kRawReset);
     CpAsyncCommit();
   };
@@ -998,8 +1041,8 @@ __global__ void ScanParamReduceKernel(const float* part_da, const float* part_dd
   }
 }
 
-bool RowsAligned(const ConstView& v) {
-  return reinterpret_cast<uintptr_t>(v.data) % 16 == 0 && v.ld % 4 == 0;
+Operand OperandOf(const ConstView& v) {
+  return {v.data, v.ld, reinterpret_cast<uintptr_t>(v.data) % 16 == 0 && v.ld % 4 == 0};
 }
 
 Params MakeParams(const ScanArgs& a) {
@@ -1018,37 +1061,15 @@ Params MakeParams(const ScanArgs& a) {
   p.rows = a.rows;
   p.group = groups > 1 ? a.group : nullptr;
   p.groups = groups;
-  p.u = a.u.data;
-  p.dr = a.delta_raw.data;
-  p.b = a.b.data;
-  p.c = a.c.data;
-  p.z = a.z.data;
-  p.ldu = a.u.ld;
-  p.lddr = a.delta_raw.ld;
-  p.ldb = a.b.ld;
-  p.ldc = a.c.ld;
-  p.ldz = a.z.ld;
-  p.vec_u = RowsAligned(a.u);
-  p.vec_dr = RowsAligned(a.delta_raw);
-  p.vec_b = RowsAligned(a.b);
-  p.vec_c = RowsAligned(a.c);
-  p.vec_z = RowsAligned(a.z);
+  p.u = OperandOf(a.u);
+  p.dr = OperandOf(a.delta_raw);
+  p.b = OperandOf(a.b);
+  p.c = OperandOf(a.c);
+  p.z = OperandOf(a.z);
   p.dt_bias = a.dt_bias;
   p.a_log = a.a_log;
   p.d = a.d;
   return p;
-}
-
-template <class C, bool kCkptMode, bool kMapped>
-void LaunchForward(const Params& p, cudaStream_t stream) {
-  constexpr size_t kSmem = sizeof(float) * FwdSmem<C, kCkptMode>::kTotal;
-  static_assert(kSmem <= 227 * 1024, "scan forward: shared memory per block");
-  auto kernel = ScanForwardKernel<C, kCkptMode, kMapped>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kSmem)));
-  dim3 grid(static_cast<unsigned>(CeilDiv(p.e_dim, C::kCB)), static_cast<unsigned>(p.batch));
-  kernel<<<grid, C::kNT, kSmem, stream>>>(p);
-  CUDA_CHECK_LAUNCH();
 }
 
 // Thread layouts, chosen by measurement on an H100 at batch 8, d_inner 1536,
@@ -1058,39 +1079,96 @@ void LaunchForward(const Params& p, cudaStream_t stream) {
 using FwdCfg = Cfg<1, 4, 32>;
 using BwdCfg = Cfg<2, 4, 64>;
 
-// Chunks per sequence for the backward. A backward block walks its chunk at a
-// pace set by latency more than by its SM's load (two blocks share an SM at
-// little cost to either), so time goes as waves x tiles per chunk; carrying
-// the adjoint costs a pass over the chunks after the first, about 0.16 of a
-// backward block's time per tile (H100, kernels/NOTES.md). The chunk count
-// minimising the sum, at most kMaxChunks; MODAMBA_SCAN_CHUNKS overrides it
-// (results differ from one count to another in the last bits only).
-int BackwardChunks(int64_t blocks, int tiles, int blocks_per_sm) {
-  constexpr int kMaxChunks = 16;
-  constexpr double kCarryPerTile = 0.16;
-  if (const char* env = std::getenv("MODAMBA_SCAN_CHUNKS")) {
-    const int forced = std::atoi(env);
-    CHECK_GE(forced, 1) << "MODAMBA_SCAN_CHUNKS=" << env;
-    return std::min(forced, tiles);
-  }
+constexpr size_t kFwdSmem = sizeof(float) * FwdSmem<FwdCfg>::kTotal;
+static_assert(kFwdSmem <= 227 * 1024, "scan forward: shared memory per block");
+
+int SmCount() {
   static const int sms = [] {
     int dev = 0, n = 0;
     CUDA_CHECK(cudaGetDevice(&dev));
     CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, dev));
     return n;
   }();
-  const int64_t slots = int64_t(sms) * blocks_per_sm;
+  return sms;
+}
+
+// Chunks per sequence for a pass of `blocks` blocks per chunk count of one,
+// `slots` of which run at once. A block walks its chunk at a pace set by
+// latency more than by its SM's load, so a pass takes about waves x tiles per
+// chunk; the carry pass adds about carry_per_tile of a pass block's time per
+// tile of the chunks that pass something on (kernels/NOTES.md has both
+// measured). The count minimising the sum, at most kMaxChunks; the
+// environment variable `env` overrides it (results differ from one count to
+// another in the last bits only).
+int TimeChunks(const char* env, int64_t blocks, int tiles, int64_t slots, double carry_per_tile) {
+  constexpr int kMaxChunks = 16;
+  if (const char* forced = std::getenv(env)) {
+    const int n = std::atoi(forced);
+    CHECK_GE(n, 1) << env << "=" << forced;
+    return std::min(n, tiles);
+  }
   int best = 1;
   double best_cost = 0;
   for (int c = 1; c <= std::min(kMaxChunks, tiles); ++c) {
     const double cost = double(CeilDiv(blocks * c, slots) * CeilDiv(tiles, c)) +
-                        kCarryPerTile * tiles * (c - 1) / c;
+                        carry_per_tile * tiles * (c - 1) / c;
     if (c == 1 || cost < best_cost) {
       best = c;
       best_cost = cost;
     }
   }
   return best;
+}
+
+// The forward's chunk count, the same for every mode and row map (so that
+// their states agree bit for bit): from the output pass's occupancy.
+int ForwardChunks(const Params& p) {
+  constexpr double kCarryPerTile = 0.5;
+  static const int blocks_per_sm = [] {
+    auto kernel = ScanForwardKernel<FwdCfg, FwdMode::kOutput, false>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(kFwdSmem)));
+    int n = 0;
+    CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, kernel, FwdCfg::kNT, kFwdSmem));
+    return n;
+  }();
+  const int tiles = static_cast<int>(CeilDiv(p.seq_len, kT));
+  return TimeChunks("MODAMBA_SCAN_FWD_CHUNKS", CeilDiv(p.e_dim, FwdCfg::kCB) * p.batch, tiles,
+                    int64_t(SmCount()) * blocks_per_sm, kCarryPerTile);
+}
+
+// One forward pass over grid_chunks chunks of p's chunk split.
+template <FwdMode kMode, bool kMapped>
+void LaunchForwardPass(const Params& p, int grid_chunks, cudaStream_t stream) {
+  auto kernel = ScanForwardKernel<FwdCfg, kMode, kMapped>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kFwdSmem)));
+  dim3 grid(static_cast<unsigned>(CeilDiv(p.e_dim, FwdCfg::kCB)), static_cast<unsigned>(p.batch),
+            static_cast<unsigned>(grid_chunks));
+  kernel<<<grid, FwdCfg::kNT, kFwdSmem, stream>>>(p);
+  CUDA_CHECK_LAUNCH();
+}
+
+// The forward in time chunks: the carry pass, then kMode's pass.
+template <FwdMode kMode, bool kMapped>
+void RunForward(Params p, cudaStream_t stream) {
+  const int tiles = static_cast<int>(CeilDiv(p.seq_len, kT));
+  p.chunk_tiles = static_cast<int>(CeilDiv(tiles, ForwardChunks(p)));
+  p.chunks = static_cast<int>(CeilDiv(tiles, p.chunk_tiles));  // none empty
+  Scratch scratch(stream);
+  if (p.chunks > 1) {
+    p.carry_x = scratch.Alloc<float>(p.batch * p.chunks * p.e_dim * kS);
+    p.carry_de = scratch.Alloc<float>(p.batch * p.chunks * p.e_dim);
+    LaunchForwardPass<FwdMode::kCarry, kMapped>(p, p.chunks - 1, stream);
+  }
+  LaunchForwardPass<kMode, kMapped>(p, p.chunks, stream);
+}
+
+// The backward's chunk count: the adjoint's carry pass costs about 0.16 of a
+// backward block's time per tile (H100).
+int BackwardChunks(int64_t blocks, int tiles, int blocks_per_sm) {
+  return TimeChunks("MODAMBA_SCAN_CHUNKS", blocks, tiles, int64_t(SmCount()) * blocks_per_sm,
+                    0.16);
 }
 
 template <class C, bool kMapped>
@@ -1115,9 +1193,9 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   p.part_dd = scratch.Alloc<float>(parts * e);
   p.part_dtb = scratch.Alloc<float>(parts * groups * e);
 
-  if (a.saved_states == nullptr) LaunchForward<FwdCfg, true, kMapped>(p, stream);
+  if (a.saved_states == nullptr) RunForward<FwdMode::kStates, kMapped>(p, stream);
   if (p.chunks > 1) {
-    p.carry_g = scratch.Alloc<float>(parts * e * kS);
+    p.carry_x = scratch.Alloc<float>(parts * e * kS);
     p.carry_de = scratch.Alloc<float>(parts * e);
     dim3 grid(static_cast<unsigned>(CeilDiv(e, kCarryCB)), static_cast<unsigned>(a.batch),
               static_cast<unsigned>(p.chunks - 1));
@@ -1163,16 +1241,14 @@ void ScanForward(const ScanArgs& a, OutView y, cudaStream_t stream) {
   p.ldy = y.ld;
   p.y_bf16 = y.bf16;
   DispatchRowMap(p.rows, [&](auto mapped) {
-    LaunchForward<FwdCfg, false, decltype(mapped)::value>(p, stream);
+    RunForward<FwdMode::kOutput, decltype(mapped)::value>(p, stream);
   });
 }
 
 void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream) {
   if (a.batch * a.seq_len == 0 || a.e_dim == 0) return;
   Params p = MakeParams(a);
-  p.dy = g.dy.data;
-  p.lddy = g.dy.ld;
-  p.vec_dy = RowsAligned(g.dy);
+  p.dy = OperandOf(g.dy);
   p.du = g.du.data;
   p.lddu = g.du.ld;
   p.ddr = g.ddelta_raw.data;

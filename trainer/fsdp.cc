@@ -2,21 +2,15 @@
 
 #include <cmath>
 #include <map>
-#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_format.h"
-#include "core/file_util.h"
+#include "core/checkpoint.h"
 #include "core/optimizer.h"
 #include "core/safetensors.h"
 #include "core/status_macros.h"
 
 namespace modamba {
 namespace {
-
-std::string ShardFileName(int rank, int world_size) {
-  return absl::StrFormat("shard-%05d-of-%05d.safetensors", rank, world_size);
-}
 
 Tensor ToHost(Backend* be, const Tensor& t) {
   Tensor host(t.dtype(), t.shape());
@@ -254,7 +248,7 @@ absl::Status Fsdp::SaveShard(const std::string& dir) const {
     for (auto [name, t] : {std::pair{"value", &buckets_[b].value}, std::pair{"m", &buckets_[b].m},
                            std::pair{"v", &buckets_[b].v}}) {
       host.push_back(ToHost(be, *t));
-      names.push_back(absl::StrCat("bucket.", b, ".", name));
+      names.push_back(ShardTensorName(b, name));
     }
   }
   std::vector<std::pair<std::string, const Tensor*>> entries;
@@ -262,44 +256,36 @@ absl::Status Fsdp::SaveShard(const std::string& dir) const {
   RETURN_IF_ERROR(SaveSafetensors(dir + "/" + ShardFileName(comm_->rank(), comm_->world_size()),
                                   entries));
   if (comm_->rank() != 0) return absl::OkStatus();
-  nlohmann::json layout = {{"world_size", comm_->world_size()}, {"dtype", DTypeName(params_->dtype())}};
+  ShardLayout layout{comm_->world_size(), DTypeName(params_->dtype()), {}};
   for (const Bucket& bucket : buckets_) {
-    nlohmann::json params = nlohmann::json::array();
+    std::vector<ShardLayout::Param>& params = layout.buckets.emplace_back();
     for (size_t i = 0; i < bucket.params.size(); ++i) {
-      params.push_back({{"name", bucket.params[i]->name}, {"shape", bucket.layout->shape(i)}});
+      params.push_back({bucket.params[i]->name, bucket.layout->shape(i)});
     }
-    layout["buckets"].push_back(params);
   }
-  return WriteFileAtomic(dir + "/layout.json", layout.dump(1));
+  return WriteShardLayout(dir, layout);
 }
 
 absl::Status Fsdp::LoadShards(const std::string& dir) {
-  const std::string layout_path = dir + "/layout.json";
-  ASSIGN_OR_RETURN(std::string text, ReadFile(layout_path));
-  nlohmann::json layout = nlohmann::json::parse(text, nullptr, false);
+  ASSIGN_OR_RETURN(const ShardLayout layout, ReadShardLayout(dir));
   auto bad = [&](const std::string& why) {
-    return absl::DataLossError(absl::StrCat(layout_path, ": ", why));
+    return absl::DataLossError(absl::StrCat(dir, "/layout.json: ", why));
   };
-  if (layout.is_discarded() || !layout.contains("world_size") || !layout.contains("buckets") ||
-      !layout["buckets"].is_array()) {
-    return bad("not a valid layout");
-  }
-  const int saved_world = layout["world_size"].get<int>();
-  if (saved_world < 1 || layout["buckets"].size() != buckets_.size()) {
-    return bad(absl::StrCat("has ", layout["buckets"].size(), " buckets, the model has ",
+  const int saved_world = layout.world_size;
+  if (layout.buckets.size() != buckets_.size()) {
+    return bad(absl::StrCat("has ", layout.buckets.size(), " buckets, the model has ",
                             buckets_.size()));
   }
   std::map<int, SafetensorsFile> files;  // old rank -> its shard file, loaded on demand
   Backend* be = params_->backend();
   for (size_t b = 0; b < buckets_.size(); ++b) {
     Bucket& bucket = buckets_[b];
-    const nlohmann::json& saved = layout["buckets"][b];
+    const std::vector<ShardLayout::Param>& saved = layout.buckets[b];
     if (saved.size() != bucket.params.size()) return bad(absl::StrCat("bucket ", b, " differs"));
     for (size_t i = 0; i < saved.size(); ++i) {
-      if (saved[i]["name"] != bucket.params[i]->name ||
-          saved[i]["shape"].get<Shape>() != bucket.layout->shape(i)) {
-        return bad(absl::StrCat("parameter ", i, " of bucket ", b, " is ",
-                                saved[i]["name"].dump(), saved[i]["shape"].dump(), ", the model has ",
+      if (saved[i].name != bucket.params[i]->name || saved[i].shape != bucket.layout->shape(i)) {
+        return bad(absl::StrCat("parameter ", i, " of bucket ", b, " is ", saved[i].name,
+                                ShapeString(saved[i].shape), ", the model has ",
                                 bucket.params[i]->name, ShapeString(bucket.layout->shape(i))));
       }
     }
@@ -311,7 +297,7 @@ absl::Status Fsdp::LoadShards(const std::string& dir) {
     }
     for (auto [name, dst] : {std::pair{"value", &bucket.value}, std::pair{"m", &bucket.m},
                              std::pair{"v", &bucket.v}}) {
-      const std::string key = absl::StrCat("bucket.", b, ".", name);
+      const std::string key = ShardTensorName(b, name);
       std::vector<const Tensor*> shards(saved_world, nullptr);
       for (int r : sources) {
         auto it = files[r].tensors.find(key);

@@ -7,6 +7,8 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/backend.h"
+#include "core/checkpoint.h"
 #include "core/file_util.h"
 #include "gtest/gtest.h"
 #include "trainer/launcher.h"
@@ -114,6 +116,12 @@ TEST(Fsdp, SaveWithTwoRanksResumeWithThree) {
   ASSERT_EQ(resumed.size(), 6u);  // steps 7..12
   for (int i = 0; i < 6; ++i) {
     EXPECT_NEAR(resumed[i], reference[6 + i], 1e-5 * std::fabs(reference[6 + i])) << "step " << 7 + i;
+  }
+  // Written by two ranks and by three, both load whole.
+  auto be = NewCpuBackend();
+  for (int64_t step : {6, 12}) {
+    auto model = LoadTrainedModel(CheckpointPath(dir + "/b/ckpt", step), be.get());
+    EXPECT_TRUE(model.ok()) << model.status();
   }
 }
 

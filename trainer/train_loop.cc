@@ -2,8 +2,6 @@
 
 #include <chrono>
 #include <cmath>
-#include <cerrno>
-#include <cstdio>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
@@ -107,11 +105,6 @@ absl::StatusOr<std::string> NonfiniteEvent(int64_t step, const LossReport& loss,
 
 }  // namespace
 
-std::string ModalityLabel(int m) {
-  static const char* kNames[] = {"text", "image", "speech"};
-  return m < 3 ? kNames[m] : absl::StrCat("m", m);
-}
-
 absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const TrainContext& ctx) {
   Backend* be = ctx.backend;
   std::unique_ptr<Collectives> local;
@@ -158,16 +151,12 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     }
   }
 
+  // Every rank writes its shard between rank 0's start and seal (core/checkpoint.h).
   auto checkpoint = [&](int64_t step) -> absl::Status {
     const std::string dir = CheckpointPath(c.checkpoint_dir(), step);
-    const std::string tmp = dir + ".tmp";
-    if (rank == 0) {  // a rerun of a step (after a restart) replaces what was there
-      RETURN_IF_ERROR(RemoveTree(tmp));
-      RETURN_IF_ERROR(RemoveTree(dir));
-      RETURN_IF_ERROR(MakeDirs(tmp));
-    }
+    if (rank == 0) RETURN_IF_ERROR(StartCheckpoint(c.checkpoint_dir(), step));
     RETURN_IF_ERROR(comm->Barrier());
-    RETURN_IF_ERROR(fsdp->SaveShard(tmp));
+    RETURN_IF_ERROR(fsdp->SaveShard(CheckpointStagingPath(c.checkpoint_dir(), step)));
     RETURN_IF_ERROR(comm->Barrier());
     if (rank == 0) {
       v1::CheckpointManifest manifest;
@@ -176,10 +165,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
       manifest.set_flops(flops);
       manifest.set_data_position(source->position());
       manifest.set_world_size(world);
-      RETURN_IF_ERROR(WriteCheckpointManifest(tmp, manifest));
-      if (std::rename(tmp.c_str(), dir.c_str()) != 0) {
-        return IoError(absl::StrCat(dir, ": could not move the checkpoint into place"), errno);
-      }
+      RETURN_IF_ERROR(SealCheckpoint(c.checkpoint_dir(), step, manifest));
       if (log) *log << "checkpoint " << dir << "\n";
     }
     RETURN_IF_ERROR(comm->Barrier());
@@ -303,30 +289,6 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
 
 bool IsNonfiniteError(const absl::Status& status) {
   return status.GetPayload(kNonfinitePayload).has_value();
-}
-
-absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir, Backend* be) {
-  ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(dir));
-  RETURN_IF_ERROR(VerifyCheckpoint(dir));
-  const v1::ModelConfig& config = manifest.config().model();
-  // Reshard onto one rank, then copy the consolidated values into a model
-  // whose parameters stay resident.
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> staging, MambaLM::Create(config, be, DType::kF32, 0));
-  std::unique_ptr<Collectives> one = NewLocalCollectives(be);
-  ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp,
-                   Fsdp::Create(staging->mutable_params(), one.get(), manifest.config().optimizer()));
-  RETURN_IF_ERROR(fsdp->LoadShards(dir));
-  ASSIGN_OR_RETURN(auto values, fsdp->Consolidated());
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, MambaLM::Create(config, be, DType::kF32, 0));
-  for (auto& [name, value] : values) {
-    Param* p = model->mutable_params()->Find(name);
-    if (p == nullptr) return absl::DataLossError(absl::StrCat(dir, ": unexpected tensor ", name));
-    if (!std::isfinite(be->SumSquares({value.mat()}))) {
-      return absl::DataLossError(absl::StrCat(dir, ": tensor ", name, " has non-finite values"));
-    }
-    model->params().Set(p, value);
-  }
-  return model;
 }
 
 }  // namespace modamba

@@ -82,15 +82,6 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& config,
 // (config.on_nonfinite): the same run fails the same way again.
 bool IsNonfiniteError(const absl::Status& status);
 
-// Loads a checkpoint written by any number of ranks into a model with every
-// parameter resident on `backend` (evaluation, generation, export); a
-// non-finite parameter is DATA_LOSS naming it.
-absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& checkpoint_dir,
-                                                          Backend* backend);
-
-// Names of modality m in logs and metrics: text, image, speech, then m3...
-std::string ModalityLabel(int m);
-
 }  // namespace modamba
 
 #endif  // MODAMBA_TRAINER_TRAIN_LOOP_H_

@@ -17,7 +17,6 @@
 #include "google/protobuf/util/json_util.h"
 #include "tools/cli/artifacts.h"
 #include "tools/cli/flags.h"
-#include "trainer/train_loop.h"
 
 namespace modamba {
 namespace {
