@@ -151,16 +151,25 @@ class SlurmDaemons {
     }
   }
 
-  // Cancels every job, then stops the daemons this test started (by pid).
-  ~SlurmDaemons() {
+  // Cancels every Slurm job, brings DOWN nodes back and waits (a while)
+  // until the nodes are free.
+  static void CancelAll() {
     (void)Sh("scancel --full --user=root");
+    const std::string down(
+        absl::StripAsciiWhitespace(Sh("sinfo --noheader --states=down --format=%N").value_or("")));
+    if (!down.empty()) (void)Sh("scontrol update NodeName=" + down + " State=RESUME");
     for (int i = 0;
          i < 100 && !absl::StripAsciiWhitespace(
-                         Sh("squeue --noheader --states=RUNNING,COMPLETING").value_or(""))
+                         Sh("squeue --noheader --states=PENDING,RUNNING,COMPLETING").value_or(""))
                          .empty();
          ++i) {
       absl::SleepFor(absl::Milliseconds(100));
     }
+  }
+
+  // Cancels every job, then stops the daemons this test started (by pid).
+  ~SlurmDaemons() {
+    CancelAll();
     for (auto it = pid_files_.rbegin(); it != pid_files_.rend(); ++it) {
       int pid = 0;
       auto text = ReadFile(*it);
@@ -182,8 +191,9 @@ class SlurmDaemons {
   std::vector<std::string> pid_files_;
 };
 
-// Four trainer ranks; on Slurm two nodes of two ranks.
-std::string Spec(const std::string& name, const std::string& cluster = "cluster { nodes: 2 }",
+// Four trainer ranks; on Slurm two nodes of two ranks, two CPUs each.
+std::string Spec(const std::string& name,
+                 const std::string& cluster = "cluster { nodes: 2 cpus_per_task: 2 }",
                  int evaluators = 0) {
   return absl::StrCat("n_evaluators: ", evaluators, R"pb(
                         world_size: 4
@@ -258,6 +268,10 @@ class SlurmTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && cluster_ != nullptr) std::cerr << cluster_->Logs() << daemons_->Logs();
+    // A coordinator killed right after its job ended leaves its allocations
+    // behind (it gives them back on its next tick): none may hold the next test's nodes.
+    cluster_.reset();
+    if (daemons_ != nullptr) SlurmDaemons::CancelAll();
   }
 
   // The final losses of the same job under the local launcher (computed once).
@@ -331,7 +345,8 @@ std::string SlurmTest::missing_, SlurmTest::start_error_;
 std::unique_ptr<SlurmDaemons> SlurmTest::daemons_;
 
 TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
-  auto job = cluster_->Submit(Spec("slurm", "cluster { nodes: 2 }", /*evaluators=*/1));
+  auto job =
+      cluster_->Submit(Spec("slurm", "cluster { nodes: 2 cpus_per_task: 2 }", /*evaluators=*/1));
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = cluster_->WaitJob(
       job->id(),
@@ -348,11 +363,11 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
   const std::string slurm_job = TrainersSlurmJob(*running);
   ASSERT_FALSE(slurm_job.empty());
-  // One Slurm job of two nodes; the ranks' steps spread two on each.
+  // One Slurm job of two nodes (8 CPUs); the ranks' steps spread two on each.
   EXPECT_EQ(absl::StripAsciiWhitespace(
-                Sh(absl::StrCat("squeue --noheader --jobs=", slurm_job, " --format='%D %T'"))
+                Sh(absl::StrCat("squeue --noheader --jobs=", slurm_job, " --format='%D %C %T'"))
                     .value_or("")),
-            "2 RUNNING");
+            "2 8 RUNNING");
   std::map<std::string, int> ranks_per_node;
   for (int r = 0; r < 4; ++r) {
     auto step = Step(slurm_job, absl::StrCat("trainer-", r, "-g0"));
@@ -447,7 +462,6 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
       << restarted->reason();
 
   auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
-  (void)Sh(absl::StrCat("scontrol update NodeName=", node, " State=RESUME"));
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
   EXPECT_EQ(done->restarts(), 1);
