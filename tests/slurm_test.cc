@@ -2,10 +2,10 @@
 // slurmctld and three slurmd, each a fake node of this host (slurmd -N), all
 // on loopback, started by the test. A 2-node x 2-rank CPU job (Gloo across
 // the "nodes") ends at the same loss as under the local launcher, bit for
-// bit; a job step cancelled with scancel, and a node set DOWN mid-run, each
-// end with the job finishing from its newest checkpoint; a coordinator killed
-// and restarted adopts the running steps; Slurm's refusals reach the user in
-// its own words.
+// bit; a job step cancelled with scancel, a node set DOWN and the whole
+// allocation cancelled mid-run each end with the job finishing from its
+// newest checkpoint; a coordinator killed and restarted adopts the running
+// steps; Slurm's refusals reach the user in its own words.
 //
 // Needs Debian's slurm-wlm and munge (tools/setup.sh installs them) and root,
 // as slurmd does; without them every test is skipped and says why.
@@ -17,6 +17,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
 #include <iostream>
 #include <sstream>
 
@@ -336,6 +337,10 @@ class SlurmTest : public ::testing::Test {
             .value_or("")));
   }
 
+  void EndAllocationMidRun(
+      const std::function<std::string(const std::string&, const std::string&)>& end,
+      const std::string& state);
+
   static std::string missing_, start_error_;
   static std::unique_ptr<SlurmDaemons> daemons_;
   std::unique_ptr<Cluster> cluster_;
@@ -439,8 +444,13 @@ TEST_F(SlurmTest, CancelledStepResumesFromTheNewestCheckpoint) {
   EXPECT_EQ(TrainersSlurmJob(*done), slurm_job);
 }
 
-TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
-  auto job = cluster_->Submit(Spec("node-down"));
+// Runs a job, ends its allocation mid-run with `end` (given the Slurm job
+// and the node of rank 2), and checks that the restart names the state Slurm
+// ended it in and resumes in a new allocation from the newest checkpoint.
+void SlurmTest::EndAllocationMidRun(
+    const std::function<std::string(const std::string&, const std::string&)>& end,
+    const std::string& state) {
+  auto job = cluster_->Submit(Spec("ended"));
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = WaitMidRun(job->id());
   ASSERT_TRUE(running.ok()) << running.status();
@@ -448,9 +458,7 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   const std::string slurm_job = TrainersSlurmJob(*running);
   auto step = Step(slurm_job, "trainer-2-g0");
   ASSERT_TRUE(step.ok()) << step.status();
-  const std::string node = step->second;
-  ASSERT_TRUE(
-      Sh(absl::StrCat("scontrol update NodeName=", node, " State=DOWN Reason=slurm_test")).ok());
+  ASSERT_TRUE(Sh(end(slurm_job, step->second)).ok());
 
   // The restart says why.
   auto restarted = cluster_->WaitJob(
@@ -458,7 +466,7 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
       absl::Seconds(60));
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   EXPECT_TRUE(absl::StrContains(
-      restarted->reason(), absl::StrCat("ended with its Slurm job ", slurm_job, " (NODE_FAIL)")))
+      restarted->reason(), absl::StrCat("ended with its Slurm job ", slurm_job, " (", state, ")")))
       << restarted->reason();
 
   auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
@@ -467,8 +475,22 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   EXPECT_EQ(done->restarts(), 1);
   ExpectReferenceLoss(*done);
   // Slurm ended the first allocation; the coordinator asked for a second.
-  EXPECT_EQ(SlurmState(slurm_job), "NODE_FAIL");
+  EXPECT_EQ(SlurmState(slurm_job), state);
   EXPECT_NE(TrainersSlurmJob(*done), slurm_job);
+}
+
+TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
+  EndAllocationMidRun(
+      [](const std::string& slurm_job, const std::string& node) {
+        return absl::StrCat("scontrol update NodeName=", node, " State=DOWN Reason=slurm_test");
+      },
+      "NODE_FAIL");
+}
+
+TEST_F(SlurmTest, AllocationCancelledFromOutsideResumesInANewOne) {
+  EndAllocationMidRun(
+      [](const std::string& slurm_job, const std::string& node) { return "scancel " + slurm_job; },
+      "CANCELLED");
 }
 
 TEST_F(SlurmTest, RestartedCoordinatorAdoptsTheRunningSteps) {
