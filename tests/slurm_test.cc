@@ -5,7 +5,8 @@
 // bit; a job step cancelled with scancel, a node set DOWN and the whole
 // allocation cancelled mid-run each end with the job finishing from its
 // newest checkpoint; a coordinator killed and restarted adopts the running
-// steps; Slurm's refusals reach the user in its own words.
+// steps; a job waits in Slurm's queue past the register timeout; Slurm's
+// refusals reach the user in its own words.
 //
 // Needs Debian's slurm-wlm and munge (tools/setup.sh installs them) and root,
 // as slurmd does; without them every test is skipped and says why.
@@ -509,6 +510,34 @@ TEST_F(SlurmTest, RestartedCoordinatorAdoptsTheRunningSteps) {
   ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
   EXPECT_EQ(done->restarts(), 0);  // the steps ran on, in the same allocation
   EXPECT_EQ(TrainersSlurmJob(*done), slurm_job);
+  ExpectReferenceLoss(*done);
+}
+
+TEST_F(SlurmTest, AJobWaitsInSlurmsQueueLongerThanTheRegisterTimeout) {
+  // Someone else's job holds every node for 40 s, longer than the 30 s
+  // workers have to register.
+  ASSERT_TRUE(Sh("sbatch --nodes=3 --exclusive --output=/dev/null --wrap='sleep 40'").ok());
+  const absl::Time blocked_until = absl::Now() + absl::Seconds(40);
+  auto job = cluster_->Submit(Spec("queued"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto queued = cluster_->WaitJob(
+      job->id(),
+      [](const v1::Job& j) {
+        return IsFinished(j) ||
+               (j.workers_size() == 4 && j.workers(0).cluster_job_state() == "PENDING (Resources)");
+      },
+      absl::Seconds(30));
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  for (const v1::WorkerInfo& w : queued->workers()) {
+    EXPECT_EQ(w.state(), v1::WORKER_STARTING);
+    EXPECT_EQ(w.cluster_job_state(), "PENDING (Resources)");
+  }
+
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_GE(absl::Now(), blocked_until);
+  EXPECT_EQ(done->restarts(), 0);
   ExpectReferenceLoss(*done);
 }
 
