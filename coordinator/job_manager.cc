@@ -326,6 +326,7 @@ void JobManager::LaunchWorkerLocked(JobEntry* job, Worker* worker) {
   placement.host_flag = trainer ? "--hostname" : "";
   placement.partition = spec.cluster().partition();
   placement.time_limit_minutes = spec.cluster().time_limit_minutes();
+  placement.cpus_per_task = spec.cluster().cpus_per_task();
   if (made.ok()) {
     // A line in the log between incarnations makes restarts easy to follow.
     FILE* log = fopen(log_path.c_str(), "a");

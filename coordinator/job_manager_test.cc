@@ -229,7 +229,7 @@ TEST_F(JobManagerTest, LaunchesEveryWorkerWithItsIdentity) {
 }
 
 TEST_F(JobManagerTest, PlacesRanksOnTheNodesTheSpecAsksFor) {
-  auto job = manager_->Submit(Spec(4, 1, "cluster { nodes: 2 time_limit_minutes: 30 }"), "spec",
+  auto job = manager_->Submit(Spec(4, 1, "cluster { nodes: 2 time_limit_minutes: 30 cpus_per_task: 3 }"), "spec",
                               "alice");
   ASSERT_TRUE(job.ok()) << job.status();
   const std::vector<ProcessSpec> started = launcher_.started();
@@ -243,6 +243,7 @@ TEST_F(JobManagerTest, PlacesRanksOnTheNodesTheSpecAsksFor) {
     EXPECT_EQ(p.tasks_per_node, 2);
     EXPECT_EQ(p.node, r / 2);
     EXPECT_EQ(p.time_limit_minutes, 30);
+    EXPECT_EQ(p.cpus_per_task, 3);
     EXPECT_EQ(p.host_flag, "--hostname");
   }
   const Placement& evaluator = started[4].placement;

@@ -141,6 +141,9 @@ absl::Status ResolveJobSpec(v1::JobSpec* spec, const SpecContext& context,
   if (cluster->has_time_limit_minutes() && cluster->time_limit_minutes() <= 0) {
     return FieldError(source, "cluster.time_limit_minutes", "must be > 0");
   }
+  if (cluster->has_cpus_per_task() && cluster->cpus_per_task() <= 0) {
+    return FieldError(source, "cluster.cpus_per_task", "must be > 0");
+  }
 
   if (spec->device().empty()) spec->set_device("cpu");
   if (spec->device() != "cpu" && spec->device() != "gpu") {

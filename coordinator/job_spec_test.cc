@@ -80,6 +80,7 @@ TEST_F(JobSpecTest, RefusesBadFieldsByName) {
       {"world_size: 2 cluster { nodes: 0 }", "cluster.nodes"},
       {"world_size: 1 cluster { partition: \"a b\" }", "cluster.partition"},
       {"world_size: 1 cluster { time_limit_minutes: 0 }", "cluster.time_limit_minutes"},
+      {"world_size: 1 cluster { cpus_per_task: -1 }", "cluster.cpus_per_task"},
   };
   for (const auto& [fields, field] : cases) {
     auto spec = Resolve(absl::StrCat(base, fields, "\n", kTrain));

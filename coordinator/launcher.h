@@ -28,6 +28,7 @@ struct Placement {
   int nodes = 1;
   int tasks_per_node = 1;
   int gpus_per_task = 0;
+  int cpus_per_task = 0;       // 0: the cluster's default
   int node = 0;                // the worker's node within the allocation, in [0, nodes)
   // A flag the worker is given its node's host name with ("--hostname"), so
   // that its peers on other nodes reach it; "": none.

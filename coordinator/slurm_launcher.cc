@@ -106,6 +106,9 @@ std::vector<std::string> SbatchCommand(const Placement& placement, const std::st
   if (placement.gpus_per_task > 0) {
     argv.push_back(absl::StrCat("--gpus-per-task=", placement.gpus_per_task));
   }
+  if (placement.cpus_per_task > 0) {
+    argv.push_back(absl::StrCat("--cpus-per-task=", placement.cpus_per_task));
+  }
   const std::string& chosen = placement.partition.empty() ? partition : placement.partition;
   if (!chosen.empty()) argv.push_back("--partition=" + chosen);
   if (placement.time_limit_minutes > 0) {
@@ -190,6 +193,9 @@ absl::StatusOr<ProcessHandle> SlurmLauncher::Start(const ProcessSpec& spec) {
                  "--quiet"};
   if (placement.gpus_per_task > 0) {
     client.argv.push_back(absl::StrCat("--gpus-per-task=", placement.gpus_per_task));
+  }
+  if (placement.cpus_per_task > 0) {
+    client.argv.push_back(absl::StrCat("--cpus-per-task=", placement.cpus_per_task));
   }
   client.argv.push_back("--");
   if (!placement.host_flag.empty()) {

@@ -14,16 +14,19 @@ TEST(SlurmLauncherTest, AsksForTheGroupsNodesGpusAndTime) {
   placement.tasks_per_node = 4;
   placement.gpus_per_task = 1;
   placement.time_limit_minutes = 90;
+  placement.cpus_per_task = 8;
   EXPECT_EQ(
       absl::StrJoin(SbatchCommand(placement, "m-job-1-trainers", "gpu", "logs/s-%j.log"), " "),
       "sbatch --parsable --no-requeue --job-name=m-job-1-trainers --nodes=2 "
-      "--ntasks-per-node=4 --output=logs/s-%j.log --gpus-per-task=1 --partition=gpu "
+      "--ntasks-per-node=4 --output=logs/s-%j.log --gpus-per-task=1 --cpus-per-task=8 "
+      "--partition=gpu "
       "--time=90 --wrap=exec sleep infinity");
   // The spec's partition wins over the coordinator's; CPU jobs ask for no GPU
   // and, without a limit, for the partition's.
   placement.partition = "big";
   placement.gpus_per_task = 0;
   placement.time_limit_minutes = 0;
+  placement.cpus_per_task = 0;
   EXPECT_EQ(absl::StrJoin(SbatchCommand(placement, "n", "gpu", "logs/s-%j.log"), " "),
             "sbatch --parsable --no-requeue --job-name=n --nodes=2 --ntasks-per-node=4 "
             "--output=logs/s-%j.log --partition=big --wrap=exec sleep infinity");

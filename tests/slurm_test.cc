@@ -2,9 +2,11 @@
 // slurmctld and three slurmd, each a fake node of this host (slurmd -N), all
 // on loopback, started by the test. A 2-node x 2-rank CPU job (Gloo across
 // the "nodes") ends at the same loss as under the local launcher, bit for
-// bit; a job step cancelled with scancel, and a node set DOWN mid-run, each
-// end with the job finishing from its newest checkpoint; Slurm's refusals
-// reach the user in its own words.
+// bit; a job step cancelled with scancel, a node set DOWN and the whole
+// allocation cancelled mid-run each end with the job finishing from its
+// newest checkpoint; a coordinator killed and restarted adopts the running
+// steps; a job waits in Slurm's queue past the register timeout; Slurm's
+// refusals reach the user in its own words.
 //
 // Needs Debian's slurm-wlm and munge (tools/setup.sh installs them) and root,
 // as slurmd does; without them every test is skipped and says why.
@@ -16,6 +18,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <functional>
+#include <iostream>
+#include <sstream>
+
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -26,6 +32,7 @@
 #include "core/status_macros.h"
 #include "gtest/gtest.h"
 #include "tests/cluster.h"
+#include "tools/cli/client_command.h"
 #include "trainer/synthetic_dataset.h"
 
 namespace modamba {
@@ -146,16 +153,25 @@ class SlurmDaemons {
     }
   }
 
-  // Cancels every job, then stops the daemons this test started (by pid).
-  ~SlurmDaemons() {
+  // Cancels every Slurm job, brings DOWN nodes back and waits (a while)
+  // until the nodes are free.
+  static void CancelAll() {
     (void)Sh("scancel --full --user=root");
+    const std::string down(
+        absl::StripAsciiWhitespace(Sh("sinfo --noheader --states=down --format=%N").value_or("")));
+    if (!down.empty()) (void)Sh("scontrol update NodeName=" + down + " State=RESUME");
     for (int i = 0;
          i < 100 && !absl::StripAsciiWhitespace(
-                         Sh("squeue --noheader --states=RUNNING,COMPLETING").value_or(""))
+                         Sh("squeue --noheader --states=PENDING,RUNNING,COMPLETING").value_or(""))
                          .empty();
          ++i) {
       absl::SleepFor(absl::Milliseconds(100));
     }
+  }
+
+  // Cancels every job, then stops the daemons this test started (by pid).
+  ~SlurmDaemons() {
+    CancelAll();
     for (auto it = pid_files_.rbegin(); it != pid_files_.rend(); ++it) {
       int pid = 0;
       auto text = ReadFile(*it);
@@ -177,8 +193,9 @@ class SlurmDaemons {
   std::vector<std::string> pid_files_;
 };
 
-// Four trainer ranks; on Slurm two nodes of two ranks.
-std::string Spec(const std::string& name, const std::string& cluster = "cluster { nodes: 2 }",
+// Four trainer ranks; on Slurm two nodes of two ranks, two CPUs each.
+std::string Spec(const std::string& name,
+                 const std::string& cluster = "cluster { nodes: 2 cpus_per_task: 2 }",
                  int evaluators = 0) {
   return absl::StrCat("n_evaluators: ", evaluators, R"pb(
                         world_size: 4
@@ -253,6 +270,10 @@ class SlurmTest : public ::testing::Test {
   }
   void TearDown() override {
     if (HasFailure() && cluster_ != nullptr) std::cerr << cluster_->Logs() << daemons_->Logs();
+    // A coordinator killed right after its job ended leaves its allocations
+    // behind (it gives them back on its next tick): none may hold the next test's nodes.
+    cluster_.reset();
+    if (daemons_ != nullptr) SlurmDaemons::CancelAll();
   }
 
   // The final losses of the same job under the local launcher (computed once).
@@ -317,6 +338,10 @@ class SlurmTest : public ::testing::Test {
             .value_or("")));
   }
 
+  void EndAllocationMidRun(
+      const std::function<std::string(const std::string&, const std::string&)>& end,
+      const std::string& state);
+
   static std::string missing_, start_error_;
   static std::unique_ptr<SlurmDaemons> daemons_;
   std::unique_ptr<Cluster> cluster_;
@@ -326,7 +351,8 @@ std::string SlurmTest::missing_, SlurmTest::start_error_;
 std::unique_ptr<SlurmDaemons> SlurmTest::daemons_;
 
 TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
-  auto job = cluster_->Submit(Spec("slurm", "cluster { nodes: 2 }", /*evaluators=*/1));
+  auto job =
+      cluster_->Submit(Spec("slurm", "cluster { nodes: 2 cpus_per_task: 2 }", /*evaluators=*/1));
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = cluster_->WaitJob(
       job->id(),
@@ -343,11 +369,11 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
   const std::string slurm_job = TrainersSlurmJob(*running);
   ASSERT_FALSE(slurm_job.empty());
-  // One Slurm job of two nodes; the ranks' steps spread two on each.
+  // One Slurm job of two nodes (8 CPUs); the ranks' steps spread two on each.
   EXPECT_EQ(absl::StripAsciiWhitespace(
-                Sh(absl::StrCat("squeue --noheader --jobs=", slurm_job, " --format='%D %T'"))
+                Sh(absl::StrCat("squeue --noheader --jobs=", slurm_job, " --format='%D %C %T'"))
                     .value_or("")),
-            "2 RUNNING");
+            "2 8 RUNNING");
   std::map<std::string, int> ranks_per_node;
   for (int r = 0; r < 4; ++r) {
     auto step = Step(slurm_job, absl::StrCat("trainer-", r, "-g0"));
@@ -356,6 +382,19 @@ TEST_F(SlurmTest, TwoNodesTwoRanksEndAtTheLocalLoss) {
   }
   EXPECT_EQ(ranks_per_node.size(), 2u);
   for (const auto& [node, ranks] : ranks_per_node) EXPECT_EQ(ranks, 2) << node;
+  // `modamba status` shows each worker's Slurm job and its state.
+  std::vector<std::string> args = {"status", job->id(),
+                                   absl::StrCat("--coordinator=127.0.0.1:", cluster_->grpc_port()),
+                                   "--token_file=" + cluster_->root() + "/token"};
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  std::ostringstream status;
+  std::streambuf* stdout_buffer = std::cout.rdbuf(status.rdbuf());
+  const int code = RunClientCommand(static_cast<int>(argv.size()), argv.data());
+  std::cout.rdbuf(stdout_buffer);
+  EXPECT_EQ(code, 0);
+  EXPECT_TRUE(absl::StrContains(status.str(), absl::StrCat("slurm ", slurm_job, " RUNNING on ")))
+      << status.str();
   // The evaluator is a Slurm job of its own.
   std::string evaluator_job;
   for (const v1::WorkerInfo& w : running->workers()) {
@@ -406,8 +445,13 @@ TEST_F(SlurmTest, CancelledStepResumesFromTheNewestCheckpoint) {
   EXPECT_EQ(TrainersSlurmJob(*done), slurm_job);
 }
 
-TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
-  auto job = cluster_->Submit(Spec("node-down"));
+// Runs a job, ends its allocation mid-run with `end` (given the Slurm job
+// and the node of rank 2), and checks that the restart names the state Slurm
+// ended it in and resumes in a new allocation from the newest checkpoint.
+void SlurmTest::EndAllocationMidRun(
+    const std::function<std::string(const std::string&, const std::string&)>& end,
+    const std::string& state) {
+  auto job = cluster_->Submit(Spec("ended"));
   ASSERT_TRUE(job.ok()) << job.status();
   auto running = WaitMidRun(job->id());
   ASSERT_TRUE(running.ok()) << running.status();
@@ -415,9 +459,7 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
   const std::string slurm_job = TrainersSlurmJob(*running);
   auto step = Step(slurm_job, "trainer-2-g0");
   ASSERT_TRUE(step.ok()) << step.status();
-  const std::string node = step->second;
-  ASSERT_TRUE(
-      Sh(absl::StrCat("scontrol update NodeName=", node, " State=DOWN Reason=slurm_test")).ok());
+  ASSERT_TRUE(Sh(end(slurm_job, step->second)).ok());
 
   // The restart says why.
   auto restarted = cluster_->WaitJob(
@@ -425,18 +467,78 @@ TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
       absl::Seconds(60));
   ASSERT_TRUE(restarted.ok()) << restarted.status();
   EXPECT_TRUE(absl::StrContains(
-      restarted->reason(), absl::StrCat("ended with its Slurm job ", slurm_job, " (NODE_FAIL)")))
+      restarted->reason(), absl::StrCat("ended with its Slurm job ", slurm_job, " (", state, ")")))
       << restarted->reason();
 
   auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
-  (void)Sh(absl::StrCat("scontrol update NodeName=", node, " State=RESUME"));
   ASSERT_TRUE(done.ok()) << done.status();
   ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
   EXPECT_EQ(done->restarts(), 1);
   ExpectReferenceLoss(*done);
   // Slurm ended the first allocation; the coordinator asked for a second.
-  EXPECT_EQ(SlurmState(slurm_job), "NODE_FAIL");
+  EXPECT_EQ(SlurmState(slurm_job), state);
   EXPECT_NE(TrainersSlurmJob(*done), slurm_job);
+}
+
+TEST_F(SlurmTest, NodeSetDownMidRunResumesInANewAllocation) {
+  EndAllocationMidRun(
+      [](const std::string& slurm_job, const std::string& node) {
+        return absl::StrCat("scontrol update NodeName=", node, " State=DOWN Reason=slurm_test");
+      },
+      "NODE_FAIL");
+}
+
+TEST_F(SlurmTest, AllocationCancelledFromOutsideResumesInANewOne) {
+  EndAllocationMidRun(
+      [](const std::string& slurm_job, const std::string& node) { return "scancel " + slurm_job; },
+      "CANCELLED");
+}
+
+TEST_F(SlurmTest, RestartedCoordinatorAdoptsTheRunningSteps) {
+  auto job = cluster_->Submit(Spec("adopted"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto running = WaitMidRun(job->id());
+  ASSERT_TRUE(running.ok()) << running.status();
+  ASSERT_EQ(running->state(), v1::JOB_RUNNING) << running->reason();
+  const std::string slurm_job = TrainersSlurmJob(*running);
+  ASSERT_TRUE(cluster_->KillCoordinator().ok());
+  absl::SleepFor(absl::Seconds(1));
+  ASSERT_TRUE(cluster_->RestartCoordinator().ok());
+
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_EQ(done->restarts(), 0);  // the steps ran on, in the same allocation
+  EXPECT_EQ(TrainersSlurmJob(*done), slurm_job);
+  ExpectReferenceLoss(*done);
+}
+
+TEST_F(SlurmTest, AJobWaitsInSlurmsQueueLongerThanTheRegisterTimeout) {
+  // Someone else's job holds every node for 40 s, longer than the 30 s
+  // workers have to register.
+  ASSERT_TRUE(Sh("sbatch --nodes=3 --exclusive --output=/dev/null --wrap='sleep 40'").ok());
+  const absl::Time blocked_until = absl::Now() + absl::Seconds(40);
+  auto job = cluster_->Submit(Spec("queued"));
+  ASSERT_TRUE(job.ok()) << job.status();
+  auto queued = cluster_->WaitJob(
+      job->id(),
+      [](const v1::Job& j) {
+        return IsFinished(j) ||
+               (j.workers_size() == 4 && j.workers(0).cluster_job_state() == "PENDING (Resources)");
+      },
+      absl::Seconds(30));
+  ASSERT_TRUE(queued.ok()) << queued.status();
+  for (const v1::WorkerInfo& w : queued->workers()) {
+    EXPECT_EQ(w.state(), v1::WORKER_STARTING);
+    EXPECT_EQ(w.cluster_job_state(), "PENDING (Resources)");
+  }
+
+  auto done = cluster_->WaitFinished(job->id(), absl::Seconds(150));
+  ASSERT_TRUE(done.ok()) << done.status();
+  ASSERT_EQ(done->state(), v1::JOB_SUCCEEDED) << done->reason();
+  EXPECT_GE(absl::Now(), blocked_until);
+  EXPECT_EQ(done->restarts(), 0);
+  ExpectReferenceLoss(*done);
 }
 
 TEST_F(SlurmTest, RefusalsArriveInSlurmsWords) {
