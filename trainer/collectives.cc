@@ -29,6 +29,16 @@ BufferView BufferView::Slice(int64_t offset, int64_t n) const {
   return {static_cast<char*>(data) + offset * DTypeSize(dtype), dtype, device, n};
 }
 
+void WaitClock::Add(WaitKind kind, double seconds) {
+  absl::MutexLock lock(&mu_);
+  (kind == WaitKind::kTransfer ? total_.transfer_s : total_.sync_s) += seconds;
+}
+
+WaitTimes WaitClock::Take() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(total_, WaitTimes());
+}
+
 std::unique_ptr<Work> DoneWork(absl::Status status) {
   return std::make_unique<DoneWorkImpl>(std::move(status));
 }

@@ -10,6 +10,10 @@
 // orders what follows after it. Buffers must stay alive and unmodified until
 // the operation is waited on.
 //
+// Wait time: each communicator adds up how long its caller waited on its
+// operations (TakeWaitTimes): the exposed communication of a step, which
+// the trainer's per-step profile reports.
+//
 // Failure: an operation that cannot finish within the communicator's timeout,
 // or whose peer went away, fails with an error naming the lost rank, of the
 // form "... lost rank 3 ...". The failure is sticky: every later operation on
@@ -26,8 +30,10 @@
 #include <memory>
 #include <string>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/tensor.h"
 
@@ -55,6 +61,28 @@ class Work {
   // does not block). Returns the operation's error, or the communicator's
   // sticky error, when already known.
   virtual absl::Status Wait() = 0;
+};
+
+// How long a communicator's caller waited on its operations (Work::Wait and
+// the blocking forms, Synchronize excepted): with Gloo the host thread was
+// blocked; with NCCL the compute stream stalled (timed by events).
+struct WaitTimes {
+  double transfer_s = 0;  // all-gathers and reduce-scatters
+  double sync_s = 0;      // all-reduces, broadcasts and barriers
+};
+
+// What a wait is counted as.
+enum class WaitKind { kTransfer, kSync };
+
+// A thread-safe WaitTimes total (for the implementations).
+class WaitClock {
+ public:
+  void Add(WaitKind kind, double seconds);
+  WaitTimes Take();
+
+ private:
+  absl::Mutex mu_;
+  WaitTimes total_ ABSL_GUARDED_BY(mu_);
 };
 
 class Collectives {
@@ -88,6 +116,10 @@ class Collectives {
   // Blocks the host until every enqueued operation has finished; returns the
   // first error. NCCL ops are watched with the timeout, so this never hangs.
   virtual absl::Status Synchronize() = 0;
+
+  // The wait times since the last call (or the start), then starts afresh.
+  // NCCL reads its events: call it after the compute stream is synchronized.
+  virtual WaitTimes TakeWaitTimes() = 0;
 
   // Blocking forms: enqueue, then Wait.
   absl::Status AllGather(BufferView input, BufferView output) {

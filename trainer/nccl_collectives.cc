@@ -10,6 +10,7 @@
 #include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
@@ -51,9 +52,11 @@ absl::StatusOr<ncclDataType_t> NcclType(DType dtype, bool sum, absl::string_view
 
 using Event = std::shared_ptr<CUevent_st>;
 
-absl::StatusOr<Event> NewEvent() {
+// `timed`: for cudaEventElapsedTime (the wait times), else lighter.
+absl::StatusOr<Event> NewEvent(bool timed = false) {
   cudaEvent_t event = nullptr;
-  const cudaError_t error = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
+  const cudaError_t error =
+      cudaEventCreateWithFlags(&event, timed ? cudaEventDefault : cudaEventDisableTiming);
   if (error != cudaSuccess) return CudaError(error, "cudaEventCreate");
   return Event(event, [](cudaEvent_t e) { cudaEventDestroy(e); });
 }
@@ -76,12 +79,14 @@ class NcclCollectives;
 
 class NcclWork : public Work {
  public:
-  NcclWork(NcclCollectives* owner, Event done) : owner_(owner), done_(std::move(done)) {}
+  NcclWork(NcclCollectives* owner, Event done, WaitKind kind)
+      : owner_(owner), done_(std::move(done)), kind_(kind) {}
   absl::Status Wait() override;
 
  private:
   NcclCollectives* const owner_;
   const Event done_;
+  const WaitKind kind_;
 };
 
 class NcclCollectives : public Collectives {
@@ -182,7 +187,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateAllGather(*this, input, output); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(input.dtype, false, "AllGather");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("AllGather", [=](cudaStream_t stream) {
+    return Enqueue("AllGather", WaitKind::kTransfer, [=](cudaStream_t stream) {
       return ncclAllGather(input.data, output.data, input.count, *type, comm_, stream);
     });
   }
@@ -191,7 +196,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateReduceScatter(*this, input, output); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(input.dtype, true, "ReduceScatter");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("ReduceScatter", [=](cudaStream_t stream) {
+    return Enqueue("ReduceScatter", WaitKind::kTransfer, [=](cudaStream_t stream) {
       return ncclReduceScatter(input.data, output.data, output.count, *type, ncclSum, comm_,
                                stream);
     });
@@ -201,7 +206,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateBuffer(*this, "AllReduce", buffer); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(buffer.dtype, true, "AllReduce");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("AllReduce", [=](cudaStream_t stream) {
+    return Enqueue("AllReduce", WaitKind::kSync, [=](cudaStream_t stream) {
       return ncclAllReduce(buffer.data, buffer.data, buffer.count, *type, ncclSum, comm_, stream);
     });
   }
@@ -214,7 +219,7 @@ class NcclCollectives : public Collectives {
     }
     absl::StatusOr<ncclDataType_t> type = NcclType(buffer.dtype, false, "Broadcast");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("Broadcast", [=](cudaStream_t stream) {
+    return Enqueue("Broadcast", WaitKind::kSync, [=](cudaStream_t stream) {
       return ncclBroadcast(buffer.data, buffer.data, buffer.count, *type, root, comm_, stream);
     });
   }
@@ -247,14 +252,43 @@ class NcclCollectives : public Collectives {
     }
   }
 
-  // Called by NcclWork::Wait.
-  absl::Status StreamWait(cudaEvent_t done) {
+  // Called by NcclWork::Wait. Events just before and after the wait on the
+  // compute stream time its stall.
+  absl::Status StreamWait(cudaEvent_t done, WaitKind kind) {
     cudaSetDevice(device_);
+    absl::StatusOr<Event> before = NewEvent(/*timed=*/true), after = NewEvent(/*timed=*/true);
+    for (const auto* e : {&before, &after}) {
+      if (!e->ok()) return e->status();
+    }
+    cudaEventRecord(before->get(), compute_stream_);
     if (cudaError_t e = cudaStreamWaitEvent(compute_stream_, done, 0); e != cudaSuccess) {
       return CudaError(e, "cudaStreamWaitEvent");
     }
+    cudaEventRecord(after->get(), compute_stream_);
     absl::MutexLock lock(&mu_);
+    waits_.push_back({kind, *before, *after});
     return failure_;
+  }
+
+  WaitTimes TakeWaitTimes() override {
+    std::vector<TimedWait> waits;
+    {
+      absl::MutexLock lock(&mu_);
+      waits.swap(waits_);
+    }
+    cudaSetDevice(device_);
+    WaitTimes times;
+    for (const TimedWait& w : waits) {
+      float ms = 0;
+      // Not yet reached (the stream was not synchronized) or failed: 0.
+      if (cudaEventSynchronize(w.after.get()) != cudaSuccess ||
+          cudaEventElapsedTime(&ms, w.before.get(), w.after.get()) != cudaSuccess) {
+        cudaGetLastError();
+        continue;
+      }
+      (w.kind == WaitKind::kTransfer ? times.transfer_s : times.sync_s) += ms / 1e3;
+    }
+    return times;
   }
 
  private:
@@ -264,8 +298,13 @@ class NcclCollectives : public Collectives {
     Event start, done;
     absl::Time started = absl::InfiniteFuture();  // when the GPU reached it
   };
+  struct TimedWait {
+    WaitKind kind;
+    Event before, after;
+  };
 
-  std::unique_ptr<Work> Enqueue(const char* name, std::function<ncclResult_t(cudaStream_t)> call) {
+  std::unique_ptr<Work> Enqueue(const char* name, WaitKind kind,
+                                std::function<ncclResult_t(cudaStream_t)> call) {
     absl::MutexLock lock(&mu_);
     if (!failure_.ok()) return DoneWork(failure_);
     const uint64_t seq = next_seq_++;
@@ -304,7 +343,7 @@ class NcclCollectives : public Collectives {
     }
     cudaEventRecord(done->get(), comm_stream_);
     pending_.push_back({seq, name, *start, *done});
-    return std::make_unique<NcclWork>(this, *done);
+    return std::make_unique<NcclWork>(this, *done, kind);
   }
 
   // Polls the queued ops: each must finish within the timeout of starting.
@@ -391,9 +430,10 @@ class NcclCollectives : public Collectives {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::vector<TimedWait> waits_ ABSL_GUARDED_BY(mu_);
 };
 
-absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get()); }
+absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get(), kind_); }
 
 int VisibleDevices() {
   int count = 0;
