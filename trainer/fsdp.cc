@@ -148,8 +148,16 @@ absl::Status Fsdp::BeforeForward(int b) {
 }
 
 absl::Status Fsdp::AfterForward(int b) {
-  // Layers are gathered again for the backward; bucket 0 is released only
-  // when no backward follows (AfterForward(0) is the end of an evaluation).
+  if (b == 0) {
+    // The end of an evaluation (a training forward goes on into the
+    // backward): release what the overlapped schedule kept.
+    for (int i = 0; i < num_buckets(); ++i) Release(i);
+    return absl::OkStatus();
+  }
+  // The top communication bucket is the backward's first: the overlapped
+  // schedule keeps it rather than gather it again. Layers below it are
+  // gathered again for the backward.
+  if (options_.overlap && GroupOf(b) == num_groups() - 1) return absl::OkStatus();
   Release(b);
   return absl::OkStatus();
 }
