@@ -10,12 +10,12 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "core/batch_source.h"
 #include "core/config.h"
 #include "core/data/manifest.h"
 #include "core/file_util.h"
 #include "core/flops.h"
 #include "core/status_macros.h"
-#include "trainer/batch_source.h"
 
 namespace modamba {
 namespace {

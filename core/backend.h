@@ -202,6 +202,40 @@ class Backend {
   virtual void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
                         Tensor* state, Mat y) = 0;
 
+  // ---- the Transformer block's ops (core/ops/attention.h) ----
+  // y = silu(gate) * up, elementwise over [N, F] views; y may be
+  // MatmulInputDType.
+  virtual void SwigluForward(Mat gate, Mat up, Mat y) = 0;
+  // dgate and dup are overwritten; either may be MatmulInputDType.
+  virtual void SwigluBackward(Mat gate, Mat up, Mat dy, Mat dgate, Mat dup) = 0;
+  // Rotary position embedding: each head of `head_dim` columns of x (rows
+  // through seq.rows) rotated by the position inside its document, pair
+  // (j, j + head_dim/2) by angle pos * theta^(-2j/head_dim). `inverse`
+  // applies the transpose, which is the backward. y may be x.
+  virtual void Rope(const SeqLayout& seq, int head_dim, double theta, bool inverse, Mat x,
+                    Mat y) = 0;
+  // Causal multi-head attention over [N, heads * head_dim] views (rows
+  // through seq.rows): out_i = softmax_j(q_i . k_j / sqrt(head_dim)) v_j over
+  // the keys j of i's own document up to i, so packed documents never see
+  // each other. lse ([N, heads], F32 or the CPU's dtype) keeps each query's
+  // log-sum-exp for the backward. The CUDA backend computes in bf16 with
+  // fp32 accumulation; out may be MatmulInputDType.
+  virtual void AttentionForward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                                Tensor* lse) = 0;
+  // dq, dk and dv are overwritten.
+  virtual void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                                 const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) = 0;
+  // Decoding with a key-value cache: row i of q, k, v (unrotated) is the
+  // next token of stream streams[i], at position pos = lengths[stream] (0
+  // after a reset). q and k are rotated by pos, k and v stored at row pos of
+  // the stream's caches ([num_streams, max_len, heads * head_dim], the
+  // backend's float type), lengths (I32 [num_streams]) becomes pos + 1, and
+  // out is what AttentionForward gives at that position. pos must be below
+  // max_len.
+  virtual void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k,
+                             Mat v, Tensor* k_cache, Tensor* v_cache, Tensor* lengths,
+                             Mat out) = 0;
+
   // ---- loss ----
   // Per row n with weight[n] != 0: losses[n] = -log softmax(logits[n])[target[n]],
   // dlogits[n] = weight[n] * (softmax - onehot). Rows with weight 0 get loss 0

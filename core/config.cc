@@ -1,6 +1,9 @@
 #include "core/config.h"
 
+#include <algorithm>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "core/file_util.h"
@@ -48,6 +51,41 @@ absl::Status ParseTextProtoInto(const std::string& text, const std::string& sour
   return absl::OkStatus();
 }
 
+namespace {
+// The block kind's own fields: the Transformer's defaults, and neither
+// kind's switches on the other.
+absl::Status ResolveArchitecture(v1::ModelConfig* m, const std::string& where,
+                                 const std::string& prefix) {
+  auto f = [&](const char* name) { return prefix + name; };
+  const bool transformer = m->architecture() == v1::ModelConfig::TRANSFORMER;
+  const char* other = transformer ? "applies to architecture MAMBA only"
+                                  : "applies to architecture TRANSFORMER only";
+  const std::vector<std::pair<const char*, bool>> mamba_only = {
+      {"route_in", m->route_in()}, {"route_x", m->route_x()},
+      {"route_dt", m->route_dt()}, {"route_out", m->route_out()}};
+  const std::vector<std::pair<const char*, bool>> transformer_only = {
+      {"route_qkv", m->route_qkv()},         {"route_attn_out", m->route_attn_out()},
+      {"route_ffn_in", m->route_ffn_in()},   {"route_ffn_out", m->route_ffn_out()},
+      {"route_norms", m->route_norms()},     {"n_head", m->n_head() != 0},
+      {"d_ff", m->d_ff() != 0},              {"rope_theta", m->rope_theta() != 0}};
+  for (const auto& [name, set] : transformer ? mamba_only : transformer_only) {
+    if (set) return FieldError(where, f(name), other);
+  }
+  if (!transformer) return absl::OkStatus();
+  if (m->n_head() == 0) m->set_n_head(std::max(1, m->d_model() / 64));
+  RETURN_IF_ERROR(InRange(where, f("n_head"), m->n_head(), 1, m->d_model()));
+  if (m->d_model() % m->n_head() != 0 || (m->d_model() / m->n_head()) % 2 != 0) {
+    return FieldError(where, f("n_head"),
+                      absl::StrCat(m->n_head(), " heads do not split d_model ", m->d_model(),
+                                   " into heads of an even size"));
+  }
+  if (m->d_ff() == 0) m->set_d_ff((8 * m->d_model() / 3 + 7) / 8 * 8);
+  RETURN_IF_ERROR(InRange(where, f("d_ff"), m->d_ff(), 1, 1 << 20));
+  if (m->rope_theta() == 0) m->set_rope_theta(10000);
+  return InRange(where, f("rope_theta"), m->rope_theta(), 1.0f, 1e9f);
+}
+}  // namespace
+
 absl::Status ResolveModelConfig(v1::ModelConfig* m, const std::string& where,
                                 const std::string& prefix) {
   auto f = [&](const char* name) { return prefix + name; };
@@ -82,7 +120,7 @@ absl::Status ResolveModelConfig(v1::ModelConfig* m, const std::string& where,
   RETURN_IF_ERROR(InRange(where, f("diffusion_weight"), m->diffusion_weight(), 0.0f, 1e4f));
   if (m->diffusion_steps() == 0) m->set_diffusion_steps(1000);
   RETURN_IF_ERROR(InRange(where, f("diffusion_steps"), m->diffusion_steps(), 1, 1 << 20));
-  return absl::OkStatus();
+  return ResolveArchitecture(m, where, prefix);
 }
 
 absl::Status ResolveTrainConfig(v1::TrainConfig* c, const std::string& where) {

@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "core/backend.h"
 #include "core/ops/adamw.h"
+#include "core/ops/attention.h"
 #include "core/ops/conv.h"
 #include "core/ops/loss.h"
 #include "core/ops/norm.h"
@@ -110,6 +111,17 @@ ops::ScanRef<T> MakeScanRef(const SeqLayout& seq, const CpuRouting& r, const Sca
                          in.u.ptr<T>(), in.u.ld, in.delta_raw.ptr<T>(), in.delta_raw.ld,
                          in.b.ptr<T>(), in.b.ld, in.c.ptr<T>(), in.c.ld, in.z.ptr<T>(), in.z.ld,
                          in.dt_bias->data<T>(), in.a_log->data<T>(), in.d->data<T>()};
+}
+
+template <typename T>
+ops::AttentionRef<T> MakeAttentionRef(const SeqLayout& seq, int heads, const Mat& q, const Mat& k,
+                                      const Mat& v) {
+  CHECK(heads > 0 && q.cols % heads == 0) << "attention: " << q.cols << " columns, " << heads
+                                          << " heads";
+  CHECK(k.cols == q.cols && v.cols == q.cols) << "attention: q, k and v differ in columns";
+  return ops::AttentionRef<T>{seq.batch, seq.seq_len, heads, q.cols / heads,
+                              seq.doc_start->data<uint8_t>(), RowMap(seq), q.ptr<T>(), q.ld,
+                              k.ptr<T>(), k.ld, v.ptr<T>(), v.ld};
 }
 
 // The step's stream ids, each a row of `state` ([num_streams, ...]).
@@ -264,6 +276,68 @@ class CpuBackend : public Backend {
     DISPATCH_FLOAT(y.dtype,
                    ops::ScanStep<T>(MakeScanRef<T>(step.AsSequences(), AsCpu(dt_routing), in),
                                     streams, state->data<T>(), y.ptr<T>(), y.ld));
+  }
+
+  void SwigluForward(Mat gate, Mat up, Mat y) override {
+    DISPATCH_FLOAT(y.dtype, for (int64_t r = 0; r < y.rows; ++r) {
+      for (int64_t c = 0; c < y.cols; ++c) {
+        y.ptr<T>()[r * y.ld + c] =
+            ops::Silu(gate.ptr<T>()[r * gate.ld + c]) * up.ptr<T>()[r * up.ld + c];
+      }
+    });
+  }
+
+  void SwigluBackward(Mat gate, Mat up, Mat dy, Mat dgate, Mat dup) override {
+    DISPATCH_FLOAT(dy.dtype, for (int64_t r = 0; r < dy.rows; ++r) {
+      for (int64_t c = 0; c < dy.cols; ++c) {
+        const T g = gate.ptr<T>()[r * gate.ld + c], u = up.ptr<T>()[r * up.ld + c];
+        const T d = dy.ptr<T>()[r * dy.ld + c];
+        dgate.ptr<T>()[r * dgate.ld + c] = d * u * ops::SiluGrad(g);
+        dup.ptr<T>()[r * dup.ld + c] = d * ops::Silu(g);
+      }
+    });
+  }
+
+  void Rope(const SeqLayout& seq, int head_dim, double theta, bool inverse, Mat x,
+            Mat y) override {
+    CHECK(head_dim > 0 && head_dim % 2 == 0 && x.cols % head_dim == 0)
+        << "rope: " << x.cols << " columns are not heads of an even head_dim " << head_dim;
+    DISPATCH_FLOAT(x.dtype, ops::Rope<T>(seq.batch, seq.seq_len, x.cols, head_dim, theta,
+                                           inverse, seq.doc_start->data<uint8_t>(), RowMap(seq),
+                                           x.ptr<T>(), x.ld, y.ptr<T>(), y.ld));
+  }
+
+  void AttentionForward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                        Tensor* lse) override {
+    CHECK_EQ(lse->numel(), seq.num_rows() * heads) << "attention lse: size";
+    DISPATCH_FLOAT(q.dtype, ops::AttentionForward<T>(MakeAttentionRef<T>(seq, heads, q, k, v),
+                                                       out.ptr<T>(), out.ld, lse->data<T>()));
+  }
+
+  void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                         const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) override {
+    DISPATCH_FLOAT(q.dtype, ops::AttentionBackward<T>(
+                                MakeAttentionRef<T>(seq, heads, q, k, v), out.ptr<T>(), out.ld,
+                                lse.data<T>(), dout.ptr<T>(), dout.ld, dq.ptr<T>(), dq.ld,
+                                dk.ptr<T>(), dk.ld, dv.ptr<T>(), dv.ld));
+  }
+
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override {
+    const int32_t* streams = CheckedStreams(step, *lengths);
+    const int64_t max_len = k_cache->dim(1);
+    CHECK(k_cache->shape() == Shape({lengths->dim(0), max_len, q.cols}) &&
+          v_cache->shape() == k_cache->shape())
+        << "attention step: caches are not [streams, max_len, " << q.cols << "]";
+    for (int64_t i = 0; i < step.num_rows(); ++i) {
+      const int32_t pos = step.reset->data<uint8_t>()[i] ? 0 : lengths->data<int32_t>()[streams[i]];
+      CHECK_LT(pos, max_len) << "attention step: stream " << streams[i] << " is full";
+    }
+    DISPATCH_FLOAT(q.dtype, ops::AttentionStep<T>(
+                                step.num_rows(), heads, q.cols / heads, theta, streams,
+                                step.reset->data<uint8_t>(), q.ptr<T>(), q.ld, k.ptr<T>(), k.ld,
+                                v.ptr<T>(), v.ld, max_len, k_cache->data<T>(), v_cache->data<T>(),
+                                lengths->data<int32_t>(), out.ptr<T>(), out.ld));
   }
 
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,

@@ -115,9 +115,10 @@ void Linear::Backward(const BatchContext& ctx, Mat x, Mat dy, Mat dx, bool accum
                                            &w_->grad);
 }
 
-RmsNorm::RmsNorm(ParamSet* params, const std::string& name, int dim, double eps)
-    : params_(params), eps_(eps) {
-  w_ = params->Add(name + ".weight", {dim}, /*decay=*/false);
+RmsNorm::RmsNorm(ParamSet* params, const std::string& name, int dim, double eps, int groups)
+    : params_(params), eps_(eps), groups_(groups), dim_(dim) {
+  w_ = params->Add(name + ".weight", groups == 1 ? Shape{dim} : Shape{groups, dim},
+                   /*decay=*/false);
 }
 
 void RmsNorm::Init() { params_->Set(w_, ConstantInit(params_->dtype(), w_->value.shape(), 1.0)); }
@@ -132,6 +133,48 @@ void RmsNorm::AddForward(Mat x, Mat add, Mat y, Tensor* rstd) const {
 
 void RmsNorm::Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const {
   params_->backend()->RmsNormBackward(x, w_->value, rstd, dy, dx, &w_->grad);
+}
+
+template <typename Fn>
+void RmsNorm::ForEachGroup(const BatchContext& ctx, int64_t rows, Fn fn) const {
+  if (groups_ == 1) {
+    fn(w_->value, &w_->grad, 0, rows);
+    return;
+  }
+  const Routing& r = *ctx.by_modality;
+  CHECK(r.grouped()) << w_->name << ": a routed norm needs rows grouped by modality";
+  CHECK_EQ(r.num_groups(), groups_) << w_->name << ": routing groups";
+  int64_t first = 0;
+  for (int g = 0; g < groups_; ++g) {
+    if (r.count(g) > 0) {
+      Tensor grad = Tensor::View(w_->grad, g * dim_, {dim_});
+      fn(Tensor::View(w_->value, g * dim_, {dim_}), &grad, first, r.count(g));
+    }
+    first += r.count(g);
+  }
+}
+
+void RmsNorm::Forward(const BatchContext& ctx, Mat x, Mat y, Tensor* rstd) const {
+  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor*, int64_t first, int64_t n) {
+    Tensor part = Tensor::View(*rstd, first, {n});
+    params_->backend()->RmsNormForward(x.Rows(first, n), w, eps_, y.Rows(first, n), &part);
+  });
+}
+
+void RmsNorm::AddForward(const BatchContext& ctx, Mat x, Mat add, Mat y, Tensor* rstd) const {
+  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor*, int64_t first, int64_t n) {
+    Tensor part = Tensor::View(*rstd, first, {n});
+    params_->backend()->AddRmsNormForward(x.Rows(first, n), add.Rows(first, n), w, eps_,
+                                          y.Rows(first, n), &part);
+  });
+}
+
+void RmsNorm::Backward(const BatchContext& ctx, Mat x, const Tensor& rstd, Mat dy, Mat dx) const {
+  ForEachGroup(ctx, x.rows, [&](const Tensor& w, Tensor* dw, int64_t first, int64_t n) {
+    Tensor part = Tensor::View(rstd, first, {n});
+    params_->backend()->RmsNormBackward(x.Rows(first, n), w, part, dy.Rows(first, n),
+                                        dx.Rows(first, n), dw);
+  });
 }
 
 }  // namespace modamba

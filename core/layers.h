@@ -105,21 +105,32 @@ class Linear {
   int in_, out_, groups_;
 };
 
+// With groups > 1 the weight is [groups, dim], one row per modality (as
+// Mixture-of-Transformers routes its norms), else [dim]. A routed norm's
+// methods take the batch context and need rows grouped by modality.
 class RmsNorm {
  public:
-  RmsNorm(ParamSet* params, const std::string& name, int dim, double eps);
+  RmsNorm(ParamSet* params, const std::string& name, int dim, double eps, int groups = 1);
   void Init();
   // rstd: [N] scratch saved for the backward.
   void Forward(Mat x, Mat y, Tensor* rstd) const;
+  void Forward(const BatchContext& ctx, Mat x, Mat y, Tensor* rstd) const;
   // x += add first (the residual stream's skip), in the same pass.
   void AddForward(Mat x, Mat add, Mat y, Tensor* rstd) const;
+  void AddForward(const BatchContext& ctx, Mat x, Mat add, Mat y, Tensor* rstd) const;
   // dx += ...
   void Backward(Mat x, const Tensor& rstd, Mat dy, Mat dx) const;
+  void Backward(const BatchContext& ctx, Mat x, const Tensor& rstd, Mat dy, Mat dx) const;
 
  private:
+  // Calls fn(weight, grad, first row, rows) for each group's row range.
+  template <typename Fn>
+  void ForEachGroup(const BatchContext& ctx, int64_t rows, Fn fn) const;
+
   ParamSet* params_;
   Param* w_;
   double eps_;
+  int groups_, dim_;
 };
 
 }  // namespace modamba

@@ -192,8 +192,8 @@ void MambaBlock::CopyState(const Block::State& from, Block::State* to) const {
 }
 
 // Forward with the conv and scan stepped. Every activation stays in the
-// model's dtype (not MatmulInputDType): a step's rows are not grouped by
-// modality, which a BF16 input of a routed projection needs on the GPU.
+// model's dtype (not MatmulInputDType): a step has few rows, and fp32 keeps
+// generation closest to the parallel forward.
 void MambaBlock::Step(const StepContext& step, Mat x, Block::State* base) const {
   State* state = static_cast<State*>(base);
   Backend* be = params_->backend();

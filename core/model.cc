@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "core/mamba_block.h"
+#include "core/transformer_block.h"
 #include "core/status_macros.h"
 
 namespace modamba {
@@ -35,7 +36,12 @@ MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
   embed_ = params_.Add("embed.weight", {v, d}, true);
   for (int l = 0; l < config.n_layer(); ++l) {
     params_.set_bucket(1 + l);
-    blocks_.push_back(std::make_unique<MambaBlock>(&params_, absl::StrCat("layers.", l), config));
+    const std::string name = absl::StrCat("layers.", l);
+    if (config.architecture() == v1::ModelConfig::TRANSFORMER) {
+      blocks_.push_back(std::make_unique<TransformerBlock>(&params_, name, config));
+    } else {
+      blocks_.push_back(std::make_unique<MambaBlock>(&params_, name, config));
+    }
   }
   params_.set_bucket(0);
   norm_f_ = std::make_unique<RmsNorm>(&params_, "norm_f", d, config.norm_eps());
@@ -138,7 +144,8 @@ absl::StatusOr<LossReport> MambaLM::ForwardBackward(const Batch& batch,
 
 namespace {
 bool AnyRouted(const v1::ModelConfig& c) {
-  return c.route_in() || c.route_x() || c.route_dt() || c.route_out();
+  return c.route_in() || c.route_x() || c.route_dt() || c.route_out() || c.route_qkv() ||
+         c.route_attn_out() || c.route_ffn_in() || c.route_ffn_out() || c.route_norms();
 }
 
 // `b` with its per-token fields moved to the rows that hold them when each
@@ -327,6 +334,7 @@ absl::Status MambaLM::Backward(const DeviceBatch& b, const LossDenominators& den
   Tensor dres = be->Empty(dtype_, {n, config_.d_model()});
   be->Fill(dres.mat(), 0);
   norm_f_->Backward(residual_[n_layer].mat(), rstd_f_, dnormed->mat(), dres.mat());
+  *dnormed = Tensor();  // each block has its own; peak memory stays as it was
   for (int l = n_layer - 1; l >= 0; --l) {
     RETURN_IF_ERROR(Hook(&BucketHooks::BeforeBackward, 1 + l));
     blocks_[l]->Backward(b.ctx, residual_[l].mat(), *acts_[l], dres.mat());
@@ -425,11 +433,18 @@ absl::Status MambaLM::Step(const std::vector<StepInput>& inputs, RecurrentState*
   if (rows == 0) return absl::OkStatus();
   const int d = config_.d_model(), v = config_.vocab_size(), m = config_.n_modalities();
   const int pd = config_.patch_dim();
+  // Row i of the step holds inputs[order[i]]: the rows grouped by modality,
+  // as a batch's are (a routed norm needs them so, and so do routed products
+  // of BF16 activations on the GPU); results go back in input order.
+  std::vector<int64_t> order(rows);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return inputs[a].modality < inputs[b].modality; });
   std::vector<int32_t> tokens(rows), modality(rows), streams(rows), patch_rows, timesteps;
   std::vector<uint8_t> reset(rows);
   std::vector<float> patch_inputs;
   for (int64_t i = 0; i < rows; ++i) {
-    const StepInput& in = inputs[i];
+    const StepInput& in = inputs[order[i]];
     tokens[i] = in.token;
     modality[i] = in.modality;
     streams[i] = in.stream;
@@ -463,11 +478,19 @@ absl::Status MambaLM::Step(const std::vector<StepInput>& inputs, RecurrentState*
   Tensor h = be->Empty(dtype_, {rows, d}), rstd = be->Empty(dtype_, {rows});
   norm_f_->Forward(x.mat(), h.mat(), &rstd);
 
+  // Step rows [rows, cols] on the device into `dst` in input order.
+  auto to_inputs = [&](const Tensor& dev, int64_t cols, float* dst) {
+    std::vector<float> by_row(rows * cols);
+    CopyToHost(be, dev, by_row.data());
+    for (int64_t i = 0; i < rows; ++i) {
+      std::copy_n(by_row.data() + i * cols, cols, dst + order[i] * cols);
+    }
+  };
   if (logits != nullptr) {
     Tensor dev = be->Empty(dtype_, {rows, v});
     const Mat head{lm_head_->value.raw(), dtype_, be->device(), v, d, d};
     be->Gemm(false, true, 1.0, h.mat(), head, 0.0, dev.mat());
-    CopyToHost(be, dev, logits);
+    to_inputs(dev, v, logits);
   }
   if (eps != nullptr && pd > 0) {
     Tensor dev = be->Empty(dtype_, {rows, pd});
@@ -477,7 +500,7 @@ absl::Status MambaLM::Step(const std::vector<StepInput>& inputs, RecurrentState*
       patches_->Output(patches, h.mat(), &hidden, &pred);
       be->ScatterAddRows(pred.mat(), patches.rows, dev.mat());
     }
-    CopyToHost(be, dev, eps);
+    to_inputs(dev, pd, eps);
   }
   return absl::OkStatus();
 }

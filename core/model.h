@@ -2,8 +2,9 @@
 // (core/block.h) between the embedding and the head,
 //   x = embed(tokens) (+ the Transfusion patch input); x = block_l(x) for each
 //   layer; logits = lm_head(RMSNorm(x)) (+ the Transfusion patch output),
-// with Mixture-of-Mamba blocks (core/mamba_block.h); with every route switch
-// off they are the dense Mamba baseline. The same definition serves training
+// with Mixture-of-Mamba blocks (core/mamba_block.h) or, with architecture
+// TRANSFORMER, Mixture-of-Transformers blocks (core/transformer_block.h); with
+// every route switch off they are the dense baselines. The same definition serves training
 // (ForwardBackward), evaluation (Evaluate) and recurrent generation (Step).
 #ifndef MODAMBA_CORE_MODEL_H_
 #define MODAMBA_CORE_MODEL_H_

@@ -72,7 +72,7 @@ void Run(bool routed) {
   const double tokens = b.rows();
   std::printf("| %-5s | %7d | %7d | %8d | %10.1f | %10.0f | %8.2f |\n", routed ? "MoM" : "dense",
               c.d_model(), c.n_layer(), b.seq_len, med, tokens / med * 1e3,
-              TrainingFlopsPerToken(c) * tokens / med * 1e-6);
+              TrainingFlopsPerToken(c, b.seq_len) * tokens / med * 1e-6);
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "core/batch_source.h"
 #include "core/checkpoint.h"
 #include "core/data/audio.h"
 #include "core/data/documents.h"
@@ -11,7 +12,6 @@
 #include "core/status_macros.h"
 #include "evaluator/digit_classifiers.h"
 #include "evaluator/recurrent.h"
-#include "trainer/batch_source.h"
 
 namespace modamba::eval {
 

@@ -4,13 +4,13 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "core/batch_source.h"
 #include "core/data/reader.h"
 #include "core/data/vocab.h"
 #include "core/diffusion.h"
 #include "core/model.h"
 #include "core/rng.h"
 #include "core/status_macros.h"
-#include "trainer/batch_source.h"
 
 namespace modamba::eval {
 namespace {

@@ -400,6 +400,107 @@ class CudaBackend : public Backend {
     cuda::ScanStep(a, MakeStepState(step, state, "scan step"), ToView(y), stream_);
   }
 
+  void SwigluForward(Mat gate, Mat up, Mat y) override {
+    CheckF32(gate, "swiglu gate");
+    CheckF32(up, "swiglu up");
+    CheckMatmulInput(y, "swiglu y");
+    CHECK(SameShape(gate, y) && SameShape(up, y)) << "swiglu: shapes differ";
+    cuda::SwigluForward(ToConst(gate), ToConst(up), ToOut(y), stream_);
+  }
+
+  void SwigluBackward(Mat gate, Mat up, Mat dy, Mat dgate, Mat dup) override {
+    CheckF32(gate, "swiglu backward gate");
+    CheckF32(up, "swiglu backward up");
+    CheckF32(dy, "swiglu backward dy");
+    CheckMatmulInput(dgate, "swiglu backward dgate");
+    CheckMatmulInput(dup, "swiglu backward dup");
+    CHECK(SameShape(gate, dy) && SameShape(up, dy) && SameShape(dgate, dy) && SameShape(dup, dy))
+        << "swiglu backward: shapes differ";
+    cuda::SwigluBackward(ToConst(gate), ToConst(up), ToConst(dy), ToOut(dgate), ToOut(dup),
+                         stream_);
+  }
+
+  void Rope(const SeqLayout& seq, int head_dim, double theta, bool inverse, Mat x,
+            Mat y) override {
+    CheckF32(x, "rope x");
+    CheckF32(y, "rope y");
+    CHECK(SameShape(x, y) && x.rows == seq.num_rows()) << "rope: shapes";
+    CHECK(head_dim > 0 && head_dim % 2 == 0 && x.cols % head_dim == 0)
+        << "rope: " << x.cols << " columns are not heads of an even head_dim " << head_dim;
+    cuda::Scratch scratch(stream_);
+    cuda::Rope(seq.batch, seq.seq_len, RowMap(seq, "rope"), DocFirst(seq, &scratch), head_dim,
+               static_cast<float>(theta), inverse, ToConst(x), ToView(y), stream_);
+  }
+
+  void AttentionForward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                        Tensor* lse) override {
+    cuda::Scratch scratch(stream_);
+    const cuda::AttentionArgs a = MakeAttentionArgs(seq, heads, q, k, v, &scratch);
+    CheckMatmulInput(out, "attention out");
+    CHECK(SameShape(out, q)) << "attention out: shape";
+    CheckTensor(*lse, DType::kF32, "attention lse");
+    CHECK_EQ(lse->numel(), seq.num_rows() * heads) << "attention lse: size";
+    cuda::AttentionForward(a, ToOut(out), lse->data<float>(), stream_);
+  }
+
+  void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                         const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) override {
+    cuda::Scratch scratch(stream_);
+    const cuda::AttentionArgs a = MakeAttentionArgs(seq, heads, q, k, v, &scratch);
+    CheckAttentionInput(out, "attention backward out");
+    CheckAttentionInput(dout, "attention backward dout");
+    CheckTensor(lse, DType::kF32, "attention backward lse");
+    CHECK_EQ(lse.numel(), seq.num_rows() * heads) << "attention backward lse: size";
+    for (const Mat* m : {&out, &dout, &dq, &dk, &dv}) {
+      CHECK(SameShape(*m, q)) << "attention backward: out, dout, dq, dk and dv need q's shape";
+    }
+    CheckMatmulInput(dq, "attention backward dq");
+    CheckMatmulInput(dk, "attention backward dk");
+    CheckMatmulInput(dv, "attention backward dv");
+    int64_t lddo = 0;
+    const __nv_bfloat16* dout_bf16 = Bf16Rows(dout, &scratch, &lddo);
+    cuda::AttentionBackward(a, ToOperand(out), lse.data<float>(), dout_bf16, lddo, ToOut(dq),
+                            ToOut(dk), ToOut(dv), stream_);
+  }
+
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override {
+    CheckF32(q, "attention step q");
+    CheckF32(k, "attention step k");
+    CheckF32(v, "attention step v");
+    CheckMatmulInput(out, "attention step out");
+    const int64_t rows = step.num_rows();
+    CHECK(q.rows == rows && SameShape(q, k) && SameShape(q, v) && SameShape(q, out))
+        << "attention step: q, k, v and out need one row per stream";
+    CHECK(heads > 0 && q.cols % heads == 0 && (q.cols / heads) % 2 == 0)
+        << "attention step: " << q.cols << " columns are not " << heads << " even heads";
+    CheckTensor(*k_cache, DType::kF32, "attention step k cache");
+    CheckTensor(*v_cache, DType::kF32, "attention step v cache");
+    CheckTensor(*lengths, DType::kI32, "attention step lengths");
+    CHECK(k_cache->shape().size() == 3 && k_cache->dim(0) == lengths->numel() &&
+          k_cache->dim(2) == q.cols && v_cache->shape() == k_cache->shape())
+        << "attention step: caches are not [streams, max_len, " << q.cols << "]";
+    CheckTensor(*step.streams, DType::kI32, "attention step streams");
+    CheckTensor(*step.reset, DType::kU8, "attention step reset");
+    cuda::AttentionStepArgs a;
+    a.rows = rows;
+    a.heads = heads;
+    a.head_dim = static_cast<int>(q.cols / heads);
+    a.log2_theta = static_cast<float>(std::log2(theta));
+    a.streams = step.streams->data<int32_t>();
+    a.reset = step.reset->data<uint8_t>();
+    a.q = ToConst(q);
+    a.k = ToConst(k);
+    a.v = ToConst(v);
+    a.num_streams = lengths->numel();
+    a.max_len = k_cache->dim(1);
+    a.k_cache = k_cache->data<float>();
+    a.v_cache = v_cache->data<float>();
+    a.lengths = lengths->data<int32_t>();
+    a.error = ctx_->error_flag();
+    cuda::AttentionStep(a, ToOut(out), stream_);
+  }
+
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override {
     CheckF32(logits, "cross-entropy logits");
@@ -673,6 +774,53 @@ class CudaBackend : public Backend {
     CheckTensor(*seq.rows, DType::kI32, what);
     CHECK_EQ(seq.rows->numel(), seq.num_rows()) << what << ": row map size";
     return seq.rows->data<int32_t>();
+  }
+
+  static bool SameShape(const Mat& a, const Mat& b) { return a.rows == b.rows && a.cols == b.cols; }
+
+  // Attention computes in bf16 whatever the product precision: F32 inputs
+  // are rounded into a copy.
+  static void CheckAttentionInput(const Mat& m, const char* what) {
+    CHECK(m.device == Device::kCuda) << what << ": expected a CUDA view";
+    CHECK(m.dtype == DType::kF32 || m.dtype == DType::kBF16)
+        << what << ": expected F32 or BF16, got " << DTypeName(m.dtype);
+  }
+  // m's rows as bf16: m itself, or a contiguous rounded copy in `scratch`.
+  const __nv_bfloat16* Bf16Rows(const Mat& m, cuda::Scratch* scratch, int64_t* ld) {
+    if (m.dtype == DType::kBF16) {
+      *ld = m.ld;
+      return m.ptr<__nv_bfloat16>();
+    }
+    auto* copy = scratch->Alloc<__nv_bfloat16>(m.rows * m.cols);
+    cuda::ConvertToBf16(ToConst(m), copy, stream_);
+    *ld = m.cols;
+    return copy;
+  }
+  const int32_t* DocFirst(const SeqLayout& seq, cuda::Scratch* scratch) {
+    auto* first = scratch->Alloc<int32_t>(seq.num_rows());
+    cuda::DocFirst(DocStarts(seq, "document starts"), seq.batch, seq.seq_len, first, stream_);
+    return first;
+  }
+  cuda::AttentionArgs MakeAttentionArgs(const SeqLayout& seq, int heads, const Mat& q,
+                                        const Mat& k, const Mat& v, cuda::Scratch* scratch) {
+    CheckAttentionInput(q, "attention q");
+    CheckAttentionInput(k, "attention k");
+    CheckAttentionInput(v, "attention v");
+    CHECK(SameShape(q, k) && SameShape(q, v) && q.rows == seq.num_rows())
+        << "attention: q, k and v need [N, heads * head_dim]";
+    CHECK(heads > 0 && q.cols % heads == 0) << "attention: " << q.cols << " columns, " << heads
+                                            << " heads";
+    cuda::AttentionArgs a;
+    a.batch = seq.batch;
+    a.seq_len = seq.seq_len;
+    a.heads = heads;
+    a.head_dim = static_cast<int>(q.cols / heads);
+    a.rows = RowMap(seq, "attention");
+    a.first = DocFirst(seq, scratch);
+    a.q = Bf16Rows(q, scratch, &a.ldq);
+    a.k = Bf16Rows(k, scratch, &a.ldk);
+    a.v = Bf16Rows(v, scratch, &a.ldv);
+    return a;
   }
 
   cuda::ConvArgs MakeConvArgs(const SeqLayout& seq, const Mat& x, const Tensor& w, const Tensor& b,

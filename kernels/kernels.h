@@ -260,6 +260,54 @@ void SelectGroupCols(const int32_t* group, int groups, const float* src, View ds
 void ConcatGroups(const float* w, int groups, int64_t out, int64_t in, float* dst,
                   cudaStream_t stream);
 
+// ---- the Transformer block (attention.cu) ----
+// y = silu(gate) * up; the backward overwrites dgate and dup.
+void SwigluForward(ConstView gate, ConstView up, OutView y, cudaStream_t stream);
+void SwigluBackward(ConstView gate, ConstView up, ConstView dy, OutView dgate, OutView dup,
+                    cudaStream_t stream);
+// first[n] = the position inside its sequence where position n's document
+// starts ([batch * seq_len], by position).
+void DocFirst(const uint8_t* doc_start, int64_t batch, int64_t seq_len, int32_t* first,
+              cudaStream_t stream);
+// Backend::Rope over fp32 rows (through `rows` when not null); y may be x.
+void Rope(int64_t batch, int64_t seq_len, const int32_t* rows, const int32_t* first, int head_dim,
+          float theta, bool inverse, ConstView x, View y, cudaStream_t stream);
+// Causal attention of bf16 q, k, v ([N, heads * head_dim], rows on 16 bytes;
+// head_dim 32, 64 or 128) with packed documents (Backend::AttentionForward).
+struct AttentionArgs {
+  int64_t batch = 0, seq_len = 0;
+  int heads = 0, head_dim = 0;
+  const int32_t* rows = nullptr;   // the row of each position; null: n
+  const int32_t* first = nullptr;  // DocFirst of the layout
+  const __nv_bfloat16* q = nullptr;
+  const __nv_bfloat16* k = nullptr;
+  const __nv_bfloat16* v = nullptr;
+  int64_t ldq = 0, ldk = 0, ldv = 0;
+};
+// lse: [N, heads] by row, the natural log-sum-exp of each query's scores.
+void AttentionForward(const AttentionArgs& a, OutView out, float* lse, cudaStream_t stream);
+// Backend::AttentionStep in fp32: one row per stream, caches [num_streams,
+// max_len, heads * head_dim]. A stream outside [0, num_streams) or a full one
+// raises *error and its row is skipped.
+struct AttentionStepArgs {
+  int64_t rows = 0;
+  int heads = 0, head_dim = 0;
+  float log2_theta = 0;
+  const int32_t* streams = nullptr;
+  const uint8_t* reset = nullptr;
+  ConstView q, k, v;
+  int64_t num_streams = 0, max_len = 0;
+  float* k_cache = nullptr;
+  float* v_cache = nullptr;
+  int32_t* lengths = nullptr;
+  int* error = nullptr;
+};
+void AttentionStep(const AttentionStepArgs& a, OutView out, cudaStream_t stream);
+// dq, dk and dv are overwritten; dout is bf16 like q.
+void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
+                       const __nv_bfloat16* dout, int64_t lddo, OutView dq, OutView dk,
+                       OutView dv, cudaStream_t stream);
+
 // ---- recurrent decoding: one token per stream (decode.cu) ----
 // ConvForward and ScanForward of one new row per stream. The ConvArgs and
 // ScanArgs hold the step's rows as one-token sequences whose doc_start flags

@@ -164,6 +164,33 @@ void ProfiledBackend::ScanStep(const StepLayout& step, const Routing& r, const S
                                Tensor* state, Mat y) {
   Timed("ScanStep", [&] { inner_->ScanStep(step, r, in, state, y); });
 }
+void ProfiledBackend::SwigluForward(Mat gate, Mat up, Mat y) {
+  Timed("SwigluForward", [&] { inner_->SwigluForward(gate, up, y); });
+}
+void ProfiledBackend::SwigluBackward(Mat gate, Mat up, Mat dy, Mat dgate, Mat dup) {
+  Timed("SwigluBackward", [&] { inner_->SwigluBackward(gate, up, dy, dgate, dup); });
+}
+void ProfiledBackend::Rope(const SeqLayout& seq, int head_dim, double theta, bool inverse, Mat x,
+                           Mat y) {
+  Timed("Rope", [&] { inner_->Rope(seq, head_dim, theta, inverse, x, y); });
+}
+void ProfiledBackend::AttentionForward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v,
+                                       Mat out, Tensor* lse) {
+  Timed("AttentionForward", [&] { inner_->AttentionForward(seq, heads, q, k, v, out, lse); });
+}
+void ProfiledBackend::AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v,
+                                        Mat out, const Tensor& lse, Mat dout, Mat dq, Mat dk,
+                                        Mat dv) {
+  Timed("AttentionBackward",
+        [&] { inner_->AttentionBackward(seq, heads, q, k, v, out, lse, dout, dq, dk, dv); });
+}
+void ProfiledBackend::AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k,
+                                    Mat v, Tensor* k_cache, Tensor* v_cache, Tensor* lengths,
+                                    Mat out) {
+  Timed("AttentionStep", [&] {
+    inner_->AttentionStep(step, heads, theta, q, k, v, k_cache, v_cache, lengths, out);
+  });
+}
 void ProfiledBackend::CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight,
                                    Tensor* losses, Mat dlogits) {
   Timed(absl::StrCat("CrossEntropy ", Dims(logits)),

@@ -70,6 +70,16 @@ class ProfiledBackend : public Backend {
                 Mat u) override;
   void ScanStep(const StepLayout& step, const Routing& dt_routing, const ScanInputs& in,
                 Tensor* state, Mat y) override;
+  void SwigluForward(Mat gate, Mat up, Mat y) override;
+  void SwigluBackward(Mat gate, Mat up, Mat dy, Mat dgate, Mat dup) override;
+  void Rope(const SeqLayout& seq, int head_dim, double theta, bool inverse, Mat x,
+            Mat y) override;
+  void AttentionForward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                        Tensor* lse) override;
+  void AttentionBackward(const SeqLayout& seq, int heads, Mat q, Mat k, Mat v, Mat out,
+                         const Tensor& lse, Mat dout, Mat dq, Mat dk, Mat dv) override;
+  void AttentionStep(const StepLayout& step, int heads, double theta, Mat q, Mat k, Mat v,
+                     Tensor* k_cache, Tensor* v_cache, Tensor* lengths, Mat out) override;
   void CrossEntropy(Mat logits, const Tensor& targets, const Tensor& weight, Tensor* losses,
                     Mat dlogits) override;
   void LmHeadCrossEntropy(Mat h, Mat w, const Tensor& targets, const Tensor& weight,

@@ -13,12 +13,12 @@
 #include <string>
 #include <vector>
 
-#include "evaluator/eval_command.h"
 #include "tools/cli/client_command.h"
 #include "tools/cli/flags.h"
 #include "tools/compare/compare.h"
 #include "tools/data/data_command.h"
 #include "tools/demo.h"
+#include "tools/eval_command.h"
 #include "tools/export/export.h"
 #include "tools/train_command.h"
 

@@ -53,7 +53,7 @@ absl::Status Train(const TrainFlags& f, std::ostream& out, bool terminal) {
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(f.device));
   out << "model: " << config.model().n_layer() << " layers, d_model " << config.model().d_model()
       << ", " << TotalParams(config.model()) << " parameters, "
-      << TrainingFlopsPerToken(config.model()) << " training FLOPs/token; on " << f.device
+      << TrainingFlopsPerToken(config.model(), config.seq_len()) << " training FLOPs/token; on " << f.device
       << ", into " << run_dir << "\n";
   ASSIGN_OR_RETURN(std::string resume, LatestCheckpoint(run_dir));
   if (!resume.empty()) out << "resuming from " << resume << "\n";

@@ -6,11 +6,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "core/batch_source.h"
 #include "core/checkpoint.h"
 #include "core/file_util.h"
 #include "core/flops.h"
 #include "core/status_macros.h"
-#include "trainer/batch_source.h"
 #include "trainer/fsdp.h"
 #include "trainer/local_collectives.h"
 
@@ -135,7 +135,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
                             "AdamW moments per rank\n",
                             world, fsdp->num_buckets(), fsdp->shard_bytes() / 1048576.0);
   }
-  const double flops_per_token = TrainingFlopsPerToken(c.model());
+  const double flops_per_token = TrainingFlopsPerToken(c.model(), c.seq_len());
   const int64_t tokens_per_step = int64_t{c.batch_size()} * c.seq_len();
 
   int64_t first_step = 1;

@@ -4,7 +4,10 @@
 #include <cmath>
 #include <fstream>
 #include <iostream>
+#include <iterator>
 #include <optional>
+#include <utility>
+#include <vector>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -31,22 +34,37 @@ const std::vector<std::pair<std::string, std::string>>& Metrics() {
   return *metrics;
 }
 
+// "dense", "MoM" or the routed Mamba projections ("in+out"); for
+// Transformers "dense Transformer", "MoT" or "Transformer qkv+norms".
 std::string Variant(const v1::ModelConfig& m) {
+  const bool transformer = m.architecture() == v1::ModelConfig::TRANSFORMER;
+  const std::vector<std::pair<const char*, bool>> switches =
+      transformer ? std::vector<std::pair<const char*, bool>>{{"qkv", m.route_qkv()},
+                                                              {"attn_out", m.route_attn_out()},
+                                                              {"ffn_in", m.route_ffn_in()},
+                                                              {"ffn_out", m.route_ffn_out()},
+                                                              {"norms", m.route_norms()}}
+                  : std::vector<std::pair<const char*, bool>>{{"in", m.route_in()},
+                                                              {"x", m.route_x()},
+                                                              {"dt", m.route_dt()},
+                                                              {"out", m.route_out()}};
   std::vector<std::string> routed;
-  if (m.route_in()) routed.push_back("in");
-  if (m.route_x()) routed.push_back("x");
-  if (m.route_dt()) routed.push_back("dt");
-  if (m.route_out()) routed.push_back("out");
-  if (routed.empty()) return "dense";
-  if (routed.size() == 4) return "MoM";
-  return absl::StrJoin(routed, "+");
+  for (const auto& [name, on] : switches) {
+    if (on) routed.push_back(name);
+  }
+  if (routed.empty()) return transformer ? "dense Transformer" : "dense";
+  if (routed.size() == switches.size()) return transformer ? "MoT" : "MoM";
+  return (transformer ? "Transformer " : "") + absl::StrJoin(routed, "+");
 }
 
 const uint32_t kColors[] = {0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
 
-// Table and legend order: the baseline, the full model, then the ablations.
+// Table and legend order: the baselines and full models, then the ablations.
 bool VariantBefore(const std::string& a, const std::string& b) {
-  auto rank = [](const std::string& v) { return v == "dense" ? 0 : v == "MoM" ? 1 : 2; };
+  static const char* const kOrder[] = {"dense", "MoM", "dense Transformer", "MoT"};
+  auto rank = [](const std::string& v) {
+    return std::find(std::begin(kOrder), std::end(kOrder), v) - std::begin(kOrder);
+  };
   return rank(a) != rank(b) ? rank(a) < rank(b) : a < b;
 }
 
@@ -65,7 +83,7 @@ const EvalPoint& Best(const std::vector<EvalPoint>& curve, const std::string& me
 }
 
 // The FLOPs-to-match table of one (setting, scale) group.
-void AppendTable(const std::vector<Run>& dense,
+void AppendTable(const std::string& baseline, const std::vector<Run>& dense,
                  const std::map<std::string, std::vector<Run>, VariantOrder>& variants,
                  const std::vector<std::pair<std::string, std::string>>& metrics, std::string* md_out) {
   std::string& md = *md_out;
@@ -83,7 +101,7 @@ void AppendTable(const std::vector<Run>& dense,
         dense_flops += best.flops / dense.size();
         dense_total += d.val.back().flops / dense.size();
       }
-      if (variant == "dense") {
+      if (variant == baseline) {
         absl::StrAppendFormat(&md, " best %.4f at %.0f%% |", target, 100 * dense_flops / dense_total);
         continue;
       }
@@ -187,10 +205,14 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       "the dense run's best (lowest) validation loss, as a fraction of the FLOPs the dense run took to\n"
       "get there (linear interpolation between evaluations; mean over seeds, [min, max] over seeds;\n"
       "lower is better). The dense row gives its best loss and the share of its training at which\n"
-      "it was reached (100% when the curve still falls at the end).\n";
+      "it was reached (100% when the curve still falls at the end). The dense run is dense Mamba,\n"
+      "or in a group of Transformers alone the dense Transformer.\n";
   for (auto& [key, variants] : groups) {
+    // The baseline: dense Mamba, else (a group of Transformers) the dense Transformer.
     auto dense_it = variants.find("dense");
+    if (dense_it == variants.end()) dense_it = variants.find("dense Transformer");
     const bool has_dense = dense_it != variants.end();
+    const std::string baseline_name = has_dense ? dense_it->first : "";
     const std::vector<Run>& baseline = has_dense ? dense_it->second : variants.begin()->second;
     std::vector<std::pair<std::string, std::string>> metrics;
     for (const auto& m : Metrics()) {
@@ -200,7 +222,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
     if (!has_dense) {
       absl::StrAppend(&md, "No dense run to compare against: the validation curves only.\n");
     } else {
-      AppendTable(dense_it->second, variants, metrics, &md);
+      AppendTable(baseline_name, dense_it->second, variants, metrics, &md);
     }
     // One chart per metric: every variant's mean curve with its seed band.
     for (const auto& [metric, name] : metrics) {
@@ -214,7 +236,7 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       for (auto& [variant, runs] : variants) {
         plot::Series s;
         s.label = variant;
-        s.dashed = variant == "dense";
+        s.dashed = variant == baseline_name;
         s.rgb = s.dashed ? 0x444444 : kColors[color++ % 6];
         const Run& first = runs.front();
         for (size_t i = 0; i < first.val.size(); ++i) {
@@ -233,11 +255,11 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
             s.y_high.push_back(hi);
           }
         }
-        if (variant == "dense") chart.reference_y = *std::min_element(s.y.begin(), s.y.end());
+        if (variant == baseline_name) chart.reference_y = *std::min_element(s.y.begin(), s.y.end());
         chart.series.push_back(std::move(s));
       }
       for (plot::Series& s : chart.series) {
-        if (s.label == "dense" || !has_dense) continue;
+        if (s.label == baseline_name || !has_dense) continue;
         std::vector<EvalPoint> mean_curve;
         for (size_t i = 0; i < s.x.size(); ++i) mean_curve.push_back({0, s.x[i], {{metric, s.y[i]}}});
         if (auto f = FlopsToReach(mean_curve, metric, chart.reference_y)) {

@@ -3,8 +3,8 @@
 // batch_size sequences is fixed by the data position alone, whatever the
 // world size; rank r of N takes its contiguous 1/N of it, split into
 // grad_accum_steps micro-batches. So 1, 2 or 4 ranks train on the same data.
-#ifndef MODAMBA_TRAINER_BATCH_SOURCE_H_
-#define MODAMBA_TRAINER_BATCH_SOURCE_H_
+#ifndef MODAMBA_CORE_BATCH_SOURCE_H_
+#define MODAMBA_CORE_BATCH_SOURCE_H_
 
 #include <memory>
 #include <vector>
@@ -49,4 +49,4 @@ Batch SliceBatch(const Batch& batch, int64_t begin, int64_t n);
 
 }  // namespace modamba
 
-#endif  // MODAMBA_TRAINER_BATCH_SOURCE_H_
+#endif  // MODAMBA_CORE_BATCH_SOURCE_H_

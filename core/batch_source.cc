@@ -1,4 +1,4 @@
-#include "trainer/batch_source.h"
+#include "core/batch_source.h"
 
 #include "absl/strings/str_cat.h"
 #include "core/diffusion.h"

@@ -24,8 +24,8 @@
 // Flags follow tools/cli/flags.h (--help lists them with their defaults).
 // Both end with one "wrote PATH (SIZE): WHAT" line per file written and return
 // 0 on success, 1 on an error (printed to stderr), 2 on a usage error.
-#ifndef MODAMBA_EVALUATOR_EVAL_COMMAND_H_
-#define MODAMBA_EVALUATOR_EVAL_COMMAND_H_
+#ifndef MODAMBA_TOOLS_EVAL_COMMAND_H_
+#define MODAMBA_TOOLS_EVAL_COMMAND_H_
 
 namespace modamba::eval {
 
@@ -36,4 +36,4 @@ int RunGenerateCommand(int argc, char** argv);
 
 }  // namespace modamba::eval
 
-#endif  // MODAMBA_EVALUATOR_EVAL_COMMAND_H_
+#endif  // MODAMBA_TOOLS_EVAL_COMMAND_H_

@@ -1,4 +1,4 @@
-#include "evaluator/eval_command.h"
+#include "tools/eval_command.h"
 
 #include <algorithm>
 #include <cstdio>
