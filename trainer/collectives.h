@@ -29,6 +29,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
@@ -144,7 +145,26 @@ struct CollectivesOptions {
   // How long one operation, or the rendezvous, may wait on a peer before the
   // peer counts as lost.
   absl::Duration timeout = absl::Seconds(30);
+  // For a group of some of a job's ranks (trainer/process_groups.h): each
+  // member's rank in the job, and the job's store prefix and size. A
+  // failure is then settled among the job's ranks (trainer/rank_health.h)
+  // and named by its rank in the job, since the lost rank may be outside
+  // this group. Empty job_ranks: the group is the job.
+  std::vector<int> job_ranks;
+  std::string job_prefix;
+  int job_world_size = 0;
 };
+
+// The job's rank of group rank `rank` (-1 stays -1).
+int JobRank(const CollectivesOptions& options, int rank);
+
+// Where a group settles failures (RankHealth's arguments): the job's prefix,
+// this rank's place in the job and the job's size.
+struct HealthScope {
+  std::string prefix;
+  int rank = 0, world_size = 1;
+};
+HealthScope HealthScopeOf(const CollectivesOptions& options);
 
 // A Work that is already finished, with `status`.
 std::unique_ptr<Work> DoneWork(absl::Status status);

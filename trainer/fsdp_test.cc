@@ -210,9 +210,10 @@ TEST(Fsdp, HybridTwoHostsOfTwoRanksMatchesPlainSharding) {
 
 // Four ranks, of which `killed` dies as `fault` says: the others fail on
 // their own, naming it, within the timeout.
-void ExpectKilledRankNamed(const std::string& name, int killed, std::vector<std::string> fault) {
+void ExpectKilledRankNamed(const std::string& name, int killed, std::vector<std::string> fault,
+                           const std::string& extra_config = "") {
   const std::string dir = Scratch(name);
-  const std::string config = WriteConfig(dir, "chameleon", 200, "");
+  const std::string config = WriteConfig(dir, "chameleon", 200, "", 4, extra_config);
   fault.push_back(absl::StrCat("--fault_kill_rank=", killed));
   auto start = std::chrono::steady_clock::now();
   RunResult run = Launch(4, config, dir, fault);
@@ -241,6 +242,13 @@ TEST(Fsdp, KilledRankIsNamedByTheOthersWithinTheTimeout) {
 // layer 1), so the 10th is the first of step 4, in flight when the rank dies.
 TEST(Fsdp, RankKilledMidPrefetchIsNamedByTheOthersWithinTheTimeout) {
   ExpectKilledRankNamed("kill_prefetch", 1, {"--fault_kill_prefetch=10"});
+}
+
+// Hybrid: ranks {0, 1} and {2, 3} shard, {0, 2} and {1, 3} replicate; every
+// group's errors name the job's rank 3, not its place in the group.
+TEST(Fsdp, HybridRankKilledMidPrefetchIsNamedByItsJobRank) {
+  ExpectKilledRankNamed("kill_hybrid", 3, {"--fault_kill_prefetch=10"},
+                        "fsdp { shard_group_size: 2 }\n");
 }
 
 }  // namespace

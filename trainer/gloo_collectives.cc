@@ -412,14 +412,15 @@ class GlooCollectives : public Collectives {
     } catch (const std::exception& e) {
       // Gloo's clock and ours may differ by a hair.
       const bool timed_out = absl::Now() + absl::Milliseconds(1) >= ex.deadline();
-      const int peer = ex.peer();
+      const CollectivesOptions& g = options_.group;
+      const int peer = JobRank(g, ex.peer());
       health_->ReportFailure(peer);
       const int lost = health_->FindLost(peer);
       const std::string message = absl::StrCat(
-          "Gloo ", op.name, " #", seq, " on rank ", rank(), " of ", world_size(), ": ",
+          "Gloo ", op.name, " #", seq, " on rank ", JobRank(g, rank()), " of ", world_size(), ": ",
           lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"), " (",
           timed_out ? absl::StrCat("rank ", peer, " did not answer within ",
-                                   absl::FormatDuration(options_.group.timeout))
+                                   absl::FormatDuration(g.timeout))
                     : absl::StrCat("waiting on rank ", peer, ": ", e.what()),
           ")");
       LOG(ERROR) << message;
@@ -450,7 +451,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewGlooCollectives(KvStore* store,
   const CollectivesOptions& group = options.group;
   if (absl::Status s = ValidateOptions(group); !s.ok()) return s;
   signal(SIGPIPE, SIG_IGN);
-  auto health = std::make_unique<RankHealth>(store, group.prefix, group.rank, group.world_size,
+  const HealthScope scope = HealthScopeOf(group);
+  auto health = std::make_unique<RankHealth>(store, scope.prefix, scope.rank, scope.world_size,
                                              RankHealth::IntervalFor(group.timeout));
   auto context = std::make_shared<gloo::rendezvous::Context>(group.rank, group.world_size);
   context->setTimeout(absl::ToChronoMilliseconds(group.timeout));
@@ -464,8 +466,10 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewGlooCollectives(KvStore* store,
     health->ReportFailure(-1);
     const int lost = health->FindLost(-1);
     return absl::UnavailableError(absl::StrCat(
-        "Gloo rendezvous of rank ", group.rank, " of ", group.world_size, " (", options.hostname,
-        "): ", lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("no rank lost"), ": ",
+        "Gloo rendezvous of rank ", JobRank(group, group.rank), " of ", group.world_size, " (",
+        options.hostname, "): ",
+        lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("no rank lost"),
+        ": ",
         e.what()));
   }
   return std::unique_ptr<Collectives>(

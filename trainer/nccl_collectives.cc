@@ -395,10 +395,12 @@ class NcclCollectives : public Collectives {
 
   // Reports this rank's failure and returns the error naming the lost rank.
   absl::Status Lost(absl::string_view what, int suspect, absl::string_view why) {
+    const CollectivesOptions& g = options_.group;
+    suspect = JobRank(g, suspect);
     health_->ReportFailure(suspect);
     const int lost = health_->FindLost(suspect);
     const std::string message = absl::StrCat(
-        "NCCL ", what, " on rank ", rank(), " of ", world_size(), ": ",
+        "NCCL ", what, " on rank ", JobRank(g, rank()), " of ", world_size(), ": ",
         lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"), " (",
         why, ")");
     LOG(ERROR) << message;
@@ -462,7 +464,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewNcclCollectives(KvStore* store,
     return absl::InvalidArgumentError(absl::StrCat("NCCL: CUDA device ", device, " of rank ",
                                                    group.rank, " but only ", count, " visible"));
   }
-  auto health = std::make_unique<RankHealth>(store, group.prefix, group.rank, group.world_size,
+  const HealthScope scope = HealthScopeOf(group);
+  auto health = std::make_unique<RankHealth>(store, scope.prefix, scope.rank, scope.world_size,
                                              RankHealth::IntervalFor(group.timeout));
   auto collectives = std::make_unique<NcclCollectives>(
       options, device, static_cast<cudaStream_t>(options.compute_stream), std::move(health));

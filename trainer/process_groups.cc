@@ -21,11 +21,13 @@ absl::StatusOr<HybridGroups> ConnectHybridGroups(const Collectives& all, int sha
   shard.rank = all.rank() % g;
   shard.world_size = g;
   shard.prefix = absl::StrCat("shard", all.rank() / g);
+  for (int i = 0; i < g; ++i) shard.job_ranks.push_back(all.rank() / g * g + i);
   ASSIGN_OR_RETURN(groups.shard, factory(shard));
   CollectivesOptions replicas;
   replicas.rank = all.rank() / g;
   replicas.world_size = world / g;
   replicas.prefix = absl::StrCat("replica", all.rank() % g);
+  for (int i = 0; i < world / g; ++i) replicas.job_ranks.push_back(i * g + all.rank() % g);
   ASSIGN_OR_RETURN(groups.replicas, factory(replicas));
   return groups;
 }

@@ -17,9 +17,10 @@
 
 namespace modamba {
 
-// Connects this rank to a group of some of the ranks: options.rank and
-// world_size are its place in that group, options.prefix names the group
-// (the factory keeps it apart from the other groups' keys).
+// Connects this rank to a group of some of the job's ranks: options.rank,
+// world_size and job_ranks are its place in that group, options.prefix
+// names the group; the factory keeps its keys apart from the other groups'
+// and sets job_prefix and job_world_size (trainer/collectives.h).
 using CommFactory = std::function<absl::StatusOr<std::unique_ptr<Collectives>>(
     const CollectivesOptions& options)>;
 

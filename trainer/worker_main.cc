@@ -118,6 +118,8 @@ absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, 
     CollectivesOptions options = sub;
     options.prefix = absl::StrCat(group.prefix, "/", sub.prefix);
     options.timeout = group.timeout;
+    options.job_prefix = group.prefix;
+    options.job_world_size = group.world_size;
     return connect(options);
   };
   return g;
@@ -196,6 +198,13 @@ absl::Status RunUnderCoordinator() {
   // they write checkpoints into one directory beside their own.
   config.set_checkpoint_dir(run_dir + "/../trainer-checkpoints");
   RETURN_IF_ERROR(ResolveTrainConfig(&config, "job spec"));
+  // The checkpoint upload below sends one shard per rank; under hybrid
+  // sharding only the first group writes shards, one per rank of a group.
+  if (const int g = config.fsdp().shard_group_size(); g != 0 && g != world) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec: fsdp.shard_group_size ", g, " (hybrid sharding) runs under launch, "
+        "not yet under the coordinator"));
+  }
   // Rank 0 keeps the job's run directory readable by `modamba compare`
   // (trainer/run_log.h); every generation appends to the same metrics.
   std::unique_ptr<MetricsFile> metrics;
