@@ -10,7 +10,6 @@
 #include <string>
 #include <thread>
 #include <utility>
-#include <vector>
 
 #include "absl/base/thread_annotations.h"
 #include "absl/strings/numbers.h"
@@ -267,26 +266,27 @@ class NcclCollectives : public Collectives {
     cudaEventRecord(after->get(), compute_stream_);
     absl::MutexLock lock(&mu_);
     waits_.push_back({kind, *before, *after});
+    // A caller that never takes the times keeps at most this many events.
+    constexpr size_t kMaxTimedWaits = 1024;
+    while (waits_.size() > kMaxTimedWaits && cudaEventQuery(waits_.front().after.get()) == cudaSuccess) {
+      AddElapsed(waits_.front(), &taken_);
+      waits_.pop_front();
+    }
     return failure_;
   }
 
   WaitTimes TakeWaitTimes() override {
-    std::vector<TimedWait> waits;
+    std::deque<TimedWait> waits;
+    WaitTimes times;
     {
       absl::MutexLock lock(&mu_);
       waits.swap(waits_);
+      times = std::exchange(taken_, WaitTimes());
     }
     cudaSetDevice(device_);
-    WaitTimes times;
     for (const TimedWait& w : waits) {
-      float ms = 0;
-      // Not yet reached (the stream was not synchronized) or failed: 0.
-      if (cudaEventSynchronize(w.after.get()) != cudaSuccess ||
-          cudaEventElapsedTime(&ms, w.before.get(), w.after.get()) != cudaSuccess) {
-        cudaGetLastError();
-        continue;
-      }
-      (w.kind == WaitKind::kTransfer ? times.transfer_s : times.sync_s) += ms / 1e3;
+      cudaEventSynchronize(w.after.get());
+      AddElapsed(w, &times);
     }
     return times;
   }
@@ -393,6 +393,16 @@ class NcclCollectives : public Collectives {
 
   static std::string Name(const Pending& op) { return absl::StrCat(op.name, " #", op.seq); }
 
+  // Adds a finished wait's stall; one whose stream failed adds nothing.
+  static void AddElapsed(const TimedWait& w, WaitTimes* times) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, w.before.get(), w.after.get()) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    (w.kind == WaitKind::kTransfer ? times->transfer_s : times->sync_s) += ms / 1e3;
+  }
+
   // Reports this rank's failure and returns the error naming the lost rank.
   absl::Status Lost(absl::string_view what, int suspect, absl::string_view why) {
     const CollectivesOptions& g = options_.group;
@@ -432,7 +442,8 @@ class NcclCollectives : public Collectives {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
-  std::vector<TimedWait> waits_ ABSL_GUARDED_BY(mu_);
+  std::deque<TimedWait> waits_ ABSL_GUARDED_BY(mu_);
+  WaitTimes taken_ ABSL_GUARDED_BY(mu_);  // of the waits already dropped from waits_
 };
 
 absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get(), kind_); }
