@@ -1,5 +1,6 @@
 #include "trainer/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -288,6 +289,15 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
                               step, c.steps(), Describe(rec.loss), rec.lr, rec.grad_norm,
                               rec.tokens_per_second);
       if (rec.mfu > 0) *log << absl::StrFormat(" | MFU %.1f%%", 100 * rec.mfu);
+      if (world > 1) {
+        double exposed = 0, idle = 0;
+        for (const StepProfile& p : rec.profile) {
+          exposed = std::max(exposed, p.exposed_comm_s);
+          idle = std::max(idle, p.idle_s);
+        }
+        *log << absl::StrFormat(" | exposed comm %.1f ms, idle %.1f ms (worst rank)", 1e3 * exposed,
+                                1e3 * idle);
+      }
       *log << absl::StrFormat(" | %.3e FLOPs", rec.flops);
       if (rec.evaluated) *log << " | val " << Describe(rec.val);
       *log << std::endl;
