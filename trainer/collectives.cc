@@ -29,6 +29,16 @@ BufferView BufferView::Slice(int64_t offset, int64_t n) const {
   return {static_cast<char*>(data) + offset * DTypeSize(dtype), dtype, device, n};
 }
 
+void WaitClock::Add(WaitKind kind, double seconds) {
+  absl::MutexLock lock(&mu_);
+  (kind == WaitKind::kTransfer ? total_.transfer_s : total_.sync_s) += seconds;
+}
+
+WaitTimes WaitClock::Take() {
+  absl::MutexLock lock(&mu_);
+  return std::exchange(total_, WaitTimes());
+}
+
 std::unique_ptr<Work> DoneWork(absl::Status status) {
   return std::make_unique<DoneWorkImpl>(std::move(status));
 }
@@ -68,6 +78,15 @@ absl::Status ValidateReduceScatter(const Collectives& c, BufferView input, Buffe
   return absl::OkStatus();
 }
 
+int JobRank(const CollectivesOptions& options, int rank) {
+  return rank < 0 || options.job_ranks.empty() ? rank : options.job_ranks[rank];
+}
+
+HealthScope HealthScopeOf(const CollectivesOptions& options) {
+  if (options.job_ranks.empty()) return {options.prefix, options.rank, options.world_size};
+  return {options.job_prefix, JobRank(options, options.rank), options.job_world_size};
+}
+
 absl::Status ValidateOptions(const CollectivesOptions& options) {
   if (options.world_size < 1) {
     return absl::InvalidArgumentError(
@@ -81,6 +100,18 @@ absl::Status ValidateOptions(const CollectivesOptions& options) {
     return absl::InvalidArgumentError("collectives timeout must be positive");
   }
   if (options.prefix.empty()) return absl::InvalidArgumentError("empty store key prefix");
+  if (options.job_ranks.empty()) return absl::OkStatus();
+  if (static_cast<int>(options.job_ranks.size()) != options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(options.job_ranks.size(),
+                                                   " job ranks for a group of ", options.world_size));
+  }
+  for (int r : options.job_ranks) {
+    if (r < 0 || r >= options.job_world_size) {
+      return absl::InvalidArgumentError(absl::StrCat("job rank ", r, " is outside [0, ",
+                                                     options.job_world_size, ")"));
+    }
+  }
+  if (options.job_prefix.empty()) return absl::InvalidArgumentError("empty job key prefix");
   return absl::OkStatus();
 }
 

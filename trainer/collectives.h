@@ -10,6 +10,10 @@
 // orders what follows after it. Buffers must stay alive and unmodified until
 // the operation is waited on.
 //
+// Wait time: each communicator adds up how long its caller waited on its
+// operations (TakeWaitTimes): the exposed communication of a step, which
+// the trainer's per-step profile reports.
+//
 // Failure: an operation that cannot finish within the communicator's timeout,
 // or whose peer went away, fails with an error naming the lost rank, of the
 // form "... lost rank 3 ...". The failure is sticky: every later operation on
@@ -25,9 +29,12 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "absl/base/thread_annotations.h"
 #include "absl/status/status.h"
 #include "absl/strings/string_view.h"
+#include "absl/synchronization/mutex.h"
 #include "absl/time/time.h"
 #include "core/tensor.h"
 
@@ -55,6 +62,28 @@ class Work {
   // does not block). Returns the operation's error, or the communicator's
   // sticky error, when already known.
   virtual absl::Status Wait() = 0;
+};
+
+// How long a communicator's caller waited on its operations (Work::Wait and
+// the blocking forms, Synchronize excepted): with Gloo the host thread was
+// blocked; with NCCL the compute stream stalled (timed by events).
+struct WaitTimes {
+  double transfer_s = 0;  // all-gathers and reduce-scatters
+  double sync_s = 0;      // all-reduces, broadcasts and barriers
+};
+
+// What a wait is counted as.
+enum class WaitKind { kTransfer, kSync };
+
+// A thread-safe WaitTimes total (for the implementations).
+class WaitClock {
+ public:
+  void Add(WaitKind kind, double seconds);
+  WaitTimes Take();
+
+ private:
+  absl::Mutex mu_;
+  WaitTimes total_ ABSL_GUARDED_BY(mu_);
 };
 
 class Collectives {
@@ -89,6 +118,10 @@ class Collectives {
   // first error. NCCL ops are watched with the timeout, so this never hangs.
   virtual absl::Status Synchronize() = 0;
 
+  // The wait times since the last call (or the start), then starts afresh.
+  // NCCL reads its events: call it after the compute stream is synchronized.
+  virtual WaitTimes TakeWaitTimes() = 0;
+
   // Blocking forms: enqueue, then Wait.
   absl::Status AllGather(BufferView input, BufferView output) {
     return AllGatherAsync(input, output)->Wait();
@@ -112,7 +145,26 @@ struct CollectivesOptions {
   // How long one operation, or the rendezvous, may wait on a peer before the
   // peer counts as lost.
   absl::Duration timeout = absl::Seconds(30);
+  // For a group of some of a job's ranks (trainer/process_groups.h): each
+  // member's rank in the job, and the job's store prefix and size. A
+  // failure is then settled among the job's ranks (trainer/rank_health.h)
+  // and named by its rank in the job, since the lost rank may be outside
+  // this group. Empty job_ranks: the group is the job.
+  std::vector<int> job_ranks;
+  std::string job_prefix;
+  int job_world_size = 0;
 };
+
+// The job's rank of group rank `rank` (-1 stays -1).
+int JobRank(const CollectivesOptions& options, int rank);
+
+// Where a group settles failures (RankHealth's arguments): the job's prefix,
+// this rank's place in the job and the job's size.
+struct HealthScope {
+  std::string prefix;
+  int rank = 0, world_size = 1;
+};
+HealthScope HealthScopeOf(const CollectivesOptions& options);
 
 // A Work that is already finished, with `status`.
 std::unique_ptr<Work> DoneWork(absl::Status status);

@@ -196,6 +196,33 @@ absl::Status CheckCollectives(Collectives& c, TestMemory& memory, absl::Span<con
     RETURN_IF_ERROR(h.Expect("overlapped ReduceScatter", scattered,
                              Generate(per, [&](int64_t i) { return h.Sum(me * per + i); })));
   }
+  // Wait times land where they belong: transfers apart from the small
+  // synchronizing operations, Synchronize in neither.
+  RETURN_IF_ERROR(c.Synchronize());
+  c.TakeWaitTimes();
+  std::vector<float> one = {1};
+  BufferView scalar = memory.Allocate(DType::kF32, 1);
+  memory.Upload(one.data(), scalar);
+  RETURN_IF_ERROR(c.AllReduce(scalar));
+  RETURN_IF_ERROR(c.Barrier());
+  WaitTimes sync = c.TakeWaitTimes();
+  std::vector<float> part(3, 1);
+  BufferView in = memory.Allocate(DType::kF32, 3), out = memory.Allocate(DType::kF32, 3 * n);
+  memory.Upload(part.data(), in);
+  RETURN_IF_ERROR(c.AllGather(in, out));
+  RETURN_IF_ERROR(c.ReduceScatter(out, in));
+  RETURN_IF_ERROR(c.Synchronize());
+  WaitTimes transfer = c.TakeWaitTimes();
+  RETURN_IF_ERROR(c.Synchronize());
+  WaitTimes none = c.TakeWaitTimes();
+  if (sync.transfer_s != 0 || sync.sync_s < 0 || transfer.sync_s != 0 ||
+      transfer.transfer_s < 0 || none.transfer_s != 0 || none.sync_s != 0) {
+    return absl::InternalError(absl::StrCat(
+        "wait times: after AllReduce and Barrier ", sync.transfer_s, " s transfer, ", sync.sync_s,
+        " s sync; after AllGather and ReduceScatter ", transfer.transfer_s, " s transfer, ",
+        transfer.sync_s, " s sync; after Synchronize ", none.transfer_s, " s, ", none.sync_s,
+        " s (want 0 for the other kind, and nothing after Synchronize)"));
+  }
   return c.Barrier();
 }
 

@@ -28,7 +28,8 @@ std::unique_ptr<TestMemory> NewHostMemory();
 
 // All-reduce, all-gather and reduce-scatter (both also in place), broadcast
 // from every root and the barrier, on sizes that do and do not divide by the
-// world size, some enqueued together and waited on out of order. Returns the
+// world size, some enqueued together and waited on out of order; then that
+// each kind of wait is counted as its kind (TakeWaitTimes). Returns the
 // first mismatch.
 absl::Status CheckCollectives(Collectives& collectives, TestMemory& memory,
                               absl::Span<const DType> dtypes);

@@ -1,9 +1,11 @@
 #include "trainer/fsdp.h"
 
+#include <algorithm>
 #include <cmath>
 #include <map>
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "core/checkpoint.h"
 #include "core/optimizer.h"
 #include "core/safetensors.h"
@@ -20,14 +22,39 @@ Tensor ToHost(Backend* be, const Tensor& t) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Fsdp>> Fsdp::Create(ParamSet* params, Collectives* comm,
-                                                   const v1::OptimizerConfig& optimizer) {
-  if (comm->device() != params->backend()->device()) {
-    return absl::InvalidArgumentError(absl::StrCat("collectives on ", DeviceName(comm->device()),
-                                                   " cannot shard parameters on ",
-                                                   DeviceName(params->backend()->device())));
+absl::StatusOr<FsdpOptions> FsdpOptionsFrom(const v1::FsdpConfig& config) {
+  if (config.layers_per_bucket() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("fsdp.layers_per_bucket is ", config.layers_per_bucket(), "; must be >= 0"));
   }
-  std::unique_ptr<Fsdp> fsdp(new Fsdp(params, comm, optimizer));
+  FsdpOptions options;
+  options.overlap = !config.has_overlap() || config.overlap();
+  options.layers_per_bucket = std::max(1, config.layers_per_bucket());
+  return options;
+}
+
+absl::StatusOr<std::unique_ptr<Fsdp>> Fsdp::Create(ParamSet* params, Collectives* comm,
+                                                   const v1::OptimizerConfig& optimizer,
+                                                   const FsdpOptions& options) {
+  for (const Collectives* c : {comm, options.replicas, options.all}) {
+    if (c != nullptr && c->device() != params->backend()->device()) {
+      return absl::InvalidArgumentError(absl::StrCat("collectives on ", DeviceName(c->device()),
+                                                     " cannot shard parameters on ",
+                                                     DeviceName(params->backend()->device())));
+    }
+  }
+  if (options.layers_per_bucket < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("layers per bucket ", options.layers_per_bucket, " must be >= 1"));
+  }
+  if ((options.replicas == nullptr) != (options.all == nullptr) ||
+      (options.all != nullptr &&
+       options.all->world_size() != comm->world_size() * options.replicas->world_size())) {
+    return absl::InvalidArgumentError(
+        "hybrid sharding needs the replicas' and all ranks' communicators, of world sizes whose "
+        "product with the shard group's is the whole");
+  }
+  std::unique_ptr<Fsdp> fsdp(new Fsdp(params, comm, optimizer, options));
   Backend* be = params->backend();
   fsdp->buckets_.resize(params->num_buckets());
   for (const auto& p : params->all()) fsdp->buckets_[p->bucket].params.push_back(p.get());
@@ -55,22 +82,40 @@ absl::StatusOr<std::unique_ptr<Fsdp>> Fsdp::Create(ParamSet* params, Collectives
   return fsdp;
 }
 
-absl::Status Fsdp::StartGather(int b) {
-  Bucket& bucket = buckets_[b];
-  if (!bucket.full.empty() || bucket.gathering) return absl::OkStatus();
-  if (single()) {
-    bucket.full = Tensor::View(bucket.value, 0, {bucket.layout->padded_numel()});
-    return absl::OkStatus();
+int Fsdp::Last(int g) const {
+  return g == 0 ? 0 : std::min(num_buckets() - 1, g * options_.layers_per_bucket);
+}
+
+std::unique_ptr<Work> Fsdp::Issue(std::unique_ptr<Work> work) {
+  return options_.overlap ? std::move(work) : DoneWork(work->Wait());
+}
+
+absl::Status Fsdp::StartGather(int first, int last) {
+  for (int b = first; b <= last; ++b) {
+    Bucket& bucket = buckets_[b];
+    if (!bucket.full.empty() || bucket.gathering) continue;
+    if (single()) {
+      bucket.full = Tensor::View(bucket.value, 0, {bucket.layout->padded_numel()});
+      continue;
+    }
+    bucket.full = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
+    bucket.gathering = Issue(GatherBucket(*comm_, *bucket.layout, BufferView::Of(bucket.value),
+                                          BufferView::Of(bucket.full)));
   }
-  bucket.full = params_->backend()->Empty(params_->dtype(), {bucket.layout->padded_numel()});
-  bucket.gathering = GatherBucket(*comm_, *bucket.layout, BufferView::Of(bucket.value),
-                                  BufferView::Of(bucket.full));
   return absl::OkStatus();
 }
 
-absl::Status Fsdp::Gather(int b) {
-  RETURN_IF_ERROR(StartGather(b));
+absl::Status Fsdp::Prefetch(int g) {
+  if (!options_.overlap) return absl::OkStatus();
+  const bool issued = buckets_[First(g)].full.empty();
+  RETURN_IF_ERROR(StartGather(First(g), Last(g)));
+  if (issued && options_.on_prefetch) options_.on_prefetch(g);
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::Gather(int b, int first, int last) {
   Bucket& bucket = buckets_[b];
+  if (bucket.full.empty()) RETURN_IF_ERROR(StartGather(first, last));
   if (bucket.gathering) {
     RETURN_IF_ERROR(bucket.gathering->Wait());
     bucket.gathering.reset();
@@ -93,26 +138,34 @@ void Fsdp::Release(int b) {
 }
 
 absl::Status Fsdp::BeforeForward(int b) {
-  RETURN_IF_ERROR(Gather(b));
+  RETURN_IF_ERROR(Gather(b, b, Last(GroupOf(b))));
   // Bucket 0's gradients (head, then embedding) are written during the
   // backward before and after all layers: keep its buffer for the step.
   if (b == 0) MakeFullGrad(buckets_[0]);
-  // Prefetch the next layer while this one computes.
-  if (b + 1 < num_buckets()) RETURN_IF_ERROR(StartGather(b == 0 ? 1 : b + 1));
+  // Prefetch the next communication bucket while this one computes.
+  if (GroupOf(b) + 1 < num_groups()) RETURN_IF_ERROR(Prefetch(GroupOf(b) + 1));
   return absl::OkStatus();
 }
 
 absl::Status Fsdp::AfterForward(int b) {
-  // Layers are gathered again for the backward; bucket 0 is released only
-  // when no backward follows (AfterForward(0) is the end of an evaluation).
+  if (b == 0) {
+    // The end of an evaluation (a training forward goes on into the
+    // backward): release what the overlapped schedule kept.
+    for (int i = 0; i < num_buckets(); ++i) Release(i);
+    return absl::OkStatus();
+  }
+  // The top communication bucket is the backward's first: the overlapped
+  // schedule keeps it rather than gather it again. Layers below it are
+  // gathered again for the backward.
+  if (options_.overlap && GroupOf(b) == num_groups() - 1) return absl::OkStatus();
   Release(b);
   return absl::OkStatus();
 }
 
 absl::Status Fsdp::BeforeBackward(int b) {
-  RETURN_IF_ERROR(Gather(b));
+  RETURN_IF_ERROR(Gather(b, First(GroupOf(b)), b));
   MakeFullGrad(buckets_[b]);
-  if (b - 1 >= 1) RETURN_IF_ERROR(StartGather(b - 1));
+  if (GroupOf(b) > 1) RETURN_IF_ERROR(Prefetch(GroupOf(b) - 1));
   return absl::OkStatus();
 }
 
@@ -131,32 +184,48 @@ void Fsdp::MakeFullGrad(Bucket& bucket) {
 }
 
 absl::Status Fsdp::AfterBackward(int b) {
-  Bucket& bucket = buckets_[b];
   if (single()) {
     Release(b);
     return absl::OkStatus();
   }
-  if (bucket.reducing) {  // a previous micro-batch's reduction of this bucket
-    RETURN_IF_ERROR(bucket.reducing->Wait());
-    params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
-  }
-  bucket.reducing_full = std::move(bucket.full_grad);
-  bucket.reduced = params_->backend()->Empty(params_->dtype(), {bucket.layout->shard_numel()});
-  bucket.reducing = ReduceScatterBucket(*comm_, *bucket.layout, BufferView::Of(bucket.reducing_full),
-                                        BufferView::Of(bucket.reduced));
+  buckets_[b].done_grad = std::move(buckets_[b].full_grad);
   Release(b);
+  // The backward goes down the layers: a communication bucket's gradients
+  // are complete after its first layer.
+  if (b != First(GroupOf(b))) return absl::OkStatus();
+  for (int i = b; i <= Last(GroupOf(b)); ++i) RETURN_IF_ERROR(StartReduction(buckets_[i]));
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::StartReduction(Bucket& bucket) {
+  RETURN_IF_ERROR(FinishReduction(bucket));  // a previous micro-batch's
+  bucket.reducing_full = std::move(bucket.done_grad);
+  bucket.reduced = params_->backend()->Empty(params_->dtype(), {bucket.layout->shard_numel()});
+  bucket.reducing = Issue(ReduceScatterBucket(*comm_, *bucket.layout,
+                                              BufferView::Of(bucket.reducing_full),
+                                              BufferView::Of(bucket.reduced)));
+  return absl::OkStatus();
+}
+
+absl::Status Fsdp::FinishReduction(Bucket& bucket) {
+  if (!bucket.reducing) return absl::OkStatus();
+  RETURN_IF_ERROR(bucket.reducing->Wait());
+  params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
+  bucket.reducing.reset();
+  bucket.reducing_full = Tensor();
+  bucket.reduced = Tensor();
   return absl::OkStatus();
 }
 
 absl::Status Fsdp::FinishReductions() {
+  for (Bucket& bucket : buckets_) RETURN_IF_ERROR(FinishReduction(bucket));
+  if (options_.replicas == nullptr) return absl::OkStatus();
+  // Hybrid: every group's gradient shard becomes the sum over the groups.
+  std::vector<std::unique_ptr<Work>> works;
   for (Bucket& bucket : buckets_) {
-    if (!bucket.reducing) continue;
-    RETURN_IF_ERROR(bucket.reducing->Wait());
-    params_->backend()->Axpy(1.0, bucket.reduced.mat(), bucket.grad.mat());
-    bucket.reducing.reset();
-    bucket.reducing_full = Tensor();
-    bucket.reduced = Tensor();
+    works.push_back(Issue(options_.replicas->AllReduceAsync(BufferView::Of(bucket.grad))));
   }
+  for (auto& work : works) RETURN_IF_ERROR(work->Wait());
   return absl::OkStatus();
 }
 
@@ -166,7 +235,7 @@ absl::Status Fsdp::SumOverRanks(std::vector<double>* values) {
   Mat host{values->data(), DType::kF64, Device::kCpu, 1, n, n};
   Tensor buffer = be->Empty(DType::kF64, {n});
   be->Copy(host, buffer.mat());
-  RETURN_IF_ERROR(comm_->AllReduce(BufferView::Of(buffer)));
+  RETURN_IF_ERROR(all()->AllReduce(BufferView::Of(buffer)));
   be->Copy(buffer.mat(), host);
   return absl::OkStatus();
 }
@@ -188,7 +257,9 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps, 
   // 0), and whether any rank asks to skip, in one all-reduce.
   std::vector<Mat> grads;
   for (const Bucket& bucket : buckets_) grads.push_back(bucket.grad.mat());
-  std::vector<double> sums = {be->SumSquares(grads), skip ? 1.0 : 0.0};
+  // Hybrid: the groups hold the same gradient shards; the first counts them.
+  const bool counts = options_.replicas == nullptr || options_.replicas->rank() == 0;
+  std::vector<double> sums = {counts ? be->SumSquares(grads) : 0.0, skip ? 1.0 : 0.0};
   RETURN_IF_ERROR(SumOverRanks(&sums));
   const double grad_norm = std::sqrt(sums[0]);
   if (sums[1] > 0 || !(grad_norm < kMaxGradNorm)) {
@@ -234,6 +305,41 @@ absl::StatusOr<OptimizerStepInfo> Fsdp::Step(int64_t step, int64_t total_steps, 
   return info;
 }
 
+void Fsdp::StartProfile() {
+  for (Collectives* c : {comm_, options_.replicas, options_.all}) {
+    if (c != nullptr) c->TakeWaitTimes();
+  }
+  profile_start_ = absl::Now();
+}
+
+absl::StatusOr<std::vector<StepProfile>> Fsdp::EndProfile() {
+  StepProfile mine;
+  mine.step_s = absl::ToDoubleSeconds(absl::Now() - profile_start_);
+  const WaitTimes shard = comm_->TakeWaitTimes();
+  mine.exposed_comm_s = shard.transfer_s;
+  mine.idle_s = shard.sync_s;  // without hybrid, comm_ carries the small all-reduces too
+  if (options_.replicas != nullptr) {
+    const WaitTimes replicas = options_.replicas->TakeWaitTimes();
+    const WaitTimes all = options_.all->TakeWaitTimes();
+    mine.exposed_comm_s += replicas.transfer_s + replicas.sync_s;
+    mine.idle_s += all.transfer_s + all.sync_s;
+  }
+  mine.compute_s = std::max(0.0, mine.step_s - mine.exposed_comm_s - mine.idle_s);
+  // Each rank fills its row of the table; the sum over ranks is the table.
+  const int n = all()->world_size(), r = all()->rank();
+  std::vector<double> table(4 * n, 0.0);
+  table[4 * r] = mine.step_s;
+  table[4 * r + 1] = mine.compute_s;
+  table[4 * r + 2] = mine.exposed_comm_s;
+  table[4 * r + 3] = mine.idle_s;
+  RETURN_IF_ERROR(SumOverRanks(&table));
+  std::vector<StepProfile> profiles(n);
+  for (int i = 0; i < n; ++i) {
+    profiles[i] = {table[4 * i], table[4 * i + 1], table[4 * i + 2], table[4 * i + 3]};
+  }
+  return profiles;
+}
+
 int64_t Fsdp::shard_bytes() const {
   int64_t bytes = 0;
   for (const Bucket& b : buckets_) bytes += 4 * b.value.nbytes();
@@ -241,6 +347,8 @@ int64_t Fsdp::shard_bytes() const {
 }
 
 absl::Status Fsdp::SaveShard(const std::string& dir) const {
+  // Hybrid: the first group writes the shards; the others hold copies.
+  if (options_.replicas != nullptr && options_.replicas->rank() != 0) return absl::OkStatus();
   Backend* be = params_->backend();
   std::vector<Tensor> host;
   std::vector<std::string> names;
@@ -318,7 +426,7 @@ absl::Status Fsdp::LoadShards(const std::string& dir) {
 absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> Fsdp::Consolidated() {
   std::vector<std::pair<std::string, Tensor>> out;
   for (int b = 0; b < num_buckets(); ++b) {
-    RETURN_IF_ERROR(Gather(b));
+    RETURN_IF_ERROR(Gather(b, b, b));
     for (Param* p : buckets_[b].params) {
       out.emplace_back(p->name, ToHost(params_->backend(), p->value));
     }

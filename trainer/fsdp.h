@@ -8,14 +8,46 @@
 // communication stream; after a bucket's backward it reduce-scatters the
 // gradients into the shard and frees the full buffers. The optimizer then
 // updates the local shards only.
+//
+// The schedule (FsdpOptions::overlap): a communication bucket is a run of
+// consecutive layers whose collectives are issued together. While one
+// bucket computes, the next one's all-gather is in flight (the bucket above
+// it in the forward, below it in the backward); a bucket's reduce-scatter is
+// issued as soon as its lowest layer's backward is done and is waited on
+// only when its gradients are next needed (the next micro-batch, or Step).
+// The collectives run on the communicator's own stream (NCCL) or thread
+// (Gloo), ordered by Work handles. The serial schedule waits on every
+// collective where it is issued and prefetches nothing; both do the same
+// arithmetic in the same order, so they agree bit for bit.
+//
+// Hybrid sharding: `comm` is one shard group (a host's ranks); the ranks
+// holding the same shard in the other groups all-reduce the reduce-scattered
+// gradients before the update, so every group applies the same one.
+//
+// The schedule (FsdpOptions::overlap): a communication bucket is a run of
+// consecutive layers whose collectives are issued together. While one
+// bucket computes, the next one's all-gather is in flight (the bucket above
+// it in the forward, below it in the backward); a bucket's reduce-scatter is
+// issued as soon as its last layer's backward is done and is waited on only
+// when the gradients are next needed (the next micro-batch, or Step). The
+// collectives run on the communicator's own stream (NCCL) or thread (Gloo);
+// Work handles order them. The serial schedule waits on every collective
+// where it is issued; both do the same arithmetic in the same order, so
+// they agree bit for bit.
+//
+// Hybrid sharding: `comm` is one shard group (a host's ranks); the ranks
+// holding the same shard on the other hosts all-reduce the reduce-scattered
+// gradients before the update, so every group applies the same one.
 #ifndef MODAMBA_TRAINER_FSDP_H_
 #define MODAMBA_TRAINER_FSDP_H_
 
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "core/layers.h"
 #include "core/optimizer.h"
 #include "proto/config.pb.h"
@@ -28,12 +60,40 @@ namespace modamba {
 // would become infinite): treated as non-finite.
 inline constexpr double kMaxGradNorm = 1.8e19;
 
+struct FsdpOptions {
+  bool overlap = true;
+  // Layers per communication bucket (bucket 0, the embedding and head, is
+  // always alone).
+  int layers_per_bucket = 1;
+  // Hybrid sharding: the communicator over the ranks that hold this rank's
+  // shard on the other groups, and the one over all ranks (the gradient
+  // norm and the skip decision). Both null for plain FSDP over `comm`.
+  Collectives* replicas = nullptr;
+  Collectives* all = nullptr;
+  // Called after each prefetch is issued, with its communication bucket
+  // (fault injection in tests).
+  std::function<void(int group)> on_prefetch;
+};
+
+// The options of a TrainConfig's FsdpConfig (the communicators left null).
+absl::StatusOr<FsdpOptions> FsdpOptionsFrom(const v1::FsdpConfig& config);
+
+// One rank's step, by where its time went (seconds). Exposed communication
+// is waiting on FSDP's transfers (all-gathers, reduce-scatters, the hybrid
+// replicas' all-reduce); idle is waiting on the step's small all-reduces
+// (loss denominators, gradient norm), that is on slower ranks; compute is
+// the rest. Gloo: the host thread's waits; NCCL: the compute stream's stalls.
+struct StepProfile {
+  double step_s = 0, compute_s = 0, exposed_comm_s = 0, idle_s = 0;
+};
+
 class Fsdp : public BucketHooks {
  public:
   // `params` must hold identical values on every rank (same seed); their
   // full-size storage is released once sharded.
   static absl::StatusOr<std::unique_ptr<Fsdp>> Create(ParamSet* params, Collectives* comm,
-                                                      const v1::OptimizerConfig& optimizer);
+                                                      const v1::OptimizerConfig& optimizer,
+                                                      const FsdpOptions& options = {});
 
   absl::Status BeforeForward(int bucket) override;
   absl::Status AfterForward(int bucket) override;
@@ -60,6 +120,12 @@ class Fsdp : public BucketHooks {
   // export one safetensors file.
   absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> Consolidated();
 
+  // Starts timing a step: the wait times so far are dropped.
+  void StartProfile();
+  // Every rank's profile of the step since StartProfile, indexed by rank
+  // over all ranks (one small all-reduce).
+  absl::StatusOr<std::vector<StepProfile>> EndProfile();
+
   int num_buckets() const { return static_cast<int>(buckets_.size()); }
   // Bytes of the persistent per-rank state (shards of params, grads, m, v).
   int64_t shard_bytes() const;
@@ -71,17 +137,38 @@ class Fsdp : public BucketHooks {
     Tensor value, grad, m, v;  // this rank's shards
     Tensor full, full_grad;    // while gathered
     std::unique_ptr<Work> gathering;
+    // Gradients complete, waiting for the rest of their communication bucket.
+    Tensor done_grad;
     // A gradient reduce-scatter in flight: keeps its buffers alive.
     std::unique_ptr<Work> reducing;
     Tensor reducing_full, reduced;
   };
 
-  Fsdp(ParamSet* params, Collectives* comm, const v1::OptimizerConfig& optimizer)
-      : params_(params), comm_(comm), optimizer_(optimizer) {}
-  absl::Status StartGather(int b);
-  absl::Status Gather(int b);
+  Fsdp(ParamSet* params, Collectives* comm, const v1::OptimizerConfig& optimizer,
+       const FsdpOptions& options)
+      : params_(params), comm_(comm), optimizer_(optimizer), options_(options) {}
+  // Communication buckets: 0 is bucket 0; g >= 1 holds layer buckets
+  // [First(g), Last(g)].
+  int GroupOf(int b) const { return b == 0 ? 0 : 1 + (b - 1) / options_.layers_per_bucket; }
+  int First(int g) const { return g == 0 ? 0 : 1 + (g - 1) * options_.layers_per_bucket; }
+  int Last(int g) const;
+  int num_groups() const { return GroupOf(num_buckets() - 1) + 1; }
+  // The serial schedule waits for `work` at once.
+  std::unique_ptr<Work> Issue(std::unique_ptr<Work> work);
+  // Issues the all-gathers of buckets [first, last] not yet gathered.
+  absl::Status StartGather(int first, int last);
+  absl::Status Prefetch(int group);
+  // Bucket b's parameters, gathered; when b is not yet gathered, [first,
+  // last] (b and the rest of its communication bucket in the direction of
+  // travel) are gathered with it.
+  absl::Status Gather(int b, int first, int last);
   void Release(int b);
+  absl::Status StartReduction(Bucket& bucket);
+  // Waits for the bucket's reduction in flight and adds it to the shard.
+  absl::Status FinishReduction(Bucket& bucket);
   absl::Status FinishReductions();
+  // The communicator over all ranks.
+  Collectives* all() const { return options_.all != nullptr ? options_.all : comm_; }
   // Sums `values` element-wise over the ranks.
   absl::Status SumOverRanks(std::vector<double>* values);
   // Points the bucket's parameter gradients into its full gradient buffer,
@@ -94,7 +181,9 @@ class Fsdp : public BucketHooks {
   ParamSet* params_;
   Collectives* comm_;
   v1::OptimizerConfig optimizer_;
+  FsdpOptions options_;
   std::vector<Bucket> buckets_;
+  absl::Time profile_start_;
 };
 
 }  // namespace modamba

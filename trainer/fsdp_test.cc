@@ -24,18 +24,22 @@ std::string Scratch(const std::string& name) {
 }
 
 // A TrainConfig for a setting's synthetic dataset.
+// `extra` is appended (e.g. an fsdp block).
 std::string WriteConfig(const std::string& dir, const std::string& setting, int steps,
-                        const std::string& checkpoints, int batch_size = 4) {
+                        const std::string& checkpoints, int batch_size = 4,
+                        const std::string& extra = "", int n_layer = 2) {
   const std::string data = dir + "/data";
   EXPECT_TRUE(WriteSyntheticDataset(data, setting, 48, 48, 8).ok());
   const int modalities = setting == "trimodal" ? 3 : 2;
   std::string text = absl::StrCat(
-      "model { d_model: 16 n_layer: 2 vocab_size: 1031 d_state: 4 n_modalities: ", modalities,
+      "model { d_model: 16 n_layer: ", n_layer, " vocab_size: 1031 d_state: 4 n_modalities: ",
+      modalities,
       " route_in: true route_x: true route_dt: true route_out: true",
       setting == "transfusion" ? " patch_dim: 16" : "", " }\n",
       "optimizer { lr: 3e-3 warmup_steps: 2 }\n", "steps: ", steps, "\nbatch_size: ", batch_size, "\nseq_len: 48\n",
-      "seed: 7\neval_every: 5\neval_batches: 1\ngrad_accum_steps: 1\ndataset_dir: \"", data, "\"\n");
+      "seed: 7\neval_every: 5\neval_batches: 1\ndataset_dir: \"", data, "\"\n");
   if (!checkpoints.empty()) absl::StrAppend(&text, "checkpoint_every: 4\ncheckpoint_dir: \"", checkpoints, "\"\n");
+  absl::StrAppend(&text, extra);
   const std::string path = dir + "/train.textproto";
   EXPECT_TRUE(WriteFileAtomic(path, text).ok());
   return path;
@@ -125,24 +129,126 @@ TEST(Fsdp, SaveWithTwoRanksResumeWithThree) {
   }
 }
 
-TEST(Fsdp, KilledRankIsNamedByTheOthersWithinTheTimeout) {
-  const std::string dir = Scratch("kill");
-  const std::string config = WriteConfig(dir, "chameleon", 200, "");
+// The step's gradient norm, which the ranks agree on.
+std::vector<double> GradNorms(const RunResult& run) {
+  std::vector<double> out;
+  for (const auto& s : run.steps) out.push_back(s["scalars"]["grad_norm"].get<double>());
+  return out;
+}
+
+TEST(Fsdp, OverlappedAndSerialSchedulesAgreeBitForBit) {
+  const std::string dir = Scratch("schedules");
+  // Two micro-batches per rank, so that reductions of one are in flight
+  // while the next runs; three layers, so that two per bucket leave one alone.
+  struct Schedule {
+    std::string name, fsdp;
+  };
+  const std::vector<Schedule> schedules = {
+      {"serial", "fsdp { overlap: false }\n"},
+      {"overlap", "fsdp { overlap: true }\n"},
+      {"overlap_2_layers", "fsdp { overlap: true layers_per_bucket: 2 }\n"},
+      {"serial_2_layers", "fsdp { overlap: false layers_per_bucket: 2 }\n"},
+  };
+  std::vector<std::vector<double>> losses, norms;
+  std::vector<std::string> shards;
+  for (const Schedule& s : schedules) {
+    const std::string run_dir = dir + "/" + s.name;
+    const std::string config =
+        WriteConfig(run_dir, "trimodal", 8, run_dir + "/ckpt", 8,
+                    "grad_accum_steps: 2\n" + s.fsdp, /*n_layer=*/3);
+    RunResult run = Launch(2, config, run_dir);
+    ASSERT_EQ(run.result.exit_code, 0) << s.name;
+    losses.push_back(Objectives(run));
+    norms.push_back(GradNorms(run));
+    ASSERT_EQ(losses.back().size(), 8u) << s.name;
+    std::string both;
+    for (int r = 0; r < 2; ++r) {
+      auto shard = ReadFile(absl::StrCat(CheckpointPath(run_dir + "/ckpt", 8), "/",
+                                         ShardFileName(r, 2)));
+      ASSERT_TRUE(shard.ok()) << shard.status();
+      both += *shard;
+    }
+    shards.push_back(both);
+    // Every rank's profile of every step is there.
+    for (const auto& step : run.steps) {
+      ASSERT_TRUE(step.contains("profile")) << s.name;
+      for (const char* key : {"step_ms", "compute_ms", "exposed_comm_ms", "idle_ms"}) {
+        ASSERT_EQ(step["profile"][key].size(), 2u) << key;
+        for (double ms : step["profile"][key]) EXPECT_GE(ms, 0) << key;
+      }
+    }
+  }
+  for (size_t i = 1; i < schedules.size(); ++i) {
+    EXPECT_EQ(losses[i], losses[0]) << schedules[i].name << " vs serial";
+    EXPECT_EQ(norms[i], norms[0]) << schedules[i].name << " vs serial";
+    EXPECT_TRUE(shards[i] == shards[0]) << schedules[i].name << ": shards differ from serial";
+  }
+}
+
+TEST(Fsdp, HybridTwoHostsOfTwoRanksMatchesPlainSharding) {
+  const std::string dir = Scratch("hybrid");
+  const std::string plain_config = WriteConfig(dir + "/plain", "chameleon", 10, "");
+  std::vector<double> plain = Objectives(Launch(4, plain_config, dir + "/plain"));
+  ASSERT_EQ(plain.size(), 10u);
+  const std::string config = WriteConfig(dir + "/hybrid", "chameleon", 10, dir + "/hybrid/ckpt", 4,
+                                         "fsdp { shard_group_size: 2 }\n");
+  RunResult run = Launch(4, config, dir + "/hybrid");
+  ASSERT_EQ(run.result.exit_code, 0);
+  std::vector<double> hybrid = Objectives(run);
+  ASSERT_EQ(hybrid.size(), plain.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    // Only the order of the gradient sums differs.
+    EXPECT_NEAR(hybrid[i], plain[i], 1e-5 * std::fabs(plain[i])) << "step " << i + 1;
+  }
+  // One group wrote the shards (two of them); the checkpoint loads whole.
+  const std::string last = CheckpointPath(dir + "/hybrid/ckpt", 10);
+  EXPECT_TRUE(ReadFile(last + "/" + ShardFileName(1, 2)).ok());
+  auto be = NewCpuBackend();
+  auto model = LoadTrainedModel(last, be.get());
+  EXPECT_TRUE(model.ok()) << model.status();
+}
+
+// Four ranks, of which `killed` dies as `fault` says: the others fail on
+// their own, naming it, within the timeout.
+void ExpectKilledRankNamed(const std::string& name, int killed, std::vector<std::string> fault,
+                           const std::string& extra_config = "") {
+  const std::string dir = Scratch(name);
+  const std::string config = WriteConfig(dir, "chameleon", 200, "", 4, extra_config);
+  fault.push_back(absl::StrCat("--fault_kill_rank=", killed));
   auto start = std::chrono::steady_clock::now();
-  RunResult run = Launch(4, config, dir, {"--fault_kill_rank=2", "--fault_kill_step=3"});
+  RunResult run = Launch(4, config, dir, fault);
   const double seconds =
       std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  EXPECT_EQ(run.result.first_failed_rank, 2);
-  EXPECT_EQ(run.result.ranks[2].code, 128 + 9);
+  EXPECT_EQ(run.result.first_failed_rank, killed);
+  EXPECT_EQ(run.result.ranks[killed].code, 128 + 9);
   // 5 s peer timeout plus start-up; far less than the launcher's 60 s grace.
   EXPECT_LT(seconds, 45);
-  for (int r : {0, 1, 3}) {
+  for (int r = 0; r < 4; ++r) {
+    if (r == killed) continue;
     EXPECT_NE(run.result.ranks[r].code, 0) << "rank " << r;
     EXPECT_FALSE(run.result.ranks[r].stopped_by_launcher) << "rank " << r << " had to be stopped";
     std::string log = *ReadFile(absl::StrCat(dir, "/logs/rank_", r, ".log"));
-    EXPECT_NE(log.find("rank 2"), std::string::npos) << "rank " << r << " log:\n" << log;
+    EXPECT_NE(log.find(absl::StrCat("rank ", killed)), std::string::npos)
+        << "rank " << r << " log:\n" << log;
   }
-  std::printf("the surviving ranks exited %.1f s after the launch\n", seconds);
+  std::printf("%s: the surviving ranks exited %.1f s after the launch\n", name.c_str(), seconds);
+}
+
+TEST(Fsdp, KilledRankIsNamedByTheOthersWithinTheTimeout) {
+  ExpectKilledRankNamed("kill", 2, {"--fault_kill_step=3"});
+}
+
+// Two layers: three prefetches a step (forward: layers 1 and 2; backward:
+// layer 1), so the 10th is the first of step 4, in flight when the rank dies.
+TEST(Fsdp, RankKilledMidPrefetchIsNamedByTheOthersWithinTheTimeout) {
+  ExpectKilledRankNamed("kill_prefetch", 1, {"--fault_kill_prefetch=10"});
+}
+
+// Hybrid: ranks {0, 1} and {2, 3} shard, {0, 2} and {1, 3} replicate; every
+// group's errors name the job's rank 3, not its place in the group.
+TEST(Fsdp, HybridRankKilledMidPrefetchIsNamedByItsJobRank) {
+  ExpectKilledRankNamed("kill_hybrid", 3, {"--fault_kill_prefetch=10"},
+                        "fsdp { shard_group_size: 2 }\n");
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <exception>
 #include <functional>
 #include <future>
+#include <optional>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -232,11 +233,22 @@ void RingAllGather(Exchange& ex, int rank, int n, size_t es, char* data, const B
 
 class GlooWork : public Work {
  public:
-  explicit GlooWork(std::shared_future<absl::Status> done) : done_(std::move(done)) {}
-  absl::Status Wait() override { return done_.get(); }
+  // `counted` is empty for a wait that is not counted (Synchronize's).
+  GlooWork(std::shared_future<absl::Status> done, std::optional<WaitKind> counted,
+           std::shared_ptr<WaitClock> clock)
+      : done_(std::move(done)), counted_(counted), clock_(std::move(clock)) {}
+  absl::Status Wait() override {
+    const absl::Time start = absl::Now();
+    absl::Status status = done_.get();
+    if (counted_) clock_->Add(*counted_, absl::ToDoubleSeconds(absl::Now() - start));
+    return status;
+  }
 
  private:
   std::shared_future<absl::Status> done_;
+  const std::optional<WaitKind> counted_;
+  // Shared, so that a Work may outlive its communicator.
+  const std::shared_ptr<WaitClock> clock_;
 };
 
 class GlooCollectives : public Collectives {
@@ -263,7 +275,7 @@ class GlooCollectives : public Collectives {
 
   std::unique_ptr<Work> AllGatherAsync(BufferView input, BufferView output) override {
     if (absl::Status s = ValidateAllGather(*this, input, output); !s.ok()) return DoneWork(s);
-    return Enqueue("AllGather", [=](Exchange& ex) {
+    return Enqueue("AllGather", WaitKind::kTransfer, [=](Exchange& ex) {
       const size_t es = DTypeSize(input.dtype);
       char* out = static_cast<char*>(output.data);
       char* mine = out + rank() * input.count * es;
@@ -275,7 +287,7 @@ class GlooCollectives : public Collectives {
   std::unique_ptr<Work> ReduceScatterAsync(BufferView input, BufferView output) override {
     if (absl::Status s = ValidateReduceScatter(*this, input, output); !s.ok()) return DoneWork(s);
     if (!Summable(input.dtype)) return DoneWork(NotSummable("ReduceScatter", input.dtype));
-    return Enqueue("ReduceScatter", [=](Exchange& ex) {
+    return Enqueue("ReduceScatter", WaitKind::kTransfer, [=](Exchange& ex) {
       RingReduceScatter(ex, rank(), world_size(), input.dtype, static_cast<const char*>(input.data),
                         EqualChunks(world_size(), output.count), static_cast<char*>(output.data),
                         0);
@@ -285,7 +297,7 @@ class GlooCollectives : public Collectives {
   std::unique_ptr<Work> AllReduceAsync(BufferView buffer) override {
     if (absl::Status s = ValidateBuffer(*this, "AllReduce", buffer); !s.ok()) return DoneWork(s);
     if (!Summable(buffer.dtype)) return DoneWork(NotSummable("AllReduce", buffer.dtype));
-    return Enqueue("AllReduce", [=](Exchange& ex) {
+    return Enqueue("AllReduce", WaitKind::kSync, [=](Exchange& ex) {
       const int n = world_size();
       const size_t es = DTypeSize(buffer.dtype);
       const Bounds bounds = BalancedChunks(n, buffer.count);
@@ -303,7 +315,7 @@ class GlooCollectives : public Collectives {
       return DoneWork(absl::InvalidArgumentError(
           absl::StrCat("Broadcast: root ", root, " is outside [0, ", world_size(), ")")));
     }
-    return Enqueue("Broadcast", [=](Exchange& ex) {
+    return Enqueue("Broadcast", WaitKind::kSync, [=](Exchange& ex) {
       if (buffer.count == 0 || world_size() == 1) return;
       if (rank() != root) {
         std::unique_ptr<UnboundBuffer> in = ex.Buffer(buffer.data, buffer.bytes());
@@ -325,7 +337,7 @@ class GlooCollectives : public Collectives {
   }
 
   absl::Status Barrier() override {
-    return Enqueue("Barrier",
+    return Enqueue("Barrier", WaitKind::kSync,
                    [this](Exchange& ex) {
                      // Dissemination: after round k every rank has heard, indirectly, from
                      // the 2^(k+1) ranks before it.
@@ -345,8 +357,10 @@ class GlooCollectives : public Collectives {
   }
 
   absl::Status Synchronize() override {
-    return Enqueue("Synchronize", [](Exchange&) {})->Wait();
+    return Enqueue("Synchronize", std::nullopt, [](Exchange&) {})->Wait();
   }
+
+  WaitTimes TakeWaitTimes() override { return clock_->Take(); }
 
  private:
   struct Op {
@@ -360,14 +374,15 @@ class GlooCollectives : public Collectives {
         absl::StrCat(op, ": Gloo sums F32 and F64 buffers, not ", DTypeName(dtype)));
   }
 
-  std::unique_ptr<Work> Enqueue(std::string name, std::function<void(Exchange&)> body) {
+  std::unique_ptr<Work> Enqueue(std::string name, std::optional<WaitKind> counted,
+                                std::function<void(Exchange&)> body) {
     auto op = std::make_unique<Op>();
     op->name = std::move(name);
     op->body = std::move(body);
     std::shared_future<absl::Status> done = op->done.get_future().share();
     absl::MutexLock lock(&mu_);
     queue_.push_back(std::move(op));
-    return std::make_unique<GlooWork>(std::move(done));
+    return std::make_unique<GlooWork>(std::move(done), counted, clock_);
   }
 
   void WorkerLoop() {
@@ -397,14 +412,15 @@ class GlooCollectives : public Collectives {
     } catch (const std::exception& e) {
       // Gloo's clock and ours may differ by a hair.
       const bool timed_out = absl::Now() + absl::Milliseconds(1) >= ex.deadline();
-      const int peer = ex.peer();
+      const CollectivesOptions& g = options_.group;
+      const int peer = JobRank(g, ex.peer());
       health_->ReportFailure(peer);
       const int lost = health_->FindLost(peer);
       const std::string message = absl::StrCat(
-          "Gloo ", op.name, " #", seq, " on rank ", rank(), " of ", world_size(), ": ",
+          "Gloo ", op.name, " #", seq, " on rank ", JobRank(g, rank()), " of ", world_size(), ": ",
           lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"), " (",
           timed_out ? absl::StrCat("rank ", peer, " did not answer within ",
-                                   absl::FormatDuration(options_.group.timeout))
+                                   absl::FormatDuration(g.timeout))
                     : absl::StrCat("waiting on rank ", peer, ": ", e.what()),
           ")");
       LOG(ERROR) << message;
@@ -417,6 +433,7 @@ class GlooCollectives : public Collectives {
   std::shared_ptr<gloo::Context> context_;
   std::unique_ptr<RankHealth> health_;
   std::thread worker_;
+  const std::shared_ptr<WaitClock> clock_ = std::make_shared<WaitClock>();
   // Touched by the worker thread only.
   uint64_t next_seq_ = 0;
   std::vector<char> scratch_[2];  // reduce-scatter partial sums
@@ -434,7 +451,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewGlooCollectives(KvStore* store,
   const CollectivesOptions& group = options.group;
   if (absl::Status s = ValidateOptions(group); !s.ok()) return s;
   signal(SIGPIPE, SIG_IGN);
-  auto health = std::make_unique<RankHealth>(store, group.prefix, group.rank, group.world_size,
+  const HealthScope scope = HealthScopeOf(group);
+  auto health = std::make_unique<RankHealth>(store, scope.prefix, scope.rank, scope.world_size,
                                              RankHealth::IntervalFor(group.timeout));
   auto context = std::make_shared<gloo::rendezvous::Context>(group.rank, group.world_size);
   context->setTimeout(absl::ToChronoMilliseconds(group.timeout));
@@ -448,8 +466,10 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewGlooCollectives(KvStore* store,
     health->ReportFailure(-1);
     const int lost = health->FindLost(-1);
     return absl::UnavailableError(absl::StrCat(
-        "Gloo rendezvous of rank ", group.rank, " of ", group.world_size, " (", options.hostname,
-        "): ", lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("no rank lost"), ": ",
+        "Gloo rendezvous of rank ", JobRank(group, group.rank), " of ", group.world_size, " (",
+        options.hostname, "): ",
+        lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("no rank lost"),
+        ": ",
         e.what()));
   }
   return std::unique_ptr<Collectives>(

@@ -51,9 +51,11 @@ absl::StatusOr<ncclDataType_t> NcclType(DType dtype, bool sum, absl::string_view
 
 using Event = std::shared_ptr<CUevent_st>;
 
-absl::StatusOr<Event> NewEvent() {
+// `timed`: for cudaEventElapsedTime (the wait times), else lighter.
+absl::StatusOr<Event> NewEvent(bool timed = false) {
   cudaEvent_t event = nullptr;
-  const cudaError_t error = cudaEventCreateWithFlags(&event, cudaEventDisableTiming);
+  const cudaError_t error =
+      cudaEventCreateWithFlags(&event, timed ? cudaEventDefault : cudaEventDisableTiming);
   if (error != cudaSuccess) return CudaError(error, "cudaEventCreate");
   return Event(event, [](cudaEvent_t e) { cudaEventDestroy(e); });
 }
@@ -76,12 +78,14 @@ class NcclCollectives;
 
 class NcclWork : public Work {
  public:
-  NcclWork(NcclCollectives* owner, Event done) : owner_(owner), done_(std::move(done)) {}
+  NcclWork(NcclCollectives* owner, Event done, WaitKind kind)
+      : owner_(owner), done_(std::move(done)), kind_(kind) {}
   absl::Status Wait() override;
 
  private:
   NcclCollectives* const owner_;
   const Event done_;
+  const WaitKind kind_;
 };
 
 class NcclCollectives : public Collectives {
@@ -182,7 +186,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateAllGather(*this, input, output); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(input.dtype, false, "AllGather");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("AllGather", [=](cudaStream_t stream) {
+    return Enqueue("AllGather", WaitKind::kTransfer, [=](cudaStream_t stream) {
       return ncclAllGather(input.data, output.data, input.count, *type, comm_, stream);
     });
   }
@@ -191,7 +195,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateReduceScatter(*this, input, output); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(input.dtype, true, "ReduceScatter");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("ReduceScatter", [=](cudaStream_t stream) {
+    return Enqueue("ReduceScatter", WaitKind::kTransfer, [=](cudaStream_t stream) {
       return ncclReduceScatter(input.data, output.data, output.count, *type, ncclSum, comm_,
                                stream);
     });
@@ -201,7 +205,7 @@ class NcclCollectives : public Collectives {
     if (absl::Status s = ValidateBuffer(*this, "AllReduce", buffer); !s.ok()) return DoneWork(s);
     absl::StatusOr<ncclDataType_t> type = NcclType(buffer.dtype, true, "AllReduce");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("AllReduce", [=](cudaStream_t stream) {
+    return Enqueue("AllReduce", WaitKind::kSync, [=](cudaStream_t stream) {
       return ncclAllReduce(buffer.data, buffer.data, buffer.count, *type, ncclSum, comm_, stream);
     });
   }
@@ -214,7 +218,7 @@ class NcclCollectives : public Collectives {
     }
     absl::StatusOr<ncclDataType_t> type = NcclType(buffer.dtype, false, "Broadcast");
     if (!type.ok()) return DoneWork(type.status());
-    return Enqueue("Broadcast", [=](cudaStream_t stream) {
+    return Enqueue("Broadcast", WaitKind::kSync, [=](cudaStream_t stream) {
       return ncclBroadcast(buffer.data, buffer.data, buffer.count, *type, root, comm_, stream);
     });
   }
@@ -247,14 +251,44 @@ class NcclCollectives : public Collectives {
     }
   }
 
-  // Called by NcclWork::Wait.
-  absl::Status StreamWait(cudaEvent_t done) {
+  // Called by NcclWork::Wait. Events just before and after the wait on the
+  // compute stream time its stall.
+  absl::Status StreamWait(cudaEvent_t done, WaitKind kind) {
     cudaSetDevice(device_);
+    absl::StatusOr<Event> before = NewEvent(/*timed=*/true), after = NewEvent(/*timed=*/true);
+    for (const auto* e : {&before, &after}) {
+      if (!e->ok()) return e->status();
+    }
+    cudaEventRecord(before->get(), compute_stream_);
     if (cudaError_t e = cudaStreamWaitEvent(compute_stream_, done, 0); e != cudaSuccess) {
       return CudaError(e, "cudaStreamWaitEvent");
     }
+    cudaEventRecord(after->get(), compute_stream_);
     absl::MutexLock lock(&mu_);
+    waits_.push_back({kind, *before, *after});
+    // A caller that never takes the times keeps at most this many events.
+    constexpr size_t kMaxTimedWaits = 1024;
+    while (waits_.size() > kMaxTimedWaits && cudaEventQuery(waits_.front().after.get()) == cudaSuccess) {
+      AddElapsed(waits_.front(), &taken_);
+      waits_.pop_front();
+    }
     return failure_;
+  }
+
+  WaitTimes TakeWaitTimes() override {
+    std::deque<TimedWait> waits;
+    WaitTimes times;
+    {
+      absl::MutexLock lock(&mu_);
+      waits.swap(waits_);
+      times = std::exchange(taken_, WaitTimes());
+    }
+    cudaSetDevice(device_);
+    for (const TimedWait& w : waits) {
+      cudaEventSynchronize(w.after.get());
+      AddElapsed(w, &times);
+    }
+    return times;
   }
 
  private:
@@ -264,8 +298,13 @@ class NcclCollectives : public Collectives {
     Event start, done;
     absl::Time started = absl::InfiniteFuture();  // when the GPU reached it
   };
+  struct TimedWait {
+    WaitKind kind;
+    Event before, after;
+  };
 
-  std::unique_ptr<Work> Enqueue(const char* name, std::function<ncclResult_t(cudaStream_t)> call) {
+  std::unique_ptr<Work> Enqueue(const char* name, WaitKind kind,
+                                std::function<ncclResult_t(cudaStream_t)> call) {
     absl::MutexLock lock(&mu_);
     if (!failure_.ok()) return DoneWork(failure_);
     const uint64_t seq = next_seq_++;
@@ -304,7 +343,7 @@ class NcclCollectives : public Collectives {
     }
     cudaEventRecord(done->get(), comm_stream_);
     pending_.push_back({seq, name, *start, *done});
-    return std::make_unique<NcclWork>(this, *done);
+    return std::make_unique<NcclWork>(this, *done, kind);
   }
 
   // Polls the queued ops: each must finish within the timeout of starting.
@@ -354,12 +393,24 @@ class NcclCollectives : public Collectives {
 
   static std::string Name(const Pending& op) { return absl::StrCat(op.name, " #", op.seq); }
 
+  // Adds a finished wait's stall; one whose stream failed adds nothing.
+  static void AddElapsed(const TimedWait& w, WaitTimes* times) {
+    float ms = 0;
+    if (cudaEventElapsedTime(&ms, w.before.get(), w.after.get()) != cudaSuccess) {
+      cudaGetLastError();
+      return;
+    }
+    (w.kind == WaitKind::kTransfer ? times->transfer_s : times->sync_s) += ms / 1e3;
+  }
+
   // Reports this rank's failure and returns the error naming the lost rank.
   absl::Status Lost(absl::string_view what, int suspect, absl::string_view why) {
+    const CollectivesOptions& g = options_.group;
+    suspect = JobRank(g, suspect);
     health_->ReportFailure(suspect);
     const int lost = health_->FindLost(suspect);
     const std::string message = absl::StrCat(
-        "NCCL ", what, " on rank ", rank(), " of ", world_size(), ": ",
+        "NCCL ", what, " on rank ", JobRank(g, rank()), " of ", world_size(), ": ",
         lost >= 0 ? absl::StrCat("lost rank ", lost) : std::string("lost an unknown rank"), " (",
         why, ")");
     LOG(ERROR) << message;
@@ -391,9 +442,11 @@ class NcclCollectives : public Collectives {
   uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 0;
   std::deque<Pending> pending_ ABSL_GUARDED_BY(mu_);
   absl::Status failure_ ABSL_GUARDED_BY(mu_);
+  std::deque<TimedWait> waits_ ABSL_GUARDED_BY(mu_);
+  WaitTimes taken_ ABSL_GUARDED_BY(mu_);  // of the waits already dropped from waits_
 };
 
-absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get()); }
+absl::Status NcclWork::Wait() { return owner_->StreamWait(done_.get(), kind_); }
 
 int VisibleDevices() {
   int count = 0;
@@ -422,7 +475,8 @@ absl::StatusOr<std::unique_ptr<Collectives>> NewNcclCollectives(KvStore* store,
     return absl::InvalidArgumentError(absl::StrCat("NCCL: CUDA device ", device, " of rank ",
                                                    group.rank, " but only ", count, " visible"));
   }
-  auto health = std::make_unique<RankHealth>(store, group.prefix, group.rank, group.world_size,
+  const HealthScope scope = HealthScopeOf(group);
+  auto health = std::make_unique<RankHealth>(store, scope.prefix, scope.rank, scope.world_size,
                                              RankHealth::IntervalFor(group.timeout));
   auto collectives = std::make_unique<NcclCollectives>(
       options, device, static_cast<cudaStream_t>(options.compute_stream), std::move(health));

@@ -37,6 +37,15 @@ std::string MetricsLine(const StepRecord& r) {
     j["val"] = LossMetrics(r.val);
     j["val"]["objective"] = r.val.objective();
   }
+  if (!r.profile.empty()) {
+    nlohmann::json& p = j["profile"];
+    for (const StepProfile& rank : r.profile) {
+      p["step_ms"].push_back(1e3 * rank.step_s);
+      p["compute_ms"].push_back(1e3 * rank.compute_s);
+      p["exposed_comm_ms"].push_back(1e3 * rank.exposed_comm_s);
+      p["idle_ms"].push_back(1e3 * rank.idle_s);
+    }
+  }
   return j.dump();
 }
 

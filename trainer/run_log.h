@@ -7,7 +7,10 @@
 //     {"step": S, "flops": F,
 //      "loss": {"text": ..., "image": ..., "speech": ..., "objective": ...},
 //      "scalars": {"lr", "grad_norm", "tokens_per_s", "mfu", "<modality>_tokens"},
-//      "val": {"text": ..., "objective": ...}}          (at evaluations only)
+//      "val": {"text": ..., "objective": ...},          (at evaluations only)
+//      "profile": {"step_ms", "compute_ms", "exposed_comm_ms", "idle_ms"}}
+//                                                        (a list each, by rank;
+//                                                        trainer/fsdp.h StepProfile)
 //
 // The per-modality names and scalars are those of the coordinator's
 // MetricPoints (LossMetrics, StepScalars), so a coordinator job's run

@@ -4,8 +4,12 @@
 // projection routed, contiguous modality spans as packed documents give), at
 // the shapes of the anchor table. Prints tokens/s, ms/step, MFU
 // (6 x active matmul params x tokens / time / 989 TFLOP/s) and peak memory.
+// Under `launch --nproc=N` each rank takes a GPU and the batch (per rank),
+// FSDP shards over NCCL, and a second table gives every rank's step profile
+// (median compute, exposed communication and idle ms; trainer/fsdp.h).
 //
 //   .bundle/run.sh train_bench --vocab=50280 --tie_embeddings=true
+//   launch --nproc=4 -- train_bench --shapes=12x1024x4x1024 --models=mom --overlap=false
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -15,15 +19,20 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "core/config.h"
 #include "core/flops.h"
 #include "core/model.h"
 #include "glog/logging.h"
+#include "rendezvous/open_store.h"
 #include "kernels/cuda_backend.h"
+#include "kernels/cuda_context.h"
 #include "kernels/op_profile.h"
 #include "trainer/fsdp.h"
 #include "trainer/local_collectives.h"
+#include "trainer/nccl_collectives.h"
 
 ABSL_FLAG(int, vocab, 50280, "Vocabulary size.");
 ABSL_FLAG(bool, tie_embeddings, true, "Share the embedding and the LM head.");
@@ -34,6 +43,8 @@ ABSL_FLAG(int, steps, 10, "Timed steps (after --warmup steps).");
 ABSL_FLAG(int, warmup, 2, "Untimed steps first.");
 ABSL_FLAG(bool, profile, false,
           "After each model's row, a table of GPU time per op (events around every op).");
+ABSL_FLAG(bool, overlap, true, "FSDP's overlapped schedule (false: serial).");
+ABSL_FLAG(int, layers_per_bucket, 1, "Layers per FSDP communication bucket.");
 
 namespace modamba {
 namespace {
@@ -69,7 +80,37 @@ Batch MakeBatch(const v1::ModelConfig& c, const Shape4& s, std::mt19937* rng) {
   return b;
 }
 
-void Run(const Shape4& s, bool mom) {
+// This rank's place in the group, from the launcher's environment.
+struct Group {
+  int rank = 0, world = 1, gpu = 0;
+  std::unique_ptr<KvStore> store;
+};
+
+Group FromEnv() {
+  Group g;
+  auto env = [](const char* name, int otherwise) {
+    const char* v = std::getenv(name);
+    int n = otherwise;
+    CHECK(v == nullptr || absl::SimpleAtoi(v, &n)) << name << "=" << v;
+    return n;
+  };
+  g.rank = env("MODAMBA_RANK", 0);
+  g.world = env("MODAMBA_WORLD_SIZE", 1);
+  g.gpu = env("MODAMBA_LOCAL_RANK", g.rank) % modamba::CudaDeviceCount();
+  if (g.world > 1) {
+    auto store = OpenKvStore(std::getenv("MODAMBA_STORE"));
+    CHECK(store.ok()) << "MODAMBA_STORE: " << store.status();
+    g.store = std::move(*store);
+  }
+  return g;
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void Run(const Shape4& s, bool mom, Group& group) {
   v1::ModelConfig c;
   c.set_d_model(s.d_model);
   c.set_n_layer(s.n_layer);
@@ -82,7 +123,9 @@ void Run(const Shape4& s, bool mom) {
   c.set_route_out(mom);
   CHECK(ResolveModelConfig(&c, "train_bench").ok());
 
-  auto backend = NewCudaBackend();
+  CudaBackendOptions backend_options;
+  backend_options.device = group.gpu;
+  auto backend = NewCudaBackend(backend_options);
   CHECK(backend.ok()) << backend.status();
   Backend* be = backend->get();
   std::unique_ptr<ProfiledBackend> profiled;
@@ -90,7 +133,7 @@ void Run(const Shape4& s, bool mom) {
     profiled = std::make_unique<ProfiledBackend>(be);
     be = profiled.get();
   }
-  ResetCudaPeakMemory();
+  ResetCudaPeakMemory(group.gpu);
   auto model = MambaLM::Create(c, be, DType::kF32, 1);
   CHECK(model.ok()) << model.status();
   v1::OptimizerConfig o;
@@ -101,8 +144,22 @@ void Run(const Shape4& s, bool mom) {
   o.set_eps(1e-8f);
   o.set_weight_decay(0.1f);
   o.set_grad_clip(1.0f);
-  std::unique_ptr<Collectives> one_rank = NewLocalCollectives(be);
-  auto fsdp = Fsdp::Create((*model)->mutable_params(), one_rank.get(), o);
+  std::unique_ptr<Collectives> comm = NewLocalCollectives(be);
+  if (group.world > 1) {
+    NcclOptions nccl;
+    nccl.group.rank = group.rank;
+    nccl.group.world_size = group.world;
+    nccl.group.prefix = absl::StrCat("train_bench/", s.n_layer, "x", s.d_model, mom ? "/mom" : "");
+    nccl.device = group.gpu;
+    nccl.compute_stream = cuda::ContextFor(group.gpu).stream();
+    auto made = NewNcclCollectives(group.store.get(), nccl);
+    CHECK(made.ok()) << made.status();
+    comm = std::move(*made);
+  }
+  FsdpOptions fsdp_options;
+  fsdp_options.overlap = absl::GetFlag(FLAGS_overlap);
+  fsdp_options.layers_per_bucket = absl::GetFlag(FLAGS_layers_per_bucket);
+  auto fsdp = Fsdp::Create((*model)->mutable_params(), comm.get(), o, fsdp_options);
   CHECK(fsdp.ok()) << fsdp.status();
   (*model)->set_bucket_hooks(fsdp->get());
   std::mt19937 rng(7);
@@ -110,10 +167,13 @@ void Run(const Shape4& s, bool mom) {
 
   const int warmup = absl::GetFlag(FLAGS_warmup), steps = absl::GetFlag(FLAGS_steps);
   std::vector<double> ms;
+  // [rank][step]: compute, exposed communication, idle (ms).
+  std::vector<std::vector<double>> compute(group.world), exposed(group.world), idle(group.world);
   double loss = 0;
   for (int step = 1; step <= warmup + steps; ++step) {
     be->Synchronize();
     const auto start = std::chrono::steady_clock::now();
+    (*fsdp)->StartProfile();
     auto report = (*model)->ForwardBackward(batch);
     CHECK(report.ok()) << report.status();
     auto info = (*fsdp)->Step(step, warmup + steps);
@@ -121,21 +181,39 @@ void Run(const Shape4& s, bool mom) {
     be->Synchronize();
     const double t =
         std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
-    if (step > warmup) ms.push_back(t);
+    auto profile = (*fsdp)->EndProfile();
+    CHECK(profile.ok()) << profile.status();
+    if (step > warmup) {
+      ms.push_back(t);
+      for (int r = 0; r < group.world; ++r) {
+        compute[r].push_back(1e3 * (*profile)[r].compute_s);
+        exposed[r].push_back(1e3 * (*profile)[r].exposed_comm_s);
+        idle[r].push_back(1e3 * (*profile)[r].idle_s);
+      }
+    }
     if (profiled != nullptr) {
       profiled->Collect();
       if (step == warmup) profiled->Clear();
     }
     loss = report->objective();
   }
-  std::sort(ms.begin(), ms.end());
-  const double med = ms[ms.size() / 2];
-  const double tokens = double(s.batch) * s.seq_len;
-  const double mfu = 6.0 * ActiveMatmulParams(c) * tokens / (med * 1e-3) / kPeakFlops;
-  const double peak_gib = GetCudaMemoryStats().peak_bytes / double(1 << 30);
+  const double med = Median(ms);
+  const double tokens = double(s.batch) * s.seq_len * group.world;
+  const double mfu =
+      6.0 * ActiveMatmulParams(c) * tokens / (med * 1e-3) / (kPeakFlops * group.world);
+  const double peak_gib = GetCudaMemoryStats(group.gpu).peak_bytes / double(1 << 30);
+  if (group.rank != 0) return;
   std::printf("| %s | %dL d%d, %dx%d | %.0f | %.1f | %.1f%% | %.1f | %.1f M | %.3f |\n",
               mom ? "MoM (3 modalities)" : "dense Mamba", s.n_layer, s.d_model, s.batch, s.seq_len,
               tokens / med * 1e3, med, 100 * mfu, peak_gib, ActiveMatmulParams(c) / 1e6, loss);
+  if (group.world > 1) {
+    std::printf("\n| rank | compute ms | exposed comm ms | idle ms |\n|---|---|---|---|\n");
+    for (int r = 0; r < group.world; ++r) {
+      std::printf("| %d | %.2f | %.2f | %.2f |\n", r, Median(compute[r]), Median(exposed[r]),
+                  Median(idle[r]));
+    }
+    std::printf("\n");
+  }
   if (profiled != nullptr) {
     double sum = 0;
     for (double t : ms) sum += t;
@@ -154,6 +232,7 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "train_bench: no CUDA device\n");
     return 1;
   }
+  modamba::Group group = modamba::FromEnv();
   std::printf(
       "## Training step, fp32 master weights, bf16 GEMM operands, vocab %d, %s embeddings\n\n",
       absl::GetFlag(FLAGS_vocab), absl::GetFlag(FLAGS_tie_embeddings) ? "tied" : "untied");
@@ -166,7 +245,7 @@ int main(int argc, char** argv) {
     modamba::Shape4 s{std::stoi(f[0]), std::stoi(f[1]), std::stoi(f[2]), std::stoi(f[3])};
     for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {
       CHECK(m == "dense" || m == "mom") << "--models: unknown model " << m;
-      modamba::Run(s, m == "mom");
+      modamba::Run(s, m == "mom", group);
     }
   }
   return 0;

@@ -1,5 +1,6 @@
 #include "trainer/train_loop.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
 
@@ -118,7 +119,17 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
   ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> source, OpenBatchSource(c, rank, world));
   ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model,
                    MambaLM::Create(c.model(), be, DType::kF32, c.seed()));
-  ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp, Fsdp::Create(model->mutable_params(), comm, c.optimizer()));
+  ASSIGN_OR_RETURN(FsdpOptions fsdp_options, FsdpOptionsFrom(c.fsdp()));
+  ASSIGN_OR_RETURN(HybridGroups hybrid,
+                   ConnectHybridGroups(*comm, c.fsdp().shard_group_size(), ctx.new_comm));
+  fsdp_options.on_prefetch = ctx.on_prefetch;
+  if (hybrid.shard) {
+    fsdp_options.replicas = hybrid.replicas.get();
+    fsdp_options.all = comm;
+  }
+  ASSIGN_OR_RETURN(std::unique_ptr<Fsdp> fsdp,
+                   Fsdp::Create(model->mutable_params(), hybrid.shard ? hybrid.shard.get() : comm,
+                                c.optimizer(), fsdp_options));
   model->set_bucket_hooks(fsdp.get());
   if (log) {
     *log << absl::StrFormat("FSDP over %d rank(s): %d buckets, %.1f MiB of parameters, gradients and "
@@ -194,6 +205,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
   };
   for (int64_t step = first_step; step <= last_step; ++step) {
     auto start = std::chrono::steady_clock::now();
+    fsdp->StartProfile();
     ASSIGN_OR_RETURN(std::vector<Batch> micro, source->NextStep());
     std::vector<double> counts = {0, 0};
     for (const Batch& b : micro) {
@@ -252,6 +264,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
     be->Synchronize();
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    ASSIGN_OR_RETURN(rec.profile, fsdp->EndProfile());
     flops += flops_per_token * tokens_per_step;
     rec.lr = info.lr;
     rec.grad_norm = info.grad_norm;
@@ -276,6 +289,15 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
                               step, c.steps(), Describe(rec.loss), rec.lr, rec.grad_norm,
                               rec.tokens_per_second);
       if (rec.mfu > 0) *log << absl::StrFormat(" | MFU %.1f%%", 100 * rec.mfu);
+      if (world > 1) {
+        double exposed = 0, idle = 0;
+        for (const StepProfile& p : rec.profile) {
+          exposed = std::max(exposed, p.exposed_comm_s);
+          idle = std::max(idle, p.idle_s);
+        }
+        *log << absl::StrFormat(" | exposed comm %.1f ms, idle %.1f ms (worst rank)", 1e3 * exposed,
+                                1e3 * idle);
+      }
       *log << absl::StrFormat(" | %.3e FLOPs", rec.flops);
       if (rec.evaluated) *log << " | val " << Describe(rec.val);
       *log << std::endl;

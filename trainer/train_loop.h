@@ -27,6 +27,8 @@
 #include "core/model.h"
 #include "proto/config.pb.h"
 #include "trainer/collectives.h"
+#include "trainer/fsdp.h"
+#include "trainer/process_groups.h"
 
 namespace modamba {
 
@@ -40,12 +42,18 @@ struct StepRecord {
   double flops = 0;              // cumulative training FLOPs after this step
   bool evaluated = false;
   LossReport val;                // when evaluated
+  std::vector<StepProfile> profile;  // every rank's, by rank
 };
 
 struct TrainContext {
   Backend* backend = nullptr;
   // The rank's group; null trains alone.
   Collectives* comm = nullptr;
+  // Connects subgroups of `comm`'s ranks, for hybrid sharding
+  // (fsdp.shard_group_size); may be empty otherwise.
+  CommFactory new_comm;
+  // FsdpOptions::on_prefetch (fault injection in tests).
+  std::function<void(int group)> on_prefetch;
   // Progress lines (rank 0 writes them); null for silence.
   std::ostream* log = nullptr;
   // Stop (after checkpointing) once this step is done; 0 runs to config.steps.

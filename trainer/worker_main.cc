@@ -31,6 +31,7 @@
 #include "rendezvous/open_store.h"
 #include "trainer/gloo_collectives.h"
 #include "trainer/nccl_collectives.h"
+#include "trainer/process_groups.h"
 #include "trainer/run_log.h"
 #include "trainer/train_loop.h"
 #include "worker/worker_client.h"
@@ -43,6 +44,7 @@ ABSL_FLAG(int, peer_timeout_s, 30, "seconds a collective waits for a peer before
 ABSL_FLAG(std::string, hostname, "127.0.0.1", "address other ranks reach this one at");
 ABSL_FLAG(int, fault_kill_rank, -1, "fault injection: this rank SIGKILLs itself ...");
 ABSL_FLAG(int, fault_kill_step, 0, "... after this step");
+ABSL_FLAG(int, fault_kill_prefetch, 0, "... or just after issuing this many prefetches (1-based)");
 // Set by the coordinator (its environment carries the same).
 ABSL_FLAG(std::string, job_spec, "", "resolved JobSpec textproto (under the coordinator)");
 ABSL_FLAG(int, rank, -1, "this rank (under the coordinator)");
@@ -75,6 +77,8 @@ int CudaDeviceIndex(int rank) {
 struct Group {
   std::unique_ptr<Backend> backend;
   std::unique_ptr<Collectives> comm;
+  // Connects a subgroup of the ranks (hybrid sharding), on the same store.
+  CommFactory new_comm;
 };
 
 absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, KvStore* store) {
@@ -92,18 +96,32 @@ absl::StatusOr<Group> MakeGroup(const std::string& device, int rank, int world, 
   Group g;
   const int gpu = device == "gpu" ? CudaDeviceIndex(rank) : 0;
   ASSIGN_OR_RETURN(g.backend, NewBackend(device, gpu));
-  if (world > 1 && device == "gpu") {
-    NcclOptions nccl;
-    nccl.group = group;
-    nccl.device = gpu;
-    nccl.compute_stream = cuda::ContextFor(gpu).stream();
-    ASSIGN_OR_RETURN(g.comm, NewNcclCollectives(store, nccl));
-  } else if (world > 1) {
+  auto connect = [device, gpu, store](const CollectivesOptions& options)
+      -> absl::StatusOr<std::unique_ptr<Collectives>> {
+    if (device == "gpu") {
+      NcclOptions nccl;
+      nccl.group = options;
+      nccl.device = gpu;
+      nccl.compute_stream = cuda::ContextFor(gpu).stream();
+      return NewNcclCollectives(store, nccl);
+    }
     GlooOptions gloo;
-    gloo.group = group;
+    gloo.group = options;
     gloo.hostname = absl::GetFlag(FLAGS_hostname);
-    ASSIGN_OR_RETURN(g.comm, NewGlooCollectives(store, gloo));
+    return NewGlooCollectives(store, gloo);
+  };
+  if (world > 1) {
+    ASSIGN_OR_RETURN(g.comm, connect(group));
   }
+  // A subgroup keeps its keys under the group's prefix.
+  g.new_comm = [connect, group](const CollectivesOptions& sub) {
+    CollectivesOptions options = sub;
+    options.prefix = absl::StrCat(group.prefix, "/", sub.prefix);
+    options.timeout = group.timeout;
+    options.job_prefix = group.prefix;
+    options.job_world_size = group.world_size;
+    return connect(options);
+  };
   return g;
 }
 
@@ -118,6 +136,20 @@ void MaybeKillSelf(int rank, int64_t step) {
     std::cout << "fault injection: rank " << rank << " kills itself after step " << step << std::endl;
     raise(SIGKILL);
   }
+}
+
+// Fault injection: rank --fault_kill_rank dies just after issuing its
+// --fault_kill_prefetch-th prefetch, while that all-gather is in flight.
+std::function<void(int)> PrefetchFault(int rank) {
+  if (rank != absl::GetFlag(FLAGS_fault_kill_rank) || absl::GetFlag(FLAGS_fault_kill_prefetch) <= 0) {
+    return nullptr;
+  }
+  return [rank, count = 0](int group) mutable {
+    if (++count < absl::GetFlag(FLAGS_fault_kill_prefetch)) return;
+    std::cout << "fault injection: rank " << rank << " kills itself with the prefetch of bucket "
+              << group << " in flight" << std::endl;
+    raise(SIGKILL);
+  };
 }
 
 absl::Status RunStandalone() {
@@ -136,6 +168,8 @@ absl::Status RunStandalone() {
   TrainContext ctx;
   ctx.backend = g.backend.get();
   ctx.comm = g.comm.get();
+  ctx.new_comm = g.new_comm;
+  ctx.on_prefetch = PrefetchFault(rank);
   ctx.log = &std::cout;
   ctx.stop_after = absl::GetFlag(FLAGS_stop_after);
   ctx.on_step = [&](const StepRecord& r) {
@@ -164,6 +198,13 @@ absl::Status RunUnderCoordinator() {
   // they write checkpoints into one directory beside their own.
   config.set_checkpoint_dir(run_dir + "/../trainer-checkpoints");
   RETURN_IF_ERROR(ResolveTrainConfig(&config, "job spec"));
+  // The checkpoint upload below sends one shard per rank; under hybrid
+  // sharding only the first group writes shards, one per rank of a group.
+  if (const int g = config.fsdp().shard_group_size(); g != 0 && g != world) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "job spec: fsdp.shard_group_size ", g, " (hybrid sharding) runs under launch, "
+        "not yet under the coordinator"));
+  }
   // Rank 0 keeps the job's run directory readable by `modamba compare`
   // (trainer/run_log.h); every generation appends to the same metrics.
   std::unique_ptr<MetricsFile> metrics;
@@ -177,6 +218,7 @@ absl::Status RunUnderCoordinator() {
     TrainContext ctx;
     ctx.backend = g.backend.get();
     ctx.comm = g.comm.get();
+    ctx.new_comm = g.new_comm;
     ctx.log = &std::cout;
     // Only what the coordinator names: its view of the checkpoints is the truth.
     ctx.resume_local = false;
