@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
-#include <cstdio>
 #include <cstring>
+#include <string>
 
 #include "core/config.h"
-#include "core/optimizer.h"
+#include "core/model_test_util.h"
 #include "gtest/gtest.h"
 
 namespace modamba {
@@ -80,41 +80,9 @@ TEST(ModelGradient, MatchesFiniteDifferencesInDouble) {
     v1::ModelConfig c = SmallConfig(3, routed);
     if (transfusion) c.set_patch_dim(3);
     auto model = MakeModel(c, be.get(), DType::kF64);
-    // Move off the initialisation to a generic point, where no gradient is
-    // tiny enough to drown in rounding.
-    Rng noise(99);
-    for (const auto& p : model->params().all()) {
-      for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data<double>()[i] += noise.Normal(0, 0.2);
-    }
     Batch batch = RandomBatch(c, 3);
     if (transfusion) AddPatches(c, &batch, 4);
-    ASSERT_TRUE(model->ForwardBackward(batch).ok());
-    auto loss = [&] { return model->Evaluate(batch)->objective(); };
-    double worst = 0;
-    for (const auto& p : model->params().all()) {
-      double err2 = 0, ref2 = 0;
-      // A spread of elements of every parameter keeps the test fast.
-      const int64_t stride = std::max<int64_t>(1, p->value.numel() / 24);
-      for (int64_t i = 0; i < p->value.numel(); i += stride) {
-        double& x = p->value.data<double>()[i];
-        const double saved = x, h = 1e-4;
-        auto at = [&](double offset) {
-          x = saved + offset;
-          return loss();
-        };
-        // Fourth-order central difference: truncation O(h^4), rounding O(eps / h).
-        double numeric = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h);
-        x = saved;
-        double diff = p->grad.data<double>()[i] - numeric;
-        err2 += diff * diff;
-        ref2 += numeric * numeric;
-      }
-      ASSERT_GT(ref2, 0) << p->name;
-      double rel = std::sqrt(err2 / ref2);
-      EXPECT_LT(rel, 1e-6) << p->name;
-      worst = std::max(worst, rel);
-    }
-    std::printf("worst relative gradient error (%s): %.3g\n", name, worst);
+    testing::ExpectGradientsMatchFiniteDifferences(model.get(), batch, name);
   }
 }
 
@@ -219,14 +187,6 @@ TEST(ModelRouting, OtherModalitiesGetExactlyZeroGradient) {
 
 TEST(ModelRouting, AllSixteenRouteCombinationsTrain) {
   auto be = NewCpuBackend();
-  v1::OptimizerConfig opt;
-  opt.set_lr(1e-2);
-  opt.set_min_lr_ratio(1);
-  opt.set_beta1(0.9);
-  opt.set_beta2(0.95);
-  opt.set_eps(1e-8);
-  opt.set_weight_decay(0);
-  opt.set_grad_clip(1);
   for (int mask = 0; mask < 16; ++mask) {
     v1::ModelConfig c = SmallConfig(3, false);
     c.set_route_in(mask & 1);
@@ -234,18 +194,7 @@ TEST(ModelRouting, AllSixteenRouteCombinationsTrain) {
     c.set_route_dt(mask & 4);
     c.set_route_out(mask & 8);
     auto model = MakeModel(c, be.get(), DType::kF32);
-    AdamWOptimizer optimizer(opt, model->mutable_params());
-    Batch batch = RandomBatch(c, 17);
-    double first = 0, last = 0;
-    for (int step = 1; step <= 15; ++step) {
-      auto loss = model->ForwardBackward(batch);
-      ASSERT_TRUE(loss.ok());
-      if (step == 1) first = loss->mean();
-      last = loss->mean();
-      optimizer.Step(step, 15);
-    }
-    EXPECT_LT(last, first * 0.9) << "route mask " << mask;
-    EXPECT_TRUE(std::isfinite(last));
+    testing::ExpectLearnsBatch(model.get(), RandomBatch(c, 17), "route mask " + std::to_string(mask));
   }
 }
 

@@ -3,16 +3,14 @@
 // Mixture-of-Transformers; one-modality MoT equal to the dense Transformer
 // bit for bit; and KV-cache generation (MambaLM::Step) equal to the parallel
 // logits, across packed documents and interleaved modalities.
-#include <algorithm>
-#include <cmath>
-#include <cstdio>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "core/config.h"
 #include "core/flops.h"
 #include "core/model.h"
-#include "core/optimizer.h"
+#include "core/model_test_util.h"
 #include "core/rng.h"
 #include "gtest/gtest.h"
 
@@ -67,35 +65,8 @@ TEST(TransformerModel, GradientsMatchFiniteDifferencesInDouble) {
     auto be = NewCpuBackend();
     const v1::ModelConfig c = TransformerConfig(3, routed);
     auto model = MakeModel(c, be.get());
-    Rng noise(99);  // off the initialisation, where some gradients vanish
-    for (const auto& p : model->params().all()) {
-      for (int64_t i = 0; i < p->value.numel(); ++i) p->value.data<double>()[i] += noise.Normal(0, 0.2);
-    }
-    const Batch batch = RandomBatch(c, 3);
-    ASSERT_TRUE(model->ForwardBackward(batch).ok());
-    auto loss = [&] { return model->Evaluate(batch)->objective(); };
-    double worst = 0;
-    for (const auto& p : model->params().all()) {
-      double err2 = 0, ref2 = 0;
-      const int64_t stride = std::max<int64_t>(1, p->value.numel() / 24);
-      for (int64_t i = 0; i < p->value.numel(); i += stride) {
-        double& x = p->value.data<double>()[i];
-        const double saved = x, h = 1e-4;
-        auto at = [&](double offset) {
-          x = saved + offset;
-          return loss();
-        };
-        const double numeric = (-at(2 * h) + 8 * at(h) - 8 * at(-h) + at(-2 * h)) / (12 * h);
-        x = saved;
-        err2 += (p->grad.data<double>()[i] - numeric) * (p->grad.data<double>()[i] - numeric);
-        ref2 += numeric * numeric;
-      }
-      ASSERT_GT(ref2, 0) << p->name;
-      const double rel = std::sqrt(err2 / ref2);
-      EXPECT_LT(rel, 1e-6) << p->name;
-      worst = std::max(worst, rel);
-    }
-    std::printf("worst relative gradient error (%s): %.3g\n", routed ? "MoT" : "dense", worst);
+    testing::ExpectGradientsMatchFiniteDifferences(model.get(), RandomBatch(c, 3),
+                                                   routed ? "MoT" : "dense");
   }
 }
 
@@ -125,13 +96,6 @@ TEST(TransformerModel, OneModalityMixtureEqualsDenseBitForBit) {
 // float, with rows grouped by modality as in training.
 TEST(TransformerModel, AllRouteCombinationsTrain) {
   auto be = NewCpuBackend();
-  v1::OptimizerConfig opt;
-  opt.set_lr(1e-2);
-  opt.set_min_lr_ratio(1);
-  opt.set_beta1(0.9);
-  opt.set_beta2(0.95);
-  opt.set_eps(1e-8);
-  opt.set_grad_clip(1);
   for (int mask = 0; mask < 32; ++mask) {
     v1::ModelConfig c = TransformerConfig(3, false);
     c.set_route_qkv(mask & 1);
@@ -141,18 +105,7 @@ TEST(TransformerModel, AllRouteCombinationsTrain) {
     c.set_route_norms(mask & 16);
     auto model = MambaLM::Create(c, be.get(), DType::kF32, 7);
     ASSERT_TRUE(model.ok()) << model.status();
-    AdamWOptimizer optimizer(opt, (*model)->mutable_params());
-    const Batch batch = RandomBatch(c, 17);
-    double first = 0, last = 0;
-    for (int step = 1; step <= 15; ++step) {
-      auto loss = (*model)->ForwardBackward(batch);
-      ASSERT_TRUE(loss.ok());
-      if (step == 1) first = loss->mean();
-      last = loss->mean();
-      optimizer.Step(step, 15);
-    }
-    EXPECT_LT(last, first * 0.9) << "route mask " << mask;
-    EXPECT_TRUE(std::isfinite(last));
+    testing::ExpectLearnsBatch(model->get(), RandomBatch(c, 17), "route mask " + std::to_string(mask));
   }
 }
 
