@@ -3,7 +3,12 @@
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <utility>
+#include <vector>
 
+#include "absl/status/statusor.h"
+#include "absl/strings/str_cat.h"
 #include "core/backend.h"
 #include "core/checkpoint.h"
 #include "core/config.h"
@@ -108,39 +113,45 @@ TEST_F(CommandTest, JudgesPrintsTheirRealDataAccuracyBesideTheModelsScores) {
   EXPECT_NE(table.find("judge: fsdd-mlp/"), std::string::npos) << table;
 }
 
+// The exit code of generate on `checkpoint` with `flags`, writing `out`.
+int RunGenerate(const std::string& checkpoint, std::vector<std::string> flags,
+                const std::string& out) {
+  flags.insert(flags.begin(), {"generate", "--checkpoint=" + checkpoint});
+  flags.push_back("--out=" + out);
+  return Invoke(RunGenerateCommand, std::move(flags));
+}
+
+// The file a successful generate wrote.
+absl::StatusOr<std::string> Generate(const std::string& checkpoint,
+                                     std::vector<std::string> flags, const std::string& out) {
+  const int code = RunGenerate(checkpoint, std::move(flags), out);
+  if (code != 0) return absl::InternalError(absl::StrCat("generate exited with ", code));
+  return ReadFile(out);
+}
+
 TEST_F(CommandTest, GenerateWritesPngWavAndText) {
   const std::string dir = ::testing::TempDir();
-  ASSERT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("chameleon"),
-                                     "--prompt=a handwritten seven", "--modality=image",
-                                     "--out=" + dir + "/seven.png"}),
-            0);
-  auto png = ReadFile(dir + "/seven.png");
-  ASSERT_TRUE(png.ok());
+  auto png = Generate(runs_->at("chameleon"), {"--prompt=a handwritten seven", "--modality=image"},
+                      dir + "/seven.png");
+  ASSERT_TRUE(png.ok()) << png.status();
   EXPECT_EQ(png->substr(1, 3), "PNG");
-  ASSERT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("trimodal"),
-                                     "--prompt=seven", "--modality=speech", "--seed=2",
-                                     "--out=" + dir + "/seven.wav"}),
-            0);
-  auto wav = ReadFile(dir + "/seven.wav");
-  ASSERT_TRUE(wav.ok());
+  auto wav = Generate(runs_->at("trimodal"), {"--prompt=seven", "--modality=speech", "--seed=2"},
+                      dir + "/seven.wav");
+  ASSERT_TRUE(wav.ok()) << wav.status();
   EXPECT_EQ(wav->substr(0, 4), "RIFF");
-  ASSERT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("trimodal"),
-                                     "--prompt=ROMEO:", "--modality=text", "--max_tokens=30",
-                                     "--out=" + dir + "/romeo.txt"}),
-            0);
-  auto txt = ReadFile(dir + "/romeo.txt");
-  ASSERT_TRUE(txt.ok());
+  auto txt = Generate(runs_->at("trimodal"),
+                      {"--prompt=ROMEO:", "--modality=text", "--max_tokens=30"},
+                      dir + "/romeo.txt");
+  ASSERT_TRUE(txt.ok()) << txt.status();
   EXPECT_EQ(txt->substr(0, 6), "ROMEO:");
   EXPECT_LE(txt->size(), 6u + 30 + 1);
   // A chameleon model has no speech tokenizer.
-  EXPECT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("chameleon"),
-                                     "--prompt=seven", "--modality=speech",
-                                     "--out=" + dir + "/no.wav"}),
+  EXPECT_EQ(RunGenerate(runs_->at("chameleon"), {"--prompt=seven", "--modality=speech"},
+                        dir + "/no.wav"),
             1);
   // An unknown device is refused before anything is loaded.
-  EXPECT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + runs_->at("chameleon"),
-                                     "--prompt=a", "--modality=text", "--device=tpu",
-                                     "--out=" + dir + "/no.txt"}),
+  EXPECT_EQ(RunGenerate(runs_->at("chameleon"), {"--prompt=a", "--modality=text", "--device=tpu"},
+                        dir + "/no.txt"),
             1);
 }
 
@@ -165,8 +176,8 @@ TEST(GenerateCommand, ByteLevelTextRun) {
   ctx.backend = be.get();
   ASSERT_TRUE(Train(*c, ctx).ok());
   ::testing::internal::CaptureStdout();
-  ASSERT_EQ(Invoke(RunGenerateCommand, {"generate", "--checkpoint=" + dir + "/ckpt", "--prompt=the ",
-                                     "--modality=text", "--max_tokens=12", "--out=" + dir + "/out.txt"}),
+  ASSERT_EQ(RunGenerate(dir + "/ckpt", {"--prompt=the ", "--modality=text", "--max_tokens=12"},
+                        dir + "/out.txt"),
             0);
   // Each written file is announced with its size.
   EXPECT_EQ(::testing::internal::GetCapturedStdout(),
