@@ -9,9 +9,7 @@
 #include <cuda_bf16.h>
 #include <cuda_runtime_api.h>
 
-#include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <string>
 #include <vector>
 
@@ -20,6 +18,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "glog/logging.h"
+#include "kernels/bench_util.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_context.h"
 #include "kernels/kernels.h"
@@ -43,26 +42,6 @@ Case ParseCase(const std::string& text) {
     CHECK(absl::SimpleAtoi(parts[i], &v[i]) && v[i] > 0) << "--cases: bad number in " << text;
   }
   return Case{v[0], v[1], v[2], v[3], parts.size() == 5 ? v[4] : v[2]};
-}
-
-double TimeMs(DeviceContext& ctx, int reps, const std::function<void()>& fn) {
-  for (int i = 0; i < 3; ++i) fn();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    CUDA_CHECK(cudaEventElapsedTime(&ms[i], start, stop));
-  }
-  ctx.SyncAndCheck();
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[reps / 2];
 }
 
 void Run(const Case& c, int reps) {
@@ -112,8 +91,8 @@ void Run(const Case& c, int reps) {
   auto backward = [&] {
     AttentionBackward(a, Operand{out, d, true}, lse, dout, d, grad(0), grad(1), grad(2), stream);
   };
-  const double fwd = TimeMs(ctx, reps, forward);
-  const double bwd = TimeMs(ctx, reps, backward);
+  const double fwd = TimeMs(ctx, reps, /*warmup=*/3, forward);
+  const double bwd = TimeMs(ctx, reps, /*warmup=*/3, backward);
   const double flops = 4.0 * pairs * c.heads * c.head_dim;
   std::printf("| %lld x %lld x %lld x %lld | %lld | %.3f | %.0f | %.3f | %.0f | %.3f |\n",
               static_cast<long long>(c.batch), static_cast<long long>(c.heads),

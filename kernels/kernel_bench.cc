@@ -23,6 +23,7 @@
 #include "core/backend.h"
 #include "glog/logging.h"
 #include "kernels/cuda_backend.h"
+#include "kernels/bench_util.h"
 #include "kernels/cuda_check.h"
 #include "kernels/cuda_context.h"
 #include "kernels/kernels.h"
@@ -43,27 +44,6 @@ namespace {
 
 using cuda::DeviceContext;
 
-// Median milliseconds of fn over `reps` runs (after two warm-up runs).
-double TimeMs(DeviceContext& ctx, int reps, const std::function<void()>& fn) {
-  for (int i = 0; i < 2; ++i) fn();
-  cudaEvent_t start, stop;
-  CUDA_CHECK(cudaEventCreate(&start));
-  CUDA_CHECK(cudaEventCreate(&stop));
-  std::vector<float> ms(reps);
-  for (int i = 0; i < reps; ++i) {
-    CUDA_CHECK(cudaEventRecord(start, ctx.stream()));
-    fn();
-    CUDA_CHECK(cudaEventRecord(stop, ctx.stream()));
-    CUDA_CHECK(cudaEventSynchronize(stop));
-    CUDA_CHECK(cudaEventElapsedTime(&ms[i], start, stop));
-  }
-  ctx.SyncAndCheck();
-  CUDA_CHECK(cudaEventDestroy(start));
-  CUDA_CHECK(cudaEventDestroy(stop));
-  std::sort(ms.begin(), ms.end());
-  return ms[reps / 2];
-}
-
 class Bench {
  public:
   Bench() : ctx_(cuda::ContextFor(0)), rng_(1234) {
@@ -79,7 +59,9 @@ class Bench {
     return dev;
   }
 
-  double Ms(const std::function<void()>& fn) { return TimeMs(ctx_, absl::GetFlag(FLAGS_reps), fn); }
+  double Ms(const std::function<void()>& fn) {
+    return cuda::TimeMs(ctx_, absl::GetFlag(FLAGS_reps), /*warmup=*/2, fn);
+  }
 
   void Ceilings() {
     const int64_t bytes = int64_t(1) << 30;
