@@ -9,7 +9,6 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
-#include <iostream>
 #include <limits>
 #include <numeric>
 #include <random>
@@ -36,8 +35,8 @@ using testing::RelError;
 using testing::ToDeviceBf16;
 using testing::ToHostF32;
 
-constexpr double kTolF32 = 1e-5;
-constexpr double kTolBf16 = 1e-2;
+using testing::kTolBf16;
+using testing::kTolF32;
 
 // A packed layout on both backends: document starts by position (documents
 // of 1 to max_doc positions) and, when mapped, a random row map.
@@ -51,18 +50,9 @@ struct Layout {
   SeqLayout dev() const { return {batch, seq_len, &doc_start.dev, mapped ? &rows.dev : nullptr}; }
 };
 
-class AttentionTest : public ::testing::Test {
+// The default backend (bf16 products): activations may be BF16.
+class AttentionTest : public testing::GpuVsCpuTest {
  protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-    seed_ = testing::FreshSeed();
-    rng_.seed(seed_);
-    cpu_ = NewCpuBackend();
-    auto gpu = NewCudaBackend();  // bf16 products: activations may be BF16
-    CHECK(gpu.ok()) << gpu.status();
-    gpu_ = std::move(gpu).value();
-  }
-
   Layout MakeLayout(int64_t batch, int64_t seq_len, int64_t max_doc, bool mapped) {
     const int64_t n = batch * seq_len;
     Tensor starts(DType::kU8, {n});
@@ -79,11 +69,6 @@ class AttentionTest : public ::testing::Test {
     std::shuffle(rows.data<int32_t>(), rows.data<int32_t>() + n, rng_);
     return Layout{batch, seq_len, testing::Upload(gpu_.get(), std::move(starts)),
                   testing::Upload(gpu_.get(), std::move(rows)), mapped};
-  }
-
-  void ExpectClose(double err, double tol, const std::string& what) {
-    std::cout << "  " << what << ": relative error " << err << "\n";
-    EXPECT_LT(err, tol) << what << " (seed " << seed_ << ")";
   }
 
   // Attention forward and backward with q, k, v the three column blocks of
@@ -139,10 +124,6 @@ class AttentionTest : public ::testing::Test {
     ExpectClose(DeviceError(gpu_.get(), dk), kTolBf16, "attention dk");
     ExpectClose(DeviceError(gpu_.get(), dv), kTolBf16, "attention dv");
   }
-
-  uint32_t seed_ = 0;
-  std::mt19937 rng_;
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 TEST_F(AttentionTest, MatchesCpu) {

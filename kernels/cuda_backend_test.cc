@@ -37,32 +37,15 @@ using testing::ToHostF32;
 using testing::ToHost;
 using testing::Upload;
 
-constexpr double kTolF32 = 1e-5;   // fp32 arithmetic on both sides
+using testing::kTolBf16;
+using testing::kTolF32;
+
 constexpr double kTolScan = 1e-4;  // fp32, long recurrences, approximate exp2 on the GPU
-constexpr double kTolBf16 = 1e-2;  // bf16 operands, fp32 accumulation
 
-class CudaBackendTest : public ::testing::Test {
+// fp32 products unless a test asks for bf16.
+class CudaBackendTest : public testing::GpuVsCpuTest {
  protected:
-  void SetUp() override {
-    if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
-    seed_ = testing::FreshSeed();
-    rng_.seed(seed_);
-    cpu_ = NewCpuBackend();
-    gpu_ = MakeGpu(MatmulPrecision::kFp32);
-  }
-
-  static std::unique_ptr<Backend> MakeGpu(MatmulPrecision precision) {
-    CudaBackendOptions options;
-    options.matmul = precision;
-    auto backend = NewCudaBackend(options);
-    CHECK(backend.ok()) << backend.status();
-    return std::move(backend).value();
-  }
-
-  void ExpectClose(double err, double tol, const std::string& what) {
-    std::cout << "  " << what << ": relative error " << err << "\n";
-    EXPECT_LT(err, tol) << what << " (seed " << seed_ << ")";
-  }
+  CudaBackendTest() : GpuVsCpuTest(MatmulPrecision::kFp32) {}
 
   Pair Random(const Shape& shape, float scale = 1, float mean = 0) {
     return RandomPair(gpu_.get(), shape, &rng_, scale, mean);
@@ -105,10 +88,6 @@ class CudaBackendTest : public ::testing::Test {
     for (auto& v : d) v = start(rng_) ? 1 : 0;
     return d;
   }
-
-  uint32_t seed_ = 0;
-  std::mt19937 rng_;
-  std::unique_ptr<Backend> cpu_, gpu_;
 };
 
 TEST_F(CudaBackendTest, CopyAndFill) {

@@ -2,7 +2,9 @@
 
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <limits>
+#include <utility>
 
 #include "glog/logging.h"
 #include "kernels/precision.h"
@@ -98,5 +100,26 @@ double DeviceError(Backend* gpu, const Pair& p) {
 }
 
 uint32_t FreshSeed() { return std::random_device()(); }
+
+void GpuVsCpuTest::SetUp() {
+  if (CudaDeviceCount() == 0) GTEST_SKIP() << "no CUDA device";
+  seed_ = FreshSeed();
+  rng_.seed(seed_);
+  cpu_ = NewCpuBackend();
+  gpu_ = MakeGpu(matmul_);
+}
+
+std::unique_ptr<Backend> GpuVsCpuTest::MakeGpu(MatmulPrecision matmul) {
+  CudaBackendOptions options;
+  options.matmul = matmul;
+  auto gpu = NewCudaBackend(options);
+  CHECK(gpu.ok()) << gpu.status();
+  return std::move(gpu).value();
+}
+
+void GpuVsCpuTest::ExpectClose(double err, double tol, const std::string& what) {
+  std::cout << "  " << what << ": relative error " << err << "\n";
+  EXPECT_LT(err, tol) << what << " (seed " << seed_ << ")";
+}
 
 }  // namespace modamba::testing

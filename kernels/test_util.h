@@ -4,10 +4,14 @@
 #define MODAMBA_KERNELS_TEST_UTIL_H_
 
 #include <cstdint>
+#include <memory>
 #include <random>
+#include <string>
 
 #include "core/backend.h"
 #include "core/tensor.h"
+#include "gtest/gtest.h"
+#include "kernels/cuda_backend.h"
 
 namespace modamba::testing {
 
@@ -45,6 +49,32 @@ double DeviceError(Backend* gpu, const Pair& p);
 
 // A fresh seed per run (printed by the caller), so every run draws new inputs.
 uint32_t FreshSeed();
+
+// Relative errors allowed against the CPU.
+constexpr double kTolF32 = 1e-5;   // fp32 arithmetic on both sides
+constexpr double kTolBf16 = 1e-2;  // bf16 operands, fp32 accumulation
+
+// A fixture for GPU-vs-CPU tests: skips without a CUDA device, draws inputs
+// from a fresh seed that failures name, and holds a CPU backend and a CUDA
+// one whose products have the given precision.
+class GpuVsCpuTest : public ::testing::Test {
+ protected:
+  explicit GpuVsCpuTest(MatmulPrecision matmul = MatmulPrecision::kBf16) : matmul_(matmul) {}
+  void SetUp() override;
+
+  // A CUDA backend on device 0 with the given products.
+  static std::unique_ptr<Backend> MakeGpu(MatmulPrecision matmul);
+
+  // Prints the error, then expects it below `tol`.
+  void ExpectClose(double err, double tol, const std::string& what);
+
+  uint32_t seed_ = 0;
+  std::mt19937 rng_;
+  std::unique_ptr<Backend> cpu_, gpu_;
+
+ private:
+  MatmulPrecision matmul_;
+};
 
 }  // namespace modamba::testing
 
