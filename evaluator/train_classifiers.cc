@@ -29,6 +29,8 @@ ABSL_FLAG(bool, augment, true, "train with the augmentations (false: the clean d
 ABSL_FLAG(int64_t, train_items, -1, "training items from the start of the train split (-1: all)");
 ABSL_FLAG(bool, verbose, false, "print the test accuracy after every epoch");
 ABSL_FLAG(bool, loso, false, "print the speech leave-one-speaker-out table instead of training judges");
+ABSL_FLAG(std::vector<std::string>, loso_speakers, {},
+          "with --loso: hold out only these speakers (comma-separated; default all)");
 
 namespace modamba::eval {
 namespace {
@@ -41,7 +43,8 @@ absl::Status LeaveOneSpeakerOutTable(const std::string& raw, const ClassifierTra
   std::vector<data::Recording> all = corpus.fsdd[data::kTrain];
   all.insert(all.end(), corpus.fsdd[data::kVal].begin(), corpus.fsdd[data::kVal].end());
   auto backend = NewCpuBackend();
-  ASSIGN_OR_RETURN(std::vector<SpeakerFold> folds, LeaveOneSpeakerOut(all, backend.get(), opts));
+  ASSIGN_OR_RETURN(std::vector<SpeakerFold> folds, LeaveOneSpeakerOut(all, backend.get(), opts,
+                                                                    absl::GetFlag(FLAGS_loso_speakers)));
   std::printf("leave-one-speaker-out, FSDD (train on the other speakers' takes)\n");
   std::printf("%-10s %6s %8s %10s %9s\n", "held out", "takes", "clean", "augmented", "train s");
   double clean = 0, augmented = 0, seconds = 0;
