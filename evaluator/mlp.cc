@@ -53,9 +53,9 @@ std::string SpecString(const MlpSpec& s) {
   return absl::StrCat(s.input, ",", absl::StrJoin(s.hidden, ","), ",", s.classes);
 }
 
-// "frames,taps,pool,c1,c2,..." of the temporal front-end.
+// "frames,taps,c1,c2,..." of the temporal front-end.
 std::string ConvString(const MlpSpec& s) {
-  return absl::StrCat(s.frames, ",", s.conv_taps, ",", s.pool, ",", absl::StrJoin(s.conv, ","));
+  return absl::StrCat(s.frames, ",", s.conv_taps, ",", absl::StrJoin(s.conv, ","));
 }
 
 absl::StatusOr<std::vector<int>> ParseInts(const std::string& path, const std::string& key,
@@ -113,12 +113,11 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Create(const MlpSpec& spec, Backend* b
     return absl::InvalidArgumentError(absl::StrCat(
         "MLP spec ", SpecString(spec), ": needs an input, hidden layers and >= 2 classes"));
   }
-  if (!spec.conv.empty() &&
-      (spec.frames < 1 || spec.input % spec.frames != 0 || spec.conv_taps < 1 || spec.pool < 0 ||
-       (spec.pool > 0 && spec.frames % spec.pool != 0))) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "MLP conv front-end ", ConvString(spec), ": the input of ", spec.input,
-        " needs a whole number of frames, at least one tap and segments that divide the frames"));
+  if (!spec.conv.empty() && (spec.frames < 1 || spec.input % spec.frames != 0 ||
+                             spec.conv_taps < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MLP conv front-end ", ConvString(spec), ": the input of ", spec.input,
+                     " needs a whole number of frames and at least one tap"));
   }
   if (dtype != DType::kF32 && dtype != DType::kF64) {
     return absl::InvalidArgumentError("MLP: F32 or F64 only");
@@ -132,7 +131,7 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Create(const MlpSpec& spec, Backend* b
   for (size_t i = 0; i < outs.size(); ++i) {
     const bool conv = i < spec.conv.size();
     const int taps = conv ? spec.conv_taps : 1;
-    if (!conv && i == spec.conv.size() && i > 0) in *= spec.pool > 0 ? spec.pool : frames;
+    if (!conv && i == spec.conv.size() && i > 0) in *= frames;  // the frames concatenated
     Layer layer = mlp->MakeLayer(in, outs[i], taps, conv);
     // He-uniform for the SiLU layers, 1 / sqrt(in) for the logits.
     const bool last = i + 1 == outs.size();
@@ -152,16 +151,6 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Create(const MlpSpec& spec, Backend* b
     mlp->layers_.push_back(std::move(layer));
     in = outs[i];
   }
-  if (!spec.conv.empty() && spec.pool > 0) {
-    // Frame t's channel c adds 1 / (frames per segment) to its segment's c.
-    const int c = spec.conv.back(), per = frames / spec.pool;
-    std::vector<double> q(static_cast<size_t>(frames) * c * spec.pool * c, 0.0);
-    for (int t = 0; t < frames; ++t) {
-      for (int j = 0; j < c; ++j) q[(static_cast<size_t>(t) * c + j) * spec.pool * c + t / per * c + j] = 1.0 / per;
-    }
-    mlp->pool_ = backend->Empty(dtype, {frames * c, spec.pool * c});
-    UploadInto(backend, q.data(), &mlp->pool_);
-  }
   return mlp;
 }
 
@@ -173,10 +162,6 @@ void Mlp::SetInputNormalisation(std::vector<float> mean, std::vector<float> scal
 SeqLayout Mlp::Sequences(size_t l, const Pass& pass) const {
   return layers_[l].conv ? SeqLayout{pass.n, Frames(), &pass.frame_start}
                          : SeqLayout{pass.n, 1, &pass.doc_start};
-}
-
-Mat Mlp::Input(size_t l, const Pass& pass) const {
-  return PoolsBefore(l) ? pass.pooled.mat() : AsRows(pass.act[l], Rows(l, pass.n));
 }
 
 void Mlp::RunForward(const float* x, int64_t n, Pass* pass) {
@@ -200,7 +185,6 @@ void Mlp::RunForward(const float* x, int64_t n, Pass* pass) {
       pass->pre.push_back(be_->Empty(dtype_, {Rows(l, n), out}));
       pass->act.push_back(be_->Empty(dtype_, {Rows(l, n), out}));
     }
-    if (!pool_.empty()) pass->pooled = be_->Empty(dtype_, {n, pool_.dim(1)});
     pass->logits = be_->Empty(dtype_, {n, spec_.classes});
   }
   std::vector<double> normed(static_cast<size_t>(n) * spec_.input);
@@ -212,10 +196,8 @@ void Mlp::RunForward(const float* x, int64_t n, Pass* pass) {
   }
   UploadInto(be_, normed.data(), &pass->act[0]);
   for (size_t l = 0; l < hidden; ++l) {
-    if (PoolsBefore(l)) {
-      be_->Gemm(false, false, 1.0, AsRows(pass->act[l], n), pool_.mat(), 0.0, pass->pooled.mat());
-    }
-    be_->Gemm(false, true, 1.0, Input(l, *pass), layers_[l].w.mat(), 0.0, pass->pre[l].mat());
+    be_->Gemm(false, true, 1.0, AsRows(pass->act[l], Rows(l, n)), layers_[l].w.mat(), 0.0,
+              pass->pre[l].mat());
     be_->ConvForward(Sequences(l, *pass), pass->pre[l].mat(), layers_[l].scale, layers_[l].bias,
                      pass->act[l + 1].mat());
   }
@@ -253,15 +235,10 @@ double Mlp::Gradients(const float* x, const int32_t* labels, int n) {
     be_->Fill(layer.gbias.mat(), 0);
     be_->ConvBackward(Sequences(l, pass), pass.pre[l].mat(), layer.scale, layer.bias,
                       AsRows(da, rows), dpre.mat(), &layer.gscale, &layer.gbias);
-    be_->Gemm(true, false, 1.0, dpre.mat(), Input(l, pass), 0.0, layer.gw.mat());
+    be_->Gemm(true, false, 1.0, dpre.mat(), AsRows(pass.act[l], rows), 0.0, layer.gw.mat());
     if (l > 0) {
       da = be_->Empty(dtype_, {rows, layer.w.dim(1)});
       be_->Gemm(false, false, 1.0, dpre.mat(), layer.w.mat(), 0.0, da.mat());
-      if (PoolsBefore(l)) {
-        Tensor dframes = be_->Empty(dtype_, {n, pool_.dim(0)});
-        be_->Gemm(false, true, 1.0, da.mat(), pool_.mat(), 0.0, dframes.mat());
-        da = std::move(dframes);
-      }
     }
   }
   std::vector<double> host(n);
@@ -359,11 +336,10 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend*
   MlpSpec spec{sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()};
   if (auto conv = file.metadata.find("mlp_conv"); conv != file.metadata.end()) {
     ASSIGN_OR_RETURN(std::vector<int> c, ParseInts(path, "mlp_conv", conv->second));
-    if (c.size() < 4) return absl::DataLossError(absl::StrCat(path, ": bad mlp_conv"));
+    if (c.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad mlp_conv"));
     spec.frames = c[0];
     spec.conv_taps = c[1];
-    spec.pool = c[2];
-    spec.conv.assign(c.begin() + 3, c.end());
+    spec.conv.assign(c.begin() + 2, c.end());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp, Create(spec, backend, 0));
   auto take = [&](const std::string& name, Tensor* into) -> absl::Status {

@@ -12,8 +12,7 @@
 // sequence of `frames` frames: the Gemm mixes one frame's channels, the conv
 // of `conv_taps` taps looks at the frames before it, so the same detector
 // runs at every time (a time-delay network). The last conv layer's frames,
-// concatenated or averaged over `pool` equal segments of frames (a fixed
-// Gemm), feed the first hidden layer. A hidden layer sees one-token
+// concatenated, feed the first hidden layer. A hidden layer sees one-token
 // sequences and one tap: exactly a per-channel scale, bias and SiLU. The
 // output bias is a rank-one Gemm; cross-entropy and AdamW are the backend's.
 // The last hidden layer's activations are the features Frechet distances
@@ -44,7 +43,6 @@ struct MlpSpec {
   int frames = 0;
   int conv_taps = 0;
   std::vector<int> conv;  // channels of each conv layer
-  int pool = 0;           // segments averaged (dividing frames); 0: every frame kept
 };
 
 class Mlp {
@@ -92,7 +90,6 @@ class Mlp {
     int64_t n = 0;
     Tensor ones, doc_start, frame_start;  // [n, 1] ones, [n] U8 ones, [n * frames] U8 zeros
     std::vector<Tensor> pre, act;  // pre[l] = a_{l} W^T, act[0] = input
-    Tensor pooled;                 // [n, pool * channels]: the conv output averaged
     Tensor logits;
   };
 
@@ -102,9 +99,6 @@ class Mlp {
   // Layer l's input rows of a pass of n examples, and its sequences.
   int64_t Rows(size_t l, int64_t n) const { return layers_[l].conv ? n * Frames() : n; }
   SeqLayout Sequences(size_t l, const Pass& pass) const;
-  // Layer l's input: act[l] as its rows, or the pooled conv output.
-  Mat Input(size_t l, const Pass& pass) const;
-  bool PoolsBefore(size_t l) const { return !pool_.empty() && l == spec_.conv.size(); }
   void RunForward(const float* x, int64_t n, Pass* pass);
 
   MlpSpec spec_;
@@ -112,7 +106,6 @@ class Mlp {
   DType dtype_;
   // Conv layers, hidden layers, then the output layer (its scale unused).
   std::vector<Layer> layers_;
-  Tensor pool_;  // [frames * channels, pool * channels] segment means, when pooled
   std::vector<float> input_mean_, input_scale_;
   Pass train_pass_;  // reused while the batch size stays the same
 };

@@ -65,18 +65,15 @@ TEST(Mlp, LearnsSeparableClasses) {
 
 // Central differences in double against Gradients, for every parameter of
 // a network with the temporal conv front-end (two conv layers of 3 taps over
-// 6 frames of 4 features, every frame kept or averaged over 2 segments, then
-// two hidden layers).
-class MlpGradientTest : public ::testing::TestWithParam<int> {};
-
-TEST_P(MlpGradientTest, GradientsMatchFiniteDifferencesInDouble) {
+// 5 frames of 4 features, then two hidden layers).
+TEST(Mlp, GradientsMatchFiniteDifferencesInDouble) {
   auto be = NewCpuBackend();
-  MlpSpec spec{24, {6, 5}, 3, /*frames=*/6, /*conv_taps=*/3, /*conv=*/{4, 3}, /*pool=*/GetParam()};
+  MlpSpec spec{20, {6, 5}, 3, /*frames=*/5, /*conv_taps=*/3, /*conv=*/{4, 3}};
   auto mlp = Mlp::Create(spec, be.get(), 7, DType::kF64);
   ASSERT_TRUE(mlp.ok()) << mlp.status();
   constexpr int kN = 7;
   Rng rng(3);
-  std::vector<float> x(kN * 24);
+  std::vector<float> x(kN * 20);
   for (float& v : x) v = static_cast<float>(rng.Normal(0, 1));
   const std::vector<int32_t> y = {0, 2, 1, 1, 0, 2, 2};
   (*mlp)->Gradients(x.data(), y.data(), kN);
@@ -106,11 +103,9 @@ TEST_P(MlpGradientTest, GradientsMatchFiniteDifferencesInDouble) {
   EXPECT_EQ(checked, 3 * 4 + 2);  // w, bias, taps of 4 layers; w, bias of the output
 }
 
-INSTANTIATE_TEST_SUITE_P(KeptOrPooled, MlpGradientTest, ::testing::Values(0, 2));
-
 TEST(Mlp, ConvFrontEndSavesAndLoads) {
   auto be = NewCpuBackend();
-  MlpSpec spec{12, {8}, 3, /*frames=*/4, /*conv_taps=*/2, /*conv=*/{5}, /*pool=*/2};
+  MlpSpec spec{12, {8}, 3, /*frames=*/4, /*conv_taps=*/2, /*conv=*/{5}};
   auto mlp = Mlp::Create(spec, be.get(), 1);
   ASSERT_TRUE(mlp.ok()) << mlp.status();
   std::vector<float> x(10 * 12);
@@ -122,17 +117,12 @@ TEST(Mlp, ConvFrontEndSavesAndLoads) {
   ASSERT_TRUE(loaded.ok()) << loaded.status();
   EXPECT_EQ((*loaded)->spec().conv, spec.conv);
   EXPECT_EQ((*loaded)->spec().frames, 4);
-  EXPECT_EQ((*loaded)->spec().pool, 2);
   std::vector<float> la(30), lb(30);
   (*mlp)->Forward(x.data(), 10, la.data(), nullptr);
   (*loaded)->Forward(x.data(), 10, lb.data(), nullptr);
   EXPECT_EQ(la, lb);
-  // A frame count that does not divide the input, or segments that do not
-  // divide the frames, are refused.
+  // A frame count that does not divide the input is refused.
   spec.frames = 5;
-  EXPECT_FALSE(Mlp::Create(spec, be.get(), 1).ok());
-  spec.frames = 4;
-  spec.pool = 3;
   EXPECT_FALSE(Mlp::Create(spec, be.get(), 1).ok());
 }
 
