@@ -7,7 +7,8 @@
 //
 //   bazel run //evaluator:train_classifiers -- [--which=both|image|speech]
 //       [--raw=DIR] [--out_dir=DIR] [--epochs=N] [--speech_copies=N]
-//       [--augment=true] [--train_items=-1] [--verbose] [--loso]
+//       [--augment=true] [--train_items=-1] [--seed=1] [--verbose] [--loso]
+//       [--loso_speakers=A,B]
 #include <cstdio>
 #include <string>
 
@@ -24,6 +25,7 @@ ABSL_FLAG(std::string, raw, "", "raw data directory (default: $MODAMBA_DATA_DIR,
 ABSL_FLAG(std::string, out_dir, "", "where to save (default: the evaluator's classifier cache)");
 ABSL_FLAG(int, epochs, 0, "epochs (0: each recipe's default)");
 ABSL_FLAG(double, lr, 2e-3, "peak learning rate");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the weights, the batches and the augmentations");
 ABSL_FLAG(int, speech_copies, 0, "augmented copies of each training take (0: the recipe's default)");
 ABSL_FLAG(bool, augment, true, "train with the augmentations (false: the clean data only)");
 ABSL_FLAG(int64_t, train_items, -1, "training items from the start of the train split (-1: all)");
@@ -67,6 +69,7 @@ absl::Status Run() {
   JudgeOptions opts;
   opts.training.epochs = absl::GetFlag(FLAGS_epochs);
   opts.training.lr = absl::GetFlag(FLAGS_lr);
+  opts.training.seed = absl::GetFlag(FLAGS_seed);
   opts.training.speech_copies = absl::GetFlag(FLAGS_speech_copies);
   opts.training.augment = absl::GetFlag(FLAGS_augment);
   opts.training.verbose = absl::GetFlag(FLAGS_verbose);
