@@ -414,7 +414,7 @@ absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& tra
   const ImageAugmentation a;
   Augment augment;
   if (options.augment) augment = [&a](Rng* rng, float* image) { AugmentImage(a, rng, image); };
-  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : 20, options, augment, test_x,
+  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : 45, options, augment, test_x,
       test_y);
   out.test_accuracy = Accuracy(out.mlp.get(), test_x, test_y);
   out.augmented_test_accuracy =

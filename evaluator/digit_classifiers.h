@@ -127,7 +127,7 @@ inline constexpr char kSpeechClassifierFile[] = "fsdd_mlp.safetensors";
 // the version of the code that trained it. Bump a version whenever its
 // recipe (inputs, augmentations, network, training) changes.
 enum class JudgeKind { kImage, kSpeech };
-inline constexpr char kImageJudgeVersion[] = "mnist-mlp/2";
+inline constexpr char kImageJudgeVersion[] = "mnist-mlp/3";
 inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/3";
 
 struct JudgeOptions {
