@@ -180,7 +180,10 @@ absl::StatusOr<TrainedClassifier> FitSpeech(const SpeechSet& train, const Speech
   std::vector<int32_t> y = train.digits;
   for (int32_t d : train.digits) y.insert(y.end(), train.copies, d);
   TrainedClassifier out;
-  ASSIGN_OR_RETURN(out.mlp, Mlp::Create({dim, {512, 256}, kDigitClasses}, backend, options.seed));
+  // A time-delay network: two conv layers of 5 taps over the frames (every
+  // frame kept), then one hidden layer.
+  MlpSpec spec{dim, {256}, kDigitClasses, kSpeechFrames, /*conv_taps=*/5, /*conv=*/{64, 64}};
+  ASSIGN_OR_RETURN(out.mlp, Mlp::Create(spec, backend, options.seed));
   Standardise(x, dim, out.mlp.get());
   ClassifierTraining o = options;
   o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
@@ -283,7 +286,7 @@ std::vector<float> ImageInputs(const uint8_t* pixels, int64_t n) {
   return out;
 }
 
-int SpeechInputDim() { return kSpeechFrames * kSpeechCepstra + 1; }
+int SpeechInputDim() { return kSpeechFrames * kSpeechFrameDim; }
 
 VoicedFrames ResampleVoiced(const std::vector<float>& log_mel, int n_mels) {
   const int frames = static_cast<int>(log_mel.size() / n_mels);
@@ -326,6 +329,7 @@ std::vector<float> SpeechFeatures(const VoicedFrames& voiced, int n_mels) {
   }
   for (double& m : band_mean) m /= kSpeechFrames;
   for (int k = 0; k < kSpeechFrames; ++k) {
+    float* frame = &out[static_cast<size_t>(k) * kSpeechFrameDim];
     for (int c = 0; c < kSpeechCepstra; ++c) {
       // Orthonormal DCT-II over the bands.
       double s = 0;
@@ -333,11 +337,10 @@ std::vector<float> SpeechFeatures(const VoicedFrames& voiced, int n_mels) {
         s += (voiced.grid[static_cast<size_t>(k) * n_mels + j] - band_mean[j]) *
              std::cos(M_PI / n_mels * (j + 0.5) * c);
       }
-      out[static_cast<size_t>(k) * kSpeechCepstra + c] =
-          static_cast<float>(s * std::sqrt((c == 0 ? 1.0 : 2.0) / n_mels));
+      frame[c] = static_cast<float>(s * std::sqrt((c == 0 ? 1.0 : 2.0) / n_mels));
     }
+    frame[kSpeechCepstra] = voiced.log_frames;
   }
-  out.back() = voiced.log_frames;
   return out;
 }
 
@@ -411,7 +414,7 @@ absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& tra
   const ImageAugmentation a;
   Augment augment;
   if (options.augment) augment = [&a](Rng* rng, float* image) { AugmentImage(a, rng, image); };
-  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : 20, options, augment, test_x,
+  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : 45, options, augment, test_x,
       test_y);
   out.test_accuracy = Accuracy(out.mlp.get(), test_x, test_y);
   out.augmented_test_accuracy =
@@ -463,12 +466,18 @@ std::string SpeakerOf(const data::Recording& recording) {
 
 absl::StatusOr<std::vector<SpeakerFold>> LeaveOneSpeakerOut(
     const std::vector<data::Recording>& recordings, Backend* backend,
-    const ClassifierTraining& options) {
+    const ClassifierTraining& options, const std::vector<std::string>& held_out) {
   std::set<std::string> speakers;
   for (const data::Recording& r : recordings) speakers.insert(SpeakerOf(r));
   if (speakers.size() < 2) {
     return absl::InvalidArgumentError("leave-one-speaker-out needs recordings of >= 2 speakers");
   }
+  for (const std::string& s : held_out) {
+    if (!speakers.count(s)) {
+      return absl::InvalidArgumentError(absl::StrCat("leave-one-speaker-out: no speaker '", s, "'"));
+    }
+  }
+  if (!held_out.empty()) speakers = std::set<std::string>(held_out.begin(), held_out.end());
   // Every take's inputs once (streams are named by the take, so a fold sees
   // what training on its takes alone would).
   const SpeechSet all = PrepareSpeech(recordings, SpeechCopies(options), options.seed, true);

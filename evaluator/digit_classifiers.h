@@ -5,7 +5,8 @@
 //           MNIST test, clean and augmented
 //   speech: FSDD spoken digits, log-mel frames (core/data/audio.h) -> the
 //           voiced part resampled to a fixed number of frames, mean-removed
-//           cepstra of each, plus its log duration -> MLP, trained on takes
+//           cepstra of each and the log duration -> a time-delay network
+//           (mlp.h's conv front-end over the frames), trained on takes
 //           5-49 and augmented copies of them (speed, pitch, loudness, noise,
 //           reverb, SpecAugment masks), measured on takes 0-4, clean and
 //           augmented; leave-one-speaker-out by LeaveOneSpeakerOut
@@ -43,9 +44,10 @@ std::vector<float> ImageInputs(const uint8_t* pixels, int64_t n);
 // out) and each frame's first kSpeechCepstra orthonormal DCT-II coefficients
 // kept (a smooth spectral envelope: the pitch harmonics the narrow low bands
 // resolve, which differ between voices, drop out), then the log of the voiced
-// frame count (SpeechFeatures).
+// frame count beside each frame's cepstra, frame-major (SpeechFeatures).
 inline constexpr float kVoicedRange = 6.f;
 inline constexpr int kSpeechCepstra = 16;
+inline constexpr int kSpeechFrameDim = kSpeechCepstra + 1;  // the cepstra, the log duration
 int SpeechInputDim();
 struct VoicedFrames {
   std::vector<float> grid;  // [kSpeechFrames, n_mels]
@@ -103,7 +105,8 @@ double DigitWordCer(const std::vector<int>& recognised, const std::vector<int>& 
 
 // Leave-one-speaker-out: for every FSDD speaker, a speech classifier trained
 // on all takes of the other speakers and tested on that speaker's takes
-// (clean and augmented).
+// (clean and augmented); only the speakers `held_out` names, when it names
+// any.
 struct SpeakerFold {
   std::string speaker;
   int64_t takes = 0;
@@ -111,7 +114,7 @@ struct SpeakerFold {
 };
 absl::StatusOr<std::vector<SpeakerFold>> LeaveOneSpeakerOut(
     const std::vector<data::Recording>& recordings, Backend* backend,
-    const ClassifierTraining& options);
+    const ClassifierTraining& options, const std::vector<std::string>& held_out = {});
 // "george" of "fsdd/7_george_12".
 std::string SpeakerOf(const data::Recording& recording);
 
@@ -124,8 +127,8 @@ inline constexpr char kSpeechClassifierFile[] = "fsdd_mlp.safetensors";
 // the version of the code that trained it. Bump a version whenever its
 // recipe (inputs, augmentations, network, training) changes.
 enum class JudgeKind { kImage, kSpeech };
-inline constexpr char kImageJudgeVersion[] = "mnist-mlp/2";
-inline constexpr char kSpeechJudgeVersion[] = "fsdd-mlp/2";
+inline constexpr char kImageJudgeVersion[] = "mnist-mlp/3";
+inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/3";
 
 struct JudgeOptions {
   ClassifierTraining training;

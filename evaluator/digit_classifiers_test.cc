@@ -57,11 +57,13 @@ TEST(SpeechFeatures, DropEachBandsMeanAndKeepTheEnvelopeOverTime) {
   }
   const std::vector<float> in = SpeechFeatures(v, n_mels);
   ASSERT_EQ(in.size(), static_cast<size_t>(SpeechInputDim()));
-  EXPECT_EQ(in.back(), 3.f);
-  // The tilt is gone; the contour is all in c0 (orthonormal: sqrt(40) x).
+  // Frame-major: each frame's cepstra, then the log duration.
   for (int k = 0; k < kSpeechFrames; ++k) {
-    EXPECT_NEAR(in[k * kSpeechCepstra], std::sqrt(40.0) * (std::sin(0.3 * k) - g_mean), 1e-4);
-    for (int c = 1; c < kSpeechCepstra; ++c) EXPECT_NEAR(in[k * kSpeechCepstra + c], 0, 1e-4);
+    const float* frame = &in[k * kSpeechFrameDim];
+    EXPECT_EQ(frame[kSpeechCepstra], 3.f);
+    // The tilt is gone; the contour is all in c0 (orthonormal: sqrt(40) x).
+    EXPECT_NEAR(frame[0], std::sqrt(40.0) * (std::sin(0.3 * k) - g_mean), 1e-4);
+    for (int c = 1; c < kSpeechCepstra; ++c) EXPECT_NEAR(frame[c], 0, 1e-4);
   }
 }
 

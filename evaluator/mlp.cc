@@ -15,75 +15,139 @@
 namespace modamba::eval {
 namespace {
 
-constexpr int64_t kChunk = 1024;  // rows per forward pass at inference
+constexpr int64_t kChunk = 1024;  // examples per forward pass at inference
 
-// Uploads host floats into a backend tensor of `shape`.
-Tensor Upload(Backend* be, const float* host, Shape shape) {
-  Tensor t = be->Empty(DType::kF32, shape);
-  Mat src{const_cast<float*>(host), DType::kF32, Device::kCpu, t.mat().rows, t.mat().cols,
-          t.mat().cols};
-  be->Copy(src, t.mat());
-  return t;
+// Host values into a backend tensor of its own dtype (F32 or F64).
+template <typename V>
+void UploadInto(Backend* be, const V* host, Tensor* t) {
+  Tensor h(t->dtype(), t->shape());
+  if (t->dtype() == DType::kF64) {
+    std::copy_n(host, h.numel(), h.data<double>());
+  } else {
+    std::copy_n(host, h.numel(), h.data<float>());
+  }
+  be->Copy(h.mat(), t->mat());
 }
 
-Tensor Zeros(Backend* be, Shape shape) {
-  Tensor t = be->Empty(DType::kF32, shape);
-  be->Fill(t.mat(), 0);
-  return t;
+template <typename V>
+void Download(Backend* be, const Tensor& t, V* host) {
+  Tensor h(t.dtype(), t.shape());
+  be->Copy(t.mat(), h.mat());
+  if (t.dtype() == DType::kF64) {
+    std::copy_n(h.data<double>(), h.numel(), host);
+  } else {
+    std::copy_n(h.data<float>(), h.numel(), host);
+  }
 }
 
-void Download(Backend* be, const Tensor& t, float* host) {
-  be->Copy(t.mat(), Mat{host, DType::kF32, Device::kCpu, t.mat().rows, t.mat().cols,
-                        t.mat().cols});
+// The contiguous tensor t as `rows` rows (a conv layer's [n * frames, c] is
+// the next layer's [n, frames * c]).
+Mat AsRows(const Tensor& t, int64_t rows) {
+  Mat m = t.mat();
+  m.rows = rows;
+  m.cols = m.ld = t.numel() / rows;
+  return m;
 }
 
 std::string SpecString(const MlpSpec& s) {
   return absl::StrCat(s.input, ",", absl::StrJoin(s.hidden, ","), ",", s.classes);
 }
 
+// "frames,taps,c1,c2,..." of the temporal front-end.
+std::string ConvString(const MlpSpec& s) {
+  return absl::StrCat(s.frames, ",", s.conv_taps, ",", absl::StrJoin(s.conv, ","));
+}
+
+absl::StatusOr<std::vector<int>> ParseInts(const std::string& path, const std::string& key,
+                                           const std::string& value) {
+  std::vector<int> out;
+  for (absl::string_view part : absl::StrSplit(value, ',')) {
+    int v = 0;
+    if (!absl::SimpleAtoi(part, &v)) {
+      return absl::DataLossError(absl::StrCat(path, ": bad ", key, " '", value, "'"));
+    }
+    out.push_back(v);
+  }
+  return out;
+}
+
 }  // namespace
 
-Mlp::Mlp(const MlpSpec& spec, Backend* backend)
-    : spec_(spec), be_(backend), input_mean_(spec.input, 0.f), input_scale_(spec.input, 1.f) {}
+Mlp::Mlp(const MlpSpec& spec, Backend* backend, DType dtype)
+    : spec_(spec),
+      be_(backend),
+      dtype_(dtype),
+      input_mean_(spec.input, 0.f),
+      input_scale_(spec.input, 1.f) {}
 
-Mlp::Layer Mlp::MakeLayer(int in, int out) {
+Mlp::Layer Mlp::MakeLayer(int in, int out, int taps, bool conv) {
   Layer l;
-  l.w = be_->Empty(DType::kF32, {out, in});
-  l.scale = be_->Empty(DType::kF32, {out, 1});
-  be_->Fill(l.scale.mat(), 1);
-  l.bias = Zeros(be_, {out});
-  l.gw = Zeros(be_, {out, in});
-  l.gscale = Zeros(be_, {out, 1});
-  l.gbias = Zeros(be_, {out});
-  l.mw = Zeros(be_, {out, in});
-  l.vw = Zeros(be_, {out, in});
-  l.ms = Zeros(be_, {out, 1});
-  l.vs = Zeros(be_, {out, 1});
-  l.mb = Zeros(be_, {out});
-  l.vb = Zeros(be_, {out});
+  auto zeros = [this](Shape shape) {
+    Tensor t = be_->Empty(dtype_, std::move(shape));
+    be_->Fill(t.mat(), 0);
+    return t;
+  };
+  l.conv = conv;
+  l.w = zeros({out, in});
+  l.scale = zeros({out, taps});
+  l.bias = zeros({out});
+  l.gw = zeros({out, in});
+  l.gscale = zeros({out, taps});
+  l.gbias = zeros({out});
+  l.mw = zeros({out, in});
+  l.vw = zeros({out, in});
+  l.ms = zeros({out, taps});
+  l.vs = zeros({out, taps});
+  l.mb = zeros({out});
+  l.vb = zeros({out});
   return l;
 }
 
 absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Create(const MlpSpec& spec, Backend* backend,
-                                                 uint64_t seed) {
-  if (spec.input < 1 || spec.hidden.empty() || spec.classes < 2 ||
-      *std::min_element(spec.hidden.begin(), spec.hidden.end()) < 1) {
-    return absl::InvalidArgumentError(absl::StrCat("MLP spec ", SpecString(spec),
-                                                   ": needs an input, hidden layers and >= 2 classes"));
+                                                 uint64_t seed, DType dtype) {
+  auto positive = [](const std::vector<int>& v) {
+    return v.empty() || *std::min_element(v.begin(), v.end()) >= 1;
+  };
+  if (spec.input < 1 || spec.hidden.empty() || spec.classes < 2 || !positive(spec.hidden) ||
+      !positive(spec.conv)) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "MLP spec ", SpecString(spec), ": needs an input, hidden layers and >= 2 classes"));
   }
-  std::unique_ptr<Mlp> mlp(new Mlp(spec, backend));
-  int in = spec.input;
-  std::vector<int> outs = spec.hidden;
+  if (!spec.conv.empty() && (spec.frames < 1 || spec.input % spec.frames != 0 ||
+                             spec.conv_taps < 1)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("MLP conv front-end ", ConvString(spec), ": the input of ", spec.input,
+                     " needs a whole number of frames and at least one tap"));
+  }
+  if (dtype != DType::kF32 && dtype != DType::kF64) {
+    return absl::InvalidArgumentError("MLP: F32 or F64 only");
+  }
+  std::unique_ptr<Mlp> mlp(new Mlp(spec, backend, dtype));
+  const int frames = mlp->Frames();
+  int in = spec.input / frames;
+  std::vector<int> outs = spec.conv;
+  outs.insert(outs.end(), spec.hidden.begin(), spec.hidden.end());
   outs.push_back(spec.classes);
   for (size_t i = 0; i < outs.size(); ++i) {
-    Layer layer = mlp->MakeLayer(in, outs[i]);
+    const bool conv = i < spec.conv.size();
+    const int taps = conv ? spec.conv_taps : 1;
+    if (!conv && i == spec.conv.size() && i > 0) in *= frames;  // the frames concatenated
+    Layer layer = mlp->MakeLayer(in, outs[i], taps, conv);
     // He-uniform for the SiLU layers, 1 / sqrt(in) for the logits.
     const bool last = i + 1 == outs.size();
     const double bound = last ? 1.0 / std::sqrt(in) : std::sqrt(6.0 / in);
     Rng rng = Rng::ForName(seed, absl::StrCat("mlp/", i));
-    std::vector<float> w(static_cast<size_t>(outs[i]) * in);
-    for (float& x : w) x = static_cast<float>(rng.Uniform(-bound, bound));
-    layer.w = Upload(backend, w.data(), {outs[i], in});
+    std::vector<double> w(static_cast<size_t>(outs[i]) * in);
+    for (double& x : w) x = static_cast<float>(rng.Uniform(-bound, bound));
+    UploadInto(backend, w.data(), &layer.w);
+    // A conv's taps keep the variance (uniform, variance 1 / taps in all);
+    // a hidden layer's one tap starts at 1.
+    std::vector<double> taps_w(static_cast<size_t>(outs[i]) * taps, 1.0);
+    if (conv) {
+      const double tap_bound = std::sqrt(3.0 / taps);
+      for (double& x : taps_w) x = static_cast<float>(rng.Uniform(-tap_bound, tap_bound));
+    }
+    UploadInto(backend, taps_w.data(), &layer.scale);
     mlp->layers_.push_back(std::move(layer));
     in = outs[i];
   }
@@ -95,95 +159,122 @@ void Mlp::SetInputNormalisation(std::vector<float> mean, std::vector<float> scal
   input_scale_ = std::move(scale);
 }
 
+SeqLayout Mlp::Sequences(size_t l, const Pass& pass) const {
+  return layers_[l].conv ? SeqLayout{pass.n, Frames(), &pass.frame_start}
+                         : SeqLayout{pass.n, 1, &pass.doc_start};
+}
+
 void Mlp::RunForward(const float* x, int64_t n, Pass* pass) {
-  const int hidden = static_cast<int>(spec_.hidden.size());
+  const size_t hidden = layers_.size() - 1;
   if (pass->n != n) {
     pass->n = n;
     std::vector<float> ones(n, 1.f);
-    pass->ones = Upload(be_, ones.data(), {n, 1});
-    std::vector<uint8_t> starts(n, 1);
+    pass->ones = be_->Empty(dtype_, {n, 1});
+    UploadInto(be_, ones.data(), &pass->ones);
+    std::vector<uint8_t> starts(n, 1), frame_starts(n * Frames(), 0);
     pass->doc_start = be_->Empty(DType::kU8, {n});
     be_->Copy(Mat{starts.data(), DType::kU8, Device::kCpu, 1, n, n}, pass->doc_start.mat());
+    pass->frame_start = be_->Empty(DType::kU8, {n * Frames()});
+    be_->Copy(Mat{frame_starts.data(), DType::kU8, Device::kCpu, 1, n * Frames(), n * Frames()},
+              pass->frame_start.mat());
     pass->pre.clear();
     pass->act.clear();
-    pass->act.push_back(be_->Empty(DType::kF32, {n, spec_.input}));
-    for (int l = 0; l < hidden; ++l) {
-      pass->pre.push_back(be_->Empty(DType::kF32, {n, spec_.hidden[l]}));
-      pass->act.push_back(be_->Empty(DType::kF32, {n, spec_.hidden[l]}));
+    pass->act.push_back(be_->Empty(dtype_, {n, spec_.input}));
+    for (size_t l = 0; l < hidden; ++l) {
+      const int64_t out = layers_[l].w.dim(0);
+      pass->pre.push_back(be_->Empty(dtype_, {Rows(l, n), out}));
+      pass->act.push_back(be_->Empty(dtype_, {Rows(l, n), out}));
     }
-    pass->logits = be_->Empty(DType::kF32, {n, spec_.classes});
+    pass->logits = be_->Empty(dtype_, {n, spec_.classes});
   }
-  std::vector<float> normed(static_cast<size_t>(n) * spec_.input);
+  std::vector<double> normed(static_cast<size_t>(n) * spec_.input);
   for (int64_t i = 0; i < n; ++i) {
     for (int j = 0; j < spec_.input; ++j) {
-      normed[i * spec_.input + j] = (x[i * spec_.input + j] - input_mean_[j]) * input_scale_[j];
+      normed[i * spec_.input + j] =
+          (static_cast<double>(x[i * spec_.input + j]) - input_mean_[j]) * input_scale_[j];
     }
   }
-  be_->Copy(Mat{normed.data(), DType::kF32, Device::kCpu, n, spec_.input, spec_.input},
-            pass->act[0].mat());
-  // Every row is a one-token sequence, so the conv op sees only its own input.
-  const SeqLayout rows{n, 1, &pass->doc_start};
-  for (int l = 0; l < hidden; ++l) {
-    be_->Gemm(false, true, 1.0, pass->act[l].mat(), layers_[l].w.mat(), 0.0, pass->pre[l].mat());
-    be_->ConvForward(rows, pass->pre[l].mat(), layers_[l].scale, layers_[l].bias,
+  UploadInto(be_, normed.data(), &pass->act[0]);
+  for (size_t l = 0; l < hidden; ++l) {
+    be_->Gemm(false, true, 1.0, AsRows(pass->act[l], Rows(l, n)), layers_[l].w.mat(), 0.0,
+              pass->pre[l].mat());
+    be_->ConvForward(Sequences(l, *pass), pass->pre[l].mat(), layers_[l].scale, layers_[l].bias,
                      pass->act[l + 1].mat());
   }
   const Layer& out = layers_.back();
-  be_->Gemm(false, true, 1.0, pass->act[hidden].mat(), out.w.mat(), 0.0, pass->logits.mat());
+  be_->Gemm(false, true, 1.0, AsRows(pass->act[hidden], n), out.w.mat(), 0.0, pass->logits.mat());
   be_->Gemm(false, false, 1.0, pass->ones.mat(), out.bias.mat(), 1.0, pass->logits.mat());
 }
 
-double Mlp::TrainStep(const float* x, const int32_t* labels, int n, const AdamWStep& step) {
+double Mlp::Gradients(const float* x, const int32_t* labels, int n) {
   Pass& pass = train_pass_;
   RunForward(x, n, &pass);
-  const int hidden = static_cast<int>(spec_.hidden.size());
+  const size_t hidden = layers_.size() - 1;
   Tensor targets = be_->Empty(DType::kI32, {n});
   be_->Copy(Mat{const_cast<int32_t*>(labels), DType::kI32, Device::kCpu, 1, n, n}, targets.mat());
   std::vector<float> w(n, 1.f / n);
-  Tensor weight = Upload(be_, w.data(), {n});
-  Tensor losses = be_->Empty(DType::kF32, {n});
-  Tensor dlogits = be_->Empty(DType::kF32, {n, spec_.classes});
+  Tensor weight = be_->Empty(DType::kF32, {n});
+  UploadInto(be_, w.data(), &weight);
+  Tensor losses = be_->Empty(dtype_, {n});
+  Tensor dlogits = be_->Empty(dtype_, {n, spec_.classes});
   be_->CrossEntropy(pass.logits.mat(), targets, weight, &losses, dlogits.mat());
 
-  // Backward: the output layer, then each hidden layer's conv (scale, bias,
-  // SiLU) and Gemm.
+  // Backward: the output layer, then each layer's conv (taps, bias, SiLU)
+  // and Gemm.
   Layer& out = layers_.back();
-  be_->Gemm(true, false, 1.0, dlogits.mat(), pass.act[hidden].mat(), 0.0, out.gw.mat());
+  const Mat last = AsRows(pass.act[hidden], n);
+  be_->Gemm(true, false, 1.0, dlogits.mat(), last, 0.0, out.gw.mat());
   be_->Gemm(true, false, 1.0, pass.ones.mat(), dlogits.mat(), 0.0, out.gbias.mat());
-  Tensor da = be_->Empty(DType::kF32, {n, spec_.hidden.back()});
+  Tensor da = be_->Empty(dtype_, {n, last.cols});
   be_->Gemm(false, false, 1.0, dlogits.mat(), out.w.mat(), 0.0, da.mat());
-  const SeqLayout rows{n, 1, &pass.doc_start};
-  for (int l = hidden - 1; l >= 0; --l) {
+  for (size_t l = hidden; l-- > 0;) {
     Layer& layer = layers_[l];
-    Tensor dpre = be_->Empty(DType::kF32, {n, spec_.hidden[l]});
+    const int64_t rows = Rows(l, n);
+    Tensor dpre = be_->Empty(dtype_, {rows, layer.w.dim(0)});
     be_->Fill(layer.gscale.mat(), 0);
     be_->Fill(layer.gbias.mat(), 0);
-    be_->ConvBackward(rows, pass.pre[l].mat(), layer.scale, layer.bias, da.mat(), dpre.mat(),
-                      &layer.gscale, &layer.gbias);
-    be_->Gemm(true, false, 1.0, dpre.mat(), pass.act[l].mat(), 0.0, layer.gw.mat());
+    be_->ConvBackward(Sequences(l, pass), pass.pre[l].mat(), layer.scale, layer.bias,
+                      AsRows(da, rows), dpre.mat(), &layer.gscale, &layer.gbias);
+    be_->Gemm(true, false, 1.0, dpre.mat(), AsRows(pass.act[l], rows), 0.0, layer.gw.mat());
     if (l > 0) {
-      da = be_->Empty(DType::kF32, {n, layer.w.dim(1)});
+      da = be_->Empty(dtype_, {rows, layer.w.dim(1)});
       be_->Gemm(false, false, 1.0, dpre.mat(), layer.w.mat(), 0.0, da.mat());
     }
   }
+  std::vector<double> host(n);
+  Download(be_, losses, host.data());
+  double sum = 0;
+  for (double v : host) sum += v;
+  return sum / n;
+}
+
+double Mlp::TrainStep(const float* x, const int32_t* labels, int n, const AdamWStep& step) {
+  const double loss = Gradients(x, labels, n);
   AdamWStep no_decay = step;
   no_decay.weight_decay = 0;
-  for (int l = 0; l <= hidden; ++l) {
+  for (size_t l = 0; l < layers_.size(); ++l) {
     Layer& layer = layers_[l];
     be_->AdamW(step, layer.gw, &layer.w, &layer.mw, &layer.vw);
     be_->AdamW(no_decay, layer.gbias, &layer.bias, &layer.mb, &layer.vb);
-    if (l < hidden) be_->AdamW(no_decay, layer.gscale, &layer.scale, &layer.ms, &layer.vs);
+    if (l + 1 < layers_.size()) be_->AdamW(no_decay, layer.gscale, &layer.scale, &layer.ms, &layer.vs);
   }
-  std::vector<float> host(n);
-  Download(be_, losses, host.data());
-  double sum = 0;
-  for (float v : host) sum += v;
-  return sum / n;
+  return loss;
+}
+
+std::vector<std::pair<Tensor*, const Tensor*>> Mlp::ParametersAndGradients() {
+  std::vector<std::pair<Tensor*, const Tensor*>> out;
+  for (size_t l = 0; l < layers_.size(); ++l) {
+    Layer& layer = layers_[l];
+    out.emplace_back(&layer.w, &layer.gw);
+    out.emplace_back(&layer.bias, &layer.gbias);
+    if (l + 1 < layers_.size()) out.emplace_back(&layer.scale, &layer.gscale);
+  }
+  return out;
 }
 
 void Mlp::Forward(const float* x, int64_t n, float* logits, float* features) {
   Pass pass;
-  const int hidden = static_cast<int>(spec_.hidden.size());
+  const size_t hidden = layers_.size() - 1;
   for (int64_t begin = 0; begin < n; begin += kChunk) {
     const int64_t rows = std::min(kChunk, n - begin);
     RunForward(x + begin * spec_.input, rows, &pass);
@@ -209,7 +300,7 @@ absl::Status Mlp::Save(const std::string& path,
   std::vector<std::string> names;
   auto add = [&](const std::string& name, const Tensor& t) {
     Tensor h(DType::kF32, t.shape());
-    be_->Copy(t.mat(), h.mat());
+    Download(be_, t, h.data<float>());
     host.push_back(std::move(h));
     names.push_back(name);
   };
@@ -230,6 +321,7 @@ absl::Status Mlp::Save(const std::string& path,
   for (size_t i = 0; i < host.size(); ++i) tensors.emplace_back(names[i], &host[i]);
   std::map<std::string, std::string> meta = metadata;
   meta["mlp_spec"] = SpecString(spec_);
+  if (!spec_.conv.empty()) meta["mlp_conv"] = ConvString(spec_);
   return SaveSafetensors(path, tensors, meta);
 }
 
@@ -239,16 +331,16 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend*
   if (metadata != nullptr) *metadata = file.metadata;
   auto it = file.metadata.find("mlp_spec");
   if (it == file.metadata.end()) return absl::DataLossError(absl::StrCat(path, ": no mlp_spec"));
-  std::vector<int> sizes;
-  for (absl::string_view part : absl::StrSplit(it->second, ',')) {
-    int v = 0;
-    if (!absl::SimpleAtoi(part, &v)) {
-      return absl::DataLossError(absl::StrCat(path, ": bad mlp_spec '", it->second, "'"));
-    }
-    sizes.push_back(v);
-  }
+  ASSIGN_OR_RETURN(std::vector<int> sizes, ParseInts(path, "mlp_spec", it->second));
   if (sizes.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad mlp_spec"));
   MlpSpec spec{sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()};
+  if (auto conv = file.metadata.find("mlp_conv"); conv != file.metadata.end()) {
+    ASSIGN_OR_RETURN(std::vector<int> c, ParseInts(path, "mlp_conv", conv->second));
+    if (c.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad mlp_conv"));
+    spec.frames = c[0];
+    spec.conv_taps = c[1];
+    spec.conv.assign(c.begin() + 2, c.end());
+  }
   ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp, Create(spec, backend, 0));
   auto take = [&](const std::string& name, Tensor* into) -> absl::Status {
     auto t = file.tensors.find(name);

@@ -63,6 +63,69 @@ TEST(Mlp, LearnsSeparableClasses) {
   EXPECT_EQ(fa, fb);
 }
 
+// Central differences in double against Gradients, for every parameter of
+// a network with the temporal conv front-end (two conv layers of 3 taps over
+// 5 frames of 4 features, then two hidden layers).
+TEST(Mlp, GradientsMatchFiniteDifferencesInDouble) {
+  auto be = NewCpuBackend();
+  MlpSpec spec{20, {6, 5}, 3, /*frames=*/5, /*conv_taps=*/3, /*conv=*/{4, 3}};
+  auto mlp = Mlp::Create(spec, be.get(), 7, DType::kF64);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  constexpr int kN = 7;
+  Rng rng(3);
+  std::vector<float> x(kN * 20);
+  for (float& v : x) v = static_cast<float>(rng.Normal(0, 1));
+  const std::vector<int32_t> y = {0, 2, 1, 1, 0, 2, 2};
+  (*mlp)->Gradients(x.data(), y.data(), kN);
+  // Copied first: every call below overwrites the gradients.
+  std::vector<std::vector<double>> analytics;
+  for (auto [param, grad] : (*mlp)->ParametersAndGradients()) {
+    ASSERT_EQ(grad->dtype(), DType::kF64);
+    analytics.emplace_back(grad->data<double>(), grad->data<double>() + grad->numel());
+  }
+  int checked = 0;
+  for (auto [param, grad] : (*mlp)->ParametersAndGradients()) {
+    const std::vector<double>& analytic = analytics[checked];
+    for (int64_t i = 0; i < param->numel(); ++i) {
+      double* p = param->data<double>() + i;
+      const double saved = *p, h = 1e-5;
+      *p = saved + h;
+      const double up = (*mlp)->Gradients(x.data(), y.data(), kN);
+      *p = saved - h;
+      const double down = (*mlp)->Gradients(x.data(), y.data(), kN);
+      *p = saved;
+      const double numeric = (up - down) / (2 * h);
+      EXPECT_NEAR(analytic[i], numeric, 1e-7 + 1e-6 * std::abs(numeric))
+          << "parameter " << checked << " element " << i;
+    }
+    ++checked;
+  }
+  EXPECT_EQ(checked, 3 * 4 + 2);  // w, bias, taps of 4 layers; w, bias of the output
+}
+
+TEST(Mlp, ConvFrontEndSavesAndLoads) {
+  auto be = NewCpuBackend();
+  MlpSpec spec{12, {8}, 3, /*frames=*/4, /*conv_taps=*/2, /*conv=*/{5}};
+  auto mlp = Mlp::Create(spec, be.get(), 1);
+  ASSERT_TRUE(mlp.ok()) << mlp.status();
+  std::vector<float> x(10 * 12);
+  Rng rng(5);
+  for (float& v : x) v = static_cast<float>(rng.Normal(0, 1));
+  const std::string path = ::testing::TempDir() + "/conv_mlp.safetensors";
+  ASSERT_TRUE((*mlp)->Save(path, {}).ok());
+  auto loaded = Mlp::Load(path, be.get());
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ((*loaded)->spec().conv, spec.conv);
+  EXPECT_EQ((*loaded)->spec().frames, 4);
+  std::vector<float> la(30), lb(30);
+  (*mlp)->Forward(x.data(), 10, la.data(), nullptr);
+  (*loaded)->Forward(x.data(), 10, lb.data(), nullptr);
+  EXPECT_EQ(la, lb);
+  // A frame count that does not divide the input is refused.
+  spec.frames = 5;
+  EXPECT_FALSE(Mlp::Create(spec, be.get(), 1).ok());
+}
+
 TEST(Mlp, LoadNamesWhatIsMissing) {
   const std::string path = ::testing::TempDir() + "/broken_mlp.safetensors";
   Tensor w(DType::kF32, {4, 3});

@@ -7,7 +7,8 @@
 //
 //   bazel run //evaluator:train_classifiers -- [--which=both|image|speech]
 //       [--raw=DIR] [--out_dir=DIR] [--epochs=N] [--speech_copies=N]
-//       [--augment=true] [--train_items=-1] [--verbose] [--loso]
+//       [--augment=true] [--train_items=-1] [--seed=1] [--verbose] [--loso]
+//       [--loso_speakers=A,B]
 #include <cstdio>
 #include <string>
 
@@ -24,11 +25,14 @@ ABSL_FLAG(std::string, raw, "", "raw data directory (default: $MODAMBA_DATA_DIR,
 ABSL_FLAG(std::string, out_dir, "", "where to save (default: the evaluator's classifier cache)");
 ABSL_FLAG(int, epochs, 0, "epochs (0: each recipe's default)");
 ABSL_FLAG(double, lr, 2e-3, "peak learning rate");
+ABSL_FLAG(uint64_t, seed, 1, "seed of the weights, the batches and the augmentations");
 ABSL_FLAG(int, speech_copies, 0, "augmented copies of each training take (0: the recipe's default)");
 ABSL_FLAG(bool, augment, true, "train with the augmentations (false: the clean data only)");
 ABSL_FLAG(int64_t, train_items, -1, "training items from the start of the train split (-1: all)");
 ABSL_FLAG(bool, verbose, false, "print the test accuracy after every epoch");
 ABSL_FLAG(bool, loso, false, "print the speech leave-one-speaker-out table instead of training judges");
+ABSL_FLAG(std::vector<std::string>, loso_speakers, {},
+          "with --loso: hold out only these speakers (comma-separated; default all)");
 
 namespace modamba::eval {
 namespace {
@@ -41,7 +45,8 @@ absl::Status LeaveOneSpeakerOutTable(const std::string& raw, const ClassifierTra
   std::vector<data::Recording> all = corpus.fsdd[data::kTrain];
   all.insert(all.end(), corpus.fsdd[data::kVal].begin(), corpus.fsdd[data::kVal].end());
   auto backend = NewCpuBackend();
-  ASSIGN_OR_RETURN(std::vector<SpeakerFold> folds, LeaveOneSpeakerOut(all, backend.get(), opts));
+  ASSIGN_OR_RETURN(std::vector<SpeakerFold> folds, LeaveOneSpeakerOut(all, backend.get(), opts,
+                                                                    absl::GetFlag(FLAGS_loso_speakers)));
   std::printf("leave-one-speaker-out, FSDD (train on the other speakers' takes)\n");
   std::printf("%-10s %6s %8s %10s %9s\n", "held out", "takes", "clean", "augmented", "train s");
   double clean = 0, augmented = 0, seconds = 0;
@@ -64,6 +69,7 @@ absl::Status Run() {
   JudgeOptions opts;
   opts.training.epochs = absl::GetFlag(FLAGS_epochs);
   opts.training.lr = absl::GetFlag(FLAGS_lr);
+  opts.training.seed = absl::GetFlag(FLAGS_seed);
   opts.training.speech_copies = absl::GetFlag(FLAGS_speech_copies);
   opts.training.augment = absl::GetFlag(FLAGS_augment);
   opts.training.verbose = absl::GetFlag(FLAGS_verbose);

@@ -110,7 +110,7 @@ TEST_F(CommandTest, JudgesPrintsTheirRealDataAccuracyBesideTheModelsScores) {
   std::snprintf(accuracy, sizeof(accuracy), "%.4f", m["image/ref_real_accuracy"].get<double>());
   EXPECT_NE(table.find(accuracy), std::string::npos) << table;
   EXPECT_NE(table.find("model: accuracy "), std::string::npos) << table;
-  EXPECT_NE(table.find("judge: fsdd-mlp/"), std::string::npos) << table;
+  EXPECT_NE(table.find("judge: fsdd-tdnn/"), std::string::npos) << table;
 }
 
 // The exit code of generate on `checkpoint` with `flags`, writing `out`.

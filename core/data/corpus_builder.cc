@@ -32,6 +32,7 @@
 #include "core/data/packing.h"
 #include "core/data/permutation.h"
 #include "core/data/shard.h"
+#include "core/data/tokenizer_key.h"
 #include "core/data/speech_tokenizer.h"
 #include "core/data/text_tokenizer.h"
 #include "core/file_util.h"
@@ -989,9 +990,16 @@ absl::Status CorpusBuilder::LoadCommittedTokenizers() {
   }
   // Without a codebook or units the built dataset's images or speech came
   // pre-tokenized, and stay so.
+  // The kept tokenizers encode the new documents, so they must be this
+  // code's: one of another version would encode them unlike the old ones.
+  const std::string remedy =
+      "--append keeps a dataset's tokenizers only when this code version trained them; build "
+      "the dataset afresh without --append";
   if (Discrete() && m.tokenizers.count("image_vq")) {
     ASSIGN_OR_RETURN(const std::string p, path("image_vq"));
     ASSIGN_OR_RETURN(tok_.vq, ImageVq::Load(p));
+    RETURN_IF_ERROR(
+        CheckTokenizerKey("image codebook", p, tok_.vq->key(), {"", kImageVqVersion}, remedy));
   }
   if (Speech()) {
     // The tri-modal dataset holds the speech units.
@@ -1000,6 +1008,8 @@ absl::Status CorpusBuilder::LoadCommittedTokenizers() {
     const std::string p = absl::StrCat(staging_[t]->final_path(), "/", kSpeechUnitsFile);
     if (FileExists(p)) {
       ASSIGN_OR_RETURN(tok_.speech, SpeechUnits::Load(p));
+      RETURN_IF_ERROR(CheckTokenizerKey("speech units", p, tok_.speech->key(),
+                                        {"", kSpeechUnitsVersion}, remedy));
       tok_.mel = tok_.speech->mel_config();
       tok_.analyzer.emplace(tok_.mel);
     }

@@ -16,10 +16,12 @@
 #include "core/data/decode.h"
 #include "core/data/png_io.h"
 #include "core/data/reader.h"
+#include "core/data/tokenizer_key.h"
 #include "core/data/test_util.h"
 #include "core/data/verify.h"
 #include "core/file_util.h"
 #include "core/rng.h"
+#include "core/safetensors.h"
 #include "gtest/gtest.h"
 
 namespace modamba::data {
@@ -307,6 +309,33 @@ TEST_F(CorpusBuilderTest, AppendKeepsTheTokenizersAndReusesUnchangedUnits) {
   struct stat after;
   ASSERT_EQ(stat((out + "/chameleon/train/shard-00000.bin").c_str(), &after), 0);
   EXPECT_EQ(before.st_ino, after.st_ino);  // the old shard, linked over
+}
+
+// --append encodes new documents with the kept tokenizers, so it refuses a
+// codebook that another code version trained, and says what to do instead.
+TEST_F(CorpusBuilderTest, AppendRefusesATokenizerOfAnotherCodeVersion) {
+  const std::string out = testing::ScratchDir("corpus_append_version");
+  CorpusBuildOptions o = Options(*corpus_, out);
+  o.settings = {Setting::kChameleon};
+  ASSERT_TRUE(BuildCorpusDatasets(o).ok());
+  const std::string codebook = out + "/chameleon/" + kImageVqFile;
+  absl::StatusOr<SafetensorsFile> file = LoadSafetensors(codebook);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->metadata.at("code_version"), kImageVqVersion);
+  file->metadata["code_version"] = "image-vq/0";
+  ASSERT_TRUE(
+      SaveSafetensors(codebook, {{"centroids", &file->tensors.at("centroids")}}, file->metadata)
+          .ok());
+  o.append = true;
+  absl::StatusOr<std::vector<DatasetManifest>> again = BuildCorpusDatasets(o);
+  ASSERT_FALSE(again.ok());
+  EXPECT_EQ(again.status().code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(again.status().message().find(codebook), std::string::npos) << again.status();
+  EXPECT_NE(again.status().message().find("code version image-vq/0, this build is image-vq/1"),
+            std::string::npos)
+      << again.status();
+  EXPECT_NE(again.status().message().find("without --append"), std::string::npos)
+      << again.status();
 }
 
 // One bad line appended to the train file.

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/safetensors.h"
+#include "core/sha256.h"
 #include "core/status_macros.h"
 #include "core/tensor.h"
 
@@ -138,6 +139,11 @@ absl::StatusOr<ImageVq> ImageVq::Train(const uint8_t* images, int64_t n,
   vq.shape_ = shape;
   ASSIGN_OR_RETURN(vq.model_, TrainKMeans(patches.data(), n * shape.patches(),
                                           shape.patch_dim(), kmeans));
+  Sha256 sha;
+  sha.Update(absl::StrCat("images ", shape.height, "x", shape.width, "x", shape.channels, " ", n,
+                          "\n"));
+  sha.Update(absl::string_view(reinterpret_cast<const char*>(images), n * shape.pixels()));
+  vq.key_ = {sha.HexDigest(), kImageVqVersion};
   return vq;
 }
 
@@ -160,6 +166,7 @@ absl::StatusOr<ImageVq> ImageVq::Load(const std::string& path) {
   ImageVq vq;
   vq.shape_ = shape;
   ASSIGN_OR_RETURN(vq.model_, Codebook(path, file, shape));
+  vq.key_ = KeyFromMetadata(file.metadata);
   return vq;
 }
 
@@ -182,6 +189,7 @@ absl::Status ImageVq::Save(const std::string& path,
   meta["image_width"] = std::to_string(shape_.width);
   meta["channels"] = std::to_string(shape_.channels);
   meta["pixel_scale"] = "1/255";
+  AddKeyMetadata(key_, &meta);
   return SaveSafetensors(path, {{"centroids", &centroids}}, meta);
 }
 

@@ -21,6 +21,7 @@
 #include "absl/status/statusor.h"
 #include "core/data/kmeans.h"
 #include "core/data/mnist.h"
+#include "core/data/tokenizer_key.h"
 
 namespace modamba::data {
 
@@ -84,7 +85,7 @@ class ImageVq {
   static absl::StatusOr<ImageVq> Train(const MnistSet& images, const ImageVqOptions& options);
 
   // A codebook Save wrote; its image shape comes from the file's metadata
-  // (28x28 grey when absent).
+  // (28x28 grey when absent), and so does its key.
   static absl::StatusOr<ImageVq> Load(const std::string& path);
   // A user-supplied codebook for images of `shape`: a safetensors file with an
   // F32 tensor `centroids` [K, 16 * shape.channels], K >= 1, finite values,
@@ -96,6 +97,9 @@ class ImageVq {
 
   int k() const { return model_.k; }
   const ImageShape& shape() const { return shape_; }
+  // What trained it: the sha256 of the training images' shape, count and
+  // bytes, and kImageVqVersion (none for a user's codebook).
+  const TokenizerKey& key() const { return key_; }
   // Codes of n images of shape(), [n, shape().patches()].
   std::vector<int32_t> Encode(const uint8_t* images, int64_t n) const;
   // One image's codes back to its shape().pixels() bytes; codes outside
@@ -105,6 +109,7 @@ class ImageVq {
  private:
   ImageShape shape_;
   KMeansModel model_;  // centroids [k, patch_dim], pixels in [0, 1]
+  TokenizerKey key_;
 };
 
 }  // namespace modamba::data

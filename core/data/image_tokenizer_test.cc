@@ -160,6 +160,60 @@ TEST(ImageTokenizerTest, RgbCodebookRoundTrip) {
   }
 }
 
+// A trained codebook is keyed by its training images and the code version;
+// the key survives Save and Load, and a mismatch is named clearly.
+TEST(ImageTokenizerTest, CodebooksCarryTheKeyOfWhatTrainedThem) {
+  constexpr int kImages = 12;
+  std::vector<uint8_t> images(kImages * kImagePixels);
+  Rng rng(9);
+  for (uint8_t& p : images) p = static_cast<uint8_t>(rng.Below(256));
+  ImageVqOptions options;
+  options.k = 4;
+  options.iterations = 3;
+  auto train = [&](const std::vector<uint8_t>& pixels, uint64_t seed) {
+    options.seed = seed;
+    absl::StatusOr<ImageVq> vq = ImageVq::Train(pixels.data(), kImages, ImageShape(), options);
+    EXPECT_TRUE(vq.ok()) << vq.status();
+    return vq->key();
+  };
+  const TokenizerKey key = train(images, 1);
+  EXPECT_EQ(key.code_version, kImageVqVersion);
+  EXPECT_EQ(key.data_sha256.size(), 64u);
+  EXPECT_EQ(train(images, 2).data_sha256, key.data_sha256);  // the data's, not the draw's
+  std::vector<uint8_t> altered = images;
+  altered[100] ^= 1;
+  const TokenizerKey altered_key = train(altered, 1);
+  EXPECT_NE(altered_key.data_sha256, key.data_sha256);
+
+  options.seed = 1;
+  absl::StatusOr<ImageVq> vq = ImageVq::Train(images.data(), kImages, ImageShape(), options);
+  ASSERT_TRUE(vq.ok());
+  const std::string path = testing::ScratchDir("image_vq_key") + "/vq.safetensors";
+  ASSERT_TRUE(vq->Save(path, {}).ok());
+  absl::StatusOr<ImageVq> loaded = ImageVq::Load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->key().data_sha256, key.data_sha256);
+  EXPECT_EQ(loaded->key().code_version, key.code_version);
+  EXPECT_TRUE(CheckTokenizerKey("image codebook", path, loaded->key(), key, "").ok());
+  // A user's codebook records none.
+  absl::StatusOr<ImageVq> user = ImageVq::LoadCodebook(path, ImageShape());
+  ASSERT_TRUE(user.ok());
+  EXPECT_TRUE(user->key().code_version.empty());
+
+  const absl::Status data = CheckTokenizerKey("image codebook", path, loaded->key(), altered_key,
+                                              "Retrain it.");
+  EXPECT_EQ(data.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(data.message().find(path), std::string::npos) << data;
+  EXPECT_NE(data.message().find(key.data_sha256), std::string::npos) << data;
+  EXPECT_NE(data.message().find(altered_key.data_sha256), std::string::npos) << data;
+  EXPECT_NE(data.message().find("Retrain it."), std::string::npos) << data;
+  const absl::Status version = CheckTokenizerKey("image codebook", path, user->key(),
+                                                 {"", kImageVqVersion}, "");
+  EXPECT_NE(version.message().find("code version (none recorded), this build is image-vq/"),
+            std::string::npos)
+      << version;
+}
+
 void SaveCentroids(const std::string& path, const std::string& name, DType dtype, Shape shape,
                    float fill) {
   Tensor t(dtype, shape);

@@ -7,6 +7,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "core/safetensors.h"
+#include "core/sha256.h"
 #include "core/status_macros.h"
 #include "core/tensor.h"
 
@@ -97,6 +98,13 @@ absl::StatusOr<SpeechUnits> SpeechUnits::Train(const std::vector<std::vector<flo
   for (int j = 0; j < options.k; ++j) {
     units.mean_run_[j] = runs[j] > 0 ? static_cast<float>(run_frames[j] / runs[j]) : 1.0f;
   }
+  Sha256 sha;
+  sha.Update(absl::StrCat("log-mel utterances ", log_mels.size(), " of ", dim, " bands\n"));
+  for (const auto& u : log_mels) {
+    sha.Update(absl::StrCat(u.size(), "\n"));
+    sha.Update(absl::string_view(reinterpret_cast<const char*>(u.data()), u.size() * sizeof(float)));
+  }
+  units.key_ = {sha.HexDigest(), kSpeechUnitsVersion};
   return units;
 }
 
@@ -164,6 +172,7 @@ absl::Status SpeechUnits::Save(const std::string& path,
   meta["f_min"] = absl::StrCat(mel_.f_min);
   meta["f_max"] = absl::StrCat(mel_.f_max);
   meta["log_floor"] = absl::StrCat(mel_.log_floor);
+  AddKeyMetadata(key_, &meta);
   return SaveSafetensors(path,
                          {{"centroids", &centroids},
                           {"feature_mean", &mean},
@@ -209,6 +218,7 @@ absl::StatusOr<SpeechUnits> SpeechUnits::Load(const std::string& path) {
   ASSIGN_OR_RETURN(units.mean_, TensorVector(file, path, "feature_mean", band_shape));
   ASSIGN_OR_RETURN(units.stddev_, TensorVector(file, path, "feature_std", band_shape));
   ASSIGN_OR_RETURN(units.mean_run_, TensorVector(file, path, "mean_run_length", unit_shape));
+  units.key_ = KeyFromMetadata(file.metadata);
   return units;
 }
 

@@ -16,6 +16,7 @@
 #include "absl/status/statusor.h"
 #include "core/data/audio.h"
 #include "core/data/kmeans.h"
+#include "core/data/tokenizer_key.h"
 
 namespace modamba::data {
 
@@ -38,6 +39,9 @@ class SpeechUnits {
 
   int k() const { return model_.k; }
   const MelConfig& mel_config() const { return mel_; }
+  // What trained it: the sha256 of the training log-mel frames, and
+  // kSpeechUnitsVersion.
+  const TokenizerKey& key() const { return key_; }
   // The unit of every frame.
   std::vector<int32_t> FrameUnits(const std::vector<float>& log_mel) const;
   static std::vector<int32_t> Collapse(const std::vector<int32_t>& frame_units);
@@ -54,6 +58,7 @@ class SpeechUnits {
   std::vector<float> mean_, stddev_;  // per mel band, of the training frames
   KMeansModel model_;                 // centroids in standardised space
   std::vector<float> mean_run_;       // frames per run of each unit in training
+  TokenizerKey key_;
 };
 
 }  // namespace modamba::data

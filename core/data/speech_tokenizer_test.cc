@@ -4,6 +4,7 @@
 
 #include "core/data/raw_data.h"
 #include "core/data/test_util.h"
+#include "core/rng.h"
 #include "glog/logging.h"
 #include "gtest/gtest.h"
 
@@ -13,6 +14,37 @@ namespace {
 TEST(SpeechTokenizerTest, CollapseMergesRuns) {
   EXPECT_EQ(SpeechUnits::Collapse({3, 3, 3, 1, 1, 3, 2, 2}), (std::vector<int32_t>{3, 1, 3, 2}));
   EXPECT_TRUE(SpeechUnits::Collapse({}).empty());
+}
+
+// Units are keyed by their training frames and the code version, and the
+// key survives Save and Load.
+TEST(SpeechTokenizerTest, UnitsCarryTheKeyOfWhatTrainedThem) {
+  const MelConfig mel;
+  std::vector<std::vector<float>> train(3, std::vector<float>(20 * mel.n_mels));
+  Rng rng(4);
+  for (auto& u : train) {
+    for (float& v : u) v = static_cast<float>(rng.Normal(0, 1));
+  }
+  SpeechUnitsOptions options;
+  options.k = 4;
+  options.iterations = 3;
+  absl::StatusOr<SpeechUnits> units = SpeechUnits::Train(train, mel, options);
+  ASSERT_TRUE(units.ok()) << units.status();
+  EXPECT_EQ(units->key().code_version, kSpeechUnitsVersion);
+  EXPECT_EQ(units->key().data_sha256.size(), 64u);
+  train[1][7] += 1;
+  absl::StatusOr<SpeechUnits> altered = SpeechUnits::Train(train, mel, options);
+  ASSERT_TRUE(altered.ok());
+  EXPECT_NE(altered->key().data_sha256, units->key().data_sha256);
+
+  const std::string path = testing::ScratchDir("speech_units_key") + "/units.safetensors";
+  ASSERT_TRUE(units->Save(path, {}).ok());
+  absl::StatusOr<SpeechUnits> loaded = SpeechUnits::Load(path);
+  ASSERT_TRUE(loaded.ok()) << loaded.status();
+  EXPECT_EQ(loaded->key().data_sha256, units->key().data_sha256);
+  EXPECT_EQ(loaded->key().code_version, kSpeechUnitsVersion);
+  EXPECT_FALSE(
+      CheckTokenizerKey("speech units", path, loaded->key(), altered->key(), "").ok());
 }
 
 // Units trained on a slice of FSDD and cathy; this measures 46 units/s and 98%
