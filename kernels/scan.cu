@@ -64,7 +64,6 @@ struct Cfg {
   static constexpr int kCB = CB;              // channels per block
   static constexpr int kSPT = kS / NSG;       // states per thread
   static constexpr int kNT = CB / CPT * NSG;  // threads per block
-  static constexpr int kLogNSG = Log2(NSG);
   static_assert(kNT % 32 == 0 && 32 % NSG == 0 && CPT <= NSG, "lane layout");
   static_assert(kNT % CB == 0, "per-element passes give each thread one channel");
   static_assert(2 * kSPT == 32 / NSG, "dB/dC reduce-scatter leaves one value per lane");
@@ -291,7 +290,7 @@ __device__ __forceinline__ void ReduceScatter(float (&v)[SIZE], int lane) {
 // marks one lane per channel.
 template <class C>
 struct ChannelSum {
-  static constexpr int kSplitBits = C::kLogNSG - Log2(C::kCPT);
+  static constexpr int kSplitBits = Log2(C::kNSG) - Log2(C::kCPT);
   __device__ __forceinline__ static void Run(float (&v)[C::kCPT], int lane) {
     ReduceScatter<C::kCPT, kSplitBits, C::kCPT>(v, lane);
 #pragma unroll
@@ -954,7 +953,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
             sdtb[TileGroup(p, map, r) * CB + ch] += ddr;  // one writer lane per channel
           }
         }
-        ReduceScatter<2 * SPT, C::kLogNSG, 2 * SPT>(bc, lane);
+        ReduceScatter<2 * SPT, Log2(C::kNSG), 2 * SPT>(bc, lane);
         red[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
       }
       __syncthreads();
@@ -962,7 +961,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       for (int q = tid; q < K * 32; q += NT) {
         const int k = q >> 5, ln = q & 31, r = rb + k;
         if (r >= rows) continue;
-        const int v = ln >> C::kLogNSG, s = (ln & (C::kNSG - 1)) * SPT + (v % SPT);
+        const int v = ln >> Log2(C::kNSG), s = (ln & (C::kNSG - 1)) * SPT + (v % SPT);
         if (s >= p.s_dim) continue;
         float sum = 0.f;
         for (int w = 0; w < SM::kWarps; ++w) sum += red[(k * SM::kWarps + w) * 32 + ln];
