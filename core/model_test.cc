@@ -12,6 +12,8 @@
 namespace modamba {
 namespace {
 
+using testing::AddPatches;
+
 v1::ModelConfig SmallConfig(int modalities, bool routed) {
   v1::ModelConfig c;
   c.set_d_model(8);
@@ -32,20 +34,6 @@ v1::ModelConfig SmallConfig(int modalities, bool routed) {
 }
 
 // Two sequences with modality spans and a document boundary inside each.
-// Marks rows 2..5 and 11..13 as noised image patches.
-void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed) {
-  Rng rng(seed);
-  for (int32_t r : {2, 3, 4, 5, 11, 12, 13}) {
-    b->patch_rows.push_back(r);
-    b->patch_timestep.push_back(static_cast<int32_t>(rng.Below(c.diffusion_steps() + 1)));
-    for (int j = 0; j < c.patch_dim(); ++j) {
-      b->patch_input.push_back(static_cast<float>(rng.Normal(0, 1)));
-      b->patch_target.push_back(static_cast<float>(rng.Normal(0, 1)));
-    }
-    b->loss_mask[r] = 0;
-  }
-}
-
 Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed, int only_modality = -1) {
   Rng rng(seed);
   Batch b;

@@ -10,6 +10,19 @@
 
 namespace modamba::testing {
 
+void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed) {
+  Rng rng(seed);
+  for (int32_t r : {2, 3, 4, 5, 11, 12, 13}) {
+    b->patch_rows.push_back(r);
+    b->patch_timestep.push_back(static_cast<int32_t>(rng.Below(c.diffusion_steps() + 1)));
+    for (int j = 0; j < c.patch_dim(); ++j) {
+      b->patch_input.push_back(static_cast<float>(rng.Normal(0, 1)));
+      b->patch_target.push_back(static_cast<float>(rng.Normal(0, 1)));
+    }
+    b->loss_mask[r] = 0;
+  }
+}
+
 void ExpectGradientsMatchFiniteDifferences(MambaLM* model, const Batch& batch,
                                            const std::string& name) {
   Rng noise(99);

@@ -1,5 +1,6 @@
 // Checks shared by the language-model tests of every block kind: gradients
-// against finite differences in double, and learning one batch in float.
+// against finite differences in double, learning one batch in float, and
+// the Transfusion patch rows of a small batch.
 #ifndef MODAMBA_CORE_MODEL_TEST_UTIL_H_
 #define MODAMBA_CORE_MODEL_TEST_UTIL_H_
 
@@ -16,6 +17,10 @@ namespace modamba::testing {
 // relative L2 error stays below 1e-6. Prints the worst, labelled `name`.
 void ExpectGradientsMatchFiniteDifferences(MambaLM* model, const Batch& batch,
                                            const std::string& name);
+
+// Marks rows 2..5 and 11..13 of a batch of two sequences of 9 as noised
+// image patches (random inputs, targets and timesteps), out of the loss.
+void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed);
 
 // Fifteen AdamW steps at lr 1e-2 on `batch` bring the mean loss below 0.9 of
 // the first step's; `what` names the model in a failure.

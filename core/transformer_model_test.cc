@@ -1,6 +1,6 @@
 // The language model with Transformer blocks (architecture TRANSFORMER), on
-// the CPU in double: gradients against finite differences, dense and
-// Mixture-of-Transformers; one-modality MoT equal to the dense Transformer
+// the CPU in double: gradients against finite differences, dense,
+// Mixture-of-Transformers and MoT with Transfusion's patch rows; one-modality MoT equal to the dense Transformer
 // bit for bit; and KV-cache generation (MambaLM::Step) equal to the parallel
 // logits, across packed documents and interleaved modalities.
 #include <memory>
@@ -60,13 +60,17 @@ std::unique_ptr<MambaLM> MakeModel(const v1::ModelConfig& c, Backend* be) {
 }
 
 TEST(TransformerModel, GradientsMatchFiniteDifferencesInDouble) {
-  for (bool routed : {false, true}) {
-    SCOPED_TRACE(routed ? "MoT" : "dense");
+  for (int variant = 0; variant < 3; ++variant) {
+    const bool routed = variant > 0, transfusion = variant == 2;
+    const char* name = transfusion ? "MoT transfusion" : routed ? "MoT" : "dense";
+    SCOPED_TRACE(name);
     auto be = NewCpuBackend();
-    const v1::ModelConfig c = TransformerConfig(3, routed);
+    v1::ModelConfig c = TransformerConfig(3, routed);
+    if (transfusion) c.set_patch_dim(3);
     auto model = MakeModel(c, be.get());
-    testing::ExpectGradientsMatchFiniteDifferences(model.get(), RandomBatch(c, 3),
-                                                   routed ? "MoT" : "dense");
+    Batch batch = RandomBatch(c, 3);
+    if (transfusion) testing::AddPatches(c, &batch, 4);
+    testing::ExpectGradientsMatchFiniteDifferences(model.get(), batch, name);
   }
 }
 

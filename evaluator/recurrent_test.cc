@@ -1,6 +1,8 @@
 #include "evaluator/recurrent.h"
 
 #include <cstdio>
+#include <string>
+#include <tuple>
 
 #include "evaluator/recurrent_test_util.h"
 #include "gtest/gtest.h"
@@ -16,13 +18,17 @@ using testing::RecurrentOutputs;
 using testing::RunRecurrent;
 using testing::SettingConfig;
 
-class RecurrentMatchesParallel : public ::testing::TestWithParam<std::string> {};
+// (setting, Transformer blocks instead of Mamba's)
+class RecurrentMatchesParallel
+    : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
 
 TEST_P(RecurrentMatchesParallel, LogitsAndEps) {
+  const auto& [setting, transformer] = GetParam();
+  const std::string name = setting + (transformer ? " Transformer" : " Mamba");
   for (bool routed : {true, false}) {
     SCOPED_TRACE(routed ? "routed" : "dense");
     auto be = NewCpuBackend();
-    const v1::ModelConfig c = SettingConfig(GetParam(), routed);
+    const v1::ModelConfig c = SettingConfig(setting, routed, transformer);
     auto model = MambaLM::Create(c, be.get(), DType::kF32, 11);
     ASSERT_TRUE(model.ok()) << model.status();
     const Batch batch = RandomBatch(c, 37, 5);
@@ -34,7 +40,7 @@ TEST_P(RecurrentMatchesParallel, LogitsAndEps) {
       const RecurrentOutputs rec = RunRecurrent(**lm, batch, together);
       const double rel = MaxRelError(rec.logits, parallel);
       EXPECT_LT(rel, 3e-6) << "max |logit difference| / max |logit|";
-      std::printf("%s %s %s: logits max rel error %.3g\n", GetParam().c_str(),
+      std::printf("%s %s %s: logits max rel error %.3g\n", name.c_str(),
                   routed ? "routed" : "dense", together ? "together" : "one by one", rel);
       if (c.patch_dim() > 0) {
         const double eps_err = EpsRelError(model->get(), batch, rec.eps);
@@ -46,7 +52,9 @@ TEST_P(RecurrentMatchesParallel, LogitsAndEps) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Settings, RecurrentMatchesParallel,
-                         ::testing::Values("chameleon", "transfusion", "trimodal"));
+                         ::testing::Combine(::testing::Values("chameleon", "transfusion",
+                                                              "trimodal"),
+                                            ::testing::Bool()));
 
 TEST(Recurrent, RejectsBadInputs) {
   auto be = NewCpuBackend();

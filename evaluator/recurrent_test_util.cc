@@ -10,16 +10,26 @@
 
 namespace modamba::eval::testing {
 
-v1::ModelConfig SettingConfig(const std::string& setting, bool routed) {
+v1::ModelConfig SettingConfig(const std::string& setting, bool routed, bool transformer) {
   v1::ModelConfig c;
   c.set_d_model(32);
   c.set_n_layer(3);
   c.set_vocab_size(1031);
   c.set_n_modalities(setting == "trimodal" ? 3 : 2);
-  c.set_route_in(routed);
-  c.set_route_x(routed);
-  c.set_route_dt(routed);
-  c.set_route_out(routed);
+  if (transformer) {
+    c.set_architecture(v1::ModelConfig::TRANSFORMER);
+    c.set_n_head(2);
+    c.set_route_qkv(routed);
+    c.set_route_attn_out(routed);
+    c.set_route_ffn_in(routed);
+    c.set_route_ffn_out(routed);
+    c.set_route_norms(routed);
+  } else {
+    c.set_route_in(routed);
+    c.set_route_x(routed);
+    c.set_route_dt(routed);
+    c.set_route_out(routed);
+  }
   if (setting == "transfusion") c.set_patch_dim(16);
   EXPECT_TRUE(ResolveModelConfig(&c, "test").ok());
   return c;

@@ -16,8 +16,10 @@
 namespace modamba::eval::testing {
 
 // The three settings' shapes at a small width: chameleon (text + image
-// tokens), transfusion (text + continuous patches), trimodal (+ speech).
-v1::ModelConfig SettingConfig(const std::string& setting, bool routed = true);
+// tokens), transfusion (text + continuous patches), trimodal (+ speech);
+// Mamba blocks (routed: MoM) or Transformer blocks (routed: MoT).
+v1::ModelConfig SettingConfig(const std::string& setting, bool routed = true,
+                              bool transformer = false);
 
 // Two sequences of random tokens with modality runs, documents starting
 // inside them and (Transfusion) runs of noised patch rows.
