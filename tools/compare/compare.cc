@@ -5,6 +5,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <optional>
 #include <utility>
 #include <vector>
@@ -60,10 +61,19 @@ std::string Variant(const v1::ModelConfig& m) {
 const uint32_t kColors[] = {0xd62728, 0x1f77b4, 0x2ca02c, 0xff7f0e, 0x9467bd, 0x8c564b};
 
 // Table and legend order: the baselines and full models, then the ablations.
+// A label is a variant, or a variant, a space and a shape.
 bool VariantBefore(const std::string& a, const std::string& b) {
-  static const char* const kOrder[] = {"dense", "MoM", "dense Transformer", "MoT"};
-  auto rank = [](const std::string& v) {
-    return std::find(std::begin(kOrder), std::end(kOrder), v) - std::begin(kOrder);
+  static const std::string kOrder[] = {"dense", "MoM", "dense Transformer", "MoT"};
+  auto rank = [](const std::string& label) {
+    size_t best = std::size(kOrder), longest = 0;
+    for (size_t i = 0; i < std::size(kOrder); ++i) {
+      const std::string& v = kOrder[i];
+      if ((label == v || absl::StartsWith(label, v + " ")) && v.size() > longest) {
+        best = i;
+        longest = v.size();
+      }
+    }
+    return best;
   };
   return rank(a) != rank(b) ? rank(a) < rank(b) : a < b;
 }
@@ -71,6 +81,62 @@ bool VariantBefore(const std::string& a, const std::string& b) {
 struct VariantOrder {
   bool operator()(const std::string& a, const std::string& b) const { return VariantBefore(a, b); }
 };
+
+// label -> runs (seeds)
+using Variants = std::map<std::string, std::vector<Run>, VariantOrder>;
+
+struct Group {
+  std::string title;  // "trimodal d576x10" or "trimodal d576x10+d576x5"
+  Variants variants;
+};
+
+// By setting, then by training budget (compare.h).
+std::vector<Group> GroupRuns(std::vector<Run> runs) {
+  std::stable_sort(runs.begin(), runs.end(), [](const Run& a, const Run& b) {
+    return a.setting != b.setting ? a.setting < b.setting : a.train_flops < b.train_flops;
+  });
+  std::vector<Group> groups;
+  for (size_t begin = 0; begin < runs.size();) {
+    size_t end = begin + 1;
+    while (end < runs.size() && runs[end].setting == runs[begin].setting &&
+           runs[end].train_flops <= 1.15 * runs[begin].train_flops) {
+      ++end;
+    }
+    std::vector<std::string> scales;
+    for (size_t i = begin; i < end; ++i) {
+      if (std::find(scales.begin(), scales.end(), runs[i].scale) == scales.end()) {
+        scales.push_back(runs[i].scale);
+      }
+    }
+    Group g;
+    g.title = absl::StrCat(runs[begin].setting, " ", absl::StrJoin(scales, "+"));
+    for (size_t i = begin; i < end; ++i) {
+      std::string label = runs[i].variant;
+      if (scales.size() > 1) absl::StrAppend(&label, " ", runs[i].scale);
+      g.variants[label].push_back(std::move(runs[i]));
+    }
+    groups.push_back(std::move(g));
+    begin = end;
+  }
+  return groups;
+}
+
+// The label of the group's runs of `variant`, or "" when it has none.
+std::string LabelOf(const Variants& variants, const std::string& variant) {
+  for (const auto& [label, runs] : variants) {
+    if (runs.front().variant == variant) return label;
+  }
+  return "";
+}
+
+double MeanTokensPerSecond(const std::vector<Run>& runs) {
+  double sum = 0;
+  for (const Run& r : runs) {
+    if (r.tokens_per_s <= 0) return 0;
+    sum += r.tokens_per_s / runs.size();
+  }
+  return sum;
+}
 
 // The evaluation with the lowest loss of `metric` (runs always have one).
 const EvalPoint& Best(const std::vector<EvalPoint>& curve, const std::string& metric) {
@@ -82,15 +148,17 @@ const EvalPoint& Best(const std::vector<EvalPoint>& curve, const std::string& me
   return *best;
 }
 
-// The FLOPs-to-match table of one (setting, scale) group.
-void AppendTable(const std::string& baseline, const std::vector<Run>& dense,
-                 const std::map<std::string, std::vector<Run>, VariantOrder>& variants,
+// The FLOPs-to-match table of `variants` against the baseline's runs, with
+// each variant's training speed.
+void AppendTable(const std::string& baseline, const std::vector<Run>& dense, const Variants& variants,
                  const std::vector<std::pair<std::string, std::string>>& metrics, std::string* md_out) {
   std::string& md = *md_out;
   absl::StrAppend(&md, "| variant | seeds |");
   for (const auto& m : metrics) absl::StrAppend(&md, " ", m.second, " |");
-  absl::StrAppend(&md, "\n|---|---|", std::string(metrics.size() * 4, '-'), "\n");
-  for (size_t i = 0; i < metrics.size(); ++i) md.replace(md.size() - 1 - 4 * (metrics.size() - i), 4, "---|");
+  absl::StrAppend(&md, " training tokens/s |\n|---|---|");
+  for (size_t i = 0; i <= metrics.size(); ++i) absl::StrAppend(&md, "---|");
+  absl::StrAppend(&md, "\n");
+  const double dense_speed = MeanTokensPerSecond(dense);
   for (const auto& [variant, runs] : variants) {
     absl::StrAppend(&md, "| ", variant, " | ", runs.size(), " |");
     for (const auto& [metric, name] : metrics) {
@@ -124,7 +192,14 @@ void AppendTable(const std::string& baseline, const std::vector<Run>& dense,
         absl::StrAppendFormat(&md, " %.1f%% |", 100 * mean);
       }
     }
-    absl::StrAppend(&md, "\n");
+    const double speed = MeanTokensPerSecond(runs);
+    if (speed <= 0) {
+      absl::StrAppend(&md, " - |\n");
+    } else if (variant == baseline || dense_speed <= 0) {
+      absl::StrAppendFormat(&md, " %.0f |\n", speed);
+    } else {
+      absl::StrAppendFormat(&md, " %.0f (%.2fx) |\n", speed, speed / dense_speed);
+    }
   }
 }
 
@@ -150,6 +225,7 @@ absl::StatusOr<Run> LoadRun(const std::string& dir) {
   std::ifstream in(path);
   if (!in) return absl::NotFoundError(absl::StrCat(path, ": missing"));
   int line_no = 0;
+  std::vector<std::pair<int64_t, double>> speeds;  // (step, tokens/s)
   for (std::string line; std::getline(in, line);) {
     ++line_no;
     nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
@@ -159,6 +235,11 @@ absl::StatusOr<Run> LoadRun(const std::string& dir) {
     const int64_t step = j["step"].get<int64_t>();
     // A resumed run repeats the steps after its checkpoint: the later lines win.
     while (!run.val.empty() && run.val.back().step >= step) run.val.pop_back();
+    while (!speeds.empty() && speeds.back().first >= step) speeds.pop_back();
+    run.train_flops = j["flops"].get<double>();
+    if (j.contains("scalars") && j["scalars"].contains("tokens_per_s")) {
+      speeds.push_back({step, j["scalars"]["tokens_per_s"].get<double>()});
+    }
     if (!j.contains("val")) continue;
     EvalPoint p;
     p.step = step;
@@ -169,6 +250,13 @@ absl::StatusOr<Run> LoadRun(const std::string& dir) {
     run.val.push_back(std::move(p));
   }
   if (run.val.empty()) return absl::FailedPreconditionError(absl::StrCat(path, ": no validation points"));
+  if (speeds.size() > 1) speeds.erase(speeds.begin());  // the first step warms up
+  if (!speeds.empty()) {
+    std::vector<double> v;
+    for (const auto& [step, tps] : speeds) v.push_back(tps);
+    std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
+    run.tokens_per_s = v[v.size() / 2];
+  }
   return run;
 }
 
@@ -192,11 +280,10 @@ std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const st
 absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
                                     const std::string& out_dir,
                                     std::vector<std::pair<std::string, std::string>>* charts) {
-  // setting/scale -> variant -> runs (seeds)
-  std::map<std::string, std::map<std::string, std::vector<Run>, VariantOrder>> groups;
+  std::vector<Run> loaded;
   for (const std::string& dir : run_dirs) {
     ASSIGN_OR_RETURN(Run run, LoadRun(dir));
-    groups[run.setting + " " + run.scale][run.variant].push_back(std::move(run));
+    loaded.push_back(std::move(run));
   }
   RETURN_IF_ERROR(MakeDirs(out_dir));
   std::string md =
@@ -206,14 +293,18 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       "get there (linear interpolation between evaluations; mean over seeds, [min, max] over seeds;\n"
       "lower is better). The dense row gives its best loss and the share of its training at which\n"
       "it was reached (100% when the curve still falls at the end). The dense run is dense Mamba,\n"
-      "or in a group of Transformers alone the dense Transformer.\n";
-  for (auto& [key, variants] : groups) {
-    // The baseline: dense Mamba, else (a group of Transformers) the dense Transformer.
-    auto dense_it = variants.find("dense");
-    if (dense_it == variants.end()) dense_it = variants.find("dense Transformer");
-    const bool has_dense = dense_it != variants.end();
-    const std::string baseline_name = has_dense ? dense_it->first : "";
-    const std::vector<Run>& baseline = has_dense ? dense_it->second : variants.begin()->second;
+      "or in a group of Transformers alone the dense Transformer; a group with both has a second\n"
+      "table of the Transformers against the dense Transformer. Training tokens/s: the median of\n"
+      "each run's logged steps, mean over seeds, and its ratio to the dense run's.\n";
+  for (const Group& group : GroupRuns(std::move(loaded))) {
+    const std::string& key = group.title;
+    const Variants& variants = group.variants;
+    const std::string dense_mamba = LabelOf(variants, "dense");
+    const std::string dense_transformer = LabelOf(variants, "dense Transformer");
+    const std::string baseline_name = dense_mamba.empty() ? dense_transformer : dense_mamba;
+    const bool has_dense = !baseline_name.empty();
+    const std::vector<Run>& baseline =
+        has_dense ? variants.at(baseline_name) : variants.begin()->second;
     std::vector<std::pair<std::string, std::string>> metrics;
     for (const auto& m : Metrics()) {
       if (baseline.front().val.back().loss.count(m.first)) metrics.push_back(m);
@@ -222,7 +313,17 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
     if (!has_dense) {
       absl::StrAppend(&md, "No dense run to compare against: the validation curves only.\n");
     } else {
-      AppendTable(baseline_name, dense_it->second, variants, metrics, &md);
+      AppendTable(baseline_name, baseline, variants, metrics, &md);
+    }
+    if (!dense_mamba.empty() && !dense_transformer.empty()) {
+      Variants transformers;
+      for (const auto& [label, rs] : variants) {
+        if (rs.front().config.model().architecture() == v1::ModelConfig::TRANSFORMER) {
+          transformers[label] = rs;
+        }
+      }
+      absl::StrAppend(&md, "\nThe Transformers against the dense Transformer:\n\n");
+      AppendTable(dense_transformer, variants.at(dense_transformer), transformers, metrics, &md);
     }
     // One chart per metric: every variant's mean curve with its seed band.
     for (const auto& [metric, name] : metrics) {

@@ -5,10 +5,16 @@
 // A run is a directory with config.textproto (its TrainConfig) and
 // metrics.jsonl (trainer/run_log.h): what `modamba train`, a coordinator job
 // (RUN_ROOT/<job>/) and tools/experiments/run.sh write. Repeated steps (a
-// resumed run) count once, from their latest line. Runs are grouped by setting
-// (the dataset manifest's), scale (d_model x n_layer) and variant (which
-// projections are routed: dense, MoM or a single-projection ablation); runs
-// of a group differ only in seed.
+// resumed run) count once, from their latest line.
+//
+// Runs are grouped by setting (the dataset manifest's) and training budget:
+// the runs of a setting whose training FLOPs lie within 15% of the smallest
+// form one group, so models of equal cost but other shapes (a 10-layer Mamba
+// and a 5-layer Transformer) are compared with each other. Within a group a
+// variant is which weights are routed (dense, MoM, a single-projection
+// ablation; dense Transformer, MoT) and, where the group holds several
+// shapes, its shape (d_model x n_layer); the runs of a variant differ only in
+// seed.
 //
 // The rule: the target is the dense group's best validation loss (the mean
 // over its seeds of each run's lowest evaluation; with no overfitting that is
@@ -18,7 +24,11 @@
 // interpolating linearly in FLOPs between that evaluation and the one before
 // (no smoothing: validation runs on a fixed set). The fraction is that FLOPs
 // count over the FLOPs at which the dense run reached its best; with several
-// seeds the table gives their mean and the [min, max] band over seeds.
+// seeds the table gives their mean and the [min, max] band over seeds. The
+// dense run is dense Mamba; a group that also holds a dense Transformer gets
+// a second table of the Transformers against it (MoT's own comparison). Each
+// row also gives the training speed: the median of the run's logged
+// tokens/s (the first logged step, with its warm-up, left out).
 #ifndef MODAMBA_TOOLS_COMPARE_COMPARE_H_
 #define MODAMBA_TOOLS_COMPARE_COMPARE_H_
 
@@ -43,7 +53,9 @@ struct Run {
   v1::TrainConfig config;
   std::string setting;  // "chameleon", "transfusion", "trimodal" or "text"
   std::string scale;    // "d512x8"
-  std::string variant;  // "dense", "MoM", "in", "x+dt", ...
+  std::string variant;  // "dense", "MoM", "in", "x+dt", ..., "dense Transformer", "MoT"
+  double train_flops = 0;   // at the last logged step
+  double tokens_per_s = 0;  // median over logged steps; 0 when none logged it
   std::vector<EvalPoint> val;
 };
 
@@ -54,7 +66,7 @@ absl::StatusOr<Run> LoadRun(const std::string& dir);
 std::optional<double> FlopsToReach(const std::vector<EvalPoint>& curve, const std::string& metric,
                                    double target);
 
-// Writes results.md and one PNG + SVG chart per (setting, scale, metric) into
+// Writes results.md and one PNG + SVG chart per (group, metric) into
 // out_dir (a group without a dense run gets its curves, without a table);
 // returns the Markdown. `charts` (optional) receives each chart file's path
 // and title.

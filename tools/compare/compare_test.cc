@@ -19,21 +19,33 @@ TEST(FlopsToReach, InterpolatesLinearlyBetweenEvaluations) {
   EXPECT_FALSE(FlopsToReach(curve, "image", 9.0).has_value());
 }
 
-// A run directory whose validation loss falls as a / flops, for a text corpus.
-std::string WriteRun(const std::string& name, bool routed, int seed, double a) {
+// A run directory whose validation loss falls as a / flops, for a text corpus:
+// a Mamba model (d8x1), or with `transformer` a Transformer (d16x2, routed:
+// MoT); `flops_scale` multiplies its FLOPs, `tokens_per_s` (if > 0) is logged
+// at every step but the first, which logs 1.
+std::string WriteRun(const std::string& name, bool routed, int seed, double a,
+                     bool transformer = false, double flops_scale = 1, double tokens_per_s = 0) {
   const std::string dir = absl::StrCat(std::getenv("TEST_TMPDIR"), "/", name);
   EXPECT_TRUE(MakeDirs(dir).ok());
   const char* r = routed ? "true" : "false";
+  const std::string model =
+      transformer ? absl::StrCat("architecture: TRANSFORMER d_model: 16 n_layer: 2 n_head: 1 "
+                                 "vocab_size: 256 route_qkv: ", r, " route_attn_out: ", r,
+                                 " route_ffn_in: ", r, " route_ffn_out: ", r, " route_norms: ", r)
+                  : absl::StrCat("d_model: 8 n_layer: 1 vocab_size: 256 route_in: ", r,
+                                 " route_x: ", r, " route_dt: ", r, " route_out: ", r);
   EXPECT_TRUE(WriteFileAtomic(dir + "/config.textproto",
-                              absl::StrCat("model { d_model: 8 n_layer: 1 vocab_size: 256 route_in: ", r,
-                                           " route_x: ", r, " route_dt: ", r, " route_out: ", r,
+                              absl::StrCat("model { ", model,
                                            " }\noptimizer { lr: 1e-3 }\nsteps: 4\nbatch_size: 1\n"
                                            "seq_len: 8\nseed: ", seed, "\ntext_path: \"t\"\n"))
                   .ok());
   std::string lines;
   for (int step = 1; step <= 4; ++step) {
-    absl::StrAppend(&lines, "{\"step\":", step, ",\"flops\":", step * 100.0,
-                    ",\"loss\":{\"objective\":1},\"val\":{\"text\":", a / step, "}}\n");
+    const std::string scalars =
+        tokens_per_s > 0 ? absl::StrCat(",\"scalars\":{\"tokens_per_s\":", step == 1 ? 1.0 : tokens_per_s, "}")
+                         : "";
+    absl::StrAppend(&lines, "{\"step\":", step, ",\"flops\":", step * 100.0 * flops_scale,
+                    ",\"loss\":{\"objective\":1}", scalars, ",\"val\":{\"text\":", a / step, "}}\n");
   }
   EXPECT_TRUE(WriteFileAtomic(dir + "/metrics.jsonl", lines).ok());
   return dir;
@@ -55,6 +67,32 @@ TEST(Compare, TableAndChartsFromRunDirectories) {
   auto svg = ReadFile(out + "/text_d8x1_text.svg");
   ASSERT_TRUE(svg.ok());
   EXPECT_NE(svg->find("<polygon"), std::string::npos);  // the seed band
+}
+
+// Equal budgets, other shapes: dense Mamba, MoM, the dense Transformer (4%
+// more FLOPs) and MoT form one group, labelled by shape, with a second table
+// against the dense Transformer; a run of four times the FLOPs is another group.
+TEST(Compare, GroupsByTrainingBudgetAcrossShapes) {
+  std::vector<std::string> runs = {
+      WriteRun("g_dense", false, 1, 4.0, false, 1, 1000), WriteRun("g_mom", true, 1, 2.0, false, 1, 800),
+      WriteRun("g_tf", false, 1, 4.0, true, 1.04, 2000), WriteRun("g_mot", true, 1, 2.0, true, 1.04, 1500),
+      WriteRun("g_big", false, 1, 4.0, false, 4)};
+  const std::string out = absl::StrCat(std::getenv("TEST_TMPDIR"), "/out4");
+  auto md = Compare(runs, out);
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("## text d8x1+d16x2\n"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| dense d8x1 | 1 | best 1.0000 at 100% | 1000 |"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| MoM d8x1 | 1 | 50.0% | 800 (0.80x) |"), std::string::npos) << *md;
+  // The dense Transformer reaches 1.0 at 416 FLOPs, MoT at 208: against dense Mamba's 400.
+  EXPECT_NE(md->find("| dense Transformer d16x2 | 1 | 104.0% | 2000 (2.00x) |"), std::string::npos) << *md;
+  EXPECT_NE(md->find("| MoT d16x2 | 1 | 52.0% | 1500 (1.50x) |"), std::string::npos) << *md;
+  const size_t second = md->find("The Transformers against the dense Transformer:");
+  ASSERT_NE(second, std::string::npos) << *md;
+  EXPECT_NE(md->find("| dense Transformer d16x2 | 1 | best 1.0000 at 100% | 2000 |", second),
+            std::string::npos) << *md;
+  EXPECT_NE(md->find("| MoT d16x2 | 1 | 50.0% | 1500 (0.75x) |", second), std::string::npos) << *md;
+  EXPECT_NE(md->find("## text d8x1\n"), std::string::npos) << *md;  // the big run, alone
+  EXPECT_TRUE(FileExists(out + "/text_d8x1+d16x2_text.png"));
 }
 
 TEST(Compare, TargetIsTheDenseRunsBestLossWhenItOverfits) {

@@ -5,7 +5,7 @@
 # band, seed 1 at the large), plus the four single-projection ablations at the
 # small scale in the tri-modal setting, which holds all three modalities; and
 # the dense Transformer and Mixture-of-Transformers at the small scale's
-# training FLOPs in the Chameleon and tri-modal settings.
+# training FLOPs in all three settings.
 # Every run of a setting sees the same data (the dataset's seeded shuffle),
 # the same tokens and the same schedule; only the routing and the seed differ.
 #
@@ -56,9 +56,11 @@ write() {  # setting scale variant seed routes...
 
 write_transformer() {  # setting variant seed routed
   local setting=$1 variant=$2 seed=$3 r=$4
+  local patch=""
+  [ "$setting" = transfusion ] && patch=" patch_dim: 16"
   spec "$setting" "${setting}-small-${variant}-s${seed}" "$seed" \
     "architecture: TRANSFORMER d_model: 576 n_layer: 5 n_head: 9 vocab_size: 1031
-  n_modalities: $(modalities "$setting")
+  n_modalities: $(modalities "$setting")$patch
   route_qkv: $r route_attn_out: $r route_ffn_in: $r route_ffn_out: $r route_norms: $r"
 }
 
@@ -74,7 +76,7 @@ write trimodal small in 1 true false false false
 write trimodal small x 1 false true false false
 write trimodal small dt 1 false false true false
 write trimodal small out 1 false false false true
-for setting in chameleon trimodal; do
+for setting in chameleon transfusion trimodal; do
   for seed in 1 2; do
     write_transformer $setting transformer $seed false
     write_transformer $setting MoT $seed true
