@@ -2,7 +2,8 @@
 // backward, then FSDP's clipping and AdamW over one rank's flat buckets) of
 // the dense Mamba baseline and of Mixture-of-Mamba (3 modalities, every
 // projection routed, contiguous modality spans as packed documents give), at
-// the shapes of the anchor table. Prints tokens/s, ms/step, MFU
+// the shapes of the anchor table; and of the dense Transformer and
+// Mixture-of-Transformers (heads of 64) at the shapes asked for. Prints tokens/s, ms/step, MFU
 // (6 x active matmul params x tokens / time / 989 TFLOP/s) and peak memory.
 // Under `launch --nproc=N` each rank takes a GPU and the batch (per rank),
 // FSDP shards over NCCL, and a second table gives every rank's step profile
@@ -38,7 +39,8 @@ ABSL_FLAG(int, vocab, 50280, "Vocabulary size.");
 ABSL_FLAG(bool, tie_embeddings, true, "Share the embedding and the LM head.");
 ABSL_FLAG(std::string, shapes, "24x768x8x2048,8x512x16x1024",
           "Comma-separated n_layer x d_model x batch x seq_len.");
-ABSL_FLAG(std::string, models, "dense,mom", "Comma-separated: dense, mom.");
+ABSL_FLAG(std::string, models, "dense,mom",
+          "Comma-separated: dense, mom (Mamba); transformer, mot (Transformer).");
 ABSL_FLAG(int, steps, 10, "Timed steps (after --warmup steps).");
 ABSL_FLAG(int, warmup, 2, "Untimed steps first.");
 ABSL_FLAG(bool, profile, false,
@@ -110,17 +112,30 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
-void Run(const Shape4& s, bool mom, Group& group) {
+// `model`: dense, mom, transformer or mot.
+void Run(const Shape4& s, const std::string& model_kind, Group& group) {
+  const bool transformer = model_kind == "transformer" || model_kind == "mot";
+  const bool mom = model_kind == "mom" || model_kind == "mot";  // routed, 3 modalities
   v1::ModelConfig c;
   c.set_d_model(s.d_model);
   c.set_n_layer(s.n_layer);
   c.set_vocab_size(absl::GetFlag(FLAGS_vocab));
   c.set_tie_embeddings(absl::GetFlag(FLAGS_tie_embeddings));
   c.set_n_modalities(mom ? 3 : 1);
-  c.set_route_in(mom);
-  c.set_route_x(mom);
-  c.set_route_dt(mom);
-  c.set_route_out(mom);
+  if (transformer) {
+    c.set_architecture(v1::ModelConfig::TRANSFORMER);
+    c.set_n_head(s.d_model / 64);
+    c.set_route_qkv(mom);
+    c.set_route_attn_out(mom);
+    c.set_route_ffn_in(mom);
+    c.set_route_ffn_out(mom);
+    c.set_route_norms(mom);
+  } else {
+    c.set_route_in(mom);
+    c.set_route_x(mom);
+    c.set_route_dt(mom);
+    c.set_route_out(mom);
+  }
   CHECK(ResolveModelConfig(&c, "train_bench").ok());
 
   CudaBackendOptions backend_options;
@@ -149,7 +164,7 @@ void Run(const Shape4& s, bool mom, Group& group) {
     NcclOptions nccl;
     nccl.group.rank = group.rank;
     nccl.group.world_size = group.world;
-    nccl.group.prefix = absl::StrCat("train_bench/", s.n_layer, "x", s.d_model, mom ? "/mom" : "");
+    nccl.group.prefix = absl::StrCat("train_bench/", s.n_layer, "x", s.d_model, "/", model_kind);
     nccl.device = group.gpu;
     nccl.compute_stream = cuda::ContextFor(group.gpu).stream();
     auto made = NewNcclCollectives(group.store.get(), nccl);
@@ -204,7 +219,9 @@ void Run(const Shape4& s, bool mom, Group& group) {
   const double peak_gib = GetCudaMemoryStats(group.gpu).peak_bytes / double(1 << 30);
   if (group.rank != 0) return;
   std::printf("| %s | %dL d%d, %dx%d | %.0f | %.1f | %.1f%% | %.1f | %.1f M | %.3f |\n",
-              mom ? "MoM (3 modalities)" : "dense Mamba", s.n_layer, s.d_model, s.batch, s.seq_len,
+              transformer ? (mom ? "MoT (3 modalities)" : "dense Transformer")
+                          : (mom ? "MoM (3 modalities)" : "dense Mamba"),
+              s.n_layer, s.d_model, s.batch, s.seq_len,
               tokens / med * 1e3, med, 100 * mfu, peak_gib, ActiveMatmulParams(c) / 1e6, loss);
   if (group.world > 1) {
     std::printf("\n| rank | compute ms | exposed comm ms | idle ms |\n|---|---|---|---|\n");
@@ -244,8 +261,9 @@ int main(int argc, char** argv) {
     CHECK_EQ(f.size(), 4u) << "--shapes: expected LxDxBxT, got " << shape;
     modamba::Shape4 s{std::stoi(f[0]), std::stoi(f[1]), std::stoi(f[2]), std::stoi(f[3])};
     for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_models), ',')) {
-      CHECK(m == "dense" || m == "mom") << "--models: unknown model " << m;
-      modamba::Run(s, m == "mom", group);
+      CHECK(m == "dense" || m == "mom" || m == "transformer" || m == "mot")
+          << "--models: unknown model " << m;
+      modamba::Run(s, std::string(m), group);
     }
   }
   return 0;
