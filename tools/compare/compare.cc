@@ -179,8 +179,14 @@ void AppendTable(const std::string& baseline, const std::vector<Run>& dense, con
         if (f) fractions.push_back(*f / dense_flops);
       }
       if (fractions.size() < runs.size()) {
-        absl::StrAppendFormat(&md, " not reached (best %.4f vs %.4f) |",
-                              Best(runs.front().val, metric).loss.at(metric), target);
+        double best = 0;  // mean over seeds
+        for (const Run& r : runs) best += Best(r.val, metric).loss.at(metric) / runs.size();
+        if (fractions.empty()) {
+          absl::StrAppendFormat(&md, " not reached (best %.4f vs %.4f) |", best, target);
+        } else {
+          absl::StrAppendFormat(&md, " %d of %d seeds reach it (best %.4f vs %.4f) |",
+                                fractions.size(), runs.size(), best, target);
+        }
         continue;
       }
       double mean = 0;
@@ -291,7 +297,8 @@ absl::StatusOr<std::string> Compare(const std::vector<std::string>& run_dirs,
       "For each variant and modality: the training FLOPs at which its validation loss first reaches\n"
       "the dense run's best (lowest) validation loss, as a fraction of the FLOPs the dense run took to\n"
       "get there (linear interpolation between evaluations; mean over seeds, [min, max] over seeds;\n"
-      "lower is better). The dense row gives its best loss and the share of its training at which\n"
+      "lower is better; \"not reached\" gives the seed-mean best loss against the target). The\n"
+      "dense row gives its best loss and the share of its training at which\n"
       "it was reached (100% when the curve still falls at the end). The dense run is dense Mamba,\n"
       "or in a group of Transformers alone the dense Transformer; a group with both has a second\n"
       "table of the Transformers against the dense Transformer. Training tokens/s: the median of\n"

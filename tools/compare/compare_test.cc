@@ -95,6 +95,16 @@ TEST(Compare, GroupsByTrainingBudgetAcrossShapes) {
   EXPECT_TRUE(FileExists(out + "/text_d8x1+d16x2_text.png"));
 }
 
+TEST(Compare, SaysHowManySeedsReachTheTarget) {
+  // dense reaches 1.0; MoM seed 1 (a = 2) reaches it, seed 2 (a = 5, best 1.25) does not.
+  auto md = Compare({WriteRun("s_dense", false, 1, 4.0), WriteRun("s_mom1", true, 1, 2.0),
+                     WriteRun("s_mom2", true, 2, 5.0)},
+                    absl::StrCat(std::getenv("TEST_TMPDIR"), "/out5"));
+  ASSERT_TRUE(md.ok()) << md.status();
+  EXPECT_NE(md->find("| MoM | 2 | 1 of 2 seeds reach it (best 0.8750 vs 1.0000) |"), std::string::npos)
+      << *md;
+}
+
 TEST(Compare, TargetIsTheDenseRunsBestLossWhenItOverfits) {
   // dense: 4, 2, 1, 3 (best 1.0 at 300 FLOPs, then rising); MoM reaches 1.0 at 200.
   const std::string dense = WriteRun("overfit_dense", false, 1, 4.0);

@@ -190,7 +190,11 @@ void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
   const double pad = 0.05 * (y_hi - y_lo);
   y_lo -= pad;
   y_hi += pad;
-  const double pw = w - kLeft - kRight, ph = h - kTop - kBottom;
+  // The legend's column widens for long labels (about 7 px a character).
+  size_t longest = chart.reference_label.size();
+  for (const Series& s : chart.series) longest = std::max(longest, s.label.size());
+  const double right = std::max(kRight, 48 + 7.0 * longest);
+  const double pw = w - kLeft - right, ph = h - kTop - kBottom;
   auto px = [&](double x) { return kLeft + (tx(x) - x_lo) / (x_hi - x_lo) * pw; };
   auto py = [&](double y) { return kTop + (y_hi - y) / (y_hi - y_lo) * ph; };
 
@@ -250,7 +254,7 @@ void Layout(const Chart& chart, int w, int h, Canvas* canvas) {
   }
   // Legend.
   double ly = kTop + 10;
-  const double lx = w - kRight + 12;
+  const double lx = w - right + 12;
   for (const Series& s : chart.series) {
     canvas->Line(lx, ly, lx + 22, ly, s.rgb, 2, s.dashed);
     canvas->Text(lx + 28, ly, s.label, -1, 0x000000);
