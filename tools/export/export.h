@@ -4,9 +4,11 @@
 // Tensors keep Modamba's names (embed.weight, layers.L.norm.weight,
 // layers.L.mixer.{in_proj,x_proj,dt_proj,out_proj}.weight,
 // layers.L.mixer.{conv.weight,conv.bias,dt_proj.bias,A_log,D}, norm_f.weight,
-// lm_head.weight); a shared projection drops the checkpoint's leading group
-// axis of size 1 ([out, in], as torch.nn.Linear), a routed one keeps it
-// ([M, out, in], group m for modality m). README.md maps a dense export onto
+// lm_head.weight; Transformer layers: layers.L.{attn_norm,ffn_norm}.weight,
+// layers.L.attn.{qkv_proj,out_proj}.weight, layers.L.ffn.{in_proj,out_proj}.weight);
+// a shared projection drops the checkpoint's leading group axis of size 1
+// ([out, in], as torch.nn.Linear), a routed one keeps it ([M, out, in], group
+// m for modality m; a routed norm [M, D]). README.md maps a dense export onto
 // mamba_ssm's MambaLMHeadModel names.
 //
 // The header's __metadata__ (strings, JSON where structured):

@@ -157,6 +157,25 @@ TEST(ExportTest, RoutedF32ForwardMatchesPerModality) {
       << output;
 }
 
+TEST(ExportTest, MixtureOfTransformersForwardMatchesPerModality) {
+  const std::string run = TrainRun(
+      "mot", "architecture: TRANSFORMER d_model: 16 n_layer: 2 n_head: 2 vocab_size: 256 "
+             "n_modalities: 3 route_qkv: true route_attn_out: true route_ffn_in: true "
+             "route_ffn_out: true route_norms: true");
+  const std::string out = run + "/../mot.safetensors";
+  ASSERT_TRUE(ExportCheckpoint(run, out, DType::kF32).ok());
+  auto file = LoadSafetensors(out);
+  ASSERT_TRUE(file.ok()) << file.status();
+  EXPECT_EQ(file->tensors.at("layers.1.attn.qkv_proj.weight").shape(), (Shape{3, 48, 16}));
+  EXPECT_EQ(file->tensors.at("layers.0.ffn_norm.weight").shape(), (Shape{3, 16}));
+  EXPECT_TRUE(absl::StrContains(file->metadata.at("config"), "\"architecture\":\"TRANSFORMER\""));
+  if (!HaveTorch()) GTEST_SKIP() << "no python3-torch (tools/setup.sh installs it)";
+  std::string output;
+  EXPECT_EQ(TorchCheck(out, WriteExpected(run, "F32", {0, 0, 1, 2, 2, 1}, true), &output), 0)
+      << output;
+  std::cout << output;
+}
+
 TEST(ExportTest, RefusesWhatIsNotACheckpoint) {
   const std::string empty = TmpDir("empty");
   auto result = ExportCheckpoint(empty, empty + "/x.safetensors", DType::kF32);

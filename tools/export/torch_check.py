@@ -1,6 +1,6 @@
 """Opens a `modamba export` file in PyTorch without Modamba or the safetensors
 package, checks every tensor's name, shape and dtype against the config in its
-metadata, and runs the model in pure PyTorch.
+metadata, and runs the model (Mamba or Transformer blocks) in pure PyTorch.
 
   torch_check.py MODEL.safetensors EXPECTED.json
 
@@ -34,10 +34,13 @@ def load_safetensors(path):
     return tensors, metadata
 
 
+def is_transformer(c):
+    return c.get("architecture") == "TRANSFORMER"
+
+
 def expected_shapes(c):
     """Every tensor an export of ModelConfig `c` holds, with its shape."""
     d, v, m = c["d_model"], c["vocab_size"], max(1, c["n_modalities"])
-    di, n, k, r = c["expand"] * d, c["d_state"], c["d_conv"], c["dt_rank"]
 
     def proj(routed, out, inp):
         return [m, out, inp] if routed and m > 1 else [out, inp]
@@ -45,6 +48,18 @@ def expected_shapes(c):
     shapes = {"embed.weight": [v, d], "norm_f.weight": [d]}
     if not c["tie_embeddings"]:
         shapes["lm_head.weight"] = [v, d]
+    if is_transformer(c):
+        f, norm = c["d_ff"], [m, d] if c["route_norms"] and m > 1 else [d]
+        for layer in range(c["n_layer"]):
+            p = f"layers.{layer}."
+            shapes[p + "attn_norm.weight"] = norm
+            shapes[p + "attn.qkv_proj.weight"] = proj(c["route_qkv"], 3 * d, d)
+            shapes[p + "attn.out_proj.weight"] = proj(c["route_attn_out"], d, d)
+            shapes[p + "ffn_norm.weight"] = norm
+            shapes[p + "ffn.in_proj.weight"] = proj(c["route_ffn_in"], 2 * f, d)
+            shapes[p + "ffn.out_proj.weight"] = proj(c["route_ffn_out"], d, f)
+        return shapes
+    di, n, k, r = c["expand"] * d, c["d_state"], c["d_conv"], c["dt_rank"]
     for layer in range(c["n_layer"]):
         p = f"layers.{layer}."
         shapes[p + "norm.weight"] = [d]
@@ -60,7 +75,10 @@ def expected_shapes(c):
     return shapes
 
 
-def rms_norm(x, w, eps):
+def rms_norm(x, w, eps, mod=None):
+    """w: [D], or routed [M, D] chosen per token by `mod`."""
+    if w.dim() == 2:
+        w = w[mod]
     return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w
 
 
@@ -96,12 +114,44 @@ def mamba_block(h, p, mod, c):
     return linear(y, p["out_proj.weight"], mod)
 
 
+def rope(x, theta, head_dim):
+    """Rotates pair (j, j + head_dim / 2) of every head of row t by t * theta^(-2j / head_dim)."""
+    t_len, half = x.shape[0], head_dim // 2
+    inv = theta ** (-2.0 * torch.arange(half, dtype=torch.float64) / head_dim)
+    angle = torch.arange(t_len, dtype=torch.float64)[:, None, None] * inv
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    x = x.view(t_len, -1, head_dim)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x2 * cos + x1 * sin], -1).reshape(t_len, -1)
+
+
+def transformer_block(x, p, mod, c):
+    """One pre-norm Transformer layer over one document (core/transformer_block.h)."""
+    t_len, d, heads, f, eps = x.shape[0], c["d_model"], c["n_head"], c["d_ff"], c["norm_eps"]
+    hd = d // heads
+    qkv = linear(rms_norm(x, p["attn_norm.weight"], eps, mod), p["attn.qkv_proj.weight"], mod)
+    q = rope(qkv[:, :d], c["rope_theta"], hd).view(t_len, heads, hd).transpose(0, 1)
+    k = rope(qkv[:, d : 2 * d], c["rope_theta"], hd).view(t_len, heads, hd).transpose(0, 1)
+    v = qkv[:, 2 * d :].reshape(t_len, heads, hd).transpose(0, 1)
+    scores = q @ k.transpose(1, 2) / hd**0.5
+    future = torch.triu(torch.ones(t_len, t_len, dtype=torch.bool), diagonal=1)
+    a = torch.softmax(scores.masked_fill(future, float("-inf")), -1) @ v
+    x = x + linear(a.transpose(0, 1).reshape(t_len, d), p["attn.out_proj.weight"], mod)
+    gu = linear(rms_norm(x, p["ffn_norm.weight"], eps, mod), p["ffn.in_proj.weight"], mod)
+    return x + linear(F.silu(gu[:, :f]) * gu[:, f:], p["ffn.out_proj.weight"], mod)
+
+
 def forward(tensors, c, tokens, modalities):
     w = {name: t.to(torch.float64) for name, t in tensors.items()}
     mod = torch.tensor(modalities)
     x = w["embed.weight"][torch.tensor(tokens)]
     eps = c["norm_eps"]
     for layer in range(c["n_layer"]):
+        if is_transformer(c):
+            prefix = f"layers.{layer}."
+            p = {name[len(prefix) :]: t for name, t in w.items() if name.startswith(prefix)}
+            x = transformer_block(x, p, mod, c)
+            continue
         prefix = f"layers.{layer}.mixer."
         p = {name[len(prefix) :]: t for name, t in w.items() if name.startswith(prefix)}
         x = x + mamba_block(rms_norm(x, w[f"layers.{layer}.norm.weight"], eps), p, mod, c)
