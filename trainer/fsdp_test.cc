@@ -5,6 +5,8 @@
 #include <cmath>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <string>
+#include <tuple>
 
 #include "absl/strings/str_cat.h"
 #include "core/backend.h"
@@ -25,17 +27,20 @@ std::string Scratch(const std::string& name) {
 
 // A TrainConfig for a setting's synthetic dataset.
 // `extra` is appended (e.g. an fsdp block).
+// With `transformer`, Mixture-of-Transformers blocks instead of MoM's.
 std::string WriteConfig(const std::string& dir, const std::string& setting, int steps,
                         const std::string& checkpoints, int batch_size = 4,
-                        const std::string& extra = "", int n_layer = 2) {
+                        const std::string& extra = "", int n_layer = 2, bool transformer = false) {
   const std::string data = dir + "/data";
   EXPECT_TRUE(WriteSyntheticDataset(data, setting, 48, 48, 8).ok());
   const int modalities = setting == "trimodal" ? 3 : 2;
+  const char* blocks =
+      transformer ? "architecture: TRANSFORMER n_head: 2 route_qkv: true route_attn_out: true "
+                    "route_ffn_in: true route_ffn_out: true route_norms: true"
+                  : "d_state: 4 route_in: true route_x: true route_dt: true route_out: true";
   std::string text = absl::StrCat(
-      "model { d_model: 16 n_layer: ", n_layer, " vocab_size: 1031 d_state: 4 n_modalities: ",
-      modalities,
-      " route_in: true route_x: true route_dt: true route_out: true",
-      setting == "transfusion" ? " patch_dim: 16" : "", " }\n",
+      "model { d_model: 16 n_layer: ", n_layer, " vocab_size: 1031 n_modalities: ", modalities,
+      " ", blocks, setting == "transfusion" ? " patch_dim: 16" : "", " }\n",
       "optimizer { lr: 3e-3 warmup_steps: 2 }\n", "steps: ", steps, "\nbatch_size: ", batch_size, "\nseq_len: 48\n",
       "seed: 7\neval_every: 5\neval_batches: 1\ndataset_dir: \"", data, "\"\n");
   if (!checkpoints.empty()) absl::StrAppend(&text, "checkpoint_every: 4\ncheckpoint_dir: \"", checkpoints, "\"\n");
@@ -77,15 +82,18 @@ std::vector<double> Objectives(const RunResult& run) {
   return out;
 }
 
-class FsdpSettings : public ::testing::TestWithParam<std::string> {};
+// (setting, Transformer blocks instead of Mamba's)
+class FsdpSettings : public ::testing::TestWithParam<std::tuple<std::string, bool>> {};
 
 TEST_P(FsdpSettings, TwoAndFourRanksReproduceOneRank) {
-  const std::string dir = Scratch("ranks_" + GetParam());
-  const std::string config = WriteConfig(dir, GetParam(), 20, "");
-  std::vector<double> one = Objectives(Launch(1, config, Scratch("ranks_" + GetParam() + "/1")));
+  const auto& [setting, transformer] = GetParam();
+  const std::string name = setting + (transformer ? "_MoT" : "_MoM");
+  const std::string dir = Scratch("ranks_" + name);
+  const std::string config = WriteConfig(dir, setting, 20, "", 4, "", 2, transformer);
+  std::vector<double> one = Objectives(Launch(1, config, Scratch("ranks_" + name + "/1")));
   ASSERT_EQ(one.size(), 20u);
   for (int n : {2, 4}) {
-    RunResult run = Launch(n, config, Scratch(absl::StrCat("ranks_", GetParam(), "/", n)));
+    RunResult run = Launch(n, config, Scratch(absl::StrCat("ranks_", name, "/", n)));
     EXPECT_EQ(run.result.exit_code, 0);
     std::vector<double> many = Objectives(run);
     ASSERT_EQ(many.size(), one.size()) << n << " ranks";
@@ -96,13 +104,15 @@ TEST_P(FsdpSettings, TwoAndFourRanksReproduceOneRank) {
     // fp32: only the order of the sums differs between world sizes.
     EXPECT_LT(worst, 1e-5) << n << " ranks";
     std::printf("%s, %d ranks: worst relative loss difference over 20 steps %.2e\n",
-                GetParam().c_str(), n, worst);
+                name.c_str(), n, worst);
     EXPECT_LT(one.back(), one.front());
   }
 }
 
 INSTANTIATE_TEST_SUITE_P(AllSettings, FsdpSettings,
-                         ::testing::Values("chameleon", "transfusion", "trimodal"));
+                         ::testing::Combine(::testing::Values("chameleon", "transfusion",
+                                                              "trimodal"),
+                                            ::testing::Bool()));
 
 TEST(Fsdp, SaveWithTwoRanksResumeWithThree) {
   const std::string dir = Scratch("reshard");
