@@ -103,46 +103,48 @@ TEST_F(EvaluateTest, ChameleonCheckpoint) {
   EXPECT_EQ(again->metrics, report->metrics);
 }
 
-TEST_F(EvaluateTest, TransfusionAndTrimodalModels) {
+TEST_F(EvaluateTest, TransfusionAndTrimodalModelsOfBothBlockKinds) {
   auto be = NewCpuBackend();
   for (const std::string setting : {"transfusion", "trimodal"}) {
-    SCOPED_TRACE(setting);
-    auto config = testing::TinyTrainConfig(*data_ + "/" + setting, "", 1);
-    ASSERT_TRUE(config.ok()) << config.status();
-    auto model = MambaLM::Create(config->model(), be.get(), DType::kF32, 1);
-    ASSERT_TRUE(model.ok());
-    CheckpointEvaluator evaluator(Options(::testing::TempDir() + "/eval_" + setting), be.get());
-    auto report = evaluator.EvaluateModel(model->get(), *config);
-    ASSERT_TRUE(report.ok()) << report.status();
-    ExpectFinite(*report);
-    const auto& m = report->metrics;
-    EXPECT_EQ(m.count("image/accuracy"), 1u);
-    if (setting == "transfusion") {
-      for (const char* key : {"val/diffusion_mse", "val/diffusion_mse_t100", "val/diffusion_mse_t500",
-                              "val/diffusion_mse_t900"}) {
-        EXPECT_EQ(m.count(key), 1u) << key;
+    for (bool transformer : {false, true}) {
+      SCOPED_TRACE(setting + (transformer ? " MoT" : " MoM"));
+      auto config = testing::TinyTrainConfig(*data_ + "/" + setting, "", 1, transformer);
+      ASSERT_TRUE(config.ok()) << config.status();
+      auto model = MambaLM::Create(config->model(), be.get(), DType::kF32, 1);
+      ASSERT_TRUE(model.ok());
+      CheckpointEvaluator evaluator(Options(::testing::TempDir() + "/eval_" + setting), be.get());
+      auto report = evaluator.EvaluateModel(model->get(), *config);
+      ASSERT_TRUE(report.ok()) << report.status();
+      ExpectFinite(*report);
+      const auto& m = report->metrics;
+      EXPECT_EQ(m.count("image/accuracy"), 1u);
+      if (setting == "transfusion") {
+        for (const char* key : {"val/diffusion_mse", "val/diffusion_mse_t100", "val/diffusion_mse_t500",
+                                "val/diffusion_mse_t900"}) {
+          EXPECT_EQ(m.count(key), 1u) << key;
+        }
+        EXPECT_EQ(m.count("image/ref_vq_psnr"), 0u);
+        EXPECT_EQ(m.count("val/image_ce"), 0u);
+      } else {
+        for (const char* key : {"val/speech_ce", "val/speech_accuracy", "speech/accuracy",
+                                "speech/frechet", "speech/cer", "speech/mean_units",
+                                "speech/ref_real_accuracy", "speech/ref_augmented_accuracy",
+                                "speech/ref_real_cer", "speech/ref_real_frechet",
+                                "speech/ref_train_test_frechet", "speech/ref_units_accuracy",
+                                "speech/ref_units_cer", "speech/ref_units_frechet"}) {
+          EXPECT_EQ(m.count(key), 1u) << key;
+        }
+        EXPECT_GT(m.at("speech/ref_real_accuracy"), 0.85);
+        // Right words score a low CER, and the real takes a lower one than
+        // the untrained model's samples.
+        EXPECT_LT(m.at("speech/ref_real_cer"), 0.15);
+        EXPECT_LT(m.at("speech/ref_real_cer"), m.at("speech/cer"));
+        EXPECT_LE(m.at("speech/mean_units"), 20);
+        // images.png and a WAV per digit whose first sample has any units.
+        EXPECT_GE(report->files.size(), 2u);
+        EXPECT_LE(report->files.size(), 11u);
+        for (const std::string& f : report->files) EXPECT_TRUE(FileExists(f)) << f;
       }
-      EXPECT_EQ(m.count("image/ref_vq_psnr"), 0u);
-      EXPECT_EQ(m.count("val/image_ce"), 0u);
-    } else {
-      for (const char* key : {"val/speech_ce", "val/speech_accuracy", "speech/accuracy",
-                              "speech/frechet", "speech/cer", "speech/mean_units",
-                              "speech/ref_real_accuracy", "speech/ref_augmented_accuracy",
-                              "speech/ref_real_cer", "speech/ref_real_frechet",
-                              "speech/ref_train_test_frechet", "speech/ref_units_accuracy",
-                              "speech/ref_units_cer", "speech/ref_units_frechet"}) {
-        EXPECT_EQ(m.count(key), 1u) << key;
-      }
-      EXPECT_GT(m.at("speech/ref_real_accuracy"), 0.85);
-      // Right words score a low CER, and the real takes a lower one than
-      // the untrained model's samples.
-      EXPECT_LT(m.at("speech/ref_real_cer"), 0.15);
-      EXPECT_LT(m.at("speech/ref_real_cer"), m.at("speech/cer"));
-      EXPECT_LE(m.at("speech/mean_units"), 20);
-      // images.png and a WAV per digit whose first sample has any units.
-      EXPECT_GE(report->files.size(), 2u);
-      EXPECT_LE(report->files.size(), 11u);
-      for (const std::string& f : report->files) EXPECT_TRUE(FileExists(f)) << f;
     }
   }
 }

@@ -48,16 +48,23 @@ absl::Status TrainQuickClassifiers(const std::string& dir) {
 }
 
 absl::StatusOr<v1::TrainConfig> TinyTrainConfig(const std::string& dataset_dir,
-                                                const std::string& checkpoint_dir, int steps) {
+                                                const std::string& checkpoint_dir, int steps,
+                                                bool transformer) {
   ASSIGN_OR_RETURN(data::DatasetManifest m, data::ReadDatasetManifest(dataset_dir));
   ASSIGN_OR_RETURN(v1::TrainConfig c, ParseTextProto<v1::TrainConfig>(R"pb(
-    model { d_model: 16 n_layer: 2 d_state: 4 route_in: true route_x: true route_dt: true
-            route_out: true }
     optimizer { lr: 5e-3 warmup_steps: 1 }
     batch_size: 2
     seed: 3
     eval_batches: 1
   )pb", "tiny config"));
+  ASSIGN_OR_RETURN(
+      *c.mutable_model(),
+      ParseTextProto<v1::ModelConfig>(
+          transformer ? "architecture: TRANSFORMER d_model: 16 n_layer: 2 n_head: 2 route_qkv: true "
+                        "route_attn_out: true route_ffn_in: true route_ffn_out: true route_norms: true"
+                      : "d_model: 16 n_layer: 2 d_state: 4 route_in: true route_x: true "
+                        "route_dt: true route_out: true",
+          "tiny model"));
   c.mutable_model()->set_vocab_size(m.vocab.size());
   c.mutable_model()->set_n_modalities(m.num_modalities);
   c.mutable_model()->set_patch_dim(m.patch_dim);

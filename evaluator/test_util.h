@@ -22,9 +22,10 @@ absl::StatusOr<std::string> BuildTinyDatasets(const std::string& out);
 absl::Status TrainQuickClassifiers(const std::string& dir);
 
 // A resolved TrainConfig of a small model for the dataset at `dataset_dir`,
-// checkpointing into `checkpoint_dir`.
+// checkpointing into `checkpoint_dir`: MoM, or MoT with `transformer`.
 absl::StatusOr<v1::TrainConfig> TinyTrainConfig(const std::string& dataset_dir,
-                                                const std::string& checkpoint_dir, int steps);
+                                                const std::string& checkpoint_dir, int steps,
+                                                bool transformer = false);
 
 }  // namespace modamba::eval::testing
 
