@@ -41,6 +41,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <type_traits>
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_utils.cuh"
@@ -304,6 +305,21 @@ struct ChannelSum {
   }
 };
 
+// The sum of N lanes' shares part[0..N), in pairs as a butterfly of
+// shuffles adds them, so that the result has the shuffles' bits.
+template <int N>
+__device__ __forceinline__ float SumShares(const float* part) {
+  float v[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) v[j] = part[j];
+#pragma unroll
+  for (int w = 1; w < N; w <<= 1) {
+#pragma unroll
+    for (int j = 0; j < N; j += 2 * w) v[j] += v[j + w];
+  }
+  return v[0];
+}
+
 // v[i] = p[i] for a thread's SPT consecutive states, in 16- or 8-byte loads
 // (every tile row of kS states starts 16-byte aligned).
 template <int SPT>
@@ -561,17 +577,9 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       for (int k = 0; k < kT * CB / NT; ++k) {
         const int q = tid + k * NT, r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
-        // y = C.h: the lanes' shares summed in pairs, as a butterfly would.
-        float part[C::kNSG];
-#pragma unroll
-        for (int j = 0; j < C::kNSG; ++j) part[j] = sy_part[q * C::kNSG + j];
-#pragma unroll
-        for (int w = 1; w < C::kNSG; w <<= 1) {
-#pragma unroll
-          for (int j = 0; j < C::kNSG; j += 2 * w) part[j] += part[j + w];
-        }
         const float zz = sz[q];
-        const float out = (part[0] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
+        const float cdh = SumShares<C::kNSG>(sy_part + q * C::kNSG);
+        const float out = (cdh + sD[ch] * su[q]) * (zz * Sigmoid(zz));
         StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
       }
     }
@@ -689,9 +697,15 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
   if (sg == 0) p.carry_de[slot * E + e] = de_sum;
 }
 
-template <class C>
+// Backward variants timed side by side (kernel_bench): 0 as before; 1 the
+// adjoint's per-channel results staged per sub-tile and stored by a pass
+// after it, per-element passes unrolled; 2 also the tile forward's y from
+// lane shares (one shuffle instead of two per step).
+template <class C, int kV>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
+  // Lanes whose shares of a channel's C.h the tile forward leaves (kV 2).
+  static constexpr int kYShares = 1 << ChannelSum<C>::kSplitBits;
   static constexpr int kWarps = C::kNT / 32;
   static constexpr int kSlots = C::kNT / CB;  // threads per channel in per-element passes
   // Raw inputs of one tile, prefetched while the previous tile's adjoint runs.
@@ -711,7 +725,9 @@ struct BwdSmem {
   static constexpr int kSubState = kMap + kMapInts;  // [kT / K][NT][CPT * SPT]
   static constexpr int kRed =
       kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
-  static constexpr int kDd = kRed + 2 * K * kWarps * 32;  // [slots][CB]
+  // kV >= 1: red single-buffered [K][warps][32], then d delta and du sums [2][K][CB].
+  static constexpr int kChan = kRed + K * kWarps * 32;
+  static constexpr int kDd = kV >= 1 ? kChan + 2 * K * CB : kRed + 2 * K * kWarps * 32;
   static constexpr int kDtb = kDd + kSlots * CB;          // [groups][CB]
   static constexpr int kD = kDtb + kMaxGroups * CB;
   static constexpr int kBias = kD + CB;
@@ -725,9 +741,10 @@ struct BwdSmem {
   // block to spare. LaunchBackward checks it.
 };
 
-template <class C, bool kMapped>
+template <class C, bool kMapped, int kV>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
-  using SM = BwdSmem<C>;
+  using SM = BwdSmem<C, kV>;
+  constexpr int kUnroll = kV >= 1 ? 4 : 1;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -799,8 +816,10 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     const float* raw_reset = smem + SM::kRawReset;
 
     // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+    static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
+#pragma unroll kUnroll
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
         const float pre = smem[SM::kRawDr + q] + sbias[TileGroup(p, map, r) * CB + ch];
@@ -828,6 +847,9 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
 
     // The tile forward: sub-tile start states, and y.
     float* sy = smem + SM::kY;
+    // kV 2: [kT][CB][kYShares] over raw u and delta_raw, both consumed by now.
+    float* sy_share = smem + SM::kRawU;
+    static_assert(SM::kYShares <= 2 && SM::kRawDr + kT * CB == SM::kRawZ, "y shares' space");
 #pragma unroll
     for (int r = 0; r < kT; ++r) {
       if (r % K == 0) {
@@ -852,20 +874,28 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
-      ChannelSum<C>::Run(yp, lane);
-      if (ChannelSum<C>::Writer(lane))
-        sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+      if constexpr (kV >= 2) {
+        // Each lane's share after the channels' split; the gate pass sums them.
+        ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(yp, lane);
+        sy_share[(r * CB + cg * CPT) * SM::kYShares + sg] = yp[0];
+      } else {
+        ChannelSum<C>::Run(yp, lane);
+        if (ChannelSum<C>::Writer(lane))
+          sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+      }
     }
     __syncthreads();
 
     // Gate and skip: dz, and the gradient of the pre-gate output.
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+#pragma unroll kUnroll
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float dyv = 0.f;
       if (r < rows && ch < cols_valid) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
-        const float yv = sy[q] + sD[ch] * uu;
+        const float cdh = kV >= 2 ? SumShares<SM::kYShares>(sy_share + q * SM::kYShares) : sy[q];
+        const float yv = cdh + sD[ch] * uu;
         StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
                  g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
@@ -906,7 +936,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           }
         }
       }
-      float* red = sred + (sub & 1) * K * SM::kWarps * 32;
+      float* red = sred + (kV >= 1 ? 0 : (sub & 1) * K * SM::kWarps * 32);
+      float* schan = smem + SM::kChan;  // kV >= 1: [d delta, du][K][CB]
 #pragma unroll
       for (int k = K - 1; k >= 0; --k) {
         const int r = rb + k;
@@ -943,7 +974,12 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         }
         ChannelSum<C>::Run(dd_c, lane);
         ChannelSum<C>::Run(du_c, lane);
-        if (ChannelSum<C>::Writer(lane) && r < rows) {
+        if (kV >= 1 && ChannelSum<C>::Writer(lane)) {
+          const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
+          schan[k * CB + ch] = dd_c[0];
+          schan[(K + k) * CB + ch] = du_c[0];
+        }
+        if (kV == 0 && ChannelSum<C>::Writer(lane) && r < rows) {
           const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
           if (ch < cols_valid) {
             const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
@@ -966,6 +1002,25 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         float sum = 0.f;
         for (int w = 0; w < SM::kWarps; ++w) sum += red[(k * SM::kWarps + w) * 32 + ln];
         p.dbc_part[(blockIdx.x * N + row_base + t0 + r) * (2 * kS) + (v < SPT ? 0 : kS) + s] = sum;
+      }
+      if constexpr (kV >= 1) {
+        // d delta_raw and du of the sub-tile's (step, channel)s, in row order.
+        for (int q = tid; q < K * CB; q += NT) {
+          const int r = rb + q / CB, ch = q % CB;
+          if (r >= rows || ch >= cols_valid) continue;
+          const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
+          StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, schan[q] * tsig[r * CB + ch]);
+          p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], schan[K * CB + q]);
+        }
+        // d dt_bias: one thread per channel, steps last first as before.
+        if (slot == 0 && my_ch < cols_valid) {
+          for (int k = K - 1; k >= 0; --k) {
+            const int r = rb + k;
+            if (r < rows)
+              sdtb[TileGroup(p, map, r) * CB + my_ch] += schan[k * CB + my_ch] * tsig[r * CB + my_ch];
+          }
+        }
+        __syncthreads();  // red and schan are free
       }
     }
   }
@@ -1202,16 +1257,25 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
     CUDA_CHECK_LAUNCH();
   }
 
-  constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
-  static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
-  static_assert(kBlocksPerSm * (kSmem + 1024) <= 228 * 1024,
-                "scan backward: two blocks per H100 SM");
-  auto kernel = ScanBackwardKernel<C, kMapped>;
-  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                  static_cast<int>(kSmem)));
   dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch),
             static_cast<unsigned>(p.chunks));
-  kernel<<<grid, C::kNT, kSmem, stream>>>(p);
+  auto launch = [&](auto variant) {
+    constexpr int kV = decltype(variant)::value;
+    constexpr size_t kSmem = sizeof(float) * BwdSmem<C, kV>::kTotal;
+    static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
+    static_assert(kBlocksPerSm * (kSmem + 1024) <= 228 * 1024,
+                  "scan backward: two blocks per H100 SM");
+    auto kernel = ScanBackwardKernel<C, kMapped, kV>;
+    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                    static_cast<int>(kSmem)));
+    kernel<<<grid, C::kNT, kSmem, stream>>>(p);
+  };
+  const char* variant = std::getenv("MODAMBA_SCAN_BWD_VARIANT");
+  const int v = variant != nullptr ? std::atoi(variant) : 0;
+  CHECK(v >= 0 && v <= 2) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
+  if (v == 0) launch(std::integral_constant<int, 0>());
+  if (v == 1) launch(std::integral_constant<int, 1>());
+  if (v == 2) launch(std::integral_constant<int, 2>());
   CUDA_CHECK_LAUNCH();
 
   const int64_t n_dbc = n * 2 * a.s_dim;
