@@ -700,7 +700,9 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
 // Backward variants timed side by side (kernel_bench): 0 as before; 1 the
 // adjoint's per-channel results staged per sub-tile and stored by a pass
 // after it, per-element passes unrolled; 2 also the tile forward's y from
-// lane shares (one shuffle instead of two per step).
+// lane shares (one shuffle instead of two per step); 3 also the adjoint's
+// sums over states (sum gt B, sum A q) staged as lane shares, dt_bias read
+// through the cache instead of shared memory (to make room).
 template <class C, int kV>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
@@ -725,13 +727,16 @@ struct BwdSmem {
   static constexpr int kSubState = kMap + kMapInts;  // [kT / K][NT][CPT * SPT]
   static constexpr int kRed =
       kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
-  // kV >= 1: red single-buffered [K][warps][32], then d delta and du sums [2][K][CB].
+  // kV >= 1: red single-buffered [K][warps][32], then d delta and du sums
+  // [2][K][CB] (kV 3: sum gt B and sum A q by lane share, [2][K][CB][kYShares]).
+  static constexpr int kChanShares = kV >= 3 ? kYShares : 1;
   static constexpr int kChan = kRed + K * kWarps * 32;
-  static constexpr int kDd = kV >= 1 ? kChan + 2 * K * CB : kRed + 2 * K * kWarps * 32;
+  static constexpr int kDd =
+      kV >= 1 ? kChan + 2 * K * CB * kChanShares : kRed + 2 * K * kWarps * 32;
   static constexpr int kDtb = kDd + kSlots * CB;          // [groups][CB]
   static constexpr int kD = kDtb + kMaxGroups * CB;
   static constexpr int kBias = kD + CB;
-  static constexpr int kTotal = kBias + kMaxGroups * CB;
+  static constexpr int kTotal = kBias + (kV >= 3 ? 0 : kMaxGroups * CB);
   // BwdCfg (CB 64, 128 threads, CPT 2 x SPT 4): raw 9248 + tile 5 x 2048 +
   // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 2048 + dD 128 +
   // d dt_bias 512 + D 64 + dt_bias 512 = 28064 floats = 112,256 B per block
@@ -787,7 +792,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
-  LoadBias<CB, NT>(p, e0, cols_valid, sbias);
+  if (kV < 3) LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
   auto load_raw = [&](int tile) {
     const int* map = maps.Slot(tile);
@@ -822,7 +827,9 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float pre = smem[SM::kRawDr + q] + sbias[TileGroup(p, map, r) * CB + ch];
+        const int gi = TileGroup(p, map, r);
+        const float bias = kV >= 3 ? __ldg(p.dt_bias + gi * E + e0 + ch) : sbias[gi * CB + ch];
+        const float pre = smem[SM::kRawDr + q] + bias;
         delta = Softplus(pre);
         de = ExponentScale(delta, raw_reset[r] != 0.f);
         sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
@@ -969,12 +976,25 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
             dA[c][i] = fmaf(delta, q, dA[c][i]);
             g[c][i] = gt * as[k][c][i];
           }
-          dd_c[c] = fmaf(uu, gb, aq);
-          du_c[c] = delta * gb;
+          if constexpr (kV >= 3) {
+            dd_c[c] = gb;
+            du_c[c] = aq;
+          } else {
+            dd_c[c] = fmaf(uu, gb, aq);
+            du_c[c] = delta * gb;
+          }
         }
-        ChannelSum<C>::Run(dd_c, lane);
-        ChannelSum<C>::Run(du_c, lane);
-        if (kV >= 1 && ChannelSum<C>::Writer(lane)) {
+        if constexpr (kV >= 3) {
+          ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(dd_c, lane);
+          ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(du_c, lane);
+          constexpr int kSh = SM::kChanShares;
+          schan[(k * CB + cg * CPT) * kSh + sg] = dd_c[0];
+          schan[((K + k) * CB + cg * CPT) * kSh + sg] = du_c[0];
+        } else {
+          ChannelSum<C>::Run(dd_c, lane);
+          ChannelSum<C>::Run(du_c, lane);
+        }
+        if (kV >= 1 && kV < 3 && ChannelSum<C>::Writer(lane)) {
           const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
           schan[k * CB + ch] = dd_c[0];
           schan[(K + k) * CB + ch] = du_c[0];
@@ -1004,20 +1024,39 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         p.dbc_part[(blockIdx.x * N + row_base + t0 + r) * (2 * kS) + (v < SPT ? 0 : kS) + s] = sum;
       }
       if constexpr (kV >= 1) {
+        // d delta (before the softplus) and du of step rb + k, channel ch.
+        auto chan = [&](int k, int ch, float& ddr, float& du) {
+          const int q = k * CB + ch, t = (rb + k) * CB + ch;
+          float dd;
+          if constexpr (kV >= 3) {
+            constexpr int kSh = SM::kChanShares;
+            const float gb = SumShares<kSh>(schan + q * kSh);
+            const float aq = SumShares<kSh>(schan + (K * CB + q) * kSh);
+            dd = fmaf(tu[t], gb, aq);
+            du = tdelta[t] * gb;
+          } else {
+            dd = schan[q];
+            du = schan[K * CB + q];
+          }
+          ddr = dd * tsig[t];
+        };
         // d delta_raw and du of the sub-tile's (step, channel)s, in row order.
         for (int q = tid; q < K * CB; q += NT) {
           const int r = rb + q / CB, ch = q % CB;
           if (r >= rows || ch >= cols_valid) continue;
           const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
-          StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, schan[q] * tsig[r * CB + ch]);
-          p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], schan[K * CB + q]);
+          float ddr, du;
+          chan(q / CB, ch, ddr, du);
+          StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
+          p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du);
         }
         // d dt_bias: one thread per channel, steps last first as before.
         if (slot == 0 && my_ch < cols_valid) {
           for (int k = K - 1; k >= 0; --k) {
-            const int r = rb + k;
-            if (r < rows)
-              sdtb[TileGroup(p, map, r) * CB + my_ch] += schan[k * CB + my_ch] * tsig[r * CB + my_ch];
+            if (rb + k >= rows) continue;
+            float ddr, du;
+            chan(k, my_ch, ddr, du);
+            sdtb[TileGroup(p, map, rb + k) * CB + my_ch] += ddr;
           }
         }
         __syncthreads();  // red and schan are free
@@ -1272,10 +1311,11 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   };
   const char* variant = std::getenv("MODAMBA_SCAN_BWD_VARIANT");
   const int v = variant != nullptr ? std::atoi(variant) : 0;
-  CHECK(v >= 0 && v <= 2) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
+  CHECK(v >= 0 && v <= 3) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
   if (v == 0) launch(std::integral_constant<int, 0>());
   if (v == 1) launch(std::integral_constant<int, 1>());
   if (v == 2) launch(std::integral_constant<int, 2>());
+  if (v == 3) launch(std::integral_constant<int, 3>());
   CUDA_CHECK_LAUNCH();
 
   const int64_t n_dbc = n * 2 * a.s_dim;
