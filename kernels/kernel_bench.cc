@@ -232,7 +232,7 @@ class Bench {
       return host;
     };
     std::vector<Tensor> first;
-    for (int v : {0, 1, 2, 3}) {
+    for (int v : {0, 1, 2, 3, 4, 5}) {
       setenv("MODAMBA_SCAN_BWD_VARIANT", std::to_string(v).c_str(), 1);
       for (Tensor* t : {&du, &ddr, &ddbc, &dxz}) gpu_->Fill(t->mat(), -1);
       const double b = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });

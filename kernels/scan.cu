@@ -702,7 +702,9 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
 // after it, per-element passes unrolled; 2 also the tile forward's y from
 // lane shares (one shuffle instead of two per step); 3 also the adjoint's
 // sums over states (sum gt B, sum A q) staged as lane shares, dt_bias read
-// through the cache instead of shared memory (to make room).
+// through the cache instead of shared memory (to make room); 4 also the
+// gate pass's d D summed in a register per tile (no shared-memory
+// read-modify-write chain); 5 as 4 without 2's lane shares.
 template <class C, int kV>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
@@ -750,6 +752,7 @@ template <class C, bool kMapped, int kV>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   using SM = BwdSmem<C, kV>;
   constexpr int kUnroll = kV >= 1 ? 4 : 1;
+  constexpr bool kYSharesOn = kV >= 2 && kV != 5;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -881,7 +884,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
-      if constexpr (kV >= 2) {
+      if constexpr (kYSharesOn) {
         // Each lane's share after the channels' split; the gate pass sums them.
         ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(yp, lane);
         sy_share[(r * CB + cg * CPT) * SM::kYShares + sg] = yp[0];
@@ -894,6 +897,7 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     __syncthreads();
 
     // Gate and skip: dz, and the gradient of the pre-gate output.
+    float dD = 0.f;  // kV >= 4: this thread's channel (my_ch), this tile
 #pragma unroll kUnroll
     for (int k = 0; k < kT * CB / NT; ++k) {
       const int q = tid + k * NT, r = q / CB, ch = q % CB;
@@ -901,15 +905,20 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       if (r < rows && ch < cols_valid) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
-        const float cdh = kV >= 2 ? SumShares<SM::kYShares>(sy_share + q * SM::kYShares) : sy[q];
+        const float cdh = kYSharesOn ? SumShares<SM::kYShares>(sy_share + q * SM::kYShares) : sy[q];
         const float yv = cdh + sD[ch] * uu;
         StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
                  g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
-        sdD[slot * CB + ch] += dyv * uu;
+        if (kV >= 4) {
+          dD += dyv * uu;
+        } else {
+          sdD[slot * CB + ch] += dyv * uu;
+        }
       }
       tdyv[q] = dyv;
     }
+    if (kV >= 4) sdD[slot * CB + my_ch] += dD;
     maps.Put(tile - 2, tile - 1);  // for load_raw(tile - 2) and the prepass of tile - 1
     __syncthreads();               // raw buffers are free
     if (tile > tile_lo) load_raw(tile - 1);
@@ -1311,11 +1320,13 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
   };
   const char* variant = std::getenv("MODAMBA_SCAN_BWD_VARIANT");
   const int v = variant != nullptr ? std::atoi(variant) : 0;
-  CHECK(v >= 0 && v <= 3) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
+  CHECK(v >= 0 && v <= 5) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
   if (v == 0) launch(std::integral_constant<int, 0>());
   if (v == 1) launch(std::integral_constant<int, 1>());
   if (v == 2) launch(std::integral_constant<int, 2>());
   if (v == 3) launch(std::integral_constant<int, 3>());
+  if (v == 4) launch(std::integral_constant<int, 4>());
+  if (v == 5) launch(std::integral_constant<int, 5>());
   CUDA_CHECK_LAUNCH();
 
   const int64_t n_dbc = n * 2 * a.s_dim;
