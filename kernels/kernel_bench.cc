@@ -10,7 +10,6 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <cstring>
 #include <functional>
 #include <numeric>
 #include <random>
@@ -218,35 +217,6 @@ class Bench {
     }
     unsetenv("MODAMBA_SCAN_FWD_CHUNKS");
     unsetenv("MODAMBA_SCAN_CHUNKS");
-
-    // Backward variants side by side; every output but the accumulated
-    // parameter gradients compared bit for bit with variant 0's.
-    std::printf("\n| backward variant | backward from kept states ms | forward + backward, states "
-                "kept ms | outputs as variant 0's |\n|---|---|---|---|\n");
-    auto outputs = [&] {
-      std::vector<Tensor> host;
-      for (const Tensor* t : {&du, &ddr, &ddbc, &dxz}) {
-        host.emplace_back(t->dtype(), t->shape());
-        gpu_->Copy(t->mat(), host.back().mat());
-      }
-      return host;
-    };
-    std::vector<Tensor> first;
-    for (int v : {0, 1, 2, 3, 4, 5}) {
-      setenv("MODAMBA_SCAN_BWD_VARIANT", std::to_string(v).c_str(), 1);
-      for (Tensor* t : {&du, &ddr, &ddbc, &dxz}) gpu_->Fill(t->mat(), -1);
-      const double b = Ms([&] { gpu_->ScanBackward(seq, *routing, kept, dy.mat(), g); });
-      std::vector<Tensor> got = outputs();
-      bool same = true;
-      if (v == 0) {
-        first = std::move(got);
-      } else {
-        for (size_t i = 0; i < got.size(); ++i)
-          same = same && std::memcmp(got[i].raw(), first[i].raw(), got[i].nbytes()) == 0;
-      }
-      std::printf("| %d | %.3f | %.3f | %s |\n", v, b, fwd_saving_ms + b, same ? "yes" : "NO");
-    }
-    unsetenv("MODAMBA_SCAN_BWD_VARIANT");
   }
 
   // Contiguous modality spans as in packed multi-modal documents: text

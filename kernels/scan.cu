@@ -8,9 +8,10 @@
 // delta = softplus(delta_raw + dt_bias[group]) and the exponent scale
 // delta * log2(e), set to +inf at a document start so that the decay
 // exp2(scale * A) is exactly 0 there without a branch per state. Sums over
-// states reduce across the kNSG lanes of a channel: the forward's y = C.h
-// through shared memory, each lane's share summed after the tile's steps;
-// the backward's y, d(delta) and du with shuffles. Sums over channels (dB,
+// states reduce across the kNSG lanes of a channel through shared memory:
+// each step leaves each lane's share (in the backward, after the shuffles
+// that split a thread's channels), summed after the steps (the forward's
+// y = C.h; the backward's y, d(delta) and du). Sums over channels (dB,
 // dC) reduce in registers over a thread's channels, across lanes with a
 // reduce-scatter, across warps in shared memory, then across channel blocks
 // in a final kernel. Every sum has a fixed order: results are bitwise
@@ -41,7 +42,6 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
-#include <type_traits>
 
 #include "kernels/cuda_check.h"
 #include "kernels/device_utils.cuh"
@@ -286,27 +286,25 @@ __device__ __forceinline__ void ReduceScatter(float (&v)[SIZE], int lane) {
   }
 }
 
-// Per-channel sums over the kNSG lanes of each channel. Afterwards v[0] is
-// the total of channel ChannelOf(lane) of the thread's kCPT; Writer(lane)
-// marks one lane per channel.
+// Per-channel sums over the kNSG lanes of each channel, first step: a
+// reduce-scatter over the thread's kCPT channels. Afterwards v[0] is this
+// lane's share of channel sg >> kSplitBits of its kCPT (sg = lane % kNSG),
+// one of kShares; Store puts it at (channel, share) of a [channels][kShares]
+// array, whose shares SumShares adds off the step loop (no shuffles wait
+// there).
 template <class C>
-struct ChannelSum {
+struct ChannelShares {
   static constexpr int kSplitBits = Log2(C::kNSG) - Log2(C::kCPT);
-  __device__ __forceinline__ static void Run(float (&v)[C::kCPT], int lane) {
+  static constexpr int kShares = 1 << kSplitBits;
+  __device__ __forceinline__ static void Store(float (&v)[C::kCPT], int lane, int cg,
+                                               float* shares) {
     ReduceScatter<C::kCPT, kSplitBits, C::kCPT>(v, lane);
-#pragma unroll
-    for (int o = 1; o < (1 << kSplitBits); o <<= 1) v[0] += __shfl_xor_sync(kFullMask, v[0], o);
-  }
-  __device__ __forceinline__ static int ChannelOf(int lane) {
-    return (lane & (C::kNSG - 1)) >> kSplitBits;
-  }
-  __device__ __forceinline__ static bool Writer(int lane) {
-    return (lane & ((1 << kSplitBits) - 1)) == 0;
+    shares[cg * C::kCPT * kShares + lane % C::kNSG] = v[0];
   }
 };
 
 // The sum of N lanes' shares part[0..N), in pairs as a butterfly of
-// shuffles adds them, so that the result has the shuffles' bits.
+// shuffles would add them.
 template <int N>
 __device__ __forceinline__ float SumShares(const float* part) {
   float v[N];
@@ -697,26 +695,20 @@ __global__ void __launch_bounds__(kCarryThreads) AdjointCarryKernel(Params p) {
   if (sg == 0) p.carry_de[slot * E + e] = de_sum;
 }
 
-// Backward variants timed side by side (kernel_bench): 0 as before; 1 the
-// adjoint's per-channel results staged per sub-tile and stored by a pass
-// after it, per-element passes unrolled; 2 also the tile forward's y from
-// lane shares (one shuffle instead of two per step); 3 also the adjoint's
-// sums over states (sum gt B, sum A q) staged as lane shares, dt_bias read
-// through the cache instead of shared memory (to make room); 4 also the
-// gate pass's d D summed in a register per tile (no shared-memory
-// read-modify-write chain); 5 as 4 without 2's lane shares.
-template <class C, int kV>
+template <class C>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
-  // Lanes whose shares of a channel's C.h the tile forward leaves (kV 2).
-  static constexpr int kYShares = 1 << ChannelSum<C>::kSplitBits;
   static constexpr int kWarps = C::kNT / 32;
   static constexpr int kSlots = C::kNT / CB;  // threads per channel in per-element passes
+  static constexpr int kShares = ChannelShares<C>::kShares;  // per channel sum
   // Raw inputs of one tile, prefetched while the previous tile's adjoint runs.
   static constexpr int kRawU = 0, kRawDr = kT * CB, kRawZ = 2 * kT * CB, kRawDy = 3 * kT * CB;
   static constexpr int kRawB = 4 * kT * CB, kRawC = kRawB + kT * kS, kRawReset = kRawC + kT * kS;
   static constexpr int kRaw = kRawReset + kT;
-  static constexpr int kY = kRawDr;  // y reuses delta_raw's space once delta is computed
+  // The tile forward's C.h by share [kT][CB][kShares], over raw u and
+  // delta_raw, both consumed by then.
+  static constexpr int kYShare = kRawU;
+  static_assert(kShares <= 2 && kRawDr + kT * CB == kRawZ, "C.h shares' space");
   // The tile as the recurrences use it.
   static constexpr int kU = kRaw;
   static constexpr int kDelta = kU + kT * CB;
@@ -728,31 +720,26 @@ struct BwdSmem {
   static constexpr int kMap = kC + kT * kS;          // TileMaps (ints)
   static constexpr int kSubState = kMap + kMapInts;  // [kT / K][NT][CPT * SPT]
   static constexpr int kRed =
-      kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
-  // kV >= 1: red single-buffered [K][warps][32], then d delta and du sums
-  // [2][K][CB] (kV 3: sum gt B and sum A q by lane share, [2][K][CB][kYShares]).
-  static constexpr int kChanShares = kV >= 3 ? kYShares : 1;
+      kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [K][warps][32]
+  // A sub-tile's sum_s gt B, then sum_s A q, by share: [2][K][CB][kShares].
   static constexpr int kChan = kRed + K * kWarps * 32;
-  static constexpr int kDd =
-      kV >= 1 ? kChan + 2 * K * CB * kChanShares : kRed + 2 * K * kWarps * 32;
-  static constexpr int kDtb = kDd + kSlots * CB;          // [groups][CB]
+  static constexpr int kDd = kChan + 2 * K * CB * kShares;  // [slots][CB]
+  static constexpr int kDtb = kDd + kSlots * CB;            // [groups][CB]
   static constexpr int kD = kDtb + kMaxGroups * CB;
-  static constexpr int kBias = kD + CB;
-  static constexpr int kTotal = kBias + (kV >= 3 ? 0 : kMaxGroups * CB);
+  static constexpr int kTotal = kD + CB;
   // BwdCfg (CB 64, 128 threads, CPT 2 x SPT 4): raw 9248 + tile 5 x 2048 +
-  // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 2048 + dD 128 +
-  // d dt_bias 512 + D 64 + dt_bias 512 = 28064 floats = 112,256 B per block
-  // (111,616 before the maps, which replace a [kT] group array). The two
-  // blocks per SM of __launch_bounds__(kNT, 2) take 2 x (112,256 + 1,024
-  // reserved) = 226,560 B of an H100 SM's 233,472 (228 KB): 3,456 B per
-  // block to spare. LaunchBackward checks it.
+  // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 1024 + shares
+  // 2048 + dD 128 + d dt_bias 512 + D 64 = 28576 floats = 114,304 B per
+  // block (dt_bias is read through the cache, not staged, to make room).
+  // The two blocks per SM of __launch_bounds__(kNT, 2) take 2 x (114,304 +
+  // 1,024 reserved) = 230,656 B of an H100 SM's 233,472 (228 KB): 1,408 B
+  // per block to spare. LaunchBackward checks it.
 };
 
-template <class C, bool kMapped, int kV>
+template <class C, bool kMapped>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
-  using SM = BwdSmem<C, kV>;
-  constexpr int kUnroll = kV >= 1 ? 4 : 1;
-  constexpr bool kYSharesOn = kV >= 2 && kV != 5;
+  using SM = BwdSmem<C>;
+  constexpr int kSh = SM::kShares;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -769,7 +756,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   float* sdD = smem + SM::kDd;
   float* sdtb = smem + SM::kDtb;
   float* sD = smem + SM::kD;
-  float* sbias = smem + SM::kBias;
+  float* sy_share = smem + SM::kYShare;
+  float* schan = smem + SM::kChan;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
@@ -795,7 +783,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
-  if (kV < 3) LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
   auto load_raw = [&](int tile) {
     const int* map = maps.Slot(tile);
@@ -825,13 +812,13 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
 
     // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
     static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
-#pragma unroll kUnroll
+    // Four elements at a time: their softplus chains overlap.
+#pragma unroll 4
     for (int k = 0; k < kT * CB / NT; ++k) {
       const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const int gi = TileGroup(p, map, r);
-        const float bias = kV >= 3 ? __ldg(p.dt_bias + gi * E + e0 + ch) : sbias[gi * CB + ch];
+        const float bias = __ldg(p.dt_bias + TileGroup(p, map, r) * E + e0 + ch);
         const float pre = smem[SM::kRawDr + q] + bias;
         delta = Softplus(pre);
         de = ExponentScale(delta, raw_reset[r] != 0.f);
@@ -856,10 +843,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     __syncthreads();
 
     // The tile forward: sub-tile start states, and y.
-    float* sy = smem + SM::kY;
-    // kV 2: [kT][CB][kYShares] over raw u and delta_raw, both consumed by now.
-    float* sy_share = smem + SM::kRawU;
-    static_assert(SM::kYShares <= 2 && SM::kRawDr + kT * CB == SM::kRawZ, "y shares' space");
 #pragma unroll
     for (int r = 0; r < kT; ++r) {
       if (r % K == 0) {
@@ -884,41 +867,27 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
-      if constexpr (kYSharesOn) {
-        // Each lane's share after the channels' split; the gate pass sums them.
-        ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(yp, lane);
-        sy_share[(r * CB + cg * CPT) * SM::kYShares + sg] = yp[0];
-      } else {
-        ChannelSum<C>::Run(yp, lane);
-        if (ChannelSum<C>::Writer(lane))
-          sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
-      }
+      // This lane's share of its channel's C.h; the gate pass adds the shares.
+      ChannelShares<C>::Store(yp, lane, cg, sy_share + r * CB * kSh);
     }
     __syncthreads();
 
     // Gate and skip: dz, and the gradient of the pre-gate output.
-    float dD = 0.f;  // kV >= 4: this thread's channel (my_ch), this tile
-#pragma unroll kUnroll
+#pragma unroll 4
     for (int k = 0; k < kT * CB / NT; ++k) {
       const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float dyv = 0.f;
       if (r < rows && ch < cols_valid) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
-        const float cdh = kYSharesOn ? SumShares<SM::kYShares>(sy_share + q * SM::kYShares) : sy[q];
-        const float yv = cdh + sD[ch] * uu;
+        const float yv = SumShares<kSh>(sy_share + q * kSh) + sD[ch] * uu;
         StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
                  g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
-        if (kV >= 4) {
-          dD += dyv * uu;
-        } else {
-          sdD[slot * CB + ch] += dyv * uu;
-        }
+        sdD[slot * CB + ch] += dyv * uu;
       }
       tdyv[q] = dyv;
     }
-    if (kV >= 4) sdD[slot * CB + my_ch] += dD;
     maps.Put(tile - 2, tile - 1);  // for load_raw(tile - 2) and the prepass of tile - 1
     __syncthreads();               // raw buffers are free
     if (tile > tile_lo) load_raw(tile - 1);
@@ -952,13 +921,11 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           }
         }
       }
-      float* red = sred + (kV >= 1 ? 0 : (sub & 1) * K * SM::kWarps * 32);
-      float* schan = smem + SM::kChan;  // kV >= 1: [d delta, du][K][CB]
 #pragma unroll
       for (int k = K - 1; k >= 0; --k) {
         const int r = rb + k;
         float bc[2 * SPT];  // dB then dC, summed over this thread's channels
-        float dd_c[CPT], du_c[CPT], bv[SPT], cv[SPT];
+        float gb_c[CPT], aq_c[CPT], bv[SPT], cv[SPT];
         LoadStates(tB + r * kS + sg * SPT, bv);
         LoadStates(tC + r * kS + sg * SPT, cv);
 #pragma unroll
@@ -971,7 +938,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           const float du_in = delta * uu;
           // With gt = dL/dh_t and q = gt * a_t h_{t-1}:
           //   d(delta) = u sum_s gt B + sum_s A q,  du = delta sum_s gt B,
-          //   dA = delta q,  dB += gt delta u,  dC += dyv h_t.
+          //   dA = delta q,  dB += gt delta u,  dC += dyv h_t;
+          // the sums over states (gb, aq) are finished after the sub-tile.
           float gb = 0.f, aq = 0.f;
 #pragma unroll
           for (int i = 0; i < SPT; ++i) {
@@ -985,41 +953,13 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
             dA[c][i] = fmaf(delta, q, dA[c][i]);
             g[c][i] = gt * as[k][c][i];
           }
-          if constexpr (kV >= 3) {
-            dd_c[c] = gb;
-            du_c[c] = aq;
-          } else {
-            dd_c[c] = fmaf(uu, gb, aq);
-            du_c[c] = delta * gb;
-          }
+          gb_c[c] = gb;
+          aq_c[c] = aq;
         }
-        if constexpr (kV >= 3) {
-          ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(dd_c, lane);
-          ReduceScatter<CPT, ChannelSum<C>::kSplitBits, CPT>(du_c, lane);
-          constexpr int kSh = SM::kChanShares;
-          schan[(k * CB + cg * CPT) * kSh + sg] = dd_c[0];
-          schan[((K + k) * CB + cg * CPT) * kSh + sg] = du_c[0];
-        } else {
-          ChannelSum<C>::Run(dd_c, lane);
-          ChannelSum<C>::Run(du_c, lane);
-        }
-        if (kV >= 1 && kV < 3 && ChannelSum<C>::Writer(lane)) {
-          const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
-          schan[k * CB + ch] = dd_c[0];
-          schan[(K + k) * CB + ch] = du_c[0];
-        }
-        if (kV == 0 && ChannelSum<C>::Writer(lane) && r < rows) {
-          const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
-          if (ch < cols_valid) {
-            const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
-            const float ddr = dd_c[0] * tsig[r * CB + ch];
-            StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
-            p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
-            sdtb[TileGroup(p, map, r) * CB + ch] += ddr;  // one writer lane per channel
-          }
-        }
+        ChannelShares<C>::Store(gb_c, lane, cg, schan + k * CB * kSh);
+        ChannelShares<C>::Store(aq_c, lane, cg, schan + (K + k) * CB * kSh);
         ReduceScatter<2 * SPT, Log2(C::kNSG), 2 * SPT>(bc, lane);
-        red[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
+        sred[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
       }
       __syncthreads();
       // dB, dC of the sub-tile: sum over warps, in order.
@@ -1029,47 +969,36 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         const int v = ln >> Log2(C::kNSG), s = (ln & (C::kNSG - 1)) * SPT + (v % SPT);
         if (s >= p.s_dim) continue;
         float sum = 0.f;
-        for (int w = 0; w < SM::kWarps; ++w) sum += red[(k * SM::kWarps + w) * 32 + ln];
+        for (int w = 0; w < SM::kWarps; ++w) sum += sred[(k * SM::kWarps + w) * 32 + ln];
         p.dbc_part[(blockIdx.x * N + row_base + t0 + r) * (2 * kS) + (v < SPT ? 0 : kS) + s] = sum;
       }
-      if constexpr (kV >= 1) {
-        // d delta (before the softplus) and du of step rb + k, channel ch.
-        auto chan = [&](int k, int ch, float& ddr, float& du) {
-          const int q = k * CB + ch, t = (rb + k) * CB + ch;
-          float dd;
-          if constexpr (kV >= 3) {
-            constexpr int kSh = SM::kChanShares;
-            const float gb = SumShares<kSh>(schan + q * kSh);
-            const float aq = SumShares<kSh>(schan + (K * CB + q) * kSh);
-            dd = fmaf(tu[t], gb, aq);
-            du = tdelta[t] * gb;
-          } else {
-            dd = schan[q];
-            du = schan[K * CB + q];
-          }
-          ddr = dd * tsig[t];
-        };
-        // d delta_raw and du of the sub-tile's (step, channel)s, in row order.
-        for (int q = tid; q < K * CB; q += NT) {
-          const int r = rb + q / CB, ch = q % CB;
-          if (r >= rows || ch >= cols_valid) continue;
-          const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
-          float ddr, du;
-          chan(q / CB, ch, ddr, du);
-          StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
-          p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du);
-        }
-        // d dt_bias: one thread per channel, steps last first as before.
-        if (slot == 0 && my_ch < cols_valid) {
-          for (int k = K - 1; k >= 0; --k) {
-            if (rb + k >= rows) continue;
-            float ddr, du;
-            chan(k, my_ch, ddr, du);
-            sdtb[TileGroup(p, map, rb + k) * CB + my_ch] += ddr;
-          }
-        }
-        __syncthreads();  // red and schan are free
+      // d delta_raw and du of step rb + k, channel ch, from the shares.
+      auto chan = [&](int k, int ch, float& ddr, float& du) {
+        const int q = k * CB + ch, t = (rb + k) * CB + ch;
+        const float gb = SumShares<kSh>(schan + q * kSh);
+        const float aq = SumShares<kSh>(schan + (K * CB + q) * kSh);
+        ddr = fmaf(tu[t], gb, aq) * tsig[t];
+        du = tdelta[t] * gb;
+      };
+      for (int q = tid; q < K * CB; q += NT) {
+        const int r = rb + q / CB, ch = q % CB;
+        if (r >= rows || ch >= cols_valid) continue;
+        const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
+        float ddr, du;
+        chan(q / CB, ch, ddr, du);
+        StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
+        p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du);
       }
+      // d dt_bias: one thread per channel, steps last first (a fixed order).
+      if (slot == 0 && my_ch < cols_valid) {
+        for (int k = K - 1; k >= 0; --k) {
+          if (rb + k >= rows) continue;
+          float ddr, du;
+          chan(k, my_ch, ddr, du);
+          sdtb[TileGroup(p, map, rb + k) * CB + my_ch] += ddr;
+        }
+      }
+      __syncthreads();  // the reduction buffer and the shares are free
     }
   }
   __syncthreads();
@@ -1305,28 +1234,16 @@ void LaunchBackward(Params p, const ScanArgs& a, const ScanGradArgs& g, cudaStre
     CUDA_CHECK_LAUNCH();
   }
 
+  constexpr size_t kSmem = sizeof(float) * BwdSmem<C>::kTotal;
+  static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
+  static_assert(kBlocksPerSm * (kSmem + 1024) <= 228 * 1024,
+                "scan backward: two blocks per H100 SM");
+  auto kernel = ScanBackwardKernel<C, kMapped>;
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(kSmem)));
   dim3 grid(static_cast<unsigned>(blocks), static_cast<unsigned>(a.batch),
             static_cast<unsigned>(p.chunks));
-  auto launch = [&](auto variant) {
-    constexpr int kV = decltype(variant)::value;
-    constexpr size_t kSmem = sizeof(float) * BwdSmem<C, kV>::kTotal;
-    static_assert(kSmem <= 227 * 1024, "scan backward: shared memory per block");
-    static_assert(kBlocksPerSm * (kSmem + 1024) <= 228 * 1024,
-                  "scan backward: two blocks per H100 SM");
-    auto kernel = ScanBackwardKernel<C, kMapped, kV>;
-    CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                    static_cast<int>(kSmem)));
-    kernel<<<grid, C::kNT, kSmem, stream>>>(p);
-  };
-  const char* variant = std::getenv("MODAMBA_SCAN_BWD_VARIANT");
-  const int v = variant != nullptr ? std::atoi(variant) : 0;
-  CHECK(v >= 0 && v <= 5) << "MODAMBA_SCAN_BWD_VARIANT=" << variant;
-  if (v == 0) launch(std::integral_constant<int, 0>());
-  if (v == 1) launch(std::integral_constant<int, 1>());
-  if (v == 2) launch(std::integral_constant<int, 2>());
-  if (v == 3) launch(std::integral_constant<int, 3>());
-  if (v == 4) launch(std::integral_constant<int, 4>());
-  if (v == 5) launch(std::integral_constant<int, 5>());
+  kernel<<<grid, C::kNT, kSmem, stream>>>(p);
   CUDA_CHECK_LAUNCH();
 
   const int64_t n_dbc = n * 2 * a.s_dim;
