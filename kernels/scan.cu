@@ -8,9 +8,10 @@
 // delta = softplus(delta_raw + dt_bias[group]) and the exponent scale
 // delta * log2(e), set to +inf at a document start so that the decay
 // exp2(scale * A) is exactly 0 there without a branch per state. Sums over
-// states reduce across the kNSG lanes of a channel: the forward's y = C.h
-// through shared memory, each lane's share summed after the tile's steps;
-// the backward's y, d(delta) and du with shuffles. Sums over channels (dB,
+// states reduce across the kNSG lanes of a channel through shared memory:
+// each step leaves each lane's share (in the backward, after the shuffles
+// that split a thread's channels), summed after the steps (the forward's
+// y = C.h; the backward's y, d(delta) and du). Sums over channels (dB,
 // dC) reduce in registers over a thread's channels, across lanes with a
 // reduce-scatter, across warps in shared memory, then across channel blocks
 // in a final kernel. Every sum has a fixed order: results are bitwise
@@ -285,24 +286,37 @@ __device__ __forceinline__ void ReduceScatter(float (&v)[SIZE], int lane) {
   }
 }
 
-// Per-channel sums over the kNSG lanes of each channel. Afterwards v[0] is
-// the total of channel ChannelOf(lane) of the thread's kCPT; Writer(lane)
-// marks one lane per channel.
+// Per-channel sums over the kNSG lanes of each channel, first step: a
+// reduce-scatter over the thread's kCPT channels. Afterwards v[0] is this
+// lane's share of channel sg >> kSplitBits of its kCPT (sg = lane % kNSG),
+// one of kShares; Store puts it at (channel, share) of a [channels][kShares]
+// array, whose shares SumShares adds off the step loop (no shuffles wait
+// there).
 template <class C>
-struct ChannelSum {
+struct ChannelShares {
   static constexpr int kSplitBits = Log2(C::kNSG) - Log2(C::kCPT);
-  __device__ __forceinline__ static void Run(float (&v)[C::kCPT], int lane) {
+  static constexpr int kShares = 1 << kSplitBits;
+  __device__ __forceinline__ static void Store(float (&v)[C::kCPT], int lane, int cg,
+                                               float* shares) {
     ReduceScatter<C::kCPT, kSplitBits, C::kCPT>(v, lane);
-#pragma unroll
-    for (int o = 1; o < (1 << kSplitBits); o <<= 1) v[0] += __shfl_xor_sync(kFullMask, v[0], o);
-  }
-  __device__ __forceinline__ static int ChannelOf(int lane) {
-    return (lane & (C::kNSG - 1)) >> kSplitBits;
-  }
-  __device__ __forceinline__ static bool Writer(int lane) {
-    return (lane & ((1 << kSplitBits) - 1)) == 0;
+    shares[cg * C::kCPT * kShares + lane % C::kNSG] = v[0];
   }
 };
+
+// The sum of N lanes' shares part[0..N), in pairs as a butterfly of
+// shuffles would add them.
+template <int N>
+__device__ __forceinline__ float SumShares(const float* part) {
+  float v[N];
+#pragma unroll
+  for (int j = 0; j < N; ++j) v[j] = part[j];
+#pragma unroll
+  for (int w = 1; w < N; w <<= 1) {
+#pragma unroll
+    for (int j = 0; j < N; j += 2 * w) v[j] += v[j + w];
+  }
+  return v[0];
+}
 
 // v[i] = p[i] for a thread's SPT consecutive states, in 16- or 8-byte loads
 // (every tile row of kS states starts 16-byte aligned).
@@ -561,17 +575,9 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
       for (int k = 0; k < kT * CB / NT; ++k) {
         const int q = tid + k * NT, r = q / CB, ch = q % CB;
         if (r >= rows || ch >= cols_valid) continue;
-        // y = C.h: the lanes' shares summed in pairs, as a butterfly would.
-        float part[C::kNSG];
-#pragma unroll
-        for (int j = 0; j < C::kNSG; ++j) part[j] = sy_part[q * C::kNSG + j];
-#pragma unroll
-        for (int w = 1; w < C::kNSG; w <<= 1) {
-#pragma unroll
-          for (int j = 0; j < C::kNSG; j += 2 * w) part[j] += part[j + w];
-        }
         const float zz = sz[q];
-        const float out = (part[0] + sD[ch] * su[q]) * (zz * Sigmoid(zz));
+        const float cdh = SumShares<C::kNSG>(sy_part + q * C::kNSG);
+        const float out = (cdh + sD[ch] * su[q]) * (zz * Sigmoid(zz));
         StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
       }
     }
@@ -694,11 +700,15 @@ struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
   static constexpr int kWarps = C::kNT / 32;
   static constexpr int kSlots = C::kNT / CB;  // threads per channel in per-element passes
+  static constexpr int kShares = ChannelShares<C>::kShares;  // per channel sum
   // Raw inputs of one tile, prefetched while the previous tile's adjoint runs.
   static constexpr int kRawU = 0, kRawDr = kT * CB, kRawZ = 2 * kT * CB, kRawDy = 3 * kT * CB;
   static constexpr int kRawB = 4 * kT * CB, kRawC = kRawB + kT * kS, kRawReset = kRawC + kT * kS;
   static constexpr int kRaw = kRawReset + kT;
-  static constexpr int kY = kRawDr;  // y reuses delta_raw's space once delta is computed
+  // The tile forward's C.h by share [kT][CB][kShares], over raw u and
+  // delta_raw, both consumed by then.
+  static constexpr int kYShare = kRawU;
+  static_assert(kShares <= 2 && kRawDr + kT * CB == kRawZ, "C.h shares' space");
   // The tile as the recurrences use it.
   static constexpr int kU = kRaw;
   static constexpr int kDelta = kU + kT * CB;
@@ -710,24 +720,26 @@ struct BwdSmem {
   static constexpr int kMap = kC + kT * kS;          // TileMaps (ints)
   static constexpr int kSubState = kMap + kMapInts;  // [kT / K][NT][CPT * SPT]
   static constexpr int kRed =
-      kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [2][K][warps][32]
-  static constexpr int kDd = kRed + 2 * K * kWarps * 32;  // [slots][CB]
-  static constexpr int kDtb = kDd + kSlots * CB;          // [groups][CB]
+      kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [K][warps][32]
+  // A sub-tile's sum_s gt B, then sum_s A q, by share: [2][K][CB][kShares].
+  static constexpr int kChan = kRed + K * kWarps * 32;
+  static constexpr int kDd = kChan + 2 * K * CB * kShares;  // [slots][CB]
+  static constexpr int kDtb = kDd + kSlots * CB;            // [groups][CB]
   static constexpr int kD = kDtb + kMaxGroups * CB;
-  static constexpr int kBias = kD + CB;
-  static constexpr int kTotal = kBias + kMaxGroups * CB;
+  static constexpr int kTotal = kD + CB;
   // BwdCfg (CB 64, 128 threads, CPT 2 x SPT 4): raw 9248 + tile 5 x 2048 +
-  // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 2048 + dD 128 +
-  // d dt_bias 512 + D 64 + dt_bias 512 = 28064 floats = 112,256 B per block
-  // (111,616 before the maps, which replace a [kT] group array). The two
-  // blocks per SM of __launch_bounds__(kNT, 2) take 2 x (112,256 + 1,024
-  // reserved) = 226,560 B of an H100 SM's 233,472 (228 KB): 3,456 B per
-  // block to spare. LaunchBackward checks it.
+  // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 1024 + shares
+  // 2048 + dD 128 + d dt_bias 512 + D 64 = 28576 floats = 114,304 B per
+  // block (dt_bias is read through the cache, not staged, to make room).
+  // The two blocks per SM of __launch_bounds__(kNT, 2) take 2 x (114,304 +
+  // 1,024 reserved) = 230,656 B of an H100 SM's 233,472 (228 KB): 1,408 B
+  // per block to spare. LaunchBackward checks it.
 };
 
 template <class C, bool kMapped>
 __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   using SM = BwdSmem<C>;
+  constexpr int kSh = SM::kShares;
   constexpr int K = kSub, CB = C::kCB, NT = C::kNT, CPT = C::kCPT, SPT = C::kSPT;
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -744,7 +756,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   float* sdD = smem + SM::kDd;
   float* sdtb = smem + SM::kDtb;
   float* sD = smem + SM::kD;
-  float* sbias = smem + SM::kBias;
+  float* sy_share = smem + SM::kYShare;
+  float* schan = smem + SM::kChan;
 
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
@@ -770,7 +783,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
   for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
-  LoadBias<CB, NT>(p, e0, cols_valid, sbias);
 
   auto load_raw = [&](int tile) {
     const int* map = maps.Slot(tile);
@@ -799,11 +811,15 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     const float* raw_reset = smem + SM::kRawReset;
 
     // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+    static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
+    // Four elements at a time: their softplus chains overlap.
+#pragma unroll 4
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float delta = 0.f, de = 0.f, sig = 0.f;
       if (r < rows && ch < cols_valid) {
-        const float pre = smem[SM::kRawDr + q] + sbias[TileGroup(p, map, r) * CB + ch];
+        const float bias = __ldg(p.dt_bias + TileGroup(p, map, r) * E + e0 + ch);
+        const float pre = smem[SM::kRawDr + q] + bias;
         delta = Softplus(pre);
         de = ExponentScale(delta, raw_reset[r] != 0.f);
         sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
@@ -827,7 +843,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     __syncthreads();
 
     // The tile forward: sub-tile start states, and y.
-    float* sy = smem + SM::kY;
 #pragma unroll
     for (int r = 0; r < kT; ++r) {
       if (r % K == 0) {
@@ -852,20 +867,20 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           yp[c] = fmaf(cv[i], h[c][i], yp[c]);
         }
       }
-      ChannelSum<C>::Run(yp, lane);
-      if (ChannelSum<C>::Writer(lane))
-        sy[r * CB + cg * CPT + ChannelSum<C>::ChannelOf(lane)] = yp[0];
+      // This lane's share of its channel's C.h; the gate pass adds the shares.
+      ChannelShares<C>::Store(yp, lane, cg, sy_share + r * CB * kSh);
     }
     __syncthreads();
 
     // Gate and skip: dz, and the gradient of the pre-gate output.
-    for (int q = tid; q < kT * CB; q += NT) {
-      const int r = q / CB, ch = q % CB;
+#pragma unroll 4
+    for (int k = 0; k < kT * CB / NT; ++k) {
+      const int q = tid + k * NT, r = q / CB, ch = q % CB;
       float dyv = 0.f;
       if (r < rows && ch < cols_valid) {
         const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
         const float sgz = Sigmoid(zz);
-        const float yv = sy[q] + sD[ch] * uu;
+        const float yv = SumShares<kSh>(sy_share + q * kSh) + sD[ch] * uu;
         StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
                  g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
         dyv = g_out * zz * sgz;
@@ -906,12 +921,11 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           }
         }
       }
-      float* red = sred + (sub & 1) * K * SM::kWarps * 32;
 #pragma unroll
       for (int k = K - 1; k >= 0; --k) {
         const int r = rb + k;
         float bc[2 * SPT];  // dB then dC, summed over this thread's channels
-        float dd_c[CPT], du_c[CPT], bv[SPT], cv[SPT];
+        float gb_c[CPT], aq_c[CPT], bv[SPT], cv[SPT];
         LoadStates(tB + r * kS + sg * SPT, bv);
         LoadStates(tC + r * kS + sg * SPT, cv);
 #pragma unroll
@@ -924,7 +938,8 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
           const float du_in = delta * uu;
           // With gt = dL/dh_t and q = gt * a_t h_{t-1}:
           //   d(delta) = u sum_s gt B + sum_s A q,  du = delta sum_s gt B,
-          //   dA = delta q,  dB += gt delta u,  dC += dyv h_t.
+          //   dA = delta q,  dB += gt delta u,  dC += dyv h_t;
+          // the sums over states (gb, aq) are finished after the sub-tile.
           float gb = 0.f, aq = 0.f;
 #pragma unroll
           for (int i = 0; i < SPT; ++i) {
@@ -938,23 +953,13 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
             dA[c][i] = fmaf(delta, q, dA[c][i]);
             g[c][i] = gt * as[k][c][i];
           }
-          dd_c[c] = fmaf(uu, gb, aq);
-          du_c[c] = delta * gb;
+          gb_c[c] = gb;
+          aq_c[c] = aq;
         }
-        ChannelSum<C>::Run(dd_c, lane);
-        ChannelSum<C>::Run(du_c, lane);
-        if (ChannelSum<C>::Writer(lane) && r < rows) {
-          const int ch = cg * CPT + ChannelSum<C>::ChannelOf(lane);
-          if (ch < cols_valid) {
-            const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
-            const float ddr = dd_c[0] * tsig[r * CB + ch];
-            StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
-            p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du_c[0]);
-            sdtb[TileGroup(p, map, r) * CB + ch] += ddr;  // one writer lane per channel
-          }
-        }
+        ChannelShares<C>::Store(gb_c, lane, cg, schan + k * CB * kSh);
+        ChannelShares<C>::Store(aq_c, lane, cg, schan + (K + k) * CB * kSh);
         ReduceScatter<2 * SPT, Log2(C::kNSG), 2 * SPT>(bc, lane);
-        red[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
+        sred[(k * SM::kWarps + warp) * 32 + lane] = bc[0];
       }
       __syncthreads();
       // dB, dC of the sub-tile: sum over warps, in order.
@@ -964,9 +969,36 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         const int v = ln >> Log2(C::kNSG), s = (ln & (C::kNSG - 1)) * SPT + (v % SPT);
         if (s >= p.s_dim) continue;
         float sum = 0.f;
-        for (int w = 0; w < SM::kWarps; ++w) sum += red[(k * SM::kWarps + w) * 32 + ln];
+        for (int w = 0; w < SM::kWarps; ++w) sum += sred[(k * SM::kWarps + w) * 32 + ln];
         p.dbc_part[(blockIdx.x * N + row_base + t0 + r) * (2 * kS) + (v < SPT ? 0 : kS) + s] = sum;
       }
+      // d delta_raw and du of step rb + k, channel ch, from the shares.
+      auto chan = [&](int k, int ch, float& ddr, float& du) {
+        const int q = k * CB + ch, t = (rb + k) * CB + ch;
+        const float gb = SumShares<kSh>(schan + q * kSh);
+        const float aq = SumShares<kSh>(schan + (K * CB + q) * kSh);
+        ddr = fmaf(tu[t], gb, aq) * tsig[t];
+        du = tdelta[t] * gb;
+      };
+      for (int q = tid; q < K * CB; q += NT) {
+        const int r = rb + q / CB, ch = q % CB;
+        if (r >= rows || ch >= cols_valid) continue;
+        const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
+        float ddr, du;
+        chan(q / CB, ch, ddr, du);
+        StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
+        p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du);
+      }
+      // d dt_bias: one thread per channel, steps last first (a fixed order).
+      if (slot == 0 && my_ch < cols_valid) {
+        for (int k = K - 1; k >= 0; --k) {
+          if (rb + k >= rows) continue;
+          float ddr, du;
+          chan(k, my_ch, ddr, du);
+          sdtb[TileGroup(p, map, rb + k) * CB + my_ch] += ddr;
+        }
+      }
+      __syncthreads();  // the reduction buffer and the shares are free
     }
   }
   __syncthreads();
