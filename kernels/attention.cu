@@ -211,11 +211,6 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const bf16* t, int ld, i
   const int l = threadIdx.x & 31, mi = l >> 3;
   Ldsm4(a, t + (m0 + (mi & 1) * 8 + (l & 7)) * ld + k0 + (mi >> 1) * 8);
 }
-// A (16 x 16) at (m0, k0) of a tile stored transposed, [k][m].
-__device__ __forceinline__ void LoadAT(uint32_t (&a)[4], const bf16* t, int ld, int m0, int k0) {
-  const int l = threadIdx.x & 31, mi = l >> 3;
-  Ldsm4T(a, t + (k0 + (mi >> 1) * 8 + (l & 7)) * ld + m0 + (mi & 1) * 8);
-}
 // Two B fragments (16 x 8, columns n0.. and n0 + 8..) of a tile stored
 // [n][k]: b[0], b[1] for the first, b[2], b[3] for the second.
 __device__ __forceinline__ void LoadB2(uint32_t (&b)[4], const bf16* t, int ld, int n0, int k0) {
@@ -263,6 +258,42 @@ __device__ __forceinline__ bool Sees(int64_t i, int64_t fi, int64_t j, int64_t s
   return i < seq_len && j <= i && j >= fi;
 }
 
+// s = A B^T for a warp's 16 rows (A fragments af, k = HD) against the
+// kTile rows of a shared tile stored [row][HD]: S = Q K^T, and dP = dO V^T.
+template <int HD>
+__device__ __forceinline__ void MulTileT(float (&s)[kTile / 8][4],
+                                         const uint32_t (&af)[HD / 16][4], const bf16* t) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; nt += 2) {
+      uint32_t bf[4];
+      LoadB2(bf, t, HD + 8, nt * 8, kk * 16);
+      Mma(s[nt], af[kk], bf[0], bf[1]);
+      Mma(s[nt + 1], af[kk], bf[2], bf[3]);
+    }
+  }
+}
+
+// o += C T for a warp's 16 x kTile C tiles (as A fragments) and a shared
+// tile T stored [row][HD]: O += P V, and dQ += dS K.
+template <int HD>
+__device__ __forceinline__ void MulAddTile(float (&o)[HD / 8][4], const float (&c)[kTile / 8][4],
+                                           const bf16* t) {
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t ca[4];
+    CToA(ca, c, kk);
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; nd += 2) {
+      uint32_t bf[4];
+      LoadB2T(bf, t, HD + 8, kk * 16, nd * 8);
+      Mma(o[nd], ca, bf[0], bf[1]);
+      Mma(o[nd + 1], ca, bf[2], bf[3]);
+    }
+  }
+}
+
 // ---- forward ----
 
 template <int HD, bool kMapped>
@@ -302,16 +333,7 @@ __global__ void __launch_bounds__(kThreads)
     LoadTile<HD, kMapped>(sv, a.v, a.ldv, a, b, k0, c0);
     __syncthreads();
     float s[kTile / 8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-#pragma unroll
-      for (int nt = 0; nt < kTile / 8; nt += 2) {
-        uint32_t kb[4];
-        LoadB2(kb, sk, kLd, nt * 8, kk * 16);
-        Mma(s[nt], qf[kk], kb[0], kb[1]);
-        Mma(s[nt + 1], qf[kk], kb[2], kb[3]);
-      }
-    }
+    MulTileT<HD>(s, qf, sk);
     // Mask, then the online softmax of each row (a row spans the 4 lanes of a quad).
     float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -347,18 +369,7 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nd][e] *= alpha[e >> 1];
     }
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      uint32_t pa[4];
-      CToA(pa, s, kk);
-#pragma unroll
-      for (int nd = 0; nd < HD / 8; nd += 2) {
-        uint32_t vb[4];
-        LoadB2T(vb, sv, kLd, kk * 16, nd * 8);
-        Mma(o[nd], pa, vb[0], vb[1]);
-        Mma(o[nd + 1], pa, vb[2], vb[3]);
-      }
-    }
+    MulAddTile<HD>(o, s, sv);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -399,21 +410,24 @@ __global__ void AttentionDeltaKernel(int64_t n, int heads, Operand out, const bf
   }
 }
 
-// One block per 64 keys: dK and dV stay in registers over the query tiles
-// that see them; dQ is added into fp32 dq_sum ([N, heads * HD] by row).
+// The backward in two passes, so that every gradient element has one writer
+// and sums in a fixed order (bitwise-reproducible runs; dQ added with atomics
+// across key tiles would not be). Both recompute P from the saved
+// log-sum-exp and dS = P (dP - delta) with dP = dO V^T.
+
+// Pass 1, one block per 64 keys: dK = dS^T Q and dV = P^T dO stay in
+// registers over the query tiles that see the block's keys.
 template <int HD, bool kMapped>
 __global__ void __launch_bounds__(kThreads)
-    AttentionBackwardKernel(AttentionArgs a, const float* lse, const float* delta,
-                            const bf16* dout, int64_t lddo, float* dq_sum, OutView dk,
-                            OutView dv) {
+    AttentionKeyGradKernel(AttentionArgs a, const float* lse, const float* delta,
+                           const bf16* dout, int64_t lddo, OutView dk, OutView dv) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kLd = HD + 8, kLdS = kTile + 8;
+  constexpr int kLd = HD + 8;
   bf16* sk = reinterpret_cast<bf16*>(smem);
   bf16* sv = sk + kTile * kLd;
   bf16* sq = sv + kTile * kLd;
   bf16* sdo = sq + kTile * kLd;
-  bf16* sds = sdo + kTile * kLd;  // dS^T [key][query]
-  float* slse = reinterpret_cast<float*>(sds + kTile * kLdS);
+  float* slse = reinterpret_cast<float*>(sdo + kTile * kLd);
   float* sdelta = slse + kTile;
   const int64_t b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * int64_t(kTile);
   const int64_t c0 = h * HD;
@@ -475,62 +489,8 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     // dV += P^T dO and dK += dS^T Q (the queries are the k dimension).
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      uint32_t pa[4], dsa[4];
-      CToA(pa, st, kk);
-      CToA(dsa, dpt, kk);
-#pragma unroll
-      for (int nd = 0; nd < HD / 8; nd += 2) {
-        uint32_t dob[4], qb[4];
-        LoadB2T(dob, sdo, kLd, kk * 16, nd * 8);
-        LoadB2T(qb, sq, kLd, kk * 16, nd * 8);
-        Mma(dvacc[nd], pa, dob[0], dob[1]);
-        Mma(dvacc[nd + 1], pa, dob[2], dob[3]);
-        Mma(dkacc[nd], dsa, qb[0], qb[1]);
-        Mma(dkacc[nd + 1], dsa, qb[2], qb[3]);
-      }
-    }
-    // dS^T to shared memory, so each warp can take 16 queries of dQ = dS K.
-#pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        *reinterpret_cast<uint32_t*>(sds + (warp * 16 + g + 8 * r) * kLdS + nt * 8 + 2 * c) =
-            PackBf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-      }
-    }
-    __syncthreads();
-    uint32_t dsq[kTile / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) LoadAT(dsq[kk], sds, kLdS, warp * 16, kk * 16);
-    int64_t qrow[2];
-    for (int r = 0; r < 2; ++r) {
-      const int64_t i = q0 + warp * 16 + g + 8 * r;
-      qrow[r] = i < a.seq_len ? RowOf<kMapped>(a.rows, b * a.seq_len + i) : -1;
-    }
-#pragma unroll
-    for (int nd = 0; nd < HD / 8; nd += 2) {
-      float dq[2][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < kTile / 16; ++kk) {
-        uint32_t kb[4];
-        LoadB2T(kb, sk, kLd, kk * 16, nd * 8);
-        Mma(dq[0], dsq[kk], kb[0], kb[1]);
-        Mma(dq[1], dsq[kk], kb[2], kb[3]);
-      }
-#pragma unroll
-      for (int t = 0; t < 2; ++t) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t row = qrow[e >> 1];
-          if (row >= 0) {
-            atomicAdd(dq_sum + row * a.heads * HD + c0 + (nd + t) * 8 + 2 * c + (e & 1),
-                      dq[t][e]);
-          }
-        }
-      }
-    }
+    MulAddTile<HD>(dvacc, st, sdo);
+    MulAddTile<HD>(dkacc, dpt, sq);
   }
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
@@ -547,20 +507,98 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dq = scale * dq_sum, into the caller's layout.
-__global__ void ScaleOutKernel(const float* src, int64_t cols, float alpha, OutView dst) {
-  const int64_t total = dst.rows * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    StoreOut(dst.data, dst.bf16, (i / cols) * dst.ld + i % cols, alpha * src[i]);
+// Pass 2, one block per 64 queries walking the key tiles as the forward
+// does: dQ = dS K in registers.
+template <int HD, bool kMapped>
+__global__ void __launch_bounds__(kThreads)
+    AttentionQueryGradKernel(AttentionArgs a, const float* lse, const float* delta,
+                             const bf16* dout, int64_t lddo, OutView dq) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kLd = HD + 8;
+  bf16* sq = reinterpret_cast<bf16*>(smem);
+  bf16* sdo = sq + kTile * kLd;
+  bf16* sk = sdo + kTile * kLd;
+  bf16* sv = sk + kTile * kLd;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t q0 = (gridDim.x - 1 - blockIdx.x) * int64_t(kTile);  // the longest rows first
+  const int64_t c0 = h * HD;
+  const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
+  const int32_t* first = a.first + b * a.seq_len;
+  const float scale = 1.f / sqrtf(static_cast<float>(HD));
+  const float scale_log2 = scale * kLog2e;
+
+  LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
+  LoadTile<HD, kMapped>(sdo, dout, lddo, a, b, q0, c0);
+  __syncthreads();
+  uint32_t qf[HD / 16][4], dof[HD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    LoadA(qf[kk], sq, kLd, warp * 16, kk * 16);
+    LoadA(dof[kk], sdo, kLd, warp * 16, kk * 16);
+  }
+  // This thread's two query rows, with their log-sum-exp (log2 units) and delta.
+  int64_t qi[2], fi[2], row[2];
+  float lse2[2], dlt[2];
+  for (int r = 0; r < 2; ++r) {
+    qi[r] = q0 + warp * 16 + g + 8 * r;
+    const bool valid = qi[r] < a.seq_len;
+    fi[r] = valid ? first[qi[r]] : 0;
+    row[r] = valid ? RowOf<kMapped>(a.rows, b * a.seq_len + qi[r]) : -1;
+    lse2[r] = valid ? lse[row[r] * a.heads + h] * kLog2e : 0.f;
+    dlt[r] = valid ? delta[row[r] * a.heads + h] : 0.f;
+  }
+  float dqacc[HD / 8][4] = {};
+  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
+  for (int64_t k0 = (first[q0] / kTile) * kTile; k0 <= last; k0 += kTile) {
+    __syncthreads();  // every warp is done with the previous tiles
+    LoadTile<HD, kMapped>(sk, a.k, a.ldk, a, b, k0, c0);
+    LoadTile<HD, kMapped>(sv, a.v, a.ldv, a, b, k0, c0);
+    __syncthreads();
+    float s[kTile / 8][4] = {}, dp[kTile / 8][4] = {};
+    MulTileT<HD>(s, qf, sk);
+    MulTileT<HD>(dp, dof, sv);
+    // s becomes dS = P (dP - delta).
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        const int64_t j = k0 + nt * 8 + 2 * c + (e & 1);
+        const float p =
+            Sees(qi[r], fi[r], j, a.seq_len) ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.f;
+        s[nt][e] = p * (dp[nt][e] - dlt[r]);
+      }
+    }
+    MulAddTile<HD>(dqacc, s, sk);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] < 0) continue;
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; ++nd) {
+      const int64_t col = c0 + nd * 8 + 2 * c;
+      StoreOut(dq.data, dq.bf16, row[r] * dq.ld + col, dqacc[nd][2 * r] * scale);
+      StoreOut(dq.data, dq.bf16, row[r] * dq.ld + col + 1, dqacc[nd][2 * r + 1] * scale);
+    }
   }
 }
 
+// Shared bytes: `tiles` bf16 tiles of [kTile][HD + 8], then `floats` floats.
 template <int HD>
-size_t ForwardShared() { return 3 * kTile * (HD + 8) * sizeof(bf16); }
-template <int HD>
-size_t BackwardShared() {
-  return (4 * kTile * (HD + 8) + kTile * (kTile + 8)) * sizeof(bf16) + 2 * kTile * sizeof(float);
+size_t TileShared(int tiles, int floats = 0) {
+  return tiles * kTile * (HD + 8) * sizeof(bf16) + floats * sizeof(float);
+}
+
+// Launches kernel on the tile grid with `shared` dynamic bytes.
+template <typename Kernel, typename... Args>
+void LaunchTiles(Kernel kernel, const AttentionArgs& a, size_t shared, cudaStream_t stream,
+                 Args... args) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(shared)));
+  kernel<<<dim3(static_cast<unsigned>(CeilDiv(a.seq_len, kTile)), a.heads,
+                static_cast<unsigned>(a.batch)),
+           kThreads, shared, stream>>>(a, args...);
+  CUDA_CHECK_LAUNCH();
 }
 
 // Runs f(std::integral_constant<int, HD>) for the supported head sizes.
@@ -572,11 +610,6 @@ void DispatchHeadDim(int head_dim, F&& f) {
     case 128: f(std::integral_constant<int, 128>{}); break;
     default: LOG(FATAL) << "attention: head_dim " << head_dim << " is not 32, 64 or 128";
   }
-}
-
-dim3 TileGrid(const AttentionArgs& a) {
-  return dim3(static_cast<unsigned>(CeilDiv(a.seq_len, kTile)), a.heads,
-              static_cast<unsigned>(a.batch));
 }
 
 void CheckAligned(const void* p, int64_t ld, const char* what) {
@@ -644,44 +677,34 @@ void AttentionForward(const AttentionArgs& a, OutView out, float* lse, cudaStrea
   DispatchHeadDim(a.head_dim, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
     DispatchRowMap(a.rows, [&](auto mapped) {
-      auto kernel = AttentionForwardKernel<HD, decltype(mapped)::value>;
-      const size_t shared = ForwardShared<HD>();
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared)));
-      kernel<<<TileGrid(a), kThreads, shared, stream>>>(a, out, lse);
+      LaunchTiles(AttentionForwardKernel<HD, decltype(mapped)::value>, a, TileShared<HD>(3),
+                  stream, out, lse);
     });
   });
-  CUDA_CHECK_LAUNCH();
 }
 
 void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
                        const __nv_bfloat16* dout, int64_t lddo, OutView dq, OutView dk,
                        OutView dv, cudaStream_t stream) {
-  const int64_t n = a.batch * a.seq_len, cols = int64_t(a.heads) * a.head_dim;
+  const int64_t n = a.batch * a.seq_len;
   if (n == 0) return;
   CheckArgs(a);
   CheckAligned(dout, lddo, "dout");
   Scratch scratch(stream);
   float* delta = scratch.Alloc<float>(n * a.heads);
-  float* dq_sum = scratch.Alloc<float>(n * cols);
-  CUDA_CHECK(cudaMemsetAsync(dq_sum, 0, n * cols * sizeof(float), stream));
   DispatchHeadDim(a.head_dim, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
     AttentionDeltaKernel<HD><<<GridFor(n * a.heads * 32, 256), 256, 0, stream>>>(
         n, a.heads, out, dout, lddo, delta);
     CUDA_CHECK_LAUNCH();
     DispatchRowMap(a.rows, [&](auto mapped) {
-      auto kernel = AttentionBackwardKernel<HD, decltype(mapped)::value>;
-      const size_t shared = BackwardShared<HD>();
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared)));
-      kernel<<<TileGrid(a), kThreads, shared, stream>>>(a, lse, delta, dout, lddo, dq_sum, dk, dv);
+      constexpr bool kMapped = decltype(mapped)::value;
+      LaunchTiles(AttentionKeyGradKernel<HD, kMapped>, a, TileShared<HD>(4, 2 * kTile), stream,
+                  lse, delta, dout, lddo, dk, dv);
+      LaunchTiles(AttentionQueryGradKernel<HD, kMapped>, a, TileShared<HD>(4), stream, lse,
+                  delta, dout, lddo, dq);
     });
-    CUDA_CHECK_LAUNCH();
   });
-  ScaleOutKernel<<<GridFor(n * cols, 256), 256, 0, stream>>>(
-      dq_sum, cols, 1.f / std::sqrt(static_cast<float>(a.head_dim)), dq);
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace modamba::cuda

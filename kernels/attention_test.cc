@@ -3,8 +3,9 @@
 // the attention tiles, packed documents of many lengths (one token, longer
 // than a tile), rows permuted by a row map, q, k and v as column views of one
 // fused projection output, F32 and BF16 inputs. Device outputs are
-// NaN-poisoned first. Then the whole block, dense and routed, on the GPU
-// against the CPU. Skips without a GPU.
+// NaN-poisoned first; a second backward must give the same bits. Then the
+// whole block, dense and routed, on the GPU against the CPU. Skips without a
+// GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <numeric>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "core/backend.h"
@@ -123,6 +125,21 @@ class AttentionTest : public testing::GpuVsCpuTest {
     ExpectClose(DeviceError(gpu_.get(), dq), kTolBf16, "attention dq");
     ExpectClose(DeviceError(gpu_.get(), dk), kTolBf16, "attention dk");
     ExpectClose(DeviceError(gpu_.get(), dv), kTolBf16, "attention dv");
+
+    // Run to run, the backward gives the same bits.
+    Pair dq2 = OutputPair(gpu_.get(), {n, d}), dk2 = OutputPair(gpu_.get(), {n, d});
+    Pair dv2 = OutputPair(gpu_.get(), {n, d});
+    gpu_->AttentionBackward(layout.dev(), heads, q_dev, k_dev, v_dev, out.d(), lse.dev,
+                            bf16_inputs ? dout_bf16.mat() : dout_f32.mat(), dq2.d(), dk2.d(),
+                            dv2.d());
+    for (const auto& [once, again, what] : {std::tuple(&dq, &dq2, "dq"),
+                                            std::tuple(&dk, &dk2, "dk"),
+                                            std::tuple(&dv, &dv2, "dv")}) {
+      const Tensor a = testing::ToHost(gpu_.get(), once->dev);
+      const Tensor b = testing::ToHost(gpu_.get(), again->dev);
+      EXPECT_EQ(std::memcmp(a.raw(), b.raw(), a.nbytes()), 0) << "attention " << what
+                                                              << " differs between two runs";
+    }
   }
 };
 
