@@ -236,20 +236,34 @@ __device__ __forceinline__ void CToA(uint32_t (&a)[4], const float (&c)[N][4], i
   a[3] = PackBf16(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
-// Positions [p0, p0 + kTile) of sequence b, head columns [c0, c0 + HD) of a
-// bf16 [N, *] matrix into a shared tile [kTile][HD + 8]; zero past the end.
+// Asynchronous copies of 16 bytes, global to shared (cp.async, sm_80 on):
+// zeros where !valid (src is then not read but must be a mapped address).
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+// Closes the group of copies issued since the last one.
+__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n"); }
+// Waits until at most N closed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void CopyWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Waits for every copy this thread issued.
+__device__ __forceinline__ void CopyWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Starts copying positions [p0, p0 + kTile) of sequence b, head columns
+// [c0, c0 + HD) of a bf16 [N, *] matrix into a shared tile [kTile][HD + 8],
+// zeros past the end; the tile is the block's after a wait and a barrier.
 template <int HD, bool kMapped>
 __device__ void LoadTile(bf16* tile, const bf16* src, int64_t ld, const AttentionArgs& a,
                          int64_t b, int64_t p0, int64_t c0) {
   constexpr int kChunks = HD / 8;  // 16-byte pieces per row
   for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
     const int r = i / kChunks, c = (i % kChunks) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (p0 + r < a.seq_len) {
-      const int64_t row = RowOf<kMapped>(a.rows, b * a.seq_len + p0 + r);
-      v = *reinterpret_cast<const uint4*>(src + row * ld + c0 + c);
-    }
-    *reinterpret_cast<uint4*>(tile + r * (HD + 8) + c) = v;
+    const bool valid = p0 + r < a.seq_len;
+    const int64_t row = valid ? RowOf<kMapped>(a.rows, b * a.seq_len + p0 + r) : 0;
+    CopyAsync16(tile + r * (HD + 8) + c, src + row * ld + c0 + c, valid);
   }
 }
 
@@ -294,6 +308,33 @@ __device__ __forceinline__ void MulAddTile(float (&o)[HD / 8][4], const float (&
   }
 }
 
+// Walks the key tiles that queries [q0, q0 + kTile) of sequence b see,
+// body(k0, K tile, V tile) on each, while the next tile's K and V load into
+// the other half of kv (4 tiles: K, V, K, V), so the copies overlap the
+// tensor-core work instead of stalling every warp at each tile.
+template <int HD, bool kMapped, typename Body>
+__device__ __forceinline__ void ForEachKeyTile(const AttentionArgs& a, int64_t b, int64_t q0,
+                                               int64_t c0, bf16* kv, Body&& body) {
+  constexpr int kSize = kTile * (HD + 8);
+  const int64_t start = (a.first[b * a.seq_len + q0] / kTile) * kTile;
+  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
+  auto load = [&](int64_t k0, int half) {
+    LoadTile<HD, kMapped>(kv + 2 * half * kSize, a.k, a.ldk, a, b, k0, c0);
+    LoadTile<HD, kMapped>(kv + (2 * half + 1) * kSize, a.v, a.ldv, a, b, k0, c0);
+  };
+  load(start, 0);
+  CopyCommit();
+  int half = 0;
+  for (int64_t k0 = start; k0 <= last; k0 += kTile, half ^= 1) {
+    if (k0 + kTile <= last) load(k0 + kTile, half ^ 1);
+    CopyCommit();  // possibly empty: the wait below counts groups
+    CopyWait<1>();
+    __syncthreads();  // this tile is every thread's
+    body(k0, kv + 2 * half * kSize, kv + (2 * half + 1) * kSize);
+    __syncthreads();  // every warp is done with this half before it is refilled
+  }
+}
+
 // ---- forward ----
 
 template <int HD, bool kMapped>
@@ -302,8 +343,6 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kLd = HD + 8;  // padded rows: ldmatrix without bank conflicts
   bf16* sq = reinterpret_cast<bf16*>(smem);
-  bf16* sk = sq + kTile * kLd;
-  bf16* sv = sk + kTile * kLd;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   // The longest rows first: the last query tile sees the most keys.
   const int64_t q0 = (gridDim.x - 1 - blockIdx.x) * int64_t(kTile);
@@ -312,6 +351,7 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t* first = a.first + b * a.seq_len;
 
   LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
+  CopyWaitAll();
   __syncthreads();
   uint32_t qf[HD / 16][4];
 #pragma unroll
@@ -326,12 +366,8 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
   float o[HD / 8][4] = {};
   const float scale = kLog2e / sqrtf(static_cast<float>(HD));  // scores in log2 units
-  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
-  for (int64_t k0 = (first[q0] / kTile) * kTile; k0 <= last; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous tiles
-    LoadTile<HD, kMapped>(sk, a.k, a.ldk, a, b, k0, c0);
-    LoadTile<HD, kMapped>(sv, a.v, a.ldv, a, b, k0, c0);
-    __syncthreads();
+  ForEachKeyTile<HD, kMapped>(a, b, q0, c0, sq + kTile * kLd, [&](int64_t k0, const bf16* sk,
+                                                                  const bf16* sv) {
     float s[kTile / 8][4] = {};
     MulTileT<HD>(s, qf, sk);
     // Mask, then the online softmax of each row (a row spans the 4 lanes of a quad).
@@ -370,7 +406,7 @@ __global__ void __launch_bounds__(kThreads)
       for (int e = 0; e < 4; ++e) o[nd][e] *= alpha[e >> 1];
     }
     MulAddTile<HD>(o, s, sv);
-  }
+  });
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
@@ -456,6 +492,7 @@ __global__ void __launch_bounds__(kThreads)
       slse[i] = lv;
       sdelta[i] = dv_;
     }
+    CopyWaitAll();
     __syncthreads();
     // S^T and dP^T for the warp's 16 keys against the tile's 64 queries.
     float st[kTile / 8][4] = {}, dpt[kTile / 8][4] = {};
@@ -517,8 +554,6 @@ __global__ void __launch_bounds__(kThreads)
   constexpr int kLd = HD + 8;
   bf16* sq = reinterpret_cast<bf16*>(smem);
   bf16* sdo = sq + kTile * kLd;
-  bf16* sk = sdo + kTile * kLd;
-  bf16* sv = sk + kTile * kLd;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   const int64_t q0 = (gridDim.x - 1 - blockIdx.x) * int64_t(kTile);  // the longest rows first
   const int64_t c0 = h * HD;
@@ -529,6 +564,7 @@ __global__ void __launch_bounds__(kThreads)
 
   LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
   LoadTile<HD, kMapped>(sdo, dout, lddo, a, b, q0, c0);
+  CopyWaitAll();
   __syncthreads();
   uint32_t qf[HD / 16][4], dof[HD / 16][4];
 #pragma unroll
@@ -548,12 +584,8 @@ __global__ void __launch_bounds__(kThreads)
     dlt[r] = valid ? delta[row[r] * a.heads + h] : 0.f;
   }
   float dqacc[HD / 8][4] = {};
-  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
-  for (int64_t k0 = (first[q0] / kTile) * kTile; k0 <= last; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous tiles
-    LoadTile<HD, kMapped>(sk, a.k, a.ldk, a, b, k0, c0);
-    LoadTile<HD, kMapped>(sv, a.v, a.ldv, a, b, k0, c0);
-    __syncthreads();
+  ForEachKeyTile<HD, kMapped>(a, b, q0, c0, sdo + kTile * kLd, [&](int64_t k0, const bf16* sk,
+                                                                   const bf16* sv) {
     float s[kTile / 8][4] = {}, dp[kTile / 8][4] = {};
     MulTileT<HD>(s, qf, sk);
     MulTileT<HD>(dp, dof, sv);
@@ -570,7 +602,7 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
     MulAddTile<HD>(dqacc, s, sk);
-  }
+  });
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (row[r] < 0) continue;
@@ -677,7 +709,7 @@ void AttentionForward(const AttentionArgs& a, OutView out, float* lse, cudaStrea
   DispatchHeadDim(a.head_dim, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
     DispatchRowMap(a.rows, [&](auto mapped) {
-      LaunchTiles(AttentionForwardKernel<HD, decltype(mapped)::value>, a, TileShared<HD>(3),
+      LaunchTiles(AttentionForwardKernel<HD, decltype(mapped)::value>, a, TileShared<HD>(5),
                   stream, out, lse);
     });
   });
@@ -701,7 +733,7 @@ void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
       constexpr bool kMapped = decltype(mapped)::value;
       LaunchTiles(AttentionKeyGradKernel<HD, kMapped>, a, TileShared<HD>(4, 2 * kTile), stream,
                   lse, delta, dout, lddo, dk, dv);
-      LaunchTiles(AttentionQueryGradKernel<HD, kMapped>, a, TileShared<HD>(4), stream, lse,
+      LaunchTiles(AttentionQueryGradKernel<HD, kMapped>, a, TileShared<HD>(6), stream, lse,
                   delta, dout, lddo, dq);
     });
   });
