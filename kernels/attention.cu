@@ -236,11 +236,15 @@ __device__ __forceinline__ void CToA(uint32_t (&a)[4], const float (&c)[N][4], i
   a[3] = PackBf16(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
-// Asynchronous copies of 16 bytes, global to shared (cp.async, sm_80 on):
-// zeros where !valid (src is then not read but must be a mapped address).
+// Asynchronous copies of 16 or 4 bytes, global to shared (cp.async, sm_80
+// on): zeros where !valid (src is then not read but must be a mapped address).
 __device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)),
                "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsync4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(valid ? 4 : 0));
 }
 // Closes the group of copies issued since the last one.
 __device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n"); }
@@ -308,31 +312,42 @@ __device__ __forceinline__ void MulAddTile(float (&o)[HD / 8][4], const float (&
   }
 }
 
-// Walks the key tiles that queries [q0, q0 + kTile) of sequence b see,
-// body(k0, K tile, V tile) on each, while the next tile's K and V load into
-// the other half of kv (4 tiles: K, V, K, V), so the copies overlap the
-// tensor-core work instead of stalling every warp at each tile.
+// body(t, half) for the tiles t = t0, t0 + kTile, ... while more(t), with
+// load(t, half) (cp.async into one of two halves of the shared buffers) of
+// the next tile in flight meanwhile, so the copies overlap the tensor-core
+// work instead of stalling every warp at each tile. Copies the caller
+// issued before are waited for with the first tile's.
+template <typename More, typename Load, typename Body>
+__device__ __forceinline__ void DoubleBuffered(int64_t t0, More&& more, Load&& load, Body&& body) {
+  load(t0, 0);
+  CopyCommit();
+  int half = 0;
+  for (int64_t t = t0; more(t); t += kTile, half ^= 1) {
+    if (more(t + kTile)) load(t + kTile, half ^ 1);
+    CopyCommit();  // possibly empty: the wait below counts groups
+    CopyWait<1>();
+    __syncthreads();  // this tile is every thread's
+    body(t, half);
+    __syncthreads();  // every warp is done with this half before it is refilled
+  }
+}
+
+// body(k0, K tile, V tile) on each key tile that queries [q0, q0 + kTile)
+// of sequence b see, K and V double-buffered in kv (4 tiles: K, V, K, V).
 template <int HD, bool kMapped, typename Body>
 __device__ __forceinline__ void ForEachKeyTile(const AttentionArgs& a, int64_t b, int64_t q0,
                                                int64_t c0, bf16* kv, Body&& body) {
   constexpr int kSize = kTile * (HD + 8);
-  const int64_t start = (a.first[b * a.seq_len + q0] / kTile) * kTile;
   const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
-  auto load = [&](int64_t k0, int half) {
-    LoadTile<HD, kMapped>(kv + 2 * half * kSize, a.k, a.ldk, a, b, k0, c0);
-    LoadTile<HD, kMapped>(kv + (2 * half + 1) * kSize, a.v, a.ldv, a, b, k0, c0);
-  };
-  load(start, 0);
-  CopyCommit();
-  int half = 0;
-  for (int64_t k0 = start; k0 <= last; k0 += kTile, half ^= 1) {
-    if (k0 + kTile <= last) load(k0 + kTile, half ^ 1);
-    CopyCommit();  // possibly empty: the wait below counts groups
-    CopyWait<1>();
-    __syncthreads();  // this tile is every thread's
-    body(k0, kv + 2 * half * kSize, kv + (2 * half + 1) * kSize);
-    __syncthreads();  // every warp is done with this half before it is refilled
-  }
+  DoubleBuffered(
+      (a.first[b * a.seq_len + q0] / kTile) * kTile, [&](int64_t k0) { return k0 <= last; },
+      [&](int64_t k0, int half) {
+        LoadTile<HD, kMapped>(kv + 2 * half * kSize, a.k, a.ldk, a, b, k0, c0);
+        LoadTile<HD, kMapped>(kv + (2 * half + 1) * kSize, a.v, a.ldv, a, b, k0, c0);
+      },
+      [&](int64_t k0, int half) {
+        body(k0, kv + 2 * half * kSize, kv + (2 * half + 1) * kSize);
+      });
 }
 
 // ---- forward ----
@@ -452,19 +467,18 @@ __global__ void AttentionDeltaKernel(int64_t n, int heads, Operand out, const bf
 // log-sum-exp and dS = P (dP - delta) with dP = dO V^T.
 
 // Pass 1, one block per 64 keys: dK = dS^T Q and dV = P^T dO stay in
-// registers over the query tiles that see the block's keys.
+// registers over the query tiles that see the block's keys, whose Q, dO,
+// log-sum-exp and delta are double-buffered.
 template <int HD, bool kMapped>
 __global__ void __launch_bounds__(kThreads)
     AttentionKeyGradKernel(AttentionArgs a, const float* lse, const float* delta,
                            const bf16* dout, int64_t lddo, OutView dk, OutView dv) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kLd = HD + 8;
+  constexpr int kLd = HD + 8, kSize = kTile * kLd;
   bf16* sk = reinterpret_cast<bf16*>(smem);
-  bf16* sv = sk + kTile * kLd;
-  bf16* sq = sv + kTile * kLd;
-  bf16* sdo = sq + kTile * kLd;
-  float* slse = reinterpret_cast<float*>(sdo + kTile * kLd);
-  float* sdelta = slse + kTile;
+  bf16* sv = sk + kSize;
+  bf16* sqdo = sv + kSize;                                   // Q, dO, Q, dO
+  float* sld = reinterpret_cast<float*>(sqdo + 4 * kSize);  // lse, delta, lse, delta
   const int64_t b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * int64_t(kTile);
   const int64_t c0 = h * HD;
   const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
@@ -478,57 +492,59 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t kj[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
   float dkacc[HD / 8][4] = {}, dvacc[HD / 8][4] = {};
   const int64_t last_key = Min64(k0 + kTile, a.seq_len) - 1;
-  for (int64_t q0 = k0; q0 < a.seq_len && first[q0] <= last_key; q0 += kTile) {
-    __syncthreads();  // the previous tiles are done with
-    LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
-    LoadTile<HD, kMapped>(sdo, dout, lddo, a, b, q0, c0);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      float lv = 0, dv_ = 0;
-      if (q0 + i < a.seq_len) {
-        const int64_t row = RowOf<kMapped>(a.rows, b * a.seq_len + q0 + i);
-        lv = lse[row * a.heads + h] * kLog2e;
-        dv_ = delta[row * a.heads + h];
-      }
-      slse[i] = lv;
-      sdelta[i] = dv_;
-    }
-    CopyWaitAll();
-    __syncthreads();
-    // S^T and dP^T for the warp's 16 keys against the tile's 64 queries.
-    float st[kTile / 8][4] = {}, dpt[kTile / 8][4] = {};
+  DoubleBuffered(
+      k0, [&](int64_t q0) { return q0 < a.seq_len && first[q0] <= last_key; },
+      [&](int64_t q0, int half) {
+        LoadTile<HD, kMapped>(sqdo + 2 * half * kSize, a.q, a.ldq, a, b, q0, c0);
+        LoadTile<HD, kMapped>(sqdo + (2 * half + 1) * kSize, dout, lddo, a, b, q0, c0);
+        for (int i = threadIdx.x; i < kTile; i += kThreads) {
+          const bool valid = q0 + i < a.seq_len;
+          const int64_t at =
+              valid ? RowOf<kMapped>(a.rows, b * a.seq_len + q0 + i) * a.heads + h : 0;
+          CopyAsync4(sld + 2 * half * kTile + i, lse + at, valid);
+          CopyAsync4(sld + (2 * half + 1) * kTile + i, delta + at, valid);
+        }
+      },
+      [&](int64_t q0, int half) {
+        const bf16* sq = sqdo + 2 * half * kSize;
+        const bf16* sdo = sq + kSize;
+        const float* slse = sld + 2 * half * kTile;
+        const float* sdelta = slse + kTile;
+        // S^T and dP^T for the warp's 16 keys against the tile's 64 queries.
+        float st[kTile / 8][4] = {}, dpt[kTile / 8][4] = {};
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t ka[4], va[4];
-      LoadA(ka, sk, kLd, warp * 16, kk * 16);
-      LoadA(va, sv, kLd, warp * 16, kk * 16);
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          uint32_t ka[4], va[4];
+          LoadA(ka, sk, kLd, warp * 16, kk * 16);
+          LoadA(va, sv, kLd, warp * 16, kk * 16);
 #pragma unroll
-      for (int nt = 0; nt < kTile / 8; nt += 2) {
-        uint32_t qb[4], dob[4];
-        LoadB2(qb, sq, kLd, nt * 8, kk * 16);
-        LoadB2(dob, sdo, kLd, nt * 8, kk * 16);
-        Mma(st[nt], ka, qb[0], qb[1]);
-        Mma(st[nt + 1], ka, qb[2], qb[3]);
-        Mma(dpt[nt], va, dob[0], dob[1]);
-        Mma(dpt[nt + 1], va, dob[2], dob[3]);
-      }
-    }
-    // P^T, then dS^T = P^T (dP^T - delta); st becomes P^T, dpt dS^T.
+          for (int nt = 0; nt < kTile / 8; nt += 2) {
+            uint32_t qb[4], dob[4];
+            LoadB2(qb, sq, kLd, nt * 8, kk * 16);
+            LoadB2(dob, sdo, kLd, nt * 8, kk * 16);
+            Mma(st[nt], ka, qb[0], qb[1]);
+            Mma(st[nt + 1], ka, qb[2], qb[3]);
+            Mma(dpt[nt], va, dob[0], dob[1]);
+            Mma(dpt[nt + 1], va, dob[2], dob[3]);
+          }
+        }
+        // P^T, then dS^T = P^T (dP^T - delta); st becomes P^T, dpt dS^T.
 #pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
+        for (int nt = 0; nt < kTile / 8; ++nt) {
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qc = nt * 8 + 2 * c + (e & 1);
-        const int64_t i = q0 + qc;
-        const bool seen = i < a.seq_len && Sees(i, first[i], kj[e >> 1], a.seq_len);
-        const float p = seen ? exp2f(st[nt][e] * scale_log2 - slse[qc]) : 0.f;
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - sdelta[qc]);
-      }
-    }
-    // dV += P^T dO and dK += dS^T Q (the queries are the k dimension).
-    MulAddTile<HD>(dvacc, st, sdo);
-    MulAddTile<HD>(dkacc, dpt, sq);
-  }
+          for (int e = 0; e < 4; ++e) {
+            const int qc = nt * 8 + 2 * c + (e & 1);
+            const int64_t i = q0 + qc;
+            const bool seen = i < a.seq_len && Sees(i, first[i], kj[e >> 1], a.seq_len);
+            const float p = seen ? exp2f(st[nt][e] * scale_log2 - slse[qc] * kLog2e) : 0.f;
+            st[nt][e] = p;
+            dpt[nt][e] = p * (dpt[nt][e] - sdelta[qc]);
+          }
+        }
+        // dV += P^T dO and dK += dS^T Q (the queries are the k dimension).
+        MulAddTile<HD>(dvacc, st, sdo);
+        MulAddTile<HD>(dkacc, dpt, sq);
+      });
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (kj[r] >= a.seq_len) continue;
@@ -731,7 +747,7 @@ void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
     CUDA_CHECK_LAUNCH();
     DispatchRowMap(a.rows, [&](auto mapped) {
       constexpr bool kMapped = decltype(mapped)::value;
-      LaunchTiles(AttentionKeyGradKernel<HD, kMapped>, a, TileShared<HD>(4, 2 * kTile), stream,
+      LaunchTiles(AttentionKeyGradKernel<HD, kMapped>, a, TileShared<HD>(6, 4 * kTile), stream,
                   lse, delta, dout, lddo, dk, dv);
       LaunchTiles(AttentionQueryGradKernel<HD, kMapped>, a, TileShared<HD>(6), stream, lse,
                   delta, dout, lddo, dq);
