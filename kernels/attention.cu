@@ -4,11 +4,12 @@
 //
 // Attention runs on the tensor cores through mma.sync m16n8k16 (bf16
 // operands, fp32 accumulation), which sm_80 and sm_90 both have. A block of
-// 4 warps takes 64 queries (forward) or 64 keys (backward) of one head of one
-// sequence, each warp 16 of them, and walks the 64-wide tiles of the other
-// side. Only the tiles inside the documents of the block's positions are
-// visited: position i sees keys [first[i], i], and first[] never decreases
-// along a sequence, so a tile range is known from its ends.
+// 4 warps takes 64 queries (forward, dQ) or 64 keys (dK and dV) of one head
+// of one sequence, each warp 16 of them, and walks the 64-wide tiles of the
+// other side, the next tile loading (cp.async) while this one is worked on.
+// Only the tiles inside the documents of the block's positions are visited:
+// position i sees keys [first[i], i], and first[] never decreases along a
+// sequence, so a tile range is known from its ends.
 //
 // Fragment layout of m16n8k16 (g = lane / 4, c = lane % 4): A (16 x 16)
 // holds rows g and g + 8, columns 2c, 2c + 1 and 2c + 8, 2c + 9; B (16 x 8)
