@@ -4,11 +4,12 @@
 //
 // Attention runs on the tensor cores through mma.sync m16n8k16 (bf16
 // operands, fp32 accumulation), which sm_80 and sm_90 both have. A block of
-// 4 warps takes 64 queries (forward) or 64 keys (backward) of one head of one
-// sequence, each warp 16 of them, and walks the 64-wide tiles of the other
-// side. Only the tiles inside the documents of the block's positions are
-// visited: position i sees keys [first[i], i], and first[] never decreases
-// along a sequence, so a tile range is known from its ends.
+// 4 warps takes 64 queries (forward, dQ) or 64 keys (dK and dV) of one head
+// of one sequence, each warp 16 of them, and walks the 64-wide tiles of the
+// other side, the next tile loading (cp.async) while this one is worked on.
+// Only the tiles inside the documents of the block's positions are visited:
+// position i sees keys [first[i], i], and first[] never decreases along a
+// sequence, so a tile range is known from its ends.
 //
 // Fragment layout of m16n8k16 (g = lane / 4, c = lane % 4): A (16 x 16)
 // holds rows g and g + 8, columns 2c, 2c + 1 and 2c + 8, 2c + 9; B (16 x 8)
@@ -211,11 +212,6 @@ __device__ __forceinline__ void LoadA(uint32_t (&a)[4], const bf16* t, int ld, i
   const int l = threadIdx.x & 31, mi = l >> 3;
   Ldsm4(a, t + (m0 + (mi & 1) * 8 + (l & 7)) * ld + k0 + (mi >> 1) * 8);
 }
-// A (16 x 16) at (m0, k0) of a tile stored transposed, [k][m].
-__device__ __forceinline__ void LoadAT(uint32_t (&a)[4], const bf16* t, int ld, int m0, int k0) {
-  const int l = threadIdx.x & 31, mi = l >> 3;
-  Ldsm4T(a, t + (k0 + (mi >> 1) * 8 + (l & 7)) * ld + m0 + (mi & 1) * 8);
-}
 // Two B fragments (16 x 8, columns n0.. and n0 + 8..) of a tile stored
 // [n][k]: b[0], b[1] for the first, b[2], b[3] for the second.
 __device__ __forceinline__ void LoadB2(uint32_t (&b)[4], const bf16* t, int ld, int n0, int k0) {
@@ -241,26 +237,118 @@ __device__ __forceinline__ void CToA(uint32_t (&a)[4], const float (&c)[N][4], i
   a[3] = PackBf16(c[2 * j + 1][2], c[2 * j + 1][3]);
 }
 
-// Positions [p0, p0 + kTile) of sequence b, head columns [c0, c0 + HD) of a
-// bf16 [N, *] matrix into a shared tile [kTile][HD + 8]; zero past the end.
+// Asynchronous copies of 16 or 4 bytes, global to shared (cp.async, sm_80
+// on): zeros where !valid (src is then not read but must be a mapped address).
+__device__ __forceinline__ void CopyAsync16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(valid ? 16 : 0));
+}
+__device__ __forceinline__ void CopyAsync4(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(SharedAddress(dst)),
+               "l"(src), "r"(valid ? 4 : 0));
+}
+// Closes the group of copies issued since the last one.
+__device__ __forceinline__ void CopyCommit() { asm volatile("cp.async.commit_group;\n"); }
+// Waits until at most N closed groups are still in flight.
+template <int N>
+__device__ __forceinline__ void CopyWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
+}
+// Waits for every copy this thread issued.
+__device__ __forceinline__ void CopyWaitAll() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+
+// Starts copying positions [p0, p0 + kTile) of sequence b, head columns
+// [c0, c0 + HD) of a bf16 [N, *] matrix into a shared tile [kTile][HD + 8],
+// zeros past the end; the tile is the block's after a wait and a barrier.
 template <int HD, bool kMapped>
 __device__ void LoadTile(bf16* tile, const bf16* src, int64_t ld, const AttentionArgs& a,
                          int64_t b, int64_t p0, int64_t c0) {
   constexpr int kChunks = HD / 8;  // 16-byte pieces per row
   for (int i = threadIdx.x; i < kTile * kChunks; i += kThreads) {
     const int r = i / kChunks, c = (i % kChunks) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (p0 + r < a.seq_len) {
-      const int64_t row = RowOf<kMapped>(a.rows, b * a.seq_len + p0 + r);
-      v = *reinterpret_cast<const uint4*>(src + row * ld + c0 + c);
-    }
-    *reinterpret_cast<uint4*>(tile + r * (HD + 8) + c) = v;
+    const bool valid = p0 + r < a.seq_len;
+    const int64_t row = valid ? RowOf<kMapped>(a.rows, b * a.seq_len + p0 + r) : 0;
+    CopyAsync16(tile + r * (HD + 8) + c, src + row * ld + c0 + c, valid);
   }
 }
 
 // Whether query position i (< seq_len, its document starting at fi) sees key j.
 __device__ __forceinline__ bool Sees(int64_t i, int64_t fi, int64_t j, int64_t seq_len) {
   return i < seq_len && j <= i && j >= fi;
+}
+
+// s = A B^T for a warp's 16 rows (A fragments af, k = HD) against the
+// kTile rows of a shared tile stored [row][HD]: S = Q K^T, and dP = dO V^T.
+template <int HD>
+__device__ __forceinline__ void MulTileT(float (&s)[kTile / 8][4],
+                                         const uint32_t (&af)[HD / 16][4], const bf16* t) {
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; nt += 2) {
+      uint32_t bf[4];
+      LoadB2(bf, t, HD + 8, nt * 8, kk * 16);
+      Mma(s[nt], af[kk], bf[0], bf[1]);
+      Mma(s[nt + 1], af[kk], bf[2], bf[3]);
+    }
+  }
+}
+
+// o += C T for a warp's 16 x kTile C tiles (as A fragments) and a shared
+// tile T stored [row][HD]: O += P V, and dQ += dS K.
+template <int HD>
+__device__ __forceinline__ void MulAddTile(float (&o)[HD / 8][4], const float (&c)[kTile / 8][4],
+                                           const bf16* t) {
+#pragma unroll
+  for (int kk = 0; kk < kTile / 16; ++kk) {
+    uint32_t ca[4];
+    CToA(ca, c, kk);
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; nd += 2) {
+      uint32_t bf[4];
+      LoadB2T(bf, t, HD + 8, kk * 16, nd * 8);
+      Mma(o[nd], ca, bf[0], bf[1]);
+      Mma(o[nd + 1], ca, bf[2], bf[3]);
+    }
+  }
+}
+
+// body(t, half) for the tiles t = t0, t0 + kTile, ... while more(t), with
+// load(t, half) (cp.async into one of two halves of the shared buffers) of
+// the next tile in flight meanwhile, so the copies overlap the tensor-core
+// work instead of stalling every warp at each tile. Copies the caller
+// issued before are waited for with the first tile's.
+template <typename More, typename Load, typename Body>
+__device__ __forceinline__ void DoubleBuffered(int64_t t0, More&& more, Load&& load, Body&& body) {
+  load(t0, 0);
+  CopyCommit();
+  int half = 0;
+  for (int64_t t = t0; more(t); t += kTile, half ^= 1) {
+    if (more(t + kTile)) load(t + kTile, half ^ 1);
+    CopyCommit();  // possibly empty: the wait below counts groups
+    CopyWait<1>();
+    __syncthreads();  // this tile is every thread's
+    body(t, half);
+    __syncthreads();  // every warp is done with this half before it is refilled
+  }
+}
+
+// body(k0, K tile, V tile) on each key tile that queries [q0, q0 + kTile)
+// of sequence b see, K and V double-buffered in kv (4 tiles: K, V, K, V).
+template <int HD, bool kMapped, typename Body>
+__device__ __forceinline__ void ForEachKeyTile(const AttentionArgs& a, int64_t b, int64_t q0,
+                                               int64_t c0, bf16* kv, Body&& body) {
+  constexpr int kSize = kTile * (HD + 8);
+  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
+  DoubleBuffered(
+      (a.first[b * a.seq_len + q0] / kTile) * kTile, [&](int64_t k0) { return k0 <= last; },
+      [&](int64_t k0, int half) {
+        LoadTile<HD, kMapped>(kv + 2 * half * kSize, a.k, a.ldk, a, b, k0, c0);
+        LoadTile<HD, kMapped>(kv + (2 * half + 1) * kSize, a.v, a.ldv, a, b, k0, c0);
+      },
+      [&](int64_t k0, int half) {
+        body(k0, kv + 2 * half * kSize, kv + (2 * half + 1) * kSize);
+      });
 }
 
 // ---- forward ----
@@ -271,8 +359,6 @@ __global__ void __launch_bounds__(kThreads)
   extern __shared__ __align__(16) unsigned char smem[];
   constexpr int kLd = HD + 8;  // padded rows: ldmatrix without bank conflicts
   bf16* sq = reinterpret_cast<bf16*>(smem);
-  bf16* sk = sq + kTile * kLd;
-  bf16* sv = sk + kTile * kLd;
   const int64_t b = blockIdx.z, h = blockIdx.y;
   // The longest rows first: the last query tile sees the most keys.
   const int64_t q0 = (gridDim.x - 1 - blockIdx.x) * int64_t(kTile);
@@ -281,6 +367,7 @@ __global__ void __launch_bounds__(kThreads)
   const int32_t* first = a.first + b * a.seq_len;
 
   LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
+  CopyWaitAll();
   __syncthreads();
   uint32_t qf[HD / 16][4];
 #pragma unroll
@@ -295,23 +382,10 @@ __global__ void __launch_bounds__(kThreads)
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0, 0};
   float o[HD / 8][4] = {};
   const float scale = kLog2e / sqrtf(static_cast<float>(HD));  // scores in log2 units
-  const int64_t last = Min64(q0 + kTile, a.seq_len) - 1;
-  for (int64_t k0 = (first[q0] / kTile) * kTile; k0 <= last; k0 += kTile) {
-    __syncthreads();  // every warp is done with the previous tiles
-    LoadTile<HD, kMapped>(sk, a.k, a.ldk, a, b, k0, c0);
-    LoadTile<HD, kMapped>(sv, a.v, a.ldv, a, b, k0, c0);
-    __syncthreads();
+  ForEachKeyTile<HD, kMapped>(a, b, q0, c0, sq + kTile * kLd, [&](int64_t k0, const bf16* sk,
+                                                                  const bf16* sv) {
     float s[kTile / 8][4] = {};
-#pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-#pragma unroll
-      for (int nt = 0; nt < kTile / 8; nt += 2) {
-        uint32_t kb[4];
-        LoadB2(kb, sk, kLd, nt * 8, kk * 16);
-        Mma(s[nt], qf[kk], kb[0], kb[1]);
-        Mma(s[nt + 1], qf[kk], kb[2], kb[3]);
-      }
-    }
+    MulTileT<HD>(s, qf, sk);
     // Mask, then the online softmax of each row (a row spans the 4 lanes of a quad).
     float mx[2] = {m[0], m[1]};
 #pragma unroll
@@ -347,19 +421,8 @@ __global__ void __launch_bounds__(kThreads)
 #pragma unroll
       for (int e = 0; e < 4; ++e) o[nd][e] *= alpha[e >> 1];
     }
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      uint32_t pa[4];
-      CToA(pa, s, kk);
-#pragma unroll
-      for (int nd = 0; nd < HD / 8; nd += 2) {
-        uint32_t vb[4];
-        LoadB2T(vb, sv, kLd, kk * 16, nd * 8);
-        Mma(o[nd], pa, vb[0], vb[1]);
-        Mma(o[nd + 1], pa, vb[2], vb[3]);
-      }
-    }
-  }
+    MulAddTile<HD>(o, s, sv);
+  });
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(kFullMask, l[r], 1);
@@ -399,22 +462,24 @@ __global__ void AttentionDeltaKernel(int64_t n, int heads, Operand out, const bf
   }
 }
 
-// One block per 64 keys: dK and dV stay in registers over the query tiles
-// that see them; dQ is added into fp32 dq_sum ([N, heads * HD] by row).
+// The backward in two passes, so that every gradient element has one writer
+// and sums in a fixed order (bitwise-reproducible runs; dQ added with atomics
+// across key tiles would not be). Both recompute P from the saved
+// log-sum-exp and dS = P (dP - delta) with dP = dO V^T.
+
+// Pass 1, one block per 64 keys: dK = dS^T Q and dV = P^T dO stay in
+// registers over the query tiles that see the block's keys, whose Q, dO,
+// log-sum-exp and delta are double-buffered.
 template <int HD, bool kMapped>
 __global__ void __launch_bounds__(kThreads)
-    AttentionBackwardKernel(AttentionArgs a, const float* lse, const float* delta,
-                            const bf16* dout, int64_t lddo, float* dq_sum, OutView dk,
-                            OutView dv) {
+    AttentionKeyGradKernel(AttentionArgs a, const float* lse, const float* delta,
+                           const bf16* dout, int64_t lddo, OutView dk, OutView dv) {
   extern __shared__ __align__(16) unsigned char smem[];
-  constexpr int kLd = HD + 8, kLdS = kTile + 8;
+  constexpr int kLd = HD + 8, kSize = kTile * kLd;
   bf16* sk = reinterpret_cast<bf16*>(smem);
-  bf16* sv = sk + kTile * kLd;
-  bf16* sq = sv + kTile * kLd;
-  bf16* sdo = sq + kTile * kLd;
-  bf16* sds = sdo + kTile * kLd;  // dS^T [key][query]
-  float* slse = reinterpret_cast<float*>(sds + kTile * kLdS);
-  float* sdelta = slse + kTile;
+  bf16* sv = sk + kSize;
+  bf16* sqdo = sv + kSize;                                   // Q, dO, Q, dO
+  float* sld = reinterpret_cast<float*>(sqdo + 4 * kSize);  // lse, delta, lse, delta
   const int64_t b = blockIdx.z, h = blockIdx.y, k0 = blockIdx.x * int64_t(kTile);
   const int64_t c0 = h * HD;
   const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
@@ -428,110 +493,59 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t kj[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
   float dkacc[HD / 8][4] = {}, dvacc[HD / 8][4] = {};
   const int64_t last_key = Min64(k0 + kTile, a.seq_len) - 1;
-  for (int64_t q0 = k0; q0 < a.seq_len && first[q0] <= last_key; q0 += kTile) {
-    __syncthreads();  // the previous tiles are done with
-    LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
-    LoadTile<HD, kMapped>(sdo, dout, lddo, a, b, q0, c0);
-    for (int i = threadIdx.x; i < kTile; i += kThreads) {
-      float lv = 0, dv_ = 0;
-      if (q0 + i < a.seq_len) {
-        const int64_t row = RowOf<kMapped>(a.rows, b * a.seq_len + q0 + i);
-        lv = lse[row * a.heads + h] * kLog2e;
-        dv_ = delta[row * a.heads + h];
-      }
-      slse[i] = lv;
-      sdelta[i] = dv_;
-    }
-    __syncthreads();
-    // S^T and dP^T for the warp's 16 keys against the tile's 64 queries.
-    float st[kTile / 8][4] = {}, dpt[kTile / 8][4] = {};
+  DoubleBuffered(
+      k0, [&](int64_t q0) { return q0 < a.seq_len && first[q0] <= last_key; },
+      [&](int64_t q0, int half) {
+        LoadTile<HD, kMapped>(sqdo + 2 * half * kSize, a.q, a.ldq, a, b, q0, c0);
+        LoadTile<HD, kMapped>(sqdo + (2 * half + 1) * kSize, dout, lddo, a, b, q0, c0);
+        for (int i = threadIdx.x; i < kTile; i += kThreads) {
+          const bool valid = q0 + i < a.seq_len;
+          const int64_t at =
+              valid ? RowOf<kMapped>(a.rows, b * a.seq_len + q0 + i) * a.heads + h : 0;
+          CopyAsync4(sld + 2 * half * kTile + i, lse + at, valid);
+          CopyAsync4(sld + (2 * half + 1) * kTile + i, delta + at, valid);
+        }
+      },
+      [&](int64_t q0, int half) {
+        const bf16* sq = sqdo + 2 * half * kSize;
+        const bf16* sdo = sq + kSize;
+        const float* slse = sld + 2 * half * kTile;
+        const float* sdelta = slse + kTile;
+        // S^T and dP^T for the warp's 16 keys against the tile's 64 queries.
+        float st[kTile / 8][4] = {}, dpt[kTile / 8][4] = {};
 #pragma unroll
-    for (int kk = 0; kk < HD / 16; ++kk) {
-      uint32_t ka[4], va[4];
-      LoadA(ka, sk, kLd, warp * 16, kk * 16);
-      LoadA(va, sv, kLd, warp * 16, kk * 16);
+        for (int kk = 0; kk < HD / 16; ++kk) {
+          uint32_t ka[4], va[4];
+          LoadA(ka, sk, kLd, warp * 16, kk * 16);
+          LoadA(va, sv, kLd, warp * 16, kk * 16);
 #pragma unroll
-      for (int nt = 0; nt < kTile / 8; nt += 2) {
-        uint32_t qb[4], dob[4];
-        LoadB2(qb, sq, kLd, nt * 8, kk * 16);
-        LoadB2(dob, sdo, kLd, nt * 8, kk * 16);
-        Mma(st[nt], ka, qb[0], qb[1]);
-        Mma(st[nt + 1], ka, qb[2], qb[3]);
-        Mma(dpt[nt], va, dob[0], dob[1]);
-        Mma(dpt[nt + 1], va, dob[2], dob[3]);
-      }
-    }
-    // P^T, then dS^T = P^T (dP^T - delta); st becomes P^T, dpt dS^T.
-#pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const int qc = nt * 8 + 2 * c + (e & 1);
-        const int64_t i = q0 + qc;
-        const bool seen = i < a.seq_len && Sees(i, first[i], kj[e >> 1], a.seq_len);
-        const float p = seen ? exp2f(st[nt][e] * scale_log2 - slse[qc]) : 0.f;
-        st[nt][e] = p;
-        dpt[nt][e] = p * (dpt[nt][e] - sdelta[qc]);
-      }
-    }
-    // dV += P^T dO and dK += dS^T Q (the queries are the k dimension).
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) {
-      uint32_t pa[4], dsa[4];
-      CToA(pa, st, kk);
-      CToA(dsa, dpt, kk);
-#pragma unroll
-      for (int nd = 0; nd < HD / 8; nd += 2) {
-        uint32_t dob[4], qb[4];
-        LoadB2T(dob, sdo, kLd, kk * 16, nd * 8);
-        LoadB2T(qb, sq, kLd, kk * 16, nd * 8);
-        Mma(dvacc[nd], pa, dob[0], dob[1]);
-        Mma(dvacc[nd + 1], pa, dob[2], dob[3]);
-        Mma(dkacc[nd], dsa, qb[0], qb[1]);
-        Mma(dkacc[nd + 1], dsa, qb[2], qb[3]);
-      }
-    }
-    // dS^T to shared memory, so each warp can take 16 queries of dQ = dS K.
-#pragma unroll
-    for (int nt = 0; nt < kTile / 8; ++nt) {
-#pragma unroll
-      for (int r = 0; r < 2; ++r) {
-        *reinterpret_cast<uint32_t*>(sds + (warp * 16 + g + 8 * r) * kLdS + nt * 8 + 2 * c) =
-            PackBf16(dpt[nt][2 * r], dpt[nt][2 * r + 1]);
-      }
-    }
-    __syncthreads();
-    uint32_t dsq[kTile / 16][4];
-#pragma unroll
-    for (int kk = 0; kk < kTile / 16; ++kk) LoadAT(dsq[kk], sds, kLdS, warp * 16, kk * 16);
-    int64_t qrow[2];
-    for (int r = 0; r < 2; ++r) {
-      const int64_t i = q0 + warp * 16 + g + 8 * r;
-      qrow[r] = i < a.seq_len ? RowOf<kMapped>(a.rows, b * a.seq_len + i) : -1;
-    }
-#pragma unroll
-    for (int nd = 0; nd < HD / 8; nd += 2) {
-      float dq[2][4] = {};
-#pragma unroll
-      for (int kk = 0; kk < kTile / 16; ++kk) {
-        uint32_t kb[4];
-        LoadB2T(kb, sk, kLd, kk * 16, nd * 8);
-        Mma(dq[0], dsq[kk], kb[0], kb[1]);
-        Mma(dq[1], dsq[kk], kb[2], kb[3]);
-      }
-#pragma unroll
-      for (int t = 0; t < 2; ++t) {
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const int64_t row = qrow[e >> 1];
-          if (row >= 0) {
-            atomicAdd(dq_sum + row * a.heads * HD + c0 + (nd + t) * 8 + 2 * c + (e & 1),
-                      dq[t][e]);
+          for (int nt = 0; nt < kTile / 8; nt += 2) {
+            uint32_t qb[4], dob[4];
+            LoadB2(qb, sq, kLd, nt * 8, kk * 16);
+            LoadB2(dob, sdo, kLd, nt * 8, kk * 16);
+            Mma(st[nt], ka, qb[0], qb[1]);
+            Mma(st[nt + 1], ka, qb[2], qb[3]);
+            Mma(dpt[nt], va, dob[0], dob[1]);
+            Mma(dpt[nt + 1], va, dob[2], dob[3]);
           }
         }
-      }
-    }
-  }
+        // P^T, then dS^T = P^T (dP^T - delta); st becomes P^T, dpt dS^T.
+#pragma unroll
+        for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+          for (int e = 0; e < 4; ++e) {
+            const int qc = nt * 8 + 2 * c + (e & 1);
+            const int64_t i = q0 + qc;
+            const bool seen = i < a.seq_len && Sees(i, first[i], kj[e >> 1], a.seq_len);
+            const float p = seen ? exp2f(st[nt][e] * scale_log2 - slse[qc] * kLog2e) : 0.f;
+            st[nt][e] = p;
+            dpt[nt][e] = p * (dpt[nt][e] - sdelta[qc]);
+          }
+        }
+        // dV += P^T dO and dK += dS^T Q (the queries are the k dimension).
+        MulAddTile<HD>(dvacc, st, sdo);
+        MulAddTile<HD>(dkacc, dpt, sq);
+      });
 #pragma unroll
   for (int r = 0; r < 2; ++r) {
     if (kj[r] >= a.seq_len) continue;
@@ -547,20 +561,93 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-// dq = scale * dq_sum, into the caller's layout.
-__global__ void ScaleOutKernel(const float* src, int64_t cols, float alpha, OutView dst) {
-  const int64_t total = dst.rows * cols;
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total;
-       i += int64_t(gridDim.x) * blockDim.x) {
-    StoreOut(dst.data, dst.bf16, (i / cols) * dst.ld + i % cols, alpha * src[i]);
+// Pass 2, one block per 64 queries walking the key tiles as the forward
+// does: dQ = dS K in registers.
+template <int HD, bool kMapped>
+__global__ void __launch_bounds__(kThreads)
+    AttentionQueryGradKernel(AttentionArgs a, const float* lse, const float* delta,
+                             const bf16* dout, int64_t lddo, OutView dq) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  constexpr int kLd = HD + 8;
+  bf16* sq = reinterpret_cast<bf16*>(smem);
+  bf16* sdo = sq + kTile * kLd;
+  const int64_t b = blockIdx.z, h = blockIdx.y;
+  const int64_t q0 = (gridDim.x - 1 - blockIdx.x) * int64_t(kTile);  // the longest rows first
+  const int64_t c0 = h * HD;
+  const int warp = threadIdx.x >> 5, g = (threadIdx.x & 31) >> 2, c = threadIdx.x & 3;
+  const int32_t* first = a.first + b * a.seq_len;
+  const float scale = 1.f / sqrtf(static_cast<float>(HD));
+  const float scale_log2 = scale * kLog2e;
+
+  LoadTile<HD, kMapped>(sq, a.q, a.ldq, a, b, q0, c0);
+  LoadTile<HD, kMapped>(sdo, dout, lddo, a, b, q0, c0);
+  CopyWaitAll();
+  __syncthreads();
+  uint32_t qf[HD / 16][4], dof[HD / 16][4];
+#pragma unroll
+  for (int kk = 0; kk < HD / 16; ++kk) {
+    LoadA(qf[kk], sq, kLd, warp * 16, kk * 16);
+    LoadA(dof[kk], sdo, kLd, warp * 16, kk * 16);
+  }
+  // This thread's two query rows, with their log-sum-exp (log2 units) and delta.
+  int64_t qi[2], fi[2], row[2];
+  float lse2[2], dlt[2];
+  for (int r = 0; r < 2; ++r) {
+    qi[r] = q0 + warp * 16 + g + 8 * r;
+    const bool valid = qi[r] < a.seq_len;
+    fi[r] = valid ? first[qi[r]] : 0;
+    row[r] = valid ? RowOf<kMapped>(a.rows, b * a.seq_len + qi[r]) : -1;
+    lse2[r] = valid ? lse[row[r] * a.heads + h] * kLog2e : 0.f;
+    dlt[r] = valid ? delta[row[r] * a.heads + h] : 0.f;
+  }
+  float dqacc[HD / 8][4] = {};
+  ForEachKeyTile<HD, kMapped>(a, b, q0, c0, sdo + kTile * kLd, [&](int64_t k0, const bf16* sk,
+                                                                   const bf16* sv) {
+    float s[kTile / 8][4] = {}, dp[kTile / 8][4] = {};
+    MulTileT<HD>(s, qf, sk);
+    MulTileT<HD>(dp, dof, sv);
+    // s becomes dS = P (dP - delta).
+#pragma unroll
+    for (int nt = 0; nt < kTile / 8; ++nt) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const int r = e >> 1;
+        const int64_t j = k0 + nt * 8 + 2 * c + (e & 1);
+        const float p =
+            Sees(qi[r], fi[r], j, a.seq_len) ? exp2f(s[nt][e] * scale_log2 - lse2[r]) : 0.f;
+        s[nt][e] = p * (dp[nt][e] - dlt[r]);
+      }
+    }
+    MulAddTile<HD>(dqacc, s, sk);
+  });
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    if (row[r] < 0) continue;
+#pragma unroll
+    for (int nd = 0; nd < HD / 8; ++nd) {
+      const int64_t col = c0 + nd * 8 + 2 * c;
+      StoreOut(dq.data, dq.bf16, row[r] * dq.ld + col, dqacc[nd][2 * r] * scale);
+      StoreOut(dq.data, dq.bf16, row[r] * dq.ld + col + 1, dqacc[nd][2 * r + 1] * scale);
+    }
   }
 }
 
+// Shared bytes: `tiles` bf16 tiles of [kTile][HD + 8], then `floats` floats.
 template <int HD>
-size_t ForwardShared() { return 3 * kTile * (HD + 8) * sizeof(bf16); }
-template <int HD>
-size_t BackwardShared() {
-  return (4 * kTile * (HD + 8) + kTile * (kTile + 8)) * sizeof(bf16) + 2 * kTile * sizeof(float);
+size_t TileShared(int tiles, int floats = 0) {
+  return tiles * kTile * (HD + 8) * sizeof(bf16) + floats * sizeof(float);
+}
+
+// Launches kernel on the tile grid with `shared` dynamic bytes.
+template <typename Kernel, typename... Args>
+void LaunchTiles(Kernel kernel, const AttentionArgs& a, size_t shared, cudaStream_t stream,
+                 Args... args) {
+  CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                  static_cast<int>(shared)));
+  kernel<<<dim3(static_cast<unsigned>(CeilDiv(a.seq_len, kTile)), a.heads,
+                static_cast<unsigned>(a.batch)),
+           kThreads, shared, stream>>>(a, args...);
+  CUDA_CHECK_LAUNCH();
 }
 
 // Runs f(std::integral_constant<int, HD>) for the supported head sizes.
@@ -572,11 +659,6 @@ void DispatchHeadDim(int head_dim, F&& f) {
     case 128: f(std::integral_constant<int, 128>{}); break;
     default: LOG(FATAL) << "attention: head_dim " << head_dim << " is not 32, 64 or 128";
   }
-}
-
-dim3 TileGrid(const AttentionArgs& a) {
-  return dim3(static_cast<unsigned>(CeilDiv(a.seq_len, kTile)), a.heads,
-              static_cast<unsigned>(a.batch));
 }
 
 void CheckAligned(const void* p, int64_t ld, const char* what) {
@@ -644,44 +726,34 @@ void AttentionForward(const AttentionArgs& a, OutView out, float* lse, cudaStrea
   DispatchHeadDim(a.head_dim, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
     DispatchRowMap(a.rows, [&](auto mapped) {
-      auto kernel = AttentionForwardKernel<HD, decltype(mapped)::value>;
-      const size_t shared = ForwardShared<HD>();
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared)));
-      kernel<<<TileGrid(a), kThreads, shared, stream>>>(a, out, lse);
+      LaunchTiles(AttentionForwardKernel<HD, decltype(mapped)::value>, a, TileShared<HD>(5),
+                  stream, out, lse);
     });
   });
-  CUDA_CHECK_LAUNCH();
 }
 
 void AttentionBackward(const AttentionArgs& a, Operand out, const float* lse,
                        const __nv_bfloat16* dout, int64_t lddo, OutView dq, OutView dk,
                        OutView dv, cudaStream_t stream) {
-  const int64_t n = a.batch * a.seq_len, cols = int64_t(a.heads) * a.head_dim;
+  const int64_t n = a.batch * a.seq_len;
   if (n == 0) return;
   CheckArgs(a);
   CheckAligned(dout, lddo, "dout");
   Scratch scratch(stream);
   float* delta = scratch.Alloc<float>(n * a.heads);
-  float* dq_sum = scratch.Alloc<float>(n * cols);
-  CUDA_CHECK(cudaMemsetAsync(dq_sum, 0, n * cols * sizeof(float), stream));
   DispatchHeadDim(a.head_dim, [&](auto hd) {
     constexpr int HD = decltype(hd)::value;
     AttentionDeltaKernel<HD><<<GridFor(n * a.heads * 32, 256), 256, 0, stream>>>(
         n, a.heads, out, dout, lddo, delta);
     CUDA_CHECK_LAUNCH();
     DispatchRowMap(a.rows, [&](auto mapped) {
-      auto kernel = AttentionBackwardKernel<HD, decltype(mapped)::value>;
-      const size_t shared = BackwardShared<HD>();
-      CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                      static_cast<int>(shared)));
-      kernel<<<TileGrid(a), kThreads, shared, stream>>>(a, lse, delta, dout, lddo, dq_sum, dk, dv);
+      constexpr bool kMapped = decltype(mapped)::value;
+      LaunchTiles(AttentionKeyGradKernel<HD, kMapped>, a, TileShared<HD>(6, 4 * kTile), stream,
+                  lse, delta, dout, lddo, dk, dv);
+      LaunchTiles(AttentionQueryGradKernel<HD, kMapped>, a, TileShared<HD>(6), stream, lse,
+                  delta, dout, lddo, dq);
     });
-    CUDA_CHECK_LAUNCH();
   });
-  ScaleOutKernel<<<GridFor(n * cols, 256), 256, 0, stream>>>(
-      dq_sum, cols, 1.f / std::sqrt(static_cast<float>(a.head_dim)), dq);
-  CUDA_CHECK_LAUNCH();
 }
 
 }  // namespace modamba::cuda

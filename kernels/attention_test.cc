@@ -3,8 +3,9 @@
 // the attention tiles, packed documents of many lengths (one token, longer
 // than a tile), rows permuted by a row map, q, k and v as column views of one
 // fused projection output, F32 and BF16 inputs. Device outputs are
-// NaN-poisoned first. Then the whole block, dense and routed, on the GPU
-// against the CPU. Skips without a GPU.
+// NaN-poisoned first. The backward gives the same bits run to run. Then the
+// whole block, dense and routed, on the GPU against the CPU. Skips without a
+// GPU.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -132,6 +133,36 @@ TEST_F(AttentionTest, MatchesCpu) {
   CheckAttention(3, 130, 2, 128, 9, true, false);     // many short documents
   CheckAttention(2, 200, 1, 64, 150, false, true);    // BF16 inputs, documents across tiles
   CheckAttention(1, 7, 4, 64, 1, true, false);        // every token its own document
+}
+
+// Two backward calls give the same bits, at a size where a thousand blocks
+// run in the scheduler's order and up to 32 key tiles meet in each query's
+// gradient (fp32 atomics across key tiles would sum in that order).
+TEST_F(AttentionTest, BackwardIsBitwiseReproducible) {
+  const int64_t batch = 4, seq_len = 2000, n = batch * seq_len;
+  const int heads = 8, d = heads * 64;
+  const Layout layout = MakeLayout(batch, seq_len, 1500, true);
+  Tensor qkv = testing::ToDevice(gpu_.get(), testing::RandomHost({n, 3 * d}, &rng_));
+  Tensor dout = testing::ToDevice(gpu_.get(), testing::RandomHost({n, d}, &rng_));
+  const Mat q = qkv.mat().Cols(0, d), k = qkv.mat().Cols(d, d), v = qkv.mat().Cols(2 * d, d);
+  Tensor out = gpu_->Empty(DType::kF32, {n, d}), lse = gpu_->Empty(DType::kF32, {n, heads});
+  gpu_->AttentionForward(layout.dev(), heads, q, k, v, out.mat(), &lse);
+  std::vector<std::vector<Tensor>> runs;
+  for (int run = 0; run < 2; ++run) {
+    Pair dq = OutputPair(gpu_.get(), {n, d}), dk = OutputPair(gpu_.get(), {n, d});
+    Pair dv = OutputPair(gpu_.get(), {n, d});
+    gpu_->AttentionBackward(layout.dev(), heads, q, k, v, out.mat(), lse, dout.mat(), dq.d(),
+                            dk.d(), dv.d());
+    runs.emplace_back();
+    for (const Pair* p : {&dq, &dk, &dv}) {
+      runs.back().push_back(testing::ToHost(gpu_.get(), p->dev));
+    }
+  }
+  const char* names[] = {"dq", "dk", "dv"};
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(std::memcmp(runs[0][i].raw(), runs[1][i].raw(), runs[0][i].nbytes()), 0)
+        << "attention " << names[i] << " differs between two runs";
+  }
 }
 
 TEST_F(AttentionTest, RopeAndSwigluMatchCpu) {

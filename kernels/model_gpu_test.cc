@@ -1,6 +1,6 @@
 // The whole language model on the GPU against the CPU backend: the loss and
 // every parameter's gradient at a small config, a short training run's loss
-// curve, and bitwise-identical reruns. Skips without a GPU.
+// curve, and bitwise-identical reruns (Mamba and Transformer). Skips without a GPU.
 #include <cmath>
 #include <cstring>
 #include <iostream>
@@ -38,13 +38,33 @@ v1::ModelConfig Config(int modalities, bool routed, int patch_dim = 0) {
   return c;
 }
 
-// Two sequences of 45 tokens (not a multiple of the scan's tiles) with
-// modality spans drawn from `present` and documents starting mid-sequence.
-Batch MakeBatch(const v1::ModelConfig& c, uint64_t seed, const std::vector<int>& present) {
+// Mixture-of-Transformers: d_model 64 in 2 heads of 32, every weight routed.
+v1::ModelConfig TransformerConfig() {
+  v1::ModelConfig c;
+  c.set_architecture(v1::ModelConfig::TRANSFORMER);
+  c.set_d_model(64);
+  c.set_n_layer(2);
+  c.set_n_head(2);
+  c.set_vocab_size(61);
+  c.set_n_modalities(3);
+  c.set_route_qkv(true);
+  c.set_route_attn_out(true);
+  c.set_route_ffn_in(true);
+  c.set_route_ffn_out(true);
+  c.set_route_norms(true);
+  CHECK(ResolveModelConfig(&c, "test").ok());
+  return c;
+}
+
+// Two sequences of seq_len tokens (45: not a multiple of the scan's tiles)
+// with modality spans drawn from `present` and documents starting
+// mid-sequence.
+Batch MakeBatch(const v1::ModelConfig& c, uint64_t seed, const std::vector<int>& present,
+                int64_t seq_len = 45) {
   Rng rng(seed);
   Batch b;
   b.batch = 2;
-  b.seq_len = 45;
+  b.seq_len = seq_len;
   int m = present[0];
   for (int64_t i = 0; i < b.rows(); ++i) {
     if (i % 6 == 0) m = present[rng.Below(present.size())];
@@ -189,8 +209,8 @@ TEST_F(ModelGpuTest, TrainingFollowsCpuLossCurve) {
 }
 
 // Same seed, same batches: the same bits, losses and parameters alike.
-TEST_F(ModelGpuTest, RunsAreBitwiseIdentical) {
-  const v1::ModelConfig c = Config(3, true);
+void ExpectBitwiseIdenticalRuns(const v1::ModelConfig& c, int64_t seq_len,
+                                const std::string& tag) {
   auto gpu = Gpu(MatmulPrecision::kBf16);
   std::vector<std::vector<double>> losses;
   std::vector<std::vector<Tensor>> params;
@@ -199,7 +219,7 @@ TEST_F(ModelGpuTest, RunsAreBitwiseIdentical) {
     AdamWOptimizer opt(Optimizer(), model->mutable_params());
     losses.emplace_back();
     for (int s = 1; s <= 5; ++s) {
-      auto r = model->ForwardBackward(MakeBatch(c, 200 + s, {0, 1, 2}));
+      auto r = model->ForwardBackward(MakeBatch(c, 200 + s, {0, 1, 2}, seq_len));
       ASSERT_TRUE(r.ok()) << r.status();
       losses.back().push_back(r->objective());
       opt.Step(s, 5);
@@ -210,12 +230,19 @@ TEST_F(ModelGpuTest, RunsAreBitwiseIdentical) {
     }
   }
   for (size_t s = 0; s < losses[0].size(); ++s) {
-    EXPECT_EQ(std::memcmp(&losses[0][s], &losses[1][s], sizeof(double)), 0) << "step " << s;
+    EXPECT_EQ(std::memcmp(&losses[0][s], &losses[1][s], sizeof(double)), 0)
+        << tag << ": step " << s;
   }
   for (size_t i = 0; i < params[0].size(); ++i) {
     EXPECT_EQ(std::memcmp(params[0][i].raw(), params[1][i].raw(), params[0][i].nbytes()), 0)
-        << "parameter " << i;
+        << tag << ": parameter " << i;
   }
+}
+
+TEST_F(ModelGpuTest, RunsAreBitwiseIdentical) {
+  ExpectBitwiseIdenticalRuns(Config(3, true), 45, "MoM");
+  // 150 positions: three attention tiles, so several key tiles meet in each dQ.
+  ExpectBitwiseIdenticalRuns(TransformerConfig(), 150, "MoT");
 }
 
 }  // namespace
