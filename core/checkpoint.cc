@@ -257,12 +257,13 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> LoadCheckpointParams
   return out;
 }
 
-absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir, Backend* be) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTrainedModel(const std::string& dir,
+                                                                Backend* be) {
   ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(dir));
   RETURN_IF_ERROR(VerifyCheckpoint(dir));
   ASSIGN_OR_RETURN(auto values, LoadCheckpointParams(dir));
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model,
-                   MambaLM::Create(manifest.config().model(), be, DType::kF32, 0));
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                   LanguageModel::Create(manifest.config().model(), be, DType::kF32, 0));
   std::map<std::string, Param*> missing;
   for (const auto& p : model->params().all()) missing[p->name] = p.get();
   for (auto& [name, value] : values) {

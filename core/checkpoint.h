@@ -76,8 +76,8 @@ absl::StatusOr<std::vector<std::pair<std::string, Tensor>>> LoadCheckpointParams
 // The checkpoint's model with every parameter resident on `backend`
 // (evaluation, generation, export); its files are checked against the
 // manifest first, and a non-finite parameter is DATA_LOSS naming it.
-absl::StatusOr<std::unique_ptr<MambaLM>> LoadTrainedModel(const std::string& dir,
-                                                          Backend* backend);
+absl::StatusOr<std::unique_ptr<LanguageModel>> LoadTrainedModel(const std::string& dir,
+                                                                Backend* backend);
 
 // Hashes every file in `dir`, records them in `manifest` and writes it.
 absl::Status WriteCheckpointManifest(const std::string& dir, v1::CheckpointManifest manifest);

@@ -30,7 +30,7 @@ std::string ModalityLabel(int m) {
   return m < 3 ? kNames[m] : absl::StrCat("m", m);
 }
 
-MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
+LanguageModel::LanguageModel(const v1::ModelConfig& config, Backend* backend, DType dtype)
     : config_(config), backend_(backend), dtype_(dtype), params_(backend, dtype) {
   const int d = config.d_model(), v = config.vocab_size();
   embed_ = params_.Add("embed.weight", {v, d}, true);
@@ -51,18 +51,18 @@ MambaLM::MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype)
   }
 }
 
-absl::StatusOr<std::unique_ptr<MambaLM>> MambaLM::Create(const v1::ModelConfig& config,
-                                                         Backend* backend, DType dtype,
-                                                         uint64_t seed) {
+absl::StatusOr<std::unique_ptr<LanguageModel>> LanguageModel::Create(const v1::ModelConfig& config,
+                                                                     Backend* backend, DType dtype,
+                                                                     uint64_t seed) {
   if (!config.has_d_model() || config.n_modalities() < 1 || config.d_state() < 1) {
-    return absl::InvalidArgumentError("MambaLM::Create needs a resolved ModelConfig");
+    return absl::InvalidArgumentError("LanguageModel::Create needs a resolved ModelConfig");
   }
-  std::unique_ptr<MambaLM> model(new MambaLM(config, backend, dtype));
+  std::unique_ptr<LanguageModel> model(new LanguageModel(config, backend, dtype));
   model->Init(seed);
   return model;
 }
 
-void MambaLM::Init(uint64_t seed) {
+void LanguageModel::Init(uint64_t seed) {
   Rng rng = Rng::ForName(seed, embed_->name);
   params_.Set(embed_, NormalInit(dtype_, embed_->value.shape(), config_.init_std(), &rng));
   for (const std::unique_ptr<Block>& block : blocks_) block->Init(seed);
@@ -74,7 +74,7 @@ void MambaLM::Init(uint64_t seed) {
   if (patches_) patches_->Init(seed);
 }
 
-absl::Status MambaLM::Validate(const Batch& b) const {
+absl::Status LanguageModel::Validate(const Batch& b) const {
   const int64_t n = b.rows();
   if (b.batch <= 0 || b.seq_len <= 0) {
     return absl::InvalidArgumentError(absl::StrCat("batch: batch (", b.batch, ") and seq_len (",
@@ -135,10 +135,12 @@ absl::Status MambaLM::Validate(const Batch& b) const {
   return absl::OkStatus();
 }
 
-absl::StatusOr<LossReport> MambaLM::Evaluate(const Batch& batch) { return Run(batch, false, {}); }
+absl::StatusOr<LossReport> LanguageModel::Evaluate(const Batch& batch) {
+  return Run(batch, false, {});
+}
 
-absl::StatusOr<LossReport> MambaLM::ForwardBackward(const Batch& batch,
-                                                    const LossDenominators& denominators) {
+absl::StatusOr<LossReport> LanguageModel::ForwardBackward(const Batch& batch,
+                                                          const LossDenominators& denominators) {
   return Run(batch, true, denominators);
 }
 
@@ -173,7 +175,7 @@ Batch SortByModality(const Batch& b, int num_modalities, std::vector<int32_t>* r
 }
 }  // namespace
 
-struct MambaLM::DeviceBatch {
+struct LanguageModel::DeviceBatch {
   const Batch* given = nullptr;  // in sequence order
   // Rows grouped by modality for the whole step when that splits a routed
   // projection's rows into ranges (core/backend.h): `sorted` holds the
@@ -191,8 +193,8 @@ struct MambaLM::DeviceBatch {
   PatchLayer::Patches patches;
 };
 
-MambaLM::DeviceBatch MambaLM::PrepareBatch(const Batch& given,
-                                           const LossDenominators& denominators) const {
+LanguageModel::DeviceBatch LanguageModel::PrepareBatch(const Batch& given,
+                                                       const LossDenominators& denominators) const {
   Backend* be = backend_;
   const int64_t n = given.rows();
   const int m = config_.n_modalities();
@@ -232,11 +234,11 @@ MambaLM::DeviceBatch MambaLM::PrepareBatch(const Batch& given,
   return b;
 }
 
-absl::Status MambaLM::Hook(absl::Status (BucketHooks::*fn)(int), int bucket) const {
+absl::Status LanguageModel::Hook(absl::Status (BucketHooks::*fn)(int), int bucket) const {
   return hooks_ != nullptr ? (hooks_->*fn)(bucket) : absl::OkStatus();
 }
 
-absl::Status MambaLM::TrunkForward(const DeviceBatch& b) {
+absl::Status LanguageModel::TrunkForward(const DeviceBatch& b) {
   Backend* be = backend_;
   const int64_t n = b.given->rows();
   const int d = config_.d_model(), n_layer = config_.n_layer();
@@ -268,7 +270,7 @@ absl::Status MambaLM::TrunkForward(const DeviceBatch& b) {
   return absl::OkStatus();
 }
 
-LossReport MambaLM::HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dnormed) {
+LossReport LanguageModel::HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dnormed) {
   Backend* be = backend_;
   const Batch& given = *b.given;
   const int64_t n = given.rows();
@@ -317,8 +319,8 @@ LossReport MambaLM::HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dno
   return report;
 }
 
-absl::Status MambaLM::Backward(const DeviceBatch& b, const LossDenominators& denominators,
-                               Tensor* dnormed) {
+absl::Status LanguageModel::Backward(const DeviceBatch& b, const LossDenominators& denominators,
+                                     Tensor* dnormed) {
   Backend* be = backend_;
   const int64_t n = b.given->rows();
   const int n_layer = config_.n_layer();
@@ -345,8 +347,8 @@ absl::Status MambaLM::Backward(const DeviceBatch& b, const LossDenominators& den
   return Hook(&BucketHooks::AfterBackward, 0);
 }
 
-absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
-                                        const LossDenominators& denominators) {
+absl::StatusOr<LossReport> LanguageModel::Run(const Batch& batch, bool backward,
+                                              const LossDenominators& denominators) {
   RETURN_IF_ERROR(Validate(batch));
   const DeviceBatch b = PrepareBatch(batch, denominators);
   RETURN_IF_ERROR(TrunkForward(b));
@@ -360,21 +362,21 @@ absl::StatusOr<LossReport> MambaLM::Run(const Batch& batch, bool backward,
   return report;
 }
 
-RecurrentState MambaLM::NewState(int streams) const {
+RecurrentState LanguageModel::NewState(int streams) const {
   RecurrentState state;
   state.streams = streams;
   for (const std::unique_ptr<Block>& block : blocks_) state.layers.push_back(block->NewState(streams));
   return state;
 }
 
-void MambaLM::CopyState(const RecurrentState& from, RecurrentState* to) const {
+void LanguageModel::CopyState(const RecurrentState& from, RecurrentState* to) const {
   for (size_t l = 0; l < blocks_.size(); ++l) {
     blocks_[l]->CopyState(*from.layers[l], to->layers[l].get());
   }
 }
 
-absl::Status MambaLM::CheckStep(const std::vector<StepInput>& inputs,
-                                const RecurrentState& state) const {
+absl::Status LanguageModel::CheckStep(const std::vector<StepInput>& inputs,
+                                      const RecurrentState& state) const {
   if (state.layers.size() != blocks_.size()) {
     return absl::InvalidArgumentError("recurrent state: made for another model");
   }
@@ -426,8 +428,8 @@ void CopyToHost(Backend* be, const Tensor& src, float* dst) {
 
 }  // namespace
 
-absl::Status MambaLM::Step(const std::vector<StepInput>& inputs, RecurrentState* state,
-                           float* logits, float* eps) const {
+absl::Status LanguageModel::Step(const std::vector<StepInput>& inputs, RecurrentState* state,
+                                 float* logits, float* eps) const {
   RETURN_IF_ERROR(CheckStep(inputs, *state));
   const int64_t rows = static_cast<int64_t>(inputs.size());
   if (rows == 0) return absl::OkStatus();

@@ -88,13 +88,13 @@ struct StepInput {
   int32_t timestep = 0;
 };
 
-class MambaLM {
+class LanguageModel {
  public:
   // `config` must be resolved (core/config.h). Parameters live on `backend`
   // in `dtype` (F32 for training, F64 for gradient checks).
-  static absl::StatusOr<std::unique_ptr<MambaLM>> Create(const v1::ModelConfig& config,
-                                                         Backend* backend, DType dtype,
-                                                         uint64_t seed);
+  static absl::StatusOr<std::unique_ptr<LanguageModel>> Create(const v1::ModelConfig& config,
+                                                               Backend* backend, DType dtype,
+                                                               uint64_t seed);
 
   // Checks ids, sizes and modalities; errors name the offending field and row.
   absl::Status Validate(const Batch& batch) const;
@@ -138,7 +138,7 @@ class MambaLM {
   // A batch on the device, as the stages below pass it on.
   struct DeviceBatch;
 
-  MambaLM(const v1::ModelConfig& config, Backend* backend, DType dtype);
+  LanguageModel(const v1::ModelConfig& config, Backend* backend, DType dtype);
   void Init(uint64_t seed);
   absl::StatusOr<LossReport> Run(const Batch& batch, bool backward,
                                  const LossDenominators& denominators);

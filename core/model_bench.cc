@@ -37,7 +37,7 @@ void Run(bool routed) {
   c.set_route_out(routed);
   if (!ResolveModelConfig(&c, "bench").ok()) return;
   auto be = NewCpuBackend();
-  auto model = MambaLM::Create(c, be.get(), DType::kF32, 1).value();
+  auto model = LanguageModel::Create(c, be.get(), DType::kF32, 1).value();
   v1::OptimizerConfig opt;
   opt.set_lr(1e-3);
   opt.set_beta1(0.9);

@@ -52,9 +52,9 @@ Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed, int only_modality = -
   return b;
 }
 
-std::unique_ptr<MambaLM> MakeModel(const v1::ModelConfig& c, Backend* be, DType dtype,
-                                   uint64_t seed = 7) {
-  auto model = MambaLM::Create(c, be, dtype, seed);
+std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be, DType dtype,
+                                         uint64_t seed = 7) {
+  auto model = LanguageModel::Create(c, be, dtype, seed);
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(model).value();
 }

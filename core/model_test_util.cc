@@ -23,7 +23,7 @@ void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed) {
   }
 }
 
-void ExpectGradientsMatchFiniteDifferences(MambaLM* model, const Batch& batch,
+void ExpectGradientsMatchFiniteDifferences(LanguageModel* model, const Batch& batch,
                                            const std::string& name) {
   Rng noise(99);
   for (const auto& p : model->params().all()) {
@@ -58,7 +58,7 @@ void ExpectGradientsMatchFiniteDifferences(MambaLM* model, const Batch& batch,
   std::printf("worst relative gradient error (%s): %.3g\n", name.c_str(), worst);
 }
 
-void ExpectLearnsBatch(MambaLM* model, const Batch& batch, const std::string& what) {
+void ExpectLearnsBatch(LanguageModel* model, const Batch& batch, const std::string& what) {
   v1::OptimizerConfig opt;
   opt.set_lr(1e-2);
   opt.set_min_lr_ratio(1);

@@ -15,7 +15,7 @@ namespace modamba::testing {
 // gradients on `batch` against fourth-order central differences of the
 // objective over a spread of elements of every parameter: each parameter's
 // relative L2 error stays below 1e-6. Prints the worst, labelled `name`.
-void ExpectGradientsMatchFiniteDifferences(MambaLM* model, const Batch& batch,
+void ExpectGradientsMatchFiniteDifferences(LanguageModel* model, const Batch& batch,
                                            const std::string& name);
 
 // Marks rows 2..5 and 11..13 of a batch of two sequences of 9 as noised
@@ -24,7 +24,7 @@ void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed);
 
 // Fifteen AdamW steps at lr 1e-2 on `batch` bring the mean loss below 0.9 of
 // the first step's; `what` names the model in a failure.
-void ExpectLearnsBatch(MambaLM* model, const Batch& batch, const std::string& what);
+void ExpectLearnsBatch(LanguageModel* model, const Batch& batch, const std::string& what);
 
 }  // namespace modamba::testing
 

@@ -44,7 +44,7 @@ class TransformerBlock : public Block {
   std::unique_ptr<Block::State> NewState(int streams) const override;
   void CopyState(const Block::State& from, Block::State* to) const override;
   // The step's rows must be grouped by modality when any weight is routed
-  // (MambaLM::Step orders them so, as the model does a batch's rows).
+  // (LanguageModel::Step orders them so, as the model does a batch's rows).
   void Step(const StepContext& ctx, Mat x, Block::State* state) const override;
 
  private:

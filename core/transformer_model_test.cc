@@ -1,8 +1,8 @@
 // The language model with Transformer blocks (architecture TRANSFORMER), on
 // the CPU in double: gradients against finite differences, dense,
-// Mixture-of-Transformers and MoT with Transfusion's patch rows; one-modality MoT equal to the dense Transformer
-// bit for bit; and KV-cache generation (MambaLM::Step) equal to the parallel
-// logits, across packed documents and interleaved modalities.
+// Mixture-of-Transformers and MoT with Transfusion's patch rows; one-modality MoT equal to the
+// dense Transformer bit for bit; and KV-cache generation (LanguageModel::Step) equal to the
+// parallel logits, across packed documents and interleaved modalities.
 #include <memory>
 #include <string>
 #include <vector>
@@ -53,8 +53,8 @@ Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed) {
   return b;
 }
 
-std::unique_ptr<MambaLM> MakeModel(const v1::ModelConfig& c, Backend* be) {
-  auto model = MambaLM::Create(c, be, DType::kF64, 7);
+std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be) {
+  auto model = LanguageModel::Create(c, be, DType::kF64, 7);
   EXPECT_TRUE(model.ok()) << model.status();
   return std::move(model).value();
 }
@@ -107,7 +107,7 @@ TEST(TransformerModel, AllRouteCombinationsTrain) {
     c.set_route_ffn_in(mask & 4);
     c.set_route_ffn_out(mask & 8);
     c.set_route_norms(mask & 16);
-    auto model = MambaLM::Create(c, be.get(), DType::kF32, 7);
+    auto model = LanguageModel::Create(c, be.get(), DType::kF32, 7);
     ASSERT_TRUE(model.ok()) << model.status();
     testing::ExpectLearnsBatch(model->get(), RandomBatch(c, 17), "route mask " + std::to_string(mask));
   }

@@ -51,7 +51,7 @@ absl::Status Run() {
   RETURN_IF_ERROR(ResolveModelConfig(&c, "eval_bench"));
   config.set_dataset_dir(dir);
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> be, NewBackend(absl::GetFlag(FLAGS_device)));
-  ASSIGN_OR_RETURN(auto model, MambaLM::Create(c, be.get(), DType::kF32, 1));
+  ASSIGN_OR_RETURN(auto model, LanguageModel::Create(c, be.get(), DType::kF32, 1));
   ASSIGN_OR_RETURN(auto lm, RecurrentLM::FromModel(*model));
 
   std::printf("%s, d_model %d, %d layers, on %s\n\n", m.setting.c_str(), c.d_model(),

@@ -280,7 +280,7 @@ absl::Status CheckpointEvaluator::SpeechMetrics(const RecurrentLM& lm,
   return absl::OkStatus();
 }
 
-absl::StatusOr<EvalReport> CheckpointEvaluator::EvaluateModel(MambaLM* model,
+absl::StatusOr<EvalReport> CheckpointEvaluator::EvaluateModel(LanguageModel* model,
                                                               const v1::TrainConfig& config) {
   EvalReport report;
   const std::string dataset_dir =
@@ -312,7 +312,8 @@ absl::StatusOr<EvalReport> CheckpointEvaluator::EvaluateModel(MambaLM* model,
 
 absl::StatusOr<EvalReport> CheckpointEvaluator::Evaluate(const std::string& checkpoint_dir) {
   ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(checkpoint_dir));
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, LoadTrainedModel(checkpoint_dir, backend_));
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                   LoadTrainedModel(checkpoint_dir, backend_));
   ASSIGN_OR_RETURN(EvalReport report, EvaluateModel(model.get(), manifest.config()));
   report.checkpoint = checkpoint_dir;
   report.step = manifest.step();

@@ -77,7 +77,7 @@ class CheckpointEvaluator {
   // Where later evaluations write their files ("" for none).
   void set_output_dir(const std::string& dir) { options_.output_dir = dir; }
   // Evaluates a model trained with `config`.
-  absl::StatusOr<EvalReport> EvaluateModel(MambaLM* model, const v1::TrainConfig& config);
+  absl::StatusOr<EvalReport> EvaluateModel(LanguageModel* model, const v1::TrainConfig& config);
 
  private:
   struct Reference;  // a classifier, its real-data scorer and reference lines

@@ -110,7 +110,7 @@ TEST_F(EvaluateTest, TransfusionAndTrimodalModelsOfBothBlockKinds) {
       SCOPED_TRACE(setting + (transformer ? " MoT" : " MoM"));
       auto config = testing::TinyTrainConfig(*data_ + "/" + setting, "", 1, transformer);
       ASSERT_TRUE(config.ok()) << config.status();
-      auto model = MambaLM::Create(config->model(), be.get(), DType::kF32, 1);
+      auto model = LanguageModel::Create(config->model(), be.get(), DType::kF32, 1);
       ASSERT_TRUE(model.ok());
       CheckpointEvaluator evaluator(Options(::testing::TempDir() + "/eval_" + setting), be.get());
       auto report = evaluator.EvaluateModel(model->get(), *config);

@@ -79,7 +79,7 @@ v1::ModelConfig SmallConfig(int patch_dim) {
 
 TEST(Decoder, SamplesAreSeededPerStreamAndStayInTheAllowedSet) {
   auto be = NewCpuBackend();
-  auto model = MambaLM::Create(SmallConfig(0), be.get(), DType::kF32, 2);
+  auto model = LanguageModel::Create(SmallConfig(0), be.get(), DType::kF32, 2);
   ASSERT_TRUE(model.ok());
   auto lm = RecurrentLM::FromModel(**model);
   ASSERT_TRUE(lm.ok());
@@ -104,7 +104,7 @@ TEST(Decoder, SamplesAreSeededPerStreamAndStayInTheAllowedSet) {
 
 TEST(Decoder, SampleImageLeavesTheStateAfterTheCleanPatches) {
   auto be = NewCpuBackend();
-  auto model = MambaLM::Create(SmallConfig(16), be.get(), DType::kF32, 4);
+  auto model = LanguageModel::Create(SmallConfig(16), be.get(), DType::kF32, 4);
   ASSERT_TRUE(model.ok());
   auto lm = RecurrentLM::FromModel(**model);
   ASSERT_TRUE(lm.ok());

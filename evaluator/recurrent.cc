@@ -4,7 +4,7 @@
 
 namespace modamba::eval {
 
-absl::StatusOr<std::unique_ptr<RecurrentLM>> RecurrentLM::FromModel(const MambaLM& model) {
+absl::StatusOr<std::unique_ptr<RecurrentLM>> RecurrentLM::FromModel(const LanguageModel& model) {
   const DType dtype = model.params().dtype();
   if (dtype != DType::kF32 && dtype != DType::kF64) {
     return absl::InvalidArgumentError(

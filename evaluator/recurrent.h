@@ -1,10 +1,10 @@
 // Recurrent generation: a trained model stepped one token at a time.
 //
-// The parallel forward (MambaLM::Evaluate) sees a whole sequence at once;
+// The parallel forward (LanguageModel::Evaluate) sees a whole sequence at once;
 // every block is also a recurrence (core/block.h), so generation carries per
 // layer and per stream only the block's state (a Mamba block's conv window
 // and SSM state) and advances in O(1) per token, whatever the length so far.
-// RecurrentLM runs the model's own definition (MambaLM::Step) on the model's
+// RecurrentLM runs the model's own definition (LanguageModel::Step) on the model's
 // Backend, reading the parameters in place, and computes exactly what the
 // parallel forward computes for the same tokens: routing by modality,
 // document resets, and Transfusion patch rows.
@@ -31,7 +31,7 @@ class RecurrentLM {
  public:
   // `model` (F32 or F64) must outlive the RecurrentLM; later in-place
   // updates of its parameters show.
-  static absl::StatusOr<std::unique_ptr<RecurrentLM>> FromModel(const MambaLM& model);
+  static absl::StatusOr<std::unique_ptr<RecurrentLM>> FromModel(const LanguageModel& model);
 
   const v1::ModelConfig& config() const { return model_.config(); }
   int vocab_size() const { return config().vocab_size(); }
@@ -42,15 +42,15 @@ class RecurrentLM {
   void CopyState(const RecurrentState& from, RecurrentState* to) const {
     model_.CopyState(from, to);
   }
-  // MambaLM::Step: advances the listed streams (distinct) by one token each.
+  // LanguageModel::Step: advances the listed streams (distinct) by one token each.
   absl::Status Step(const std::vector<StepInput>& inputs, RecurrentState* state, float* logits,
                     float* eps) const {
     return model_.Step(inputs, state, logits, eps);
   }
 
  private:
-  explicit RecurrentLM(const MambaLM& model) : model_(model) {}
-  const MambaLM& model_;
+  explicit RecurrentLM(const LanguageModel& model) : model_(model) {}
+  const LanguageModel& model_;
 };
 
 }  // namespace modamba::eval

@@ -45,8 +45,8 @@ TEST_P(RecurrentGpu, MatchesParallelForwardAndCpuDecoder) {
   for (bool routed : {true, false}) {
     SCOPED_TRACE(routed ? "routed" : "dense");
     const v1::ModelConfig c = SettingConfig(GetParam(), routed);
-    auto on_gpu = MambaLM::Create(c, gpu_.get(), DType::kF32, 11);
-    auto on_cpu = MambaLM::Create(c, cpu_.get(), DType::kF32, 11);
+    auto on_gpu = LanguageModel::Create(c, gpu_.get(), DType::kF32, 11);
+    auto on_cpu = LanguageModel::Create(c, cpu_.get(), DType::kF32, 11);
     ASSERT_TRUE(on_gpu.ok() && on_cpu.ok());
     const Batch batch = RandomBatch(c, 37, 5);
     const std::vector<float> parallel = ParallelLogits(on_gpu->get(), batch);

@@ -29,7 +29,7 @@ TEST_P(RecurrentMatchesParallel, LogitsAndEps) {
     SCOPED_TRACE(routed ? "routed" : "dense");
     auto be = NewCpuBackend();
     const v1::ModelConfig c = SettingConfig(setting, routed, transformer);
-    auto model = MambaLM::Create(c, be.get(), DType::kF32, 11);
+    auto model = LanguageModel::Create(c, be.get(), DType::kF32, 11);
     ASSERT_TRUE(model.ok()) << model.status();
     const Batch batch = RandomBatch(c, 37, 5);
     const std::vector<float> parallel = ParallelLogits(model->get(), batch);
@@ -58,7 +58,7 @@ INSTANTIATE_TEST_SUITE_P(Settings, RecurrentMatchesParallel,
 
 TEST(Recurrent, RejectsBadInputs) {
   auto be = NewCpuBackend();
-  auto model = MambaLM::Create(SettingConfig("chameleon"), be.get(), DType::kF32, 1);
+  auto model = LanguageModel::Create(SettingConfig("chameleon"), be.get(), DType::kF32, 1);
   ASSERT_TRUE(model.ok());
   auto lm = RecurrentLM::FromModel(**model);
   ASSERT_TRUE(lm.ok());

@@ -113,7 +113,7 @@ RecurrentOutputs RunRecurrent(const RecurrentLM& lm, const Batch& b, bool togeth
   return out;
 }
 
-std::vector<float> ParallelLogits(MambaLM* model, const Batch& batch) {
+std::vector<float> ParallelLogits(LanguageModel* model, const Batch& batch) {
   absl::StatusOr<LossReport> report = model->Evaluate(batch);
   EXPECT_TRUE(report.ok()) << report.status();
   const Tensor& dev = model->logits();
@@ -134,7 +134,7 @@ double MaxRelError(const std::vector<float>& got, const std::vector<float>& want
   return err / scale;
 }
 
-double EpsRelError(MambaLM* model, const Batch& batch, const std::vector<float>& eps) {
+double EpsRelError(LanguageModel* model, const Batch& batch, const std::vector<float>& eps) {
   EXPECT_FALSE(batch.patch_rows.empty());
   Batch with_target = batch;
   with_target.patch_target = eps;

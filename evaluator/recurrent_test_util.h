@@ -35,7 +35,7 @@ struct RecurrentOutputs {
 RecurrentOutputs RunRecurrent(const RecurrentLM& lm, const Batch& b, bool together);
 
 // The parallel forward's logits of `batch`, [N, V] on the host.
-std::vector<float> ParallelLogits(MambaLM* model, const Batch& batch);
+std::vector<float> ParallelLogits(LanguageModel* model, const Batch& batch);
 
 // max |got - want| / max |want|; infinity when got holds a NaN.
 double MaxRelError(const std::vector<float>& got, const std::vector<float>& want);
@@ -43,7 +43,7 @@ double MaxRelError(const std::vector<float>& got, const std::vector<float>& want
 // ||eps - parallel eps|| / ||eps|| for eps in batch.patch_rows order: with
 // eps as the target, the diffusion loss is the squared distance between the
 // two predictions.
-double EpsRelError(MambaLM* model, const Batch& batch, const std::vector<float>& eps);
+double EpsRelError(LanguageModel* model, const Batch& batch, const std::vector<float>& eps);
 
 }  // namespace modamba::eval::testing
 

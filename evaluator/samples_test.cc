@@ -39,7 +39,7 @@ class SamplesTest : public ::testing::Test {
     c.set_route_in(true);
     EXPECT_TRUE(ResolveModelConfig(&c, "test").ok());
     be_ = NewCpuBackend();
-    auto model = MambaLM::Create(c, be_.get(), DType::kF32, 8);
+    auto model = LanguageModel::Create(c, be_.get(), DType::kF32, 8);
     EXPECT_TRUE(model.ok());
     model_ = *std::move(model);
     auto lm = RecurrentLM::FromModel(*model_);
@@ -49,7 +49,7 @@ class SamplesTest : public ::testing::Test {
 
   static std::string* dir_;
   std::unique_ptr<Backend> be_;
-  std::unique_ptr<MambaLM> model_;
+  std::unique_ptr<LanguageModel> model_;
 };
 std::string* SamplesTest::dir_ = nullptr;
 

@@ -16,7 +16,7 @@ namespace modamba::eval {
 namespace {
 
 // Host copy of the last forward's logits.
-std::vector<float> HostLogits(const MambaLM& model) {
+std::vector<float> HostLogits(const LanguageModel& model) {
   const Tensor& dev = model.logits();
   Tensor host(dev.dtype(), dev.shape());
   model.backend()->Copy(dev.mat(), host.mat());
@@ -78,7 +78,7 @@ class Accumulator {
 
   // Adds the CE and accuracy of `batch`'s targets from the model's last
   // forward (its logits) and the batch's diffusion error from `report`.
-  void Add(const MambaLM& model, const Batch& batch, const LossReport& report) {
+  void Add(const LanguageModel& model, const Batch& batch, const LossReport& report) {
     const int v = model.config().vocab_size();
     const std::vector<float> logits = HostLogits(model);
     for (int64_t i = 0; i < batch.rows(); ++i) {
@@ -144,7 +144,7 @@ class Accumulator {
 
 }  // namespace
 
-absl::StatusOr<ValidationMetrics> EvaluateValidation(MambaLM* model,
+absl::StatusOr<ValidationMetrics> EvaluateValidation(LanguageModel* model,
                                                      const std::string& dataset_dir,
                                                      const ValidationOptions& options) {
   ASSIGN_OR_RETURN(auto reader, data::ShardReader::Open(dataset_dir, "val", 0, 1));
@@ -181,7 +181,7 @@ absl::StatusOr<ValidationMetrics> EvaluateValidation(MambaLM* model,
   return acc.Finish(total);
 }
 
-absl::StatusOr<ValidationMetrics> EvaluateBatches(MambaLM* model,
+absl::StatusOr<ValidationMetrics> EvaluateBatches(LanguageModel* model,
                                                   const std::vector<Batch>& batches) {
   Accumulator acc(model->config().n_modalities());
   int64_t sequences = 0;

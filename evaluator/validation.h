@@ -46,13 +46,14 @@ struct ValidationMetrics {
   std::map<std::string, double> Flat() const;
 };
 
-absl::StatusOr<ValidationMetrics> EvaluateValidation(MambaLM* model,
+absl::StatusOr<ValidationMetrics> EvaluateValidation(LanguageModel* model,
                                                      const std::string& dataset_dir,
                                                      const ValidationOptions& options);
 
 // The same metrics (but the fixed-step diffusion MSEs) over given batches,
 // e.g. the byte-level text validation batches of a text-only run.
-absl::StatusOr<ValidationMetrics> EvaluateBatches(MambaLM* model, const std::vector<Batch>& batches);
+absl::StatusOr<ValidationMetrics> EvaluateBatches(LanguageModel* model,
+                                                  const std::vector<Batch>& batches);
 
 }  // namespace modamba::eval
 

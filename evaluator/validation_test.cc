@@ -29,7 +29,7 @@ class ValidationTest : public ::testing::TestWithParam<std::string> {
     if (GetParam() == "transfusion") c.set_patch_dim(16);
     ASSERT_TRUE(ResolveModelConfig(&c, "test").ok());
     backend_ = NewCpuBackend();
-    auto model = MambaLM::Create(c, backend_.get(), DType::kF32, 3);
+    auto model = LanguageModel::Create(c, backend_.get(), DType::kF32, 3);
     ASSERT_TRUE(model.ok());
     model_ = std::move(model).value();
   }
@@ -41,7 +41,7 @@ class ValidationTest : public ::testing::TestWithParam<std::string> {
 
   std::string dir_;
   std::unique_ptr<Backend> backend_;
-  std::unique_ptr<MambaLM> model_;
+  std::unique_ptr<LanguageModel> model_;
 };
 
 TEST_P(ValidationTest, UniformModelGivesLogVocab) {
@@ -112,7 +112,7 @@ TEST(Validation, RefusesADatasetThatDoesNotFit) {
   c.set_n_modalities(2);
   ASSERT_TRUE(ResolveModelConfig(&c, "test").ok());
   auto be = NewCpuBackend();
-  auto model = MambaLM::Create(c, be.get(), DType::kF32, 1);
+  auto model = LanguageModel::Create(c, be.get(), DType::kF32, 1);
   ASSERT_TRUE(model.ok());
   auto m = EvaluateValidation(model->get(), dir, {});
   EXPECT_FALSE(m.ok());

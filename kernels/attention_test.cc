@@ -336,8 +336,8 @@ TEST_F(AttentionTest, TransformerModelMatchesCpu) {
     b.target_modality.push_back(m);
     b.loss_mask.push_back(1.f);
   }
-  auto mc = MambaLM::Create(c, cpu_.get(), DType::kF32, 7);
-  auto mg = MambaLM::Create(c, gpu_.get(), DType::kF32, 7);
+  auto mc = LanguageModel::Create(c, cpu_.get(), DType::kF32, 7);
+  auto mg = LanguageModel::Create(c, gpu_.get(), DType::kF32, 7);
   ASSERT_TRUE(mc.ok() && mg.ok());
   auto rc = (*mc)->ForwardBackward(b);
   auto rg = (*mg)->ForwardBackward(b);

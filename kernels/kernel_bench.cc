@@ -259,7 +259,7 @@ class Bench {
     std::vector<int32_t> sorted = spans;
     std::sort(sorted.begin(), sorted.end());
     auto routed = gpu_->MakeRouting(spans.data(), n, groups);
-    auto grouped = gpu_->MakeRouting(sorted.data(), n, groups);  // as MambaLM stores rows
+    auto grouped = gpu_->MakeRouting(sorted.data(), n, groups);  // as LanguageModel stores rows
     auto dense = gpu_->MakeRouting(one.data(), n, 1);
     struct Shape2 {
       const char* name;

@@ -89,8 +89,8 @@ Batch MakeBatch(const v1::ModelConfig& c, uint64_t seed, const std::vector<int>&
   return b;
 }
 
-std::unique_ptr<MambaLM> MakeModel(const v1::ModelConfig& c, Backend* be) {
-  auto model = MambaLM::Create(c, be, DType::kF32, /*seed=*/7);
+std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be) {
+  auto model = LanguageModel::Create(c, be, DType::kF32, /*seed=*/7);
   CHECK(model.ok()) << model.status();
   return std::move(model).value();
 }

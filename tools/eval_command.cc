@@ -148,7 +148,7 @@ absl::Status Generate(const GenerateCommand& c) {
   const std::string& ckpt = found[0];
   ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(ckpt));
   ASSIGN_OR_RETURN(std::unique_ptr<Backend> backend, NewBackend(c.device));
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model, LoadTrainedModel(ckpt, backend.get()));
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model, LoadTrainedModel(ckpt, backend.get()));
   ASSIGN_OR_RETURN(std::unique_ptr<RecurrentLM> lm, RecurrentLM::FromModel(*model));
   const std::string dataset_dir =
       c.dataset_dir.empty() ? manifest.config().dataset_dir() : c.dataset_dir;

@@ -149,7 +149,7 @@ void Run(const Shape4& s, const std::string& model_kind, Group& group) {
     be = profiled.get();
   }
   ResetCudaPeakMemory(group.gpu);
-  auto model = MambaLM::Create(c, be, DType::kF32, 1);
+  auto model = LanguageModel::Create(c, be, DType::kF32, 1);
   CHECK(model.ok()) << model.status();
   v1::OptimizerConfig o;
   o.set_lr(1e-4f);

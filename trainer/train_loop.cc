@@ -117,8 +117,8 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
   const int rank = comm->rank(), world = comm->world_size();
   std::ostream* log = rank == 0 ? ctx.log : nullptr;
   ASSIGN_OR_RETURN(std::unique_ptr<BatchSource> source, OpenBatchSource(c, rank, world));
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model,
-                   MambaLM::Create(c.model(), be, DType::kF32, c.seed()));
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
+                   LanguageModel::Create(c.model(), be, DType::kF32, c.seed()));
   ASSIGN_OR_RETURN(FsdpOptions fsdp_options, FsdpOptionsFrom(c.fsdp()));
   ASSIGN_OR_RETURN(HybridGroups hybrid,
                    ConnectHybridGroups(*comm, c.fsdp().shard_group_size(), ctx.new_comm));

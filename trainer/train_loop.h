@@ -4,7 +4,7 @@
 //   BatchSource::NextStep       this rank's micro-batches of the global batch
 //   (all-reduce of counts)      the step's loss denominators, so N ranks and
 //                               M micro-batches compute one big batch's gradient
-//   MambaLM::ForwardBackward    per micro-batch; FSDP hooks gather each layer's
+//   LanguageModel::ForwardBackward    per micro-batch; FSDP hooks gather each layer's
 //                               parameters before use and reduce-scatter its
 //                               gradients after its backward
 //   Fsdp::Step                  global grad norm, clipping, AdamW on the shards

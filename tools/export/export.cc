@@ -95,7 +95,7 @@ absl::StatusOr<ExportResult> ExportCheckpoint(const std::string& checkpoint,
   ASSIGN_OR_RETURN(v1::CheckpointManifest manifest, ReadManifest(result.checkpoint));
   result.step = manifest.step();
   std::unique_ptr<Backend> backend = NewCpuBackend();
-  ASSIGN_OR_RETURN(std::unique_ptr<MambaLM> model,
+  ASSIGN_OR_RETURN(std::unique_ptr<LanguageModel> model,
                    LoadTrainedModel(result.checkpoint, backend.get()));
   std::vector<Tensor> converted;
   converted.reserve(model->params().all().size());
