@@ -172,13 +172,13 @@ SpeechSet Select(const SpeechSet& set, const std::vector<size_t>& rows) {
   return out;
 }
 
-// The speech judge's members: three time-delay networks (two conv layers of
+// The speech judge's members: five time-delay networks (two conv layers of
 // 5 taps over the frames, every frame kept, then one hidden layer), trained
 // from different seeds.
 std::vector<MlpSpec> SpeechMembers() {
   const MlpSpec tdnn{SpeechInputDim(), {256}, kDigitClasses, kSpeechFrames, /*conv_taps=*/5,
                      /*conv=*/{64, 64}};
-  return {tdnn, tdnn, tdnn};
+  return {tdnn, tdnn, tdnn, tdnn, tdnn};
 }
 
 std::vector<MlpSpec> ImageMembers() {

@@ -5,7 +5,7 @@
 //           MNIST test, clean and augmented
 //   speech: FSDD spoken digits, log-mel frames (core/data/audio.h) -> the
 //           voiced part resampled to a fixed number of frames, mean-removed
-//           cepstra of each and the log duration -> three time-delay
+//           cepstra of each and the log duration -> five time-delay
 //           networks (mlp.h's conv front-end over the frames) from different
 //           seeds, their log-probabilities averaged (ensemble.h), trained on
 //           takes 5-49 and augmented copies of them (speed, pitch, loudness,
@@ -136,7 +136,7 @@ inline constexpr char kSpeechClassifierFile[] = "fsdd_mlp.safetensors";
 // recipe (inputs, augmentations, network, training) changes.
 enum class JudgeKind { kImage, kSpeech };
 inline constexpr char kImageJudgeVersion[] = "mnist-mlp/3";
-inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/4";
+inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/5";
 
 struct JudgeOptions {
   ClassifierTraining training;

@@ -49,7 +49,7 @@ std::vector<int> LabelsOf(const std::vector<int>& labels, const std::vector<int6
   return out;
 }
 
-// "fsdd-tdnn/4, 2700 training items (sha256 1a2b3c4d5e6f), PATH".
+// "fsdd-tdnn/5, 2700 training items (sha256 1a2b3c4d5e6f), PATH".
 std::string JudgeSummary(const Judge& judge) {
   auto get = [&](const char* key) {
     auto it = judge.metadata.find(key);
