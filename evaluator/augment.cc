@@ -159,6 +159,35 @@ void WarpMelAxis(const SpeechAugmentation& a, int n_mels, Rng* rng, std::vector<
   }
 }
 
+void WarpVocalTract(const SpeechAugmentation& a, const data::MelConfig& config, Rng* rng,
+                    std::vector<float>* log_mel) {
+  if (a.max_vtlp <= 0) return;
+  const double alpha = rng->Uniform(1 - a.max_vtlp, 1 + a.max_vtlp);
+  const int n = config.n_mels;
+  auto to_mel = [](double hz) { return 2595.0 * std::log10(1.0 + hz / 700.0); };
+  const double mel_lo = to_mel(config.f_min), mel_hi = to_mel(config.f_max);
+  const double top = config.f_max;
+  // The knee in the source axis: alpha * knee stays below the top for alpha > 1.
+  const double knee = a.vtlp_knee * top * std::min(alpha, 1.0) / alpha;
+  std::vector<double> source(n);  // fractional band index of each band's source
+  for (int m = 0; m < n; ++m) {
+    // Band m's centre, as the filterbank places it (core/data/audio.cc).
+    const double f = 700.0 * (std::pow(10.0, (mel_lo + (mel_hi - mel_lo) * (m + 1) / (n + 1)) /
+                                              2595.0) - 1.0);
+    const double src = f <= alpha * knee
+                           ? f / alpha
+                           : top - (top - knee) * (top - f) / (top - alpha * knee);
+    source[m] = (to_mel(src) - mel_lo) / (mel_hi - mel_lo) * (n + 1) - 1;
+  }
+  const size_t frames = log_mel->size() / n;
+  std::vector<float> row(n);
+  for (size_t t = 0; t < frames; ++t) {
+    float* frame = log_mel->data() + t * n;
+    for (int m = 0; m < n; ++m) row[m] = static_cast<float>(Interp(frame, n, source[m]));
+    std::copy(row.begin(), row.end(), frame);
+  }
+}
+
 void MaskSpeechInput(const SpeechAugmentation& a, int frames, int n_mels, Rng* rng, float* input) {
   const int cells = frames * n_mels;
   double sum = 0;

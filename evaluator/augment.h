@@ -15,7 +15,11 @@
 //   speed:      resampling by a factor (tempo and pitch together, as Kaldi's
 //               speed perturbation)
 //   pitch:      a warp of the mel frequency axis (formants and pitch move
-//               together, as vocal tract length perturbation)
+//               together)
+//   vocal tract length perturbation (Jaitly and Hinton 2013): the linear
+//               frequency axis scaled by a factor, piecewise linear so that
+//               it still ends at the top band, applied to the log-mel bands
+//               by interpolation at each band's source frequency
 //   loudness:   a gain in dB
 //   noise:      white Gaussian noise at a random signal-to-noise ratio
 //   reverb:     convolution with a synthetic room impulse response: a direct
@@ -27,6 +31,7 @@
 
 #include <vector>
 
+#include "core/data/audio.h"
 #include "core/rng.h"
 
 namespace modamba::eval {
@@ -48,6 +53,8 @@ void AugmentImage(const ImageAugmentation& a, Rng* rng, float* image);
 struct SpeechAugmentation {
   double max_speed = 0.1;        // factor in [1 - s, 1 + s]
   double max_pitch = 0.12;      // mel-axis warp factor in [1 - p, 1 + p]
+  double max_vtlp = 0;          // frequency-axis warp factor in [1 - v, 1 + v] (0: none)
+  double vtlp_knee = 0.8;       // share of f_max up to which the warp is a pure scaling
   double min_gain_db = -12, max_gain_db = 6;
   double min_snr_db = 15, max_snr_db = 40;
   double noise_probability = 0.5;
@@ -62,6 +69,11 @@ std::vector<float> AugmentWaveform(const SpeechAugmentation& a, int sample_rate,
                                    const std::vector<float>& samples);
 // The pitch warp of log-mel frames [frames, n_mels], in place.
 void WarpMelAxis(const SpeechAugmentation& a, int n_mels, Rng* rng, std::vector<float>* log_mel);
+// Vocal tract length perturbation of log-mel frames [frames, config.n_mels],
+// in place: band m, centred at frequency f, takes the input at W^-1(f),
+// where W(f) = alpha f up to the knee and then linear to W(f_max) = f_max.
+void WarpVocalTract(const SpeechAugmentation& a, const data::MelConfig& config, Rng* rng,
+                    std::vector<float>* log_mel);
 // SpecAugment masks on log-mel frames [frames, n_mels], in place.
 void MaskSpeechInput(const SpeechAugmentation& a, int frames, int n_mels, Rng* rng, float* input);
 

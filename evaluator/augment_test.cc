@@ -1,5 +1,6 @@
 #include "evaluator/augment.h"
 
+#include <algorithm>
 #include <cmath>
 #include <vector>
 
@@ -149,6 +150,45 @@ TEST(SpeechMasks, SetBandsToTheMeanDeterministically) {
   const double alpha = warped[1] - warped[0];
   EXPECT_GE(alpha, 1 - a.max_pitch - 1e-6);
   EXPECT_LE(alpha, 1 + a.max_pitch + 1e-6);
+}
+
+// The band of a tone's peak, and its centre in Hz (the filterbank's).
+int PeakBand(const std::vector<float>& log_mel, int n_mels) {
+  const size_t t = log_mel.size() / n_mels / 2;  // a middle frame
+  const float* frame = &log_mel[t * n_mels];
+  return static_cast<int>(std::max_element(frame, frame + n_mels) - frame);
+}
+double BandCentre(const data::MelConfig& c, int m) {
+  auto to_mel = [](double hz) { return 2595.0 * std::log10(1.0 + hz / 700.0); };
+  const double lo = to_mel(c.f_min), hi = to_mel(c.f_max);
+  return 700.0 * (std::pow(10.0, (lo + (hi - lo) * (m + 1) / (c.n_mels + 1)) / 2595.0) - 1.0);
+}
+
+TEST(VocalTractWarp, MovesATonesPeakByTheFactorDeterministically) {
+  const data::MelConfig config;
+  const data::MelAnalyzer mel(config);
+  std::vector<float> tone(4000);
+  for (size_t i = 0; i < tone.size(); ++i) tone[i] = 0.3f * std::sin(2 * M_PI * 1000 * i / 8000.0);
+  const std::vector<float> clean = mel.LogMel(tone);
+  SpeechAugmentation a;
+  for (uint64_t seed : {1, 2, 3, 4, 5, 6}) {
+    std::vector<float> warped = clean, again = clean;
+    Rng r1(seed), r2(seed), draw(seed);
+    WarpVocalTract(a, config, &r1, &warped);
+    WarpVocalTract(a, config, &r2, &again);
+    EXPECT_EQ(warped, again);
+    const double alpha = draw.Uniform(1 - a.max_vtlp, 1 + a.max_vtlp);  // the warp's one draw
+    // 1000 Hz is below the knee: the peak moves to the band nearest alpha * 1000 Hz
+    // (neighbouring band centres there are about 80 Hz apart).
+    EXPECT_NEAR(BandCentre(config, PeakBand(warped, config.n_mels)), alpha * 1000, 60)
+        << "seed " << seed << ", alpha " << alpha;
+    for (float v : warped) EXPECT_TRUE(std::isfinite(v));
+  }
+  a.max_vtlp = 0;  // off: unchanged
+  std::vector<float> same = clean;
+  Rng r(1);
+  WarpVocalTract(a, config, &r, &same);
+  EXPECT_EQ(same, clean);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "core/data/audio.h"
 #include "core/data/documents.h"
 #include "core/file_util.h"
@@ -84,7 +85,8 @@ void Fit(Mlp* mlp, const std::vector<float>& x, const std::vector<int32_t>& y, i
     }
     if (o.verbose) {
       std::fprintf(stderr, "epoch %d: train loss %.4f, test accuracy %.4f\n", epoch + 1,
-                   loss / per_epoch, Accuracy(mlp, test_x, test_y));
+                   loss / per_epoch,
+                   Accuracy(mlp->Predict(test_x.data(), test_y.size()), test_y));
     }
   }
 }
@@ -93,15 +95,14 @@ double Seconds(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
 }
 
-// Classifier inputs of `copies` augmented versions of each recording, the
-// streams named by `seed`, `tag`, the recording and the copy; `masks` adds
-// SpecAugment's (training copies).
+// Classifier inputs of `copies` versions of each recording augmented by `a`,
+// the streams named by `seed`, `tag`, the recording and the copy; `masks`
+// adds SpecAugment's (training copies).
 std::vector<float> AugmentedRecordingInputs(const std::vector<data::Recording>& recordings,
-                                            int copies, uint64_t seed, const std::string& tag,
-                                            bool masks) {
+                                            const SpeechAugmentation& a, int copies,
+                                            uint64_t seed, const std::string& tag, bool masks) {
   const data::MelAnalyzer mel{data::MelConfig{}};
   const int n_mels = mel.config().n_mels;
-  const SpeechAugmentation a;
   std::vector<float> out;
   for (const data::Recording& r : recordings) {
     for (int c = 0; c < copies; ++c) {
@@ -109,6 +110,7 @@ std::vector<float> AugmentedRecordingInputs(const std::vector<data::Recording>& 
       std::vector<float> log_mel =
           mel.LogMel(AugmentWaveform(a, r.audio.sample_rate, &rng, r.audio.samples));
       WarpMelAxis(a, n_mels, &rng, &log_mel);
+      WarpVocalTract(a, mel.config(), &rng, &log_mel);
       VoicedFrames voiced = ResampleVoiced(log_mel, n_mels);
       if (masks) MaskSpeechInput(a, kSpeechFrames, n_mels, &rng, voiced.grid.data());
       const std::vector<float> input = SpeechFeatures(voiced, n_mels);
@@ -133,19 +135,19 @@ struct SpeechSet {
   std::vector<int32_t> digits;
 };
 
-int SpeechCopies(const ClassifierTraining& o) {
-  return !o.augment ? 0 : o.speech_copies > 0 ? o.speech_copies : 6;
-}
-
-SpeechSet PrepareSpeech(const std::vector<data::Recording>& recordings, int copies, uint64_t seed,
-                        bool test) {
+// A training set gets `o`'s augmented copies (its count, VTLP and seed), a
+// test set its augmented test version.
+SpeechSet PrepareSpeech(const std::vector<data::Recording>& recordings,
+                        const ClassifierTraining& o, bool train, bool test) {
   SpeechSet set;
-  set.copies = copies;
+  set.copies = !train || !o.augment ? 0 : o.speech_copies > 0 ? o.speech_copies : 6;
   set.clean = RecordingInputs(recordings);
   set.digits = Digits(recordings);
-  if (copies > 0) {
-    set.augmented_copies =
-        AugmentedRecordingInputs(recordings, copies, seed, "speech_train", /*masks=*/true);
+  if (set.copies > 0) {
+    SpeechAugmentation a;
+    a.max_vtlp = o.vtlp;
+    set.augmented_copies = AugmentedRecordingInputs(recordings, a, set.copies, o.seed,
+                                                    "speech_train", /*masks=*/true);
   }
   if (test) set.augmented_test = AugmentedSpeechInputs(recordings, kAugmentedTestSeed);
   return set;
@@ -170,8 +172,22 @@ SpeechSet Select(const SpeechSet& set, const std::vector<size_t>& rows) {
   return out;
 }
 
-// Trains on the clean takes and their augmented copies, then measures on
-// the test set, clean and augmented.
+// The speech judge's members: five time-delay networks (two conv layers of
+// 5 taps over the frames, every frame kept, then one hidden layer), trained
+// from different seeds.
+std::vector<MlpSpec> SpeechMembers() {
+  const MlpSpec tdnn{SpeechInputDim(), {256}, kDigitClasses, kSpeechFrames, /*conv_taps=*/5,
+                     /*conv=*/{64, 64}};
+  return {tdnn, tdnn, tdnn, tdnn, tdnn};
+}
+
+std::vector<MlpSpec> ImageMembers() {
+  return {MlpSpec{data::kImagePixels, {1024, 512}, kDigitClasses}};
+}
+
+// Trains each member (member k from seed + k) on the clean takes and their
+// augmented copies, then measures the ensemble on the test set, clean and
+// augmented.
 absl::StatusOr<TrainedClassifier> FitSpeech(const SpeechSet& train, const SpeechSet& test,
                                             Backend* backend, const ClassifierTraining& options) {
   const int dim = SpeechInputDim();
@@ -179,18 +195,21 @@ absl::StatusOr<TrainedClassifier> FitSpeech(const SpeechSet& train, const Speech
   x.insert(x.end(), train.augmented_copies.begin(), train.augmented_copies.end());
   std::vector<int32_t> y = train.digits;
   for (int32_t d : train.digits) y.insert(y.end(), train.copies, d);
+  std::vector<std::unique_ptr<Mlp>> members;
+  for (const MlpSpec& spec : SpeechMembers()) {
+    ClassifierTraining o = options;
+    o.seed = options.seed + members.size();
+    o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
+    ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp, Mlp::Create(spec, backend, o.seed));
+    Standardise(x, dim, mlp.get());
+    Fit(mlp.get(), x, y, options.epochs > 0 ? options.epochs : (train.copies > 0 ? 8 : 25), o,
+        nullptr, test.clean, test.digits);
+    members.push_back(std::move(mlp));
+  }
   TrainedClassifier out;
-  // A time-delay network: two conv layers of 5 taps over the frames (every
-  // frame kept), then one hidden layer.
-  MlpSpec spec{dim, {256}, kDigitClasses, kSpeechFrames, /*conv_taps=*/5, /*conv=*/{64, 64}};
-  ASSIGN_OR_RETURN(out.mlp, Mlp::Create(spec, backend, options.seed));
-  Standardise(x, dim, out.mlp.get());
-  ClassifierTraining o = options;
-  o.batch = std::min<int>(o.batch, static_cast<int>(y.size()));
-  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : (train.copies > 0 ? 8 : 25), o,
-      nullptr, test.clean, test.digits);
-  out.test_accuracy = Accuracy(out.mlp.get(), test.clean, test.digits);
-  out.augmented_test_accuracy = Accuracy(out.mlp.get(), test.augmented_test, test.digits);
+  ASSIGN_OR_RETURN(out.classifier, Ensemble::Create(std::move(members)));
+  out.test_accuracy = Accuracy(out.classifier.get(), test.clean, test.digits);
+  out.augmented_test_accuracy = Accuracy(out.classifier.get(), test.augmented_test, test.digits);
   return out;
 }
 
@@ -198,11 +217,20 @@ struct Recipe {
   const char* name;
   const char* file;
   const char* version;
+  std::vector<MlpSpec> members;
 };
 
 Recipe RecipeOf(JudgeKind kind) {
-  return kind == JudgeKind::kImage ? Recipe{"mnist", kImageClassifierFile, kImageJudgeVersion}
-                                   : Recipe{"fsdd", kSpeechClassifierFile, kSpeechJudgeVersion};
+  return kind == JudgeKind::kImage
+             ? Recipe{"mnist", kImageClassifierFile, kImageJudgeVersion, ImageMembers()}
+             : Recipe{"fsdd", kSpeechClassifierFile, kSpeechJudgeVersion, SpeechMembers()};
+}
+
+// The members' shapes, "; " between them.
+std::string DescribeMembers(const std::vector<MlpSpec>& specs) {
+  std::vector<std::string> parts;
+  for (const MlpSpec& s : specs) parts.push_back(Describe(s));
+  return absl::StrJoin(parts, "; ");
 }
 
 // The first `train_items` of the raw train split (-1: all) and the whole
@@ -224,9 +252,10 @@ int64_t TrainItems(JudgeKind kind, const data::RawCorpus& corpus) {
                                    : static_cast<int64_t>(corpus.fsdd[data::kTrain].size());
 }
 
-// Why a cached judge's key does not match (empty when it does).
-std::string KeyMismatch(const std::map<std::string, std::string>& meta, const Recipe& recipe,
-                        const std::string& data_sha256) {
+// Why a cached judge's key does not match (empty when it does): its code
+// version, its training data or the shapes of its members.
+std::string KeyMismatch(const std::map<std::string, std::string>& meta, const Ensemble& judge,
+                        const Recipe& recipe, const std::string& data_sha256) {
   auto get = [&](const char* key) {
     auto it = meta.find(key);
     return it == meta.end() ? std::string("(none recorded)") : it->second;
@@ -240,6 +269,12 @@ std::string KeyMismatch(const std::map<std::string, std::string>& meta, const Re
     absl::StrAppend(&why, why.empty() ? "" : "; ", "its training data had sha256 ",
                     get("data_sha256"), ", the same items of the raw data now hash to ",
                     data_sha256);
+  }
+  std::vector<MlpSpec> held;
+  for (int k = 0; k < judge.members(); ++k) held.push_back(judge.member(k).spec());
+  if (DescribeMembers(held) != DescribeMembers(recipe.members)) {
+    absl::StrAppend(&why, why.empty() ? "" : "; ", "it holds the networks ", DescribeMembers(held),
+                    ", this build's recipe ", DescribeMembers(recipe.members));
   }
   return why;
 }
@@ -271,8 +306,8 @@ absl::StatusOr<Judge> TrainAndSave(JudgeKind kind, const std::string& path,
             << ", augmented " << trained->augmented_test_accuracy << ", trained in "
             << trained->seconds << " s";
   RETURN_IF_ERROR(MakeDirs(path.substr(0, path.find_last_of('/'))));
-  RETURN_IF_ERROR(trained->mlp->Save(path, judge.metadata));
-  judge.mlp = std::move(trained->mlp);
+  RETURN_IF_ERROR(trained->classifier->Save(path, judge.metadata));
+  judge.classifier = std::move(trained->classifier);
   judge.corpus = std::move(corpus);
   judge.trained = true;
   return judge;
@@ -378,15 +413,20 @@ std::vector<float> AugmentedImageInputs(const data::MnistSet& test, uint64_t see
 }
 
 std::vector<float> AugmentedSpeechInputs(const std::vector<data::Recording>& test, uint64_t seed) {
-  return AugmentedRecordingInputs(test, 1, seed, "speech_test", /*masks=*/false);
+  return AugmentedRecordingInputs(test, SpeechAugmentation{}, 1, seed, "speech_test",
+                                  /*masks=*/false);
 }
 
-double Accuracy(Mlp* mlp, const std::vector<float>& inputs, const std::vector<int32_t>& labels) {
+double Accuracy(const std::vector<int32_t>& predicted, const std::vector<int32_t>& labels) {
   if (labels.empty()) return 0;
-  const std::vector<int32_t> pred = mlp->Predict(inputs.data(), labels.size());
   int64_t correct = 0;
-  for (size_t i = 0; i < labels.size(); ++i) correct += pred[i] == labels[i];
+  for (size_t i = 0; i < labels.size(); ++i) correct += predicted[i] == labels[i];
   return static_cast<double>(correct) / labels.size();
+}
+
+double Accuracy(Ensemble* classifier, const std::vector<float>& inputs,
+                const std::vector<int32_t>& labels) {
+  return Accuracy(classifier->Predict(inputs.data(), labels.size()), labels);
 }
 
 absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& train,
@@ -395,9 +435,7 @@ absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& tra
                                                        const ClassifierTraining& options) {
   const auto start = std::chrono::steady_clock::now();
   if (train.count() == 0) return absl::InvalidArgumentError("image classifier: no training images");
-  TrainedClassifier out;
-  ASSIGN_OR_RETURN(out.mlp,
-                   Mlp::Create({data::kImagePixels, {1024, 512}, kDigitClasses}, backend, options.seed));
+  ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp, Mlp::Create(ImageMembers()[0], backend, options.seed));
   const std::vector<float> x = ImageInputs(train.pixels.data(), train.count());
   const std::vector<float> test_x = ImageInputs(test.pixels.data(), test.count());
   const std::vector<int32_t> y(train.labels.begin(), train.labels.end());
@@ -409,16 +447,19 @@ absl::StatusOr<TrainedClassifier> TrainImageClassifier(const data::MnistSet& tra
     sq += v * v;
   }
   const double mean = sum / x.size(), stddev = std::sqrt(sq / x.size() - mean * mean);
-  out.mlp->SetInputNormalisation(std::vector<float>(data::kImagePixels, mean),
-                                 std::vector<float>(data::kImagePixels, 1.0 / stddev));
+  mlp->SetInputNormalisation(std::vector<float>(data::kImagePixels, mean),
+                             std::vector<float>(data::kImagePixels, 1.0 / stddev));
   const ImageAugmentation a;
   Augment augment;
   if (options.augment) augment = [&a](Rng* rng, float* image) { AugmentImage(a, rng, image); };
-  Fit(out.mlp.get(), x, y, options.epochs > 0 ? options.epochs : 45, options, augment, test_x,
-      test_y);
-  out.test_accuracy = Accuracy(out.mlp.get(), test_x, test_y);
+  Fit(mlp.get(), x, y, options.epochs > 0 ? options.epochs : 45, options, augment, test_x, test_y);
+  std::vector<std::unique_ptr<Mlp>> members;
+  members.push_back(std::move(mlp));
+  TrainedClassifier out;
+  ASSIGN_OR_RETURN(out.classifier, Ensemble::Create(std::move(members)));
+  out.test_accuracy = Accuracy(out.classifier.get(), test_x, test_y);
   out.augmented_test_accuracy =
-      Accuracy(out.mlp.get(), AugmentedImageInputs(test, kAugmentedTestSeed), test_y);
+      Accuracy(out.classifier.get(), AugmentedImageInputs(test, kAugmentedTestSeed), test_y);
   out.seconds = Seconds(start);
   return out;
 }
@@ -429,8 +470,9 @@ absl::StatusOr<TrainedClassifier> TrainSpeechClassifier(
   const auto start = std::chrono::steady_clock::now();
   if (train.empty()) return absl::InvalidArgumentError("speech classifier: no training recordings");
   ASSIGN_OR_RETURN(TrainedClassifier out,
-                   FitSpeech(PrepareSpeech(train, SpeechCopies(options), options.seed, false),
-                             PrepareSpeech(test, 0, options.seed, true), backend, options));
+                   FitSpeech(PrepareSpeech(train, options, /*train=*/true, /*test=*/false),
+                             PrepareSpeech(test, options, /*train=*/false, /*test=*/true), backend,
+                             options));
   out.seconds = Seconds(start);
   return out;
 }
@@ -480,7 +522,7 @@ absl::StatusOr<std::vector<SpeakerFold>> LeaveOneSpeakerOut(
   if (!held_out.empty()) speakers = std::set<std::string>(held_out.begin(), held_out.end());
   // Every take's inputs once (streams are named by the take, so a fold sees
   // what training on its takes alone would).
-  const SpeechSet all = PrepareSpeech(recordings, SpeechCopies(options), options.seed, true);
+  const SpeechSet all = PrepareSpeech(recordings, options, /*train=*/true, /*test=*/true);
   std::vector<SpeakerFold> out;
   for (const std::string& speaker : speakers) {
     const auto start = std::chrono::steady_clock::now();
@@ -518,12 +560,12 @@ absl::StatusOr<double> TrainTestFrechet(JudgeKind kind, const Judge& judge) {
         tr.begin(), tr.begin() + std::min<int64_t>(tr.size(), kMaxTrain)));
     test = RecordingInputs(judge.corpus.fsdd[data::kVal]);
   }
-  Mlp* mlp = judge.mlp.get();
-  auto stats = [mlp](const std::vector<float>& x) {
-    const int64_t n = x.size() / mlp->spec().input;
-    std::vector<float> features(static_cast<size_t>(n) * mlp->feature_dim());
-    mlp->Forward(x.data(), n, nullptr, features.data());
-    return ComputeFeatureStats(features.data(), n, mlp->feature_dim());
+  Ensemble* classifier = judge.classifier.get();
+  auto stats = [classifier](const std::vector<float>& x) {
+    const int64_t n = x.size() / classifier->input_dim();
+    std::vector<float> features(static_cast<size_t>(n) * classifier->feature_dim());
+    classifier->Forward(x.data(), n, nullptr, features.data());
+    return ComputeFeatureStats(features.data(), n, classifier->feature_dim());
   };
   ASSIGN_OR_RETURN(FeatureStats a, stats(train));
   ASSIGN_OR_RETURN(FeatureStats b, stats(test));
@@ -558,7 +600,7 @@ absl::StatusOr<Judge> LoadOrTrainJudge(JudgeKind kind, const std::string& dir,
   if (FileExists(path)) {
     Judge judge;
     judge.path = path;
-    ASSIGN_OR_RETURN(judge.mlp, Mlp::Load(path, backend, &judge.metadata));
+    ASSIGN_OR_RETURN(judge.classifier, Ensemble::Load(path, backend, &judge.metadata));
     int64_t items = -1;
     if (auto it = judge.metadata.find("train_items");
         it != judge.metadata.end() && !absl::SimpleAtoi(it->second, &items)) {
@@ -566,7 +608,7 @@ absl::StatusOr<Judge> LoadOrTrainJudge(JudgeKind kind, const std::string& dir,
     }
     ASSIGN_OR_RETURN(judge.corpus, LoadJudgeData(kind, raw_dir, items));
     const std::string why =
-        KeyMismatch(judge.metadata, recipe, JudgeDataSha256(kind, judge.corpus));
+        KeyMismatch(judge.metadata, *judge.classifier, recipe, JudgeDataSha256(kind, judge.corpus));
     if (why.empty()) return judge;
     if (!options.retrain_on_mismatch) {
       return absl::FailedPreconditionError(absl::StrCat(

@@ -5,11 +5,12 @@
 //           MNIST test, clean and augmented
 //   speech: FSDD spoken digits, log-mel frames (core/data/audio.h) -> the
 //           voiced part resampled to a fixed number of frames, mean-removed
-//           cepstra of each and the log duration -> a time-delay network
-//           (mlp.h's conv front-end over the frames), trained on takes
-//           5-49 and augmented copies of them (speed, pitch, loudness, noise,
-//           reverb, SpecAugment masks), measured on takes 0-4, clean and
-//           augmented; leave-one-speaker-out by LeaveOneSpeakerOut
+//           cepstra of each and the log duration -> five time-delay
+//           networks (mlp.h's conv front-end over the frames) from different
+//           seeds, their log-probabilities averaged (ensemble.h), trained on
+//           takes 5-49 and augmented copies of them (speed, pitch, loudness,
+//           noise, reverb, SpecAugment masks), measured on takes 0-4, clean
+//           and augmented; leave-one-speaker-out by LeaveOneSpeakerOut
 // Both are cached as safetensors, keyed by the sha256 of their training data
 // and the version of the recipe (LoadOrTrainJudge), with their accuracies in
 // the metadata.
@@ -26,6 +27,7 @@
 #include "core/backend.h"
 #include "core/data/mnist.h"
 #include "core/data/raw_data.h"
+#include "evaluator/ensemble.h"
 #include "evaluator/mlp.h"
 
 namespace modamba::eval {
@@ -67,11 +69,14 @@ struct ClassifierTraining {
   uint64_t seed = 1;
   bool augment = true;  // the augmentations of evaluator/augment.h
   int speech_copies = 0;  // augmented copies of each training take (0: the recipe's default)
+  // Vocal tract length perturbation of the training copies on top of the
+  // recipe's augmentations (augment.h's max_vtlp; 0: none, the recipe).
+  double vtlp = 0;
   bool verbose = false;  // an epoch line on stderr
 };
 
 struct TrainedClassifier {
-  std::unique_ptr<Mlp> mlp;
+  std::unique_ptr<Ensemble> classifier;
   double test_accuracy = 0;            // the clean held-out split
   double augmented_test_accuracy = 0;  // the same, each item augmented once
   double seconds = 0;
@@ -94,8 +99,11 @@ std::vector<float> AugmentedSpeechInputs(const std::vector<data::Recording>& tes
 // Classifier inputs of clean recordings (SpeechInput of their log-mel).
 std::vector<float> RecordingInputs(const std::vector<data::Recording>& recordings);
 
-// Accuracy of `mlp` on inputs [n, input] with labels.
-double Accuracy(Mlp* mlp, const std::vector<float>& inputs, const std::vector<int32_t>& labels);
+// The share of `predicted` equal to `labels`; of a classifier's predictions
+// of inputs [n, input].
+double Accuracy(const std::vector<int32_t>& predicted, const std::vector<int32_t>& labels);
+double Accuracy(Ensemble* classifier, const std::vector<float>& inputs,
+                const std::vector<int32_t>& labels);
 
 // A character error rate of recognised digits: the Levenshtein distance
 // between the recognised and the asked digit word ("seven"), summed, over the
@@ -128,7 +136,7 @@ inline constexpr char kSpeechClassifierFile[] = "fsdd_mlp.safetensors";
 // recipe (inputs, augmentations, network, training) changes.
 enum class JudgeKind { kImage, kSpeech };
 inline constexpr char kImageJudgeVersion[] = "mnist-mlp/3";
-inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/3";
+inline constexpr char kSpeechJudgeVersion[] = "fsdd-tdnn/5";
 
 struct JudgeOptions {
   ClassifierTraining training;
@@ -140,7 +148,7 @@ struct JudgeOptions {
 };
 
 struct Judge {
-  std::unique_ptr<Mlp> mlp;
+  std::unique_ptr<Ensemble> classifier;
   std::string path;
   // data_sha256, code_version, train_items, test_accuracy, ...
   std::map<std::string, std::string> metadata;

@@ -49,7 +49,7 @@ std::vector<int> LabelsOf(const std::vector<int>& labels, const std::vector<int6
   return out;
 }
 
-// "fsdd-tdnn/3, 2700 training items (sha256 1a2b3c4d5e6f), PATH".
+// "fsdd-tdnn/5, 2700 training items (sha256 1a2b3c4d5e6f), PATH".
 std::string JudgeSummary(const Judge& judge) {
   auto get = [&](const char* key) {
     auto it = judge.metadata.find(key);
@@ -113,7 +113,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::ImageRefere
   const std::string key = "image:" + dataset_dir;
   if (auto it = references_.find(key); it != references_.end()) return it->second.get();
   ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kImage));
-  Mlp* classifier = judge->mlp.get();
+  Ensemble* classifier = judge->classifier.get();
   const data::MnistSet& test = judge->corpus.images[data::kVal];
   auto ref = std::make_unique<Reference>();
   const std::vector<float> inputs = ImageInputs(test.pixels.data(), test.count());
@@ -165,7 +165,7 @@ absl::StatusOr<CheckpointEvaluator::Reference*> CheckpointEvaluator::SpeechRefer
         " mel bands, the speech classifier ", n_mels));
   }
   ASSIGN_OR_RETURN(Judge * judge, JudgeFor(JudgeKind::kSpeech));
-  Mlp* classifier = judge->mlp.get();
+  Ensemble* classifier = judge->classifier.get();
   const std::vector<data::Recording>& test = judge->corpus.fsdd[data::kVal];
   std::vector<std::vector<float>> test_mels;
   std::vector<int> digits;

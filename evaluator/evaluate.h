@@ -33,7 +33,7 @@
 #include "core/data/mnist.h"
 #include "core/model.h"
 #include "evaluator/digit_classifiers.h"
-#include "evaluator/mlp.h"
+#include "evaluator/ensemble.h"
 #include "evaluator/samples.h"
 #include "evaluator/validation.h"
 #include "proto/config.pb.h"

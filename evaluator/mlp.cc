@@ -73,6 +73,11 @@ absl::StatusOr<std::vector<int>> ParseInts(const std::string& path, const std::s
 
 }  // namespace
 
+std::string Describe(const MlpSpec& spec) {
+  return spec.conv.empty() ? SpecString(spec)
+                           : absl::StrCat(SpecString(spec), " conv ", ConvString(spec));
+}
+
 Mlp::Mlp(const MlpSpec& spec, Backend* backend, DType dtype)
     : spec_(spec),
       be_(backend),
@@ -294,34 +299,35 @@ std::vector<int32_t> Mlp::Predict(const float* x, int64_t n) {
   return out;
 }
 
-absl::Status Mlp::Save(const std::string& path,
-                       const std::map<std::string, std::string>& metadata) const {
-  std::vector<Tensor> host;
-  std::vector<std::string> names;
+void Mlp::Export(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* tensors,
+                 std::map<std::string, std::string>* metadata) const {
   auto add = [&](const std::string& name, const Tensor& t) {
     Tensor h(DType::kF32, t.shape());
     Download(be_, t, h.data<float>());
-    host.push_back(std::move(h));
-    names.push_back(name);
+    tensors->emplace_back(prefix + name, std::move(h));
   };
   for (size_t l = 0; l < layers_.size(); ++l) {
-    const std::string prefix = absl::StrCat("layers.", l);
-    add(prefix + ".weight", layers_[l].w);
-    add(prefix + ".bias", layers_[l].bias);
-    if (l + 1 < layers_.size()) add(prefix + ".scale", layers_[l].scale);
+    const std::string layer = absl::StrCat("layers.", l);
+    add(layer + ".weight", layers_[l].w);
+    add(layer + ".bias", layers_[l].bias);
+    if (l + 1 < layers_.size()) add(layer + ".scale", layers_[l].scale);
   }
   Tensor mean(DType::kF32, {spec_.input}), scale(DType::kF32, {spec_.input});
   std::memcpy(mean.raw(), input_mean_.data(), mean.nbytes());
   std::memcpy(scale.raw(), input_scale_.data(), scale.nbytes());
-  host.push_back(std::move(mean));
-  names.push_back("input_mean");
-  host.push_back(std::move(scale));
-  names.push_back("input_scale");
-  std::vector<std::pair<std::string, const Tensor*>> tensors;
-  for (size_t i = 0; i < host.size(); ++i) tensors.emplace_back(names[i], &host[i]);
+  tensors->emplace_back(prefix + "input_mean", std::move(mean));
+  tensors->emplace_back(prefix + "input_scale", std::move(scale));
+  (*metadata)[prefix + "mlp_spec"] = SpecString(spec_);
+  if (!spec_.conv.empty()) (*metadata)[prefix + "mlp_conv"] = ConvString(spec_);
+}
+
+absl::Status Mlp::Save(const std::string& path,
+                       const std::map<std::string, std::string>& metadata) const {
+  std::vector<std::pair<std::string, Tensor>> host;
   std::map<std::string, std::string> meta = metadata;
-  meta["mlp_spec"] = SpecString(spec_);
-  if (!spec_.conv.empty()) meta["mlp_conv"] = ConvString(spec_);
+  Export("", &host, &meta);
+  std::vector<std::pair<std::string, const Tensor*>> tensors;
+  for (const auto& [name, t] : host) tensors.emplace_back(name, &t);
   return SaveSafetensors(path, tensors, meta);
 }
 
@@ -329,24 +335,34 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend*
                                                std::map<std::string, std::string>* metadata) {
   ASSIGN_OR_RETURN(SafetensorsFile file, LoadSafetensors(path));
   if (metadata != nullptr) *metadata = file.metadata;
-  auto it = file.metadata.find("mlp_spec");
-  if (it == file.metadata.end()) return absl::DataLossError(absl::StrCat(path, ": no mlp_spec"));
+  return Import(file, "", path, backend);
+}
+
+absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Import(const SafetensorsFile& file,
+                                                 const std::string& prefix,
+                                                 const std::string& path, Backend* backend) {
+  auto it = file.metadata.find(prefix + "mlp_spec");
+  if (it == file.metadata.end()) {
+    return absl::DataLossError(absl::StrCat(path, ": no ", prefix, "mlp_spec"));
+  }
   ASSIGN_OR_RETURN(std::vector<int> sizes, ParseInts(path, "mlp_spec", it->second));
-  if (sizes.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad mlp_spec"));
+  if (sizes.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad ", prefix, "mlp_spec"));
   MlpSpec spec{sizes.front(), std::vector<int>(sizes.begin() + 1, sizes.end() - 1), sizes.back()};
-  if (auto conv = file.metadata.find("mlp_conv"); conv != file.metadata.end()) {
+  if (auto conv = file.metadata.find(prefix + "mlp_conv"); conv != file.metadata.end()) {
     ASSIGN_OR_RETURN(std::vector<int> c, ParseInts(path, "mlp_conv", conv->second));
-    if (c.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad mlp_conv"));
+    if (c.size() < 3) return absl::DataLossError(absl::StrCat(path, ": bad ", prefix, "mlp_conv"));
     spec.frames = c[0];
     spec.conv_taps = c[1];
     spec.conv.assign(c.begin() + 2, c.end());
   }
   ASSIGN_OR_RETURN(std::unique_ptr<Mlp> mlp, Create(spec, backend, 0));
   auto take = [&](const std::string& name, Tensor* into) -> absl::Status {
-    auto t = file.tensors.find(name);
-    if (t == file.tensors.end()) return absl::DataLossError(absl::StrCat(path, ": no tensor ", name));
+    auto t = file.tensors.find(prefix + name);
+    if (t == file.tensors.end()) {
+      return absl::DataLossError(absl::StrCat(path, ": no tensor ", prefix, name));
+    }
     if (t->second.dtype() != DType::kF32 || t->second.numel() != into->numel()) {
-      return absl::DataLossError(absl::StrCat(path, ": tensor ", name, " has shape ",
+      return absl::DataLossError(absl::StrCat(path, ": tensor ", prefix, name, " has shape ",
                                               ShapeString(t->second.shape()), ", expected ",
                                               ShapeString(into->shape())));
     }
@@ -356,16 +372,16 @@ absl::StatusOr<std::unique_ptr<Mlp>> Mlp::Load(const std::string& path, Backend*
     return absl::OkStatus();
   };
   for (size_t l = 0; l < mlp->layers_.size(); ++l) {
-    const std::string prefix = absl::StrCat("layers.", l);
-    RETURN_IF_ERROR(take(prefix + ".weight", &mlp->layers_[l].w));
-    RETURN_IF_ERROR(take(prefix + ".bias", &mlp->layers_[l].bias));
-    if (l + 1 < mlp->layers_.size()) RETURN_IF_ERROR(take(prefix + ".scale", &mlp->layers_[l].scale));
+    const std::string layer = absl::StrCat("layers.", l);
+    RETURN_IF_ERROR(take(layer + ".weight", &mlp->layers_[l].w));
+    RETURN_IF_ERROR(take(layer + ".bias", &mlp->layers_[l].bias));
+    if (l + 1 < mlp->layers_.size()) RETURN_IF_ERROR(take(layer + ".scale", &mlp->layers_[l].scale));
   }
   for (const char* name : {"input_mean", "input_scale"}) {
-    auto t = file.tensors.find(name);
+    auto t = file.tensors.find(prefix + name);
     if (t == file.tensors.end() || t->second.numel() != spec.input ||
         t->second.dtype() != DType::kF32) {
-      return absl::DataLossError(absl::StrCat(path, ": missing or mis-sized ", name));
+      return absl::DataLossError(absl::StrCat(path, ": missing or mis-sized ", prefix, name));
     }
     const float* v = t->second.data<float>();
     (std::string(name) == "input_mean" ? mlp->input_mean_ : mlp->input_scale_)

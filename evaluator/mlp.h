@@ -30,6 +30,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "core/backend.h"
+#include "core/safetensors.h"
 #include "core/tensor.h"
 
 namespace modamba::eval {
@@ -45,6 +46,10 @@ struct MlpSpec {
   std::vector<int> conv;  // channels of each conv layer
 };
 
+// "input,hidden..,classes", then " conv frames,taps,channels.." with a
+// front-end: what a saved network's metadata records of its shape.
+std::string Describe(const MlpSpec& spec);
+
 class Mlp {
  public:
   // He-uniform weights from `seed`; input normalisation identity. Host
@@ -59,6 +64,14 @@ class Mlp {
   // Writes the weights, the input normalisation and `metadata` (safetensors).
   absl::Status Save(const std::string& path,
                     const std::map<std::string, std::string>& metadata) const;
+  // What Save writes, with every tensor name and the spec's metadata keys
+  // behind `prefix`, so that one file can hold several networks.
+  void Export(const std::string& prefix, std::vector<std::pair<std::string, Tensor>>* tensors,
+              std::map<std::string, std::string>* metadata) const;
+  // The network Export wrote behind `prefix` into `file` (read from `path`).
+  static absl::StatusOr<std::unique_ptr<Mlp>> Import(const SafetensorsFile& file,
+                                                     const std::string& prefix,
+                                                     const std::string& path, Backend* backend);
 
   const MlpSpec& spec() const { return spec_; }
   int feature_dim() const { return spec_.hidden.back(); }

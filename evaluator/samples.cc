@@ -165,9 +165,9 @@ absl::StatusOr<std::vector<std::string>> GenerateText(const RecurrentLM& lm,
   return out;
 }
 
-absl::StatusOr<DigitScorer> DigitScorer::Create(Mlp* classifier,
+absl::StatusOr<DigitScorer> DigitScorer::Create(Ensemble* classifier,
                                                 const std::vector<float>& reference_inputs) {
-  const int64_t n = reference_inputs.size() / classifier->spec().input;
+  const int64_t n = reference_inputs.size() / classifier->input_dim();
   std::vector<float> features(static_cast<size_t>(n) * classifier->feature_dim());
   classifier->Forward(reference_inputs.data(), n, nullptr, features.data());
   DigitScorer scorer;
@@ -180,18 +180,18 @@ absl::StatusOr<DigitScorer> DigitScorer::Create(Mlp* classifier,
 absl::StatusOr<DigitScorer::Score> DigitScorer::Evaluate(const std::vector<float>& inputs,
                                                          const std::vector<int>& digits) const {
   const int64_t n = digits.size();
-  if (inputs.size() != static_cast<size_t>(n) * classifier_->spec().input) {
+  if (inputs.size() != static_cast<size_t>(n) * classifier_->input_dim()) {
     return absl::InvalidArgumentError("DigitScorer: one classifier input per digit");
   }
-  const int classes = classifier_->spec().classes;
-  std::vector<float> logits(static_cast<size_t>(n) * classes),
+  const int classes = classifier_->classes();
+  std::vector<float> log_probs(static_cast<size_t>(n) * classes),
       features(static_cast<size_t>(n) * classifier_->feature_dim());
-  classifier_->Forward(inputs.data(), n, logits.data(), features.data());
+  classifier_->Forward(inputs.data(), n, log_probs.data(), features.data());
   Score score;
   score.samples = n;
   std::array<int64_t, 10> asked{}, right{};
   for (int64_t i = 0; i < n; ++i) {
-    const float* row = &logits[i * classes];
+    const float* row = &log_probs[i * classes];
     const int predicted = static_cast<int>(std::max_element(row, row + classes) - row);
     score.predicted.push_back(predicted);
     asked[digits[i]]++;

@@ -26,7 +26,7 @@
 #include "core/data/speech_tokenizer.h"
 #include "evaluator/frechet.h"
 #include "evaluator/generation.h"
-#include "evaluator/mlp.h"
+#include "evaluator/ensemble.h"
 #include "evaluator/recurrent.h"
 
 namespace modamba::eval {
@@ -87,7 +87,7 @@ class DigitScorer {
   };
 
   // `reference_inputs`: classifier inputs of the real reference set [n, input].
-  static absl::StatusOr<DigitScorer> Create(Mlp* classifier,
+  static absl::StatusOr<DigitScorer> Create(Ensemble* classifier,
                                             const std::vector<float>& reference_inputs);
   // `inputs`: classifier inputs [digits, input].
   absl::StatusOr<Score> Evaluate(const std::vector<float>& inputs,
@@ -95,7 +95,7 @@ class DigitScorer {
   const FeatureStats& reference() const { return reference_; }
 
  private:
-  Mlp* classifier_ = nullptr;
+  Ensemble* classifier_ = nullptr;
   FeatureStats reference_;
 };
 

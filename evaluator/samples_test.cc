@@ -128,12 +128,12 @@ TEST(DigitScorer, RealTestImagesScoreTheClassifiersAccuracy) {
   const std::vector<float> reference = ImageInputs(test.pixels.data(), half);
   const std::vector<float> scored = ImageInputs(test.image(half), half);
   std::vector<int> digits(test.labels.begin() + half, test.labels.end());
-  auto scorer = DigitScorer::Create(trained->mlp.get(), reference);
+  auto scorer = DigitScorer::Create(trained->classifier.get(), reference);
   ASSERT_TRUE(scorer.ok());
   auto score = scorer->Evaluate(scored, digits);
   ASSERT_TRUE(score.ok());
   const double accuracy =
-      Accuracy(trained->mlp.get(), scored, std::vector<int32_t>(digits.begin(), digits.end()));
+      Accuracy(trained->classifier.get(), scored, std::vector<int32_t>(digits.begin(), digits.end()));
   EXPECT_DOUBLE_EQ(score->accuracy, accuracy);
   EXPECT_GT(score->accuracy, 0.9);
   // Asked for the wrong digit, the same images score near zero.

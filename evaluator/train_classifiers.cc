@@ -7,7 +7,7 @@
 //
 //   bazel run //evaluator:train_classifiers -- [--which=both|image|speech]
 //       [--raw=DIR] [--out_dir=DIR] [--epochs=N] [--speech_copies=N]
-//       [--augment=true] [--train_items=-1] [--seed=1] [--verbose] [--loso]
+//       [--augment=true] [--vtlp=0] [--train_items=-1] [--seed=1] [--verbose] [--loso]
 //       [--loso_speakers=A,B]
 #include <cstdio>
 #include <string>
@@ -28,6 +28,9 @@ ABSL_FLAG(double, lr, 2e-3, "peak learning rate");
 ABSL_FLAG(uint64_t, seed, 1, "seed of the weights, the batches and the augmentations");
 ABSL_FLAG(int, speech_copies, 0, "augmented copies of each training take (0: the recipe's default)");
 ABSL_FLAG(bool, augment, true, "train with the augmentations (false: the clean data only)");
+ABSL_FLAG(double, vtlp, 0,
+          "speech: vocal tract length perturbation of the training copies, warp factors in "
+          "[1 - v, 1 + v] (0: none, the recipe)");
 ABSL_FLAG(int64_t, train_items, -1, "training items from the start of the train split (-1: all)");
 ABSL_FLAG(bool, verbose, false, "print the test accuracy after every epoch");
 ABSL_FLAG(bool, loso, false, "print the speech leave-one-speaker-out table instead of training judges");
@@ -72,6 +75,7 @@ absl::Status Run() {
   opts.training.seed = absl::GetFlag(FLAGS_seed);
   opts.training.speech_copies = absl::GetFlag(FLAGS_speech_copies);
   opts.training.augment = absl::GetFlag(FLAGS_augment);
+  opts.training.vtlp = absl::GetFlag(FLAGS_vtlp);
   opts.training.verbose = absl::GetFlag(FLAGS_verbose);
   opts.train_items = absl::GetFlag(FLAGS_train_items);
   if (absl::GetFlag(FLAGS_loso)) return LeaveOneSpeakerOutTable(raw, opts.training);
@@ -91,7 +95,7 @@ absl::Status Run() {
     if (kind == JudgeKind::kSpeech) {
       const auto& test = judge.corpus.fsdd[data::kVal];
       const std::vector<float> x = RecordingInputs(test);
-      const std::vector<int32_t> predicted = judge.mlp->Predict(x.data(), test.size());
+      const std::vector<int32_t> predicted = judge.classifier->Predict(x.data(), test.size());
       std::vector<int> asked;
       for (const data::Recording& r : test) asked.push_back(r.digit);
       cer = absl::StrFormat(", test CER %.4f",
