@@ -52,7 +52,9 @@ TEST(Ensemble, AveragesLogSoftmaxAndHasTheFirstMembersFeatures) {
         expected[i * kClasses + c] += (logits[i * kClasses + c] - std::log(z)) / 2;
       }
     }
-    if (k == 0) EXPECT_EQ(features, f);
+    if (k == 0) {
+      EXPECT_EQ(features, f);
+    }
   }
   std::vector<float> features_only(features.size());
   e.Forward(x.data(), kN, nullptr, features_only.data());
