@@ -238,15 +238,23 @@ absl::Status LanguageModel::Hook(absl::Status (BucketHooks::*fn)(int), int bucke
   return hooks_ != nullptr ? (hooks_->*fn)(bucket) : absl::OkStatus();
 }
 
+Block::Activations* LanguageModel::LayerActs(int layer) const {
+  return acts_[recompute_ ? 0 : layer].get();
+}
+
 absl::Status LanguageModel::TrunkForward(const DeviceBatch& b) {
   Backend* be = backend_;
   const int64_t n = b.given->rows();
   const int d = config_.d_model(), n_layer = config_.n_layer();
   residual_.resize(n_layer + 1);
-  acts_.resize(n_layer);
+  // Recomputing, the layers share one set of activations (every block of a
+  // model is of one kind).
+  acts_.resize(recompute_ ? 1 : n_layer);
   for (int l = 0; l <= n_layer; ++l) {
     if (residual_[l].empty() || residual_[l].dim(0) != n) residual_[l] = be->Empty(dtype_, {n, d});
-    if (l < n_layer && acts_[l] == nullptr) acts_[l] = blocks_[l]->NewActivations();
+  }
+  for (size_t l = 0; l < acts_.size(); ++l) {
+    if (acts_[l] == nullptr) acts_[l] = blocks_[l]->NewActivations();
   }
   if (normed_f_.empty() || normed_f_.dim(0) != n) {
     // The final norm's output also feeds the Transfusion rows' gather, so it
@@ -263,7 +271,7 @@ absl::Status LanguageModel::TrunkForward(const DeviceBatch& b) {
   if (b.patches.count > 0) patches_->AddInput(b.patches, residual_[0].mat());
   for (int l = 0; l < n_layer; ++l) {
     RETURN_IF_ERROR(Hook(&BucketHooks::BeforeForward, 1 + l));
-    blocks_[l]->Forward(b.ctx, residual_[l].mat(), residual_[l + 1].mat(), acts_[l].get());
+    blocks_[l]->Forward(b.ctx, residual_[l].mat(), residual_[l + 1].mat(), LayerActs(l));
     RETURN_IF_ERROR(Hook(&BucketHooks::AfterForward, 1 + l));
   }
   norm_f_->Forward(residual_[n_layer].mat(), normed_f_.mat(), &rstd_f_);
@@ -339,7 +347,12 @@ absl::Status LanguageModel::Backward(const DeviceBatch& b, const LossDenominator
   *dnormed = Tensor();  // each block has its own; peak memory stays as it was
   for (int l = n_layer - 1; l >= 0; --l) {
     RETURN_IF_ERROR(Hook(&BucketHooks::BeforeBackward, 1 + l));
-    blocks_[l]->Backward(b.ctx, residual_[l].mat(), *acts_[l], dres.mat());
+    // The layer's output is written again with the bits it had: the layer
+    // above, its only reader, is done with it.
+    if (recompute_) {
+      blocks_[l]->Forward(b.ctx, residual_[l].mat(), residual_[l + 1].mat(), LayerActs(l));
+    }
+    blocks_[l]->Backward(b.ctx, residual_[l].mat(), *LayerActs(l), dres.mat());
     RETURN_IF_ERROR(Hook(&BucketHooks::AfterBackward, 1 + l));
   }
   be->EmbeddingBackward(b.tokens, dres.mat(), &embed_->grad);

@@ -111,6 +111,10 @@ class LanguageModel {
   // per modality on a row range. On by default; off keeps the batch's order
   // (tests compare the two).
   void set_group_rows(bool on) { group_rows_ = on; }
+  // Whether the backward recomputes each layer's activations (one layer's
+  // kept at a time) instead of keeping every layer's from the forward
+  // (TrainConfig.recompute_activations). Off by default.
+  void set_recompute_activations(bool on) { recompute_ = on; }
   // Logits of the last Evaluate, [N, V] on the device, row n for the batch's
   // token n (ForwardBackward's fused head does not keep them).
   const Tensor& logits() const { return logits_; }
@@ -145,6 +149,8 @@ class LanguageModel {
   // The stages of Run.
   DeviceBatch PrepareBatch(const Batch& given, const LossDenominators& denominators) const;
   absl::Status TrunkForward(const DeviceBatch& b);
+  // Layer `layer`'s activations: its own, or the shared set when recomputing.
+  Block::Activations* LayerActs(int layer) const;
   LossReport HeadAndLoss(const DeviceBatch& b, bool backward, Tensor* dnormed);
   absl::Status Backward(const DeviceBatch& b, const LossDenominators& denominators,
                         Tensor* dnormed);
@@ -156,6 +162,7 @@ class LanguageModel {
   DType dtype_;
   BucketHooks* hooks_ = nullptr;
   bool group_rows_ = true;
+  bool recompute_ = false;
   ParamSet params_;
   Param* embed_;
   std::vector<std::unique_ptr<Block>> blocks_;

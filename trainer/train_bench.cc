@@ -46,6 +46,7 @@ ABSL_FLAG(int, warmup, 2, "Untimed steps first.");
 ABSL_FLAG(bool, profile, false,
           "After each model's row, a table of GPU time per op (events around every op).");
 ABSL_FLAG(bool, overlap, true, "FSDP's overlapped schedule (false: serial).");
+ABSL_FLAG(bool, recompute, false, "Recompute each layer's activations in the backward.");
 ABSL_FLAG(int, layers_per_bucket, 1, "Layers per FSDP communication bucket.");
 
 namespace modamba {
@@ -177,6 +178,7 @@ void Run(const Shape4& s, const std::string& model_kind, Group& group) {
   auto fsdp = Fsdp::Create((*model)->mutable_params(), comm.get(), o, fsdp_options);
   CHECK(fsdp.ok()) << fsdp.status();
   (*model)->set_bucket_hooks(fsdp->get());
+  (*model)->set_recompute_activations(absl::GetFlag(FLAGS_recompute));
   std::mt19937 rng(7);
   const Batch batch = MakeBatch(c, s, &rng);
 

@@ -131,6 +131,7 @@ absl::StatusOr<std::vector<StepRecord>> Train(const v1::TrainConfig& c, const Tr
                    Fsdp::Create(model->mutable_params(), hybrid.shard ? hybrid.shard.get() : comm,
                                 c.optimizer(), fsdp_options));
   model->set_bucket_hooks(fsdp.get());
+  model->set_recompute_activations(c.recompute_activations());
   if (log) {
     *log << absl::StrFormat("FSDP over %d rank(s): %d buckets, %.1f MiB of parameters, gradients and "
                             "AdamW moments per rank\n",

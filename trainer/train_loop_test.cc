@@ -85,6 +85,23 @@ TEST(TrainLoop, TransformerResumeGivesBitIdenticalLosses) {
       "route_ffn_out: true");
 }
 
+TEST(TrainLoop, RecomputedActivationsGiveBitIdenticalLosses) {
+  const std::string text = WriteCorpus();
+  auto be = NewCpuBackend();
+  TrainContext ctx;
+  ctx.backend = be.get();
+  auto kept = Train(Config(text, TmpDir("kept"), 6), ctx);
+  v1::TrainConfig c = Config(text, TmpDir("recomputed"), 6);
+  c.set_recompute_activations(true);
+  auto recomputed = Train(c, ctx);
+  ASSERT_TRUE(kept.ok() && recomputed.ok());
+  ASSERT_EQ(kept->size(), recomputed->size());
+  for (size_t i = 0; i < kept->size(); ++i) {
+    EXPECT_EQ((*kept)[i].loss.total_sum(), (*recomputed)[i].loss.total_sum()) << "step " << i + 1;
+    EXPECT_EQ((*kept)[i].grad_norm, (*recomputed)[i].grad_norm) << "step " << i + 1;
+  }
+}
+
 TEST(TrainLoop, TruncatedCheckpointIsAClearError) {
   const std::string text = WriteCorpus();
   const std::string dir = TmpDir("truncated");
