@@ -13,6 +13,7 @@ namespace modamba {
 namespace {
 
 using testing::AddPatches;
+using testing::MakeModel;
 
 v1::ModelConfig SmallConfig(int modalities, bool routed) {
   v1::ModelConfig c;
@@ -50,13 +51,6 @@ Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed, int only_modality = -
     b.loss_mask.push_back(i % 7 == 3 ? 0.f : 1.f);
   }
   return b;
-}
-
-std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be, DType dtype,
-                                         uint64_t seed = 7) {
-  auto model = LanguageModel::Create(c, be, dtype, seed);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return std::move(model).value();
 }
 
 TEST(ModelGradient, MatchesFiniteDifferencesInDouble) {

@@ -10,6 +10,13 @@
 
 namespace modamba::testing {
 
+std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be, DType dtype,
+                                         uint64_t seed) {
+  auto model = LanguageModel::Create(c, be, dtype, seed);
+  EXPECT_TRUE(model.ok()) << model.status();
+  return std::move(model).value();
+}
+
 void AddPatches(const v1::ModelConfig& c, Batch* b, uint64_t seed) {
   Rng rng(seed);
   for (int32_t r : {2, 3, 4, 5, 11, 12, 13}) {

@@ -4,11 +4,16 @@
 #ifndef MODAMBA_CORE_MODEL_TEST_UTIL_H_
 #define MODAMBA_CORE_MODEL_TEST_UTIL_H_
 
+#include <memory>
 #include <string>
 
 #include "core/model.h"
 
 namespace modamba::testing {
+
+// LanguageModel::Create, failing the test if it does not succeed.
+std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be, DType dtype,
+                                         uint64_t seed = 7);
 
 // Moves an F64 model off its initialisation (where some gradients vanish or
 // are tiny enough to drown in rounding), then checks ForwardBackward's

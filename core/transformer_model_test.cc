@@ -54,9 +54,7 @@ Batch RandomBatch(const v1::ModelConfig& c, uint64_t seed) {
 }
 
 std::unique_ptr<LanguageModel> MakeModel(const v1::ModelConfig& c, Backend* be) {
-  auto model = LanguageModel::Create(c, be, DType::kF64, 7);
-  EXPECT_TRUE(model.ok()) << model.status();
-  return std::move(model).value();
+  return testing::MakeModel(c, be, DType::kF64);
 }
 
 TEST(TransformerModel, GradientsMatchFiniteDifferencesInDouble) {
