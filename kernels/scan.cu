@@ -89,7 +89,7 @@ struct Params {
   const float *dt_bias, *a_log, *d;
   void* y;  // fp32 or bf16 (y_bf16)
   int64_t ldy;
-  bool y_bf16;
+  bool y_bf16, y_vec;  // y_vec: every row's channel quads align for one store
   float* ckpt;  // [batch][tiles][E][kS]: the state before step j * kT
   // Backward only.
   Operand dy;
@@ -98,6 +98,7 @@ struct Params {
   bool ddr_bf16;
   void* dz;  // fp32 or bf16 (dz_bf16)
   bool dz_bf16;
+  bool du_vec, ddr_vec, dz_vec;  // as y_vec
   int64_t lddu, ldddr, lddz;
   float* dbc_part;  // [channel blocks][N][2 kS]: dB then dC partial sums
   float* part_da;   // [batch][chunks][E][kS]
@@ -342,6 +343,43 @@ __device__ __forceinline__ void LoadStates(const float* p, float (&v)[SPT]) {
   }
 }
 
+// Per-element passes take a tile four channels at a time (16-byte shared
+// loads and stores, no division per element): thread tid owns channels
+// [Col(), Col() + 4) of rows Row(k), k < kPasses.
+template <int CB, int NT>
+struct Quads {
+  static constexpr int kPerRow = CB / 4, kRowStep = NT / kPerRow, kPasses = kT / kRowStep;
+  static_assert(CB % 4 == 0 && NT % kPerRow == 0 && kT % kRowStep == 0, "quad layout");
+  __device__ __forceinline__ static int Col() { return (threadIdx.x % kPerRow) * 4; }
+  __device__ __forceinline__ static int Row(int k) { return threadIdx.x / kPerRow + k * kRowStep; }
+};
+
+__device__ __forceinline__ float4 Ld4(const float* p) { return *reinterpret_cast<const float4*>(p); }
+__device__ __forceinline__ void St4(float* p, float4 v) { *reinterpret_cast<float4*>(p) = v; }
+__device__ __forceinline__ float& At(float4& v, int j) { return reinterpret_cast<float*>(&v)[j]; }
+__device__ __forceinline__ float At(const float4& v, int j) {
+  return reinterpret_cast<const float*>(&v)[j];
+}
+
+// out[i + j] = v[j] for the j < n (<= 4) columns inside the matrix, fp32 or
+// bf16; vec: out + i is 16-byte (fp32) or 8-byte (bf16) aligned.
+__device__ __forceinline__ void StoreOut4(void* out, bool bf16, bool vec, int64_t i, float4 v,
+                                          int n) {
+  if (vec && n == 4) {
+    if (bf16) {
+      const __nv_bfloat162 lo = __floats2bfloat162_rn(v.x, v.y), hi = __floats2bfloat162_rn(v.z, v.w);
+      uint2 packed;
+      packed.x = *reinterpret_cast<const uint32_t*>(&lo);
+      packed.y = *reinterpret_cast<const uint32_t*>(&hi);
+      *reinterpret_cast<uint2*>(static_cast<__nv_bfloat16*>(out) + i) = packed;
+    } else {
+      St4(static_cast<float*>(out) + i, v);
+    }
+    return;
+  }
+  for (int j = 0; j < n; ++j) StoreOut(out, bf16, i + j, At(v, j));
+}
+
 // sbias[g][ch] = dt_bias[g][e0 + ch] (zero past the last channel).
 template <int CB, int NT>
 __device__ __forceinline__ void LoadBias(const Params& p, int64_t e0, int cols_valid,
@@ -452,9 +490,12 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
   float* sD = smem + SM::kD;
   float* sbias = smem + SM::kBias;
   static_assert(NT >= kT, "a thread per step stages the tile maps");
-  static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
+  using Q = Quads<CB, NT>;
+  static_assert(SM::kU % 4 == 0 && SM::kDe % 4 == 0 && SM::kZ % 4 == 0 && SM::kDu % 4 == 0 &&
+                    SM::kStage % 4 == 0 && SM::kD % 4 == 0 && SM::kBias % 4 == 0,
+                "quad passes: 16-byte aligned buffers");
 
-  const int tid = threadIdx.x;
+  const int tid = threadIdx.x, qc = Q::Col();
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
   const int64_t L = p.seq_len, E = p.e_dim, bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
@@ -516,18 +557,23 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     const int64_t t0 = int64_t(tile) * kT;
     const int rows = steps(tile);
 
-    // Four elements at a time: their softplus chains overlap.
-#pragma unroll 4
-    for (int k = 0; k < kT * CB / NT; ++k) {
-      const int q = tid + k * NT, r = q / CB, ch = q % CB;
-      float de = 0.f, du = 0.f;
-      if (r < rows && ch < cols_valid) {
-        const float delta = Softplus(sde[q] + sbias[TileGroup(p, map, r) * CB + ch]);
-        de = ExponentScale(delta, sreset[r] != 0.f);
-        du = delta * su[q];
+    // delta, its exponent scale and delta * u, four channels at a time.
+#pragma unroll
+    for (int k = 0; k < Q::kPasses; ++k) {
+      const int r = Q::Row(k), q = r * CB + qc;
+      const float4 dr = Ld4(sde + q), uu = Ld4(su + q);
+      const float4 bias = Ld4(sbias + TileGroup(p, map, r) * CB + qc);
+      const bool reset = sreset[r] != 0.f;
+      float4 de, du;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = r < rows && qc + j < cols_valid;
+        const float delta = Softplus(At(dr, j) + At(bias, j));
+        At(de, j) = valid ? ExponentScale(delta, reset) : 0.f;
+        At(du, j) = valid ? delta * At(uu, j) : 0.f;
       }
-      sde[q] = de;
-      sdu[q] = du;
+      St4(sde + q, de);
+      St4(sdu + q, du);
     }
     if (kMode == FwdMode::kStates || (kY && p.ckpt != nullptr)) {
       float* dst = p.ckpt + ((bi * CeilDiv(L, kT) + tile) * E) * kS;
@@ -571,14 +617,21 @@ __global__ void __launch_bounds__(C::kNT) ScanForwardKernel(Params p) {
     if (kY) {
       __syncthreads();
       const float* sz = st + SM::kZ;
-#pragma unroll 4
-      for (int k = 0; k < kT * CB / NT; ++k) {
-        const int q = tid + k * NT, r = q / CB, ch = q % CB;
-        if (r >= rows || ch >= cols_valid) continue;
-        const float zz = sz[q];
-        const float cdh = SumShares<C::kNSG>(sy_part + q * C::kNSG);
-        const float out = (cdh + sD[ch] * su[q]) * (zz * Sigmoid(zz));
-        StoreOut(p.y, p.y_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + ch, out);
+      const float4 dd = Ld4(sD + qc);
+#pragma unroll
+      for (int k = 0; k < Q::kPasses; ++k) {
+        const int r = Q::Row(k), q = r * CB + qc;
+        if (r >= rows) continue;
+        const float4 zz = Ld4(sz + q), uu = Ld4(su + q);
+        float4 out;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float cdh = SumShares<C::kNSG>(sy_part + (q + j) * C::kNSG);
+          const float z = At(zz, j);
+          At(out, j) = (cdh + At(dd, j) * At(uu, j)) * (z * Sigmoid(z));
+        }
+        StoreOut4(p.y, p.y_bf16, p.y_vec, TileRow<kMapped>(map, row_base + t0, r) * p.ldy + e0 + qc,
+                  out, min(4, cols_valid - qc));
       }
     }
     maps.Put(tile + 2, tile + 1);  // for load(tile + 2) and the prepass of tile + 1
@@ -699,7 +752,6 @@ template <class C>
 struct BwdSmem {
   static constexpr int CB = C::kCB, K = kSub;
   static constexpr int kWarps = C::kNT / 32;
-  static constexpr int kSlots = C::kNT / CB;  // threads per channel in per-element passes
   static constexpr int kShares = ChannelShares<C>::kShares;  // per channel sum
   // Raw inputs of one tile, prefetched while the previous tile's adjoint runs.
   static constexpr int kRawU = 0, kRawDr = kT * CB, kRawZ = 2 * kT * CB, kRawDy = 3 * kT * CB;
@@ -723,17 +775,16 @@ struct BwdSmem {
       kSubState + (kT / K) * C::kNT * C::kCPT * C::kSPT;  // [K][warps][32]
   // A sub-tile's sum_s gt B, then sum_s A q, by share: [2][K][CB][kShares].
   static constexpr int kChan = kRed + K * kWarps * 32;
-  static constexpr int kDd = kChan + 2 * K * CB * kShares;  // [slots][CB]
-  static constexpr int kDtb = kDd + kSlots * CB;            // [groups][CB]
+  static constexpr int kDtb = kChan + 2 * K * CB * kShares;  // [groups][CB]
   static constexpr int kD = kDtb + kMaxGroups * CB;
   static constexpr int kTotal = kD + CB;
   // BwdCfg (CB 64, 128 threads, CPT 2 x SPT 4): raw 9248 + tile 5 x 2048 +
   // B, C 2 x 512 + maps 3 x 64 + sub-states 4096 + reduction 1024 + shares
-  // 2048 + dD 128 + d dt_bias 512 + D 64 = 28576 floats = 114,304 B per
-  // block (dt_bias is read through the cache, not staged, to make room).
-  // The two blocks per SM of __launch_bounds__(kNT, 2) take 2 x (114,304 +
-  // 1,024 reserved) = 230,656 B of an H100 SM's 233,472 (228 KB): 1,408 B
-  // per block to spare. LaunchBackward checks it.
+  // 2048 + d dt_bias 512 + D 64 = 28448 floats = 113,792 B per block
+  // (dt_bias is read through the cache, not staged, to make room). The two
+  // blocks per SM of __launch_bounds__(kNT, 2) take 2 x (113,792 + 1,024
+  // reserved) = 229,632 B of an H100 SM's 233,472 (228 KB): 1,920 B per
+  // block to spare. LaunchBackward checks it.
 };
 
 template <class C, bool kMapped>
@@ -753,7 +804,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   static_assert(NT >= kT, "a thread per step stages the tile maps");
   float* ssub = smem + SM::kSubState;
   float* sred = smem + SM::kRed;
-  float* sdD = smem + SM::kDd;
   float* sdtb = smem + SM::kDtb;
   float* sD = smem + SM::kD;
   float* sy_share = smem + SM::kYShare;
@@ -762,6 +812,13 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int sg = tid % C::kNSG, cg = tid / C::kNSG;
   const int slot = tid / CB, my_ch = tid % CB;
+  using Q = Quads<CB, NT>;
+  static_assert(SM::kRaw % 4 == 0 && SM::kRawB % 4 == 0 && SM::kU % 4 == 0 && SM::kB % 4 == 0 &&
+                    SM::kD % 4 == 0 && CB % 4 == 0,
+                "quad passes: 16-byte aligned buffers");
+  static_assert(Q::kRowStep * CB <= kT * CB, "d D's row-group sums fit in the tile's u");
+  const int qc = Q::Col();
+  float4 dd_acc = make_float4(0.f, 0.f, 0.f, 0.f);  // d D of the thread's quad
   const int64_t L = p.seq_len, E = p.e_dim, N = p.batch * L;
   const int64_t bi = blockIdx.y, e0 = int64_t(blockIdx.x) * CB;
   const int cols_valid = static_cast<int>(Min64(CB, E - e0));
@@ -781,7 +838,6 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
   }
   FoldCarries<C>(p, p.chunks - 1, chunk, -1, e0, cg, sg, A, g);
   for (int q = tid; q < kMaxGroups * CB; q += NT) sdtb[q] = 0.f;
-  for (int q = tid; q < SM::kSlots * CB; q += NT) sdD[q] = 0.f;
   for (int ch = tid; ch < CB; ch += NT) sD[ch] = ch < cols_valid ? p.d[e0 + ch] : 0.f;
 
   auto load_raw = [&](int tile) {
@@ -810,26 +866,31 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     const int rows = steps(tile);
     const float* raw_reset = smem + SM::kRawReset;
 
-    // Per-element pass: delta, its exponent scale and sigmoid; copies of u, B, C.
-    static_assert(kT * CB % NT == 0, "per-element passes: the same count for every thread");
-    // Four elements at a time: their softplus chains overlap.
-#pragma unroll 4
-    for (int k = 0; k < kT * CB / NT; ++k) {
-      const int q = tid + k * NT, r = q / CB, ch = q % CB;
-      float delta = 0.f, de = 0.f, sig = 0.f;
-      if (r < rows && ch < cols_valid) {
-        const float bias = __ldg(p.dt_bias + TileGroup(p, map, r) * E + e0 + ch);
-        const float pre = smem[SM::kRawDr + q] + bias;
-        delta = Softplus(pre);
-        de = ExponentScale(delta, raw_reset[r] != 0.f);
-        sig = __expf(pre - delta);  // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
+    // Per-element pass, four channels at a time: delta, its exponent scale
+    // and sigmoid; copies of u, B, C.
+#pragma unroll
+    for (int k = 0; k < Q::kPasses; ++k) {
+      const int r = Q::Row(k), q = r * CB + qc;
+      const float4 dr = Ld4(smem + SM::kRawDr + q);
+      const bool reset = raw_reset[r] != 0.f;
+      const float* bias = p.dt_bias + TileGroup(p, map, r) * E + e0 + qc;
+      float4 delta, de, sig;
+#pragma unroll
+      for (int j = 0; j < 4; ++j) {
+        const bool valid = r < rows && qc + j < cols_valid;
+        const float pre = At(dr, j) + (valid ? __ldg(bias + j) : 0.f);
+        const float d = Softplus(pre);
+        At(delta, j) = valid ? d : 0.f;
+        At(de, j) = valid ? ExponentScale(d, reset) : 0.f;
+        // sigmoid(x) = e^x / (1 + e^x) = e^(x - softplus(x))
+        At(sig, j) = valid ? ExpFtz(pre - d) : 0.f;
       }
-      tu[q] = smem[SM::kRawU + q];
-      tdelta[q] = delta;
-      tde[q] = de;
-      tsig[q] = sig;
+      St4(tu + q, Ld4(smem + SM::kRawU + q));
+      St4(tdelta + q, delta);
+      St4(tde + q, de);
+      St4(tsig + q, sig);
     }
-    for (int q = tid; q < 2 * kT * kS; q += NT) tB[q] = smem[SM::kRawB + q];  // B then C
+    for (int q = 4 * tid; q < 2 * kT * kS; q += 4 * NT) St4(tB + q, Ld4(smem + SM::kRawB + q));
     float h[CPT][SPT];
     {
       const float* src = p.ckpt + ((bi * tiles + tile) * E) * kS;
@@ -873,20 +934,29 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
     __syncthreads();
 
     // Gate and skip: dz, and the gradient of the pre-gate output.
-#pragma unroll 4
-    for (int k = 0; k < kT * CB / NT; ++k) {
-      const int q = tid + k * NT, r = q / CB, ch = q % CB;
-      float dyv = 0.f;
-      if (r < rows && ch < cols_valid) {
-        const float zz = smem[SM::kRawZ + q], uu = tu[q], g_out = smem[SM::kRawDy + q];
-        const float sgz = Sigmoid(zz);
-        const float yv = SumShares<kSh>(sy_share + q * kSh) + sD[ch] * uu;
-        StoreOut(p.dz, p.dz_bf16, TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + ch,
-                 g_out * yv * (sgz * (1.f + zz * (1.f - sgz))));
-        dyv = g_out * zz * sgz;
-        sdD[slot * CB + ch] += dyv * uu;
+    {
+      const float4 dd = Ld4(sD + qc);
+#pragma unroll
+      for (int k = 0; k < Q::kPasses; ++k) {
+        const int r = Q::Row(k), q = r * CB + qc;
+        const float4 zz = Ld4(smem + SM::kRawZ + q), uu = Ld4(tu + q);
+        const float4 g_out = Ld4(smem + SM::kRawDy + q);
+        float4 dz, dyv;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          const float z = At(zz, j), sgz = Sigmoid(z);
+          const float yv = SumShares<kSh>(sy_share + (q + j) * kSh) + At(dd, j) * At(uu, j);
+          At(dz, j) = At(g_out, j) * yv * (sgz * (1.f + z * (1.f - sgz)));
+          At(dyv, j) = r < rows && qc + j < cols_valid ? At(g_out, j) * z * sgz : 0.f;
+          At(dd_acc, j) = fmaf(At(dyv, j), At(uu, j), At(dd_acc, j));
+        }
+        if (r < rows) {
+          StoreOut4(p.dz, p.dz_bf16, p.dz_vec,
+                    TileRow<kMapped>(map, row_base + t0, r) * p.lddz + e0 + qc, dz,
+                    min(4, cols_valid - qc));
+        }
+        St4(tdyv + q, dyv);
       }
-      tdyv[q] = dyv;
     }
     maps.Put(tile - 2, tile - 1);  // for load_raw(tile - 2) and the prepass of tile - 1
     __syncthreads();               // raw buffers are free
@@ -980,14 +1050,21 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
         ddr = fmaf(tu[t], gb, aq) * tsig[t];
         du = tdelta[t] * gb;
       };
-      for (int q = tid; q < K * CB; q += NT) {
-        const int r = rb + q / CB, ch = q % CB;
-        if (r >= rows || ch >= cols_valid) continue;
+      // Four channels at a time: d delta_raw and du.
+      for (int kq = threadIdx.x / Q::kPerRow; kq < K; kq += Q::kRowStep) {
+        const int r = rb + kq;
+        if (r >= rows) continue;
         const int64_t row = TileRow<kMapped>(map, row_base + t0, r);
-        float ddr, du;
-        chan(q / CB, ch, ddr, du);
-        StoreOut(p.ddr, p.ddr_bf16, row * p.ldddr + e0 + ch, ddr);
-        p.du[row * p.lddu + e0 + ch] = fmaf(tdyv[r * CB + ch], sD[ch], du);
+        const float4 dyv = Ld4(tdyv + r * CB + qc), dd = Ld4(sD + qc);
+        float4 ddr, du;
+#pragma unroll
+        for (int j = 0; j < 4; ++j) {
+          chan(kq, qc + j, At(ddr, j), At(du, j));
+          At(du, j) = fmaf(At(dyv, j), At(dd, j), At(du, j));
+        }
+        const int n = min(4, cols_valid - qc);
+        StoreOut4(p.ddr, p.ddr_bf16, p.ddr_vec, row * p.ldddr + e0 + qc, ddr, n);
+        StoreOut4(p.du, false, p.du_vec, row * p.lddu + e0 + qc, du, n);
       }
       // d dt_bias: one thread per channel, steps last first (a fixed order).
       if (slot == 0 && my_ch < cols_valid) {
@@ -1015,10 +1092,13 @@ __global__ void __launch_bounds__(C::kNT, 2) ScanBackwardKernel(Params p) {
       if (s < p.s_dim) p.part_da[(seq_chunk * E + e) * kS + s] = dA[c][i] * A[c][i];
     }
   }
+  // d D: each thread's quad sums, by row group in order (the tile buffers are free).
+  St4(tu + (threadIdx.x / Q::kPerRow) * CB + qc, dd_acc);
+  __syncthreads();
   if (slot == 0 && my_ch < cols_valid) {
     const int64_t e = e0 + my_ch;
     float dd = 0.f;
-    for (int k = 0; k < SM::kSlots; ++k) dd += sdD[k * CB + my_ch];
+    for (int k = 0; k < Q::kRowStep; ++k) dd += tu[k * CB + my_ch];
     p.part_dd[seq_chunk * E + e] = dd;
     for (int gi = 0; gi < p.groups; ++gi)
       p.part_dtb[(seq_chunk * p.groups + gi) * E + e] = sdtb[gi * CB + my_ch];
@@ -1070,6 +1150,12 @@ __global__ void ScanParamReduceKernel(const float* part_da, const float* part_dd
     for (int64_t b = 0; b < parts; ++b) sum += part_dtb[b * n_dtb + j];
     ddt_bias[j] += sum;
   }
+}
+
+// Whether every row of a strided output stores four adjacent channels (from
+// a multiple of four) in one 16-byte (fp32) or 8-byte (bf16) store.
+bool QuadAligned(const void* data, int64_t ld, bool bf16) {
+  return reinterpret_cast<uintptr_t>(data) % (bf16 ? 8 : 16) == 0 && ld % 4 == 0;
 }
 
 Operand OperandOf(const ConstView& v) {
@@ -1271,6 +1357,7 @@ void ScanForward(const ScanArgs& a, OutView y, cudaStream_t stream) {
   p.y = y.data;
   p.ldy = y.ld;
   p.y_bf16 = y.bf16;
+  p.y_vec = QuadAligned(y.data, y.ld, y.bf16);
   DispatchRowMap(p.rows, [&](auto mapped) {
     RunForward<FwdMode::kOutput, decltype(mapped)::value>(p, stream);
   });
@@ -1288,6 +1375,9 @@ void ScanBackward(const ScanArgs& a, const ScanGradArgs& g, cudaStream_t stream)
   p.dz = g.dz.data;
   p.lddz = g.dz.ld;
   p.dz_bf16 = g.dz.bf16;
+  p.du_vec = QuadAligned(g.du.data, g.du.ld, false);
+  p.ddr_vec = QuadAligned(g.ddelta_raw.data, g.ddelta_raw.ld, g.ddelta_raw.bf16);
+  p.dz_vec = QuadAligned(g.dz.data, g.dz.ld, g.dz.bf16);
   DispatchRowMap(p.rows, [&](auto mapped) {
     LaunchBackward<BwdCfg, decltype(mapped)::value>(p, a, g, stream);
   });
