@@ -298,8 +298,10 @@ TEST_F(CudaBackendTest, GatherScatterRows) {
 
 TEST_F(CudaBackendTest, RmsNorm) {
   // d = 61 in a strided window runs the general backward; d = 384 with
-  // aligned rows the vectorised one (and more rows than its blocks cover).
-  for (auto [n, d, pad] : {std::tuple<int64_t, int64_t, int64_t>{77, 61, 5}, {2500, 384, 4}}) {
+  // aligned rows the vectorised one (and more rows than its blocks cover);
+  // d = 2600, aligned, the wide one.
+  for (auto [n, d, pad] :
+       {std::tuple<int64_t, int64_t, int64_t>{77, 61, 5}, {2500, 384, 4}, {2100, 2600, 8}}) {
     const std::string tag = "d=" + std::to_string(d);
     Pair x = Random({n, d + pad}, 2.f, 0.3f);
     Pair w = Random({d}, 0.2f, 1.f);
@@ -313,7 +315,7 @@ TEST_F(CudaBackendTest, RmsNorm) {
     Pair dy = Random({n, d});
     Pair dx = Random({n, d + pad});  // accumulates into a window
     Pair dw = Random({d});
-    const int64_t col0 = pad % 4 == 0 ? pad : 1;  // aligned for d = 384
+    const int64_t col0 = pad % 4 == 0 ? pad : 1;  // aligned for d = 384 and 2600
     cpu_->RmsNormBackward(x.h(0, d), w.host, rstd.host, dy.h(), dx.h(col0, d), &dw.host);
     gpu_->RmsNormBackward(x.d(0, d), w.dev, rstd.dev, dy.d(), dx.d(col0, d), &dw.dev);
     ExpectClose(Err(dx), kTolF32, "rmsnorm dx, " + tag);
