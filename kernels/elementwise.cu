@@ -71,11 +71,18 @@ __global__ void SumSquaresKernel(const SumView* views, int num_views, double* pa
   const SumView v = views[lo];
   double acc = 0;
   const int64_t n = v.rows * v.cols, stride = int64_t(v.blocks) * blockDim.x;
-  for (int64_t i = (blockIdx.x - v.first) * int64_t(blockDim.x) + threadIdx.x; i < n;
-       i += stride) {
-    const int64_t r = i / v.cols;
-    const double e = v.x[r * v.ld + (i - r * v.cols)];
-    acc += e * e;
+  const int64_t i0 = (blockIdx.x - v.first) * int64_t(blockDim.x) + threadIdx.x;
+  if (v.rows == 1 || v.ld == v.cols) {  // contiguous: no 64-bit division per element
+    for (int64_t i = i0; i < n; i += stride) {
+      const double e = v.x[i];
+      acc += e * e;
+    }
+  } else {
+    for (int64_t i = i0; i < n; i += stride) {
+      const int64_t r = i / v.cols;
+      const double e = v.x[r * v.ld + (i - r * v.cols)];
+      acc += e * e;
+    }
   }
   double total = BlockSum(acc, shared);
   if (threadIdx.x == 0) partial[blockIdx.x] = total;
@@ -131,6 +138,12 @@ void FillUniform(float* data, int64_t n, uint64_t seed, float lo, float hi, cuda
 void Fill(void* data, int64_t rows, int64_t cols, int64_t ld, int elem_size, uint64_t bits,
           cudaStream_t stream) {
   if (rows == 0 || cols == 0) return;
+  if (bits == 0) {  // zeros (gradient buffers every step): the driver's memset runs near the copy rate
+    const size_t row_bytes = size_t(cols) * elem_size;
+    CUDA_CHECK(cudaMemset2DAsync(data, rows == 1 ? row_bytes : size_t(ld) * elem_size, 0,
+                                 row_bytes, size_t(rows), stream));
+    return;
+  }
   constexpr int kThreads = 256;
   dim3 grid = Grid2D(rows, cols, kThreads);
   switch (elem_size) {
